@@ -1,0 +1,105 @@
+/* Command line plumbing shared by the verbs. */
+#include "cmd/cli.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <string.h>
+#include <time.h>
+
+#include "common/error.h"
+#include "common/log.h"
+#include "common/util.h"
+
+int cli_common_option(struct cli *cli, int opt, const char *usage, int *ret_exit)
+{
+    switch (opt) {
+    case 'D':
+        free(cli->data_dir);
+        cli->data_dir = xstrdup(optarg);
+        return 1;
+    case 'R':
+        free(cli->region);
+        cli->region = xstrdup(optarg);
+        return 1;
+    case 'q':
+        cli->quiet = true;
+        return 1;
+    case 'v':
+        log_set_level(log_get_level() < LOG_DEBUG ? log_get_level() + 1 : LOG_DEBUG);
+        return 1;
+    case 'h':
+        fputs(usage, stdout);
+        *ret_exit = 0;
+        return 1;
+    case '?':
+        fprintf(stderr, "%s", usage);
+        *ret_exit = EXIT_USAGE;
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+int cli_open_region(struct cli *cli, struct region **ret)
+{
+    if (!cli->data_dir)
+        cli->data_dir = service_default_data_dir();
+    if (!cli->region) {
+        const char *env = getenv("KILN_REGION");
+        cli->region = xstrdup(env && *env ? env : DEFAULT_REGION);
+    }
+    return region_open(cli->data_dir, cli->region, false, ret);
+}
+
+void cli_error(int err, const char *fmt, ...)
+{
+    char what[512], why[600];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof(what), fmt, ap);
+    va_end(ap);
+    error_describe(err, why, sizeof(why));
+    if (what[0])
+        fprintf(stderr, "kiln: %s: %s\n", what, why);
+    else
+        fprintf(stderr, "kiln: %s\n", why);
+}
+
+void cli_fail(int err)
+{
+    char why[600];
+
+    fprintf(stderr, "kiln: %s\n", error_describe(err, why, sizeof(why)));
+}
+
+void json_string(FILE *f, const char *s)
+{
+    fputc('"', f);
+    for (const unsigned char *p = (const unsigned char *)(s ? s : ""); *p; p++) {
+        switch (*p) {
+        case '"': fputs("\\\"", f); break;
+        case '\\': fputs("\\\\", f); break;
+        case '\n': fputs("\\n", f); break;
+        case '\r': fputs("\\r", f); break;
+        case '\t': fputs("\\t", f); break;
+        default:
+            if (*p < 0x20)
+                fprintf(f, "\\u%04x", *p);
+            else
+                fputc(*p, f);
+        }
+    }
+    fputc('"', f);
+}
+
+const char *format_time_ms(int64_t ms, char *buf, size_t size)
+{
+    time_t t = (time_t)(ms / 1000);
+    struct tm tm;
+
+    gmtime_r(&t, &tm);
+    snprintf(buf, size, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
+             tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(ms % 1000));
+    return buf;
+}

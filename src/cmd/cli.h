@@ -1,0 +1,55 @@
+/* Shared plumbing of the kiln command line: option parsing for the options
+ * every verb takes, opening the region, and output helpers. */
+#ifndef KILN_CMD_CLI_H
+#define KILN_CMD_CLI_H
+
+#include <getopt.h>
+#include <stdbool.h>
+#include <stdio.h>
+
+#include "service/service.h"
+
+#define EXIT_USAGE 2
+
+struct cli {
+    char *data_dir;
+    char *region;
+    bool quiet;
+};
+
+/* Options every verb accepts, to splice into each verb's getopt table. */
+#define CLI_COMMON_OPTIONS                                                    \
+    { "data-dir", required_argument, NULL, 'D' },                             \
+    { "region", required_argument, NULL, 'R' },                               \
+    { "quiet", no_argument, NULL, 'q' },                                      \
+    { "verbose", no_argument, NULL, 'v' },                                    \
+    { "help", no_argument, NULL, 'h' }
+
+#define CLI_COMMON_SHORT "qvh"
+
+/* Handle a common option: 1 if it was one (and handled), 0 if not, or an
+ * exit status (>= 0 via *ret_exit) for --help.  `usage` is the verb's
+ * help text. */
+int cli_common_option(struct cli *cli, int opt, const char *usage, int *ret_exit);
+
+/* Open the region named by --region (default us-east-1) in --data-dir. */
+int cli_open_region(struct cli *cli, struct region **ret);
+
+/* Print "kiln: <message>" for error `err` to standard error. */
+void cli_error(int err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Print "kiln: <message>" alone. */
+void cli_fail(int err);
+
+/* Write s as a JSON string literal. */
+void json_string(FILE *f, const char *s);
+
+/* "2026-11-27T06:51:38.000Z" from unix milliseconds. */
+const char *format_time_ms(int64_t ms, char *buf, size_t size);
+
+int cmd_snapshot(struct cli *cli, int argc, char **argv);
+int cmd_fsck(struct cli *cli, int argc, char **argv);
+int cmd_gc(struct cli *cli, int argc, char **argv);
+int cmd_du(struct cli *cli, int argc, char **argv);
+
+#endif

@@ -1,0 +1,421 @@
+/* kiln snapshot import|export|list|show|delete|diff */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cmd/cli.h"
+#include "common/cleanup.h"
+#include "common/error.h"
+#include "common/util.h"
+
+static const char import_usage[] =
+    "usage: kiln snapshot import FILE [--format raw|qcow2|auto] [--parent SNAP]\n"
+    "                            [--description D] [--threads N]\n"
+    "\n"
+    "Import a disk image as a new snapshot and print its id as the last line of\n"
+    "standard output.  Blocks already in the store are not written again; with\n"
+    "--parent the import also reports how many 512 KiB blocks changed.\n"
+    "\n"
+    "  --format F        raw, qcow2 or auto (default: probe the file)\n"
+    "  --parent SNAP     the snapshot this one derives from\n"
+    "  --description D   free text, up to 255 characters\n"
+    "  --threads N       worker threads (default: one per core)\n";
+
+static const char export_usage[] =
+    "usage: kiln snapshot export SNAP FILE [--format raw|qcow2]\n"
+    "\n"
+    "Write a snapshot's volume to FILE: raw output is sparse; qcow2 output is a\n"
+    "qcow2 v3 image.  Every chunk is verified first; a damaged chunk fails the\n"
+    "export and FILE is not created.\n";
+
+static const char list_usage[] =
+    "usage: kiln snapshot list [--json]\n\nList the region's snapshots.\n";
+static const char show_usage[] =
+    "usage: kiln snapshot show SNAP [--json]\n\nShow one snapshot.\n";
+static const char delete_usage[] =
+    "usage: kiln snapshot delete SNAP\n\n"
+    "Delete a snapshot.  Its chunks are freed by the next `kiln gc`.\n";
+static const char diff_usage[] =
+    "usage: kiln snapshot diff SNAP_A SNAP_B\n\n"
+    "Print the indexes of the 512 KiB blocks whose content differs, one per line.\n";
+
+static const char snapshot_usage[] =
+    "usage: kiln snapshot import|export|list|show|delete|diff ...\n"
+    "\n"
+    "  import FILE       import a raw or qcow2 disk image\n"
+    "  export SNAP FILE  write a snapshot out as raw or qcow2\n"
+    "  list              list snapshots\n"
+    "  show SNAP         show one snapshot\n"
+    "  delete SNAP       delete a snapshot\n"
+    "  diff A B          512 KiB blocks that differ\n"
+    "\n"
+    "`kiln snapshot VERB --help` describes each.\n";
+
+enum { OPT_FORMAT = 1000, OPT_PARENT, OPT_DESCRIPTION, OPT_THREADS, OPT_JSON };
+
+static const struct option all_options[] = {
+    CLI_COMMON_OPTIONS,
+    { "format", required_argument, NULL, OPT_FORMAT },
+    { "parent", required_argument, NULL, OPT_PARENT },
+    { "description", required_argument, NULL, OPT_DESCRIPTION },
+    { "threads", required_argument, NULL, OPT_THREADS },
+    { "json", no_argument, NULL, OPT_JSON },
+    { NULL, 0, NULL, 0 },
+};
+
+struct snap_args {
+    const char *format;
+    const char *parent;
+    const char *description;
+    int threads;
+    bool json;
+    int npos;
+    char **pos;
+};
+
+/* Parse argv; `allowed` lists the verb-specific options accepted.  Returns
+ * -1 to continue, or an exit status. */
+static int parse(struct cli *cli, int argc, char **argv, const char *usage, const char *allowed,
+                 int npos, struct snap_args *a)
+{
+    int opt, ex = -1;
+
+    optind = 0;
+    while ((opt = getopt_long(argc, argv, "+" CLI_COMMON_SHORT, all_options, NULL)) != -1) {
+        if (cli_common_option(cli, opt, usage, &ex)) {
+            if (ex >= 0)
+                return ex;
+            continue;
+        }
+        const char *name = NULL;
+        for (const struct option *o = all_options; o->name; o++)
+            if (o->val == opt)
+                name = o->name;
+        if (!name || !strstr(allowed, name)) {
+            fprintf(stderr, "kiln: option '--%s' does not apply here\n\n%s", name ? name : "?",
+                    usage);
+            return EXIT_USAGE;
+        }
+        switch (opt) {
+        case OPT_FORMAT: a->format = optarg; break;
+        case OPT_PARENT: a->parent = optarg; break;
+        case OPT_DESCRIPTION: a->description = optarg; break;
+        case OPT_THREADS: {
+            char *end;
+            long n = strtol(optarg, &end, 10);
+            if (*end || n < 1 || n > 64) {
+                fprintf(stderr, "kiln: --threads wants a number from 1 to 64\n");
+                return EXIT_USAGE;
+            }
+            a->threads = (int)n;
+            break;
+        }
+        case OPT_JSON: a->json = true; break;
+        }
+    }
+    a->pos = argv + optind;
+    a->npos = argc - optind;
+    if (a->npos != npos) {
+        fprintf(stderr, "kiln: expected %d argument%s, got %d\n\n%s", npos,
+                npos == 1 ? "" : "s", a->npos, usage);
+        return EXIT_USAGE;
+    }
+    return -1;
+}
+
+static int check_snap_id(const char *id)
+{
+    if (!id_is_valid("snap", id)) {
+        fprintf(stderr, "kiln: '%s' is not a snapshot id (snap- and 17 hex digits)\n", id);
+        return EXIT_USAGE;
+    }
+    return -1;
+}
+
+static int do_import(struct cli *cli, int argc, char **argv)
+{
+    struct snap_args a = { 0 };
+    _cleanup_(region_freep) struct region *r = NULL;
+    struct service_import_options o = { .format = IMAGE_FORMAT_AUTO };
+    struct import_stats st;
+    char id[ID_MAX_SIZE];
+    uint64_t t0 = now_ns();
+    int ex, e;
+
+    ex = parse(cli, argc, argv, import_usage, "format parent description threads", 1, &a);
+    if (ex >= 0)
+        return ex;
+    if (a.format && image_format_from_string(a.format, &o.format) < 0) {
+        fprintf(stderr, "kiln: unknown format '%s' (raw, qcow2 or auto)\n", a.format);
+        return EXIT_USAGE;
+    }
+    if (a.parent && (ex = check_snap_id(a.parent)) >= 0)
+        return ex;
+    if (a.description && strlen(a.description) > 255) {
+        fprintf(stderr, "kiln: the description is longer than 255 characters\n");
+        return EXIT_USAGE;
+    }
+    o.parent_id = a.parent;
+    o.description = a.description;
+    o.threads = a.threads;
+    o.progress = !cli->quiet;
+
+    e = cli_open_region(cli, &r);
+    if (e == 0)
+        e = service_snapshot_import(r, a.pos[0], &o, id, &st);
+    if (e < 0) {
+        cli_fail(e);
+        return 1;
+    }
+    if (!cli->quiet) {
+        char vs[32], nb[32], sb[32];
+        double secs = (double)(now_ns() - t0) / 1e9;
+        printf("imported '%s': %s in %.2f s, %" PRIu64 " chunks, %" PRIu64
+               " new (%s, %s stored)\n",
+               a.pos[0], format_bytes(st.volume_size, vs, sizeof(vs)), secs, st.chunks,
+               st.chunks_new, format_bytes(st.bytes_new, nb, sizeof(nb)),
+               format_bytes(st.stored_new, sb, sizeof(sb)));
+        if (a.parent)
+            printf("%" PRIu64 " of %" PRIu64 " 512 KiB blocks changed from %s\n",
+                   st.changed_blocks, st.total_blocks, a.parent);
+    }
+    printf("%s\n", id);
+    return 0;
+}
+
+static int do_export(struct cli *cli, int argc, char **argv)
+{
+    struct snap_args a = { 0 };
+    _cleanup_(region_freep) struct region *r = NULL;
+    _cleanup_(blockmap_freep) struct blockmap *m = NULL;
+    struct export_options o = { .format = IMAGE_FORMAT_RAW };
+    int ex, e;
+
+    ex = parse(cli, argc, argv, export_usage, "format threads", 2, &a);
+    if (ex >= 0)
+        return ex;
+    if (a.format && (image_format_from_string(a.format, &o.format) < 0 ||
+                     o.format == IMAGE_FORMAT_AUTO)) {
+        fprintf(stderr, "kiln: unknown export format '%s' (raw or qcow2)\n", a.format);
+        return EXIT_USAGE;
+    }
+    if ((ex = check_snap_id(a.pos[0])) >= 0)
+        return ex;
+    o.threads = a.threads;
+    o.progress = !cli->quiet;
+    e = cli_open_region(cli, &r);
+    if (e == 0) {
+        /* Hold the store's shared lock: gc must not sweep under an export
+         * of a snapshot deleted meanwhile. */
+        e = store_lock(r->store, false, 60000);
+        if (e == 0) {
+            e = service_snapshot_get(r, a.pos[0], NULL, &m);
+            if (e == 0)
+                e = snapshot_export(r->store, m, a.pos[1], &o);
+            store_unlock(r->store);
+        }
+    }
+    if (e < 0) {
+        cli_error(e, "cannot export '%s'", a.pos[0]);
+        return 1;
+    }
+    return 0;
+}
+
+static void print_json_snapshot(const struct registry_snapshot *s)
+{
+    char t[40], hex[DIGEST_HEX_SIZE];
+
+    printf("{\"SnapshotId\":");
+    json_string(stdout, s->id);
+    printf(",\"OwnerId\":");
+    json_string(stdout, s->owner);
+    printf(",\"State\":\"%s\",\"Progress\":\"%d%%\",\"VolumeSize\":%u,\"VolumeSizeBytes\":%" PRIu64,
+           snapshot_state_to_string(s->state), s->progress, s->volume_size_gib, s->volume_size);
+    printf(",\"Description\":");
+    json_string(stdout, s->description ? s->description : "");
+    printf(",\"StartTime\":\"%s\"", format_time_ms(s->start_time, t, sizeof(t)));
+    if (s->completion_time)
+        printf(",\"CompletionTime\":\"%s\"", format_time_ms(s->completion_time, t, sizeof(t)));
+    if (s->has_map)
+        printf(",\"BlockMapId\":\"%s\"", digest_to_hex(&s->map_id, hex));
+    if (s->parent_id[0])
+        printf(",\"ParentSnapshotId\":\"%s\"", s->parent_id);
+    printf("}");
+}
+
+static int do_list(struct cli *cli, int argc, char **argv)
+{
+    struct snap_args a = { 0 };
+    _cleanup_(region_freep) struct region *r = NULL;
+    struct registry_snapshot **rows = NULL;
+    size_t n = 0;
+    int ex, e;
+
+    ex = parse(cli, argc, argv, list_usage, "json", 0, &a);
+    if (ex >= 0)
+        return ex;
+    e = cli_open_region(cli, &r);
+    if (e == 0)
+        e = registry_snapshot_list(r->reg, &rows, &n);
+    if (e < 0) {
+        cli_error(e, "cannot list snapshots");
+        return 1;
+    }
+    if (a.json) {
+        printf("[");
+        for (size_t i = 0; i < n; i++) {
+            printf(i ? ",\n " : "");
+            print_json_snapshot(rows[i]);
+        }
+        printf("]\n");
+    } else {
+        if (n)
+            printf("%-22s %-9s %10s  %-24s %s\n", "SNAPSHOT", "STATE", "SIZE", "STARTED",
+                   "DESCRIPTION");
+        for (size_t i = 0; i < n; i++) {
+            char sz[32], t[40];
+            printf("%-22s %-9s %10s  %-24s %s\n", rows[i]->id,
+                   snapshot_state_to_string(rows[i]->state),
+                   format_bytes(rows[i]->volume_size, sz, sizeof(sz)),
+                   format_time_ms(rows[i]->start_time, t, sizeof(t)),
+                   rows[i]->description ? rows[i]->description : "");
+        }
+    }
+    registry_snapshot_list_free(rows, n);
+    return 0;
+}
+
+static int do_show(struct cli *cli, int argc, char **argv)
+{
+    struct snap_args a = { 0 };
+    _cleanup_(region_freep) struct region *r = NULL;
+    _cleanup_(blockmap_freep) struct blockmap *m = NULL;
+    struct registry_snapshot *s = NULL;
+    struct registry_tag *tags = NULL;
+    size_t ntags = 0;
+    int ex, e;
+
+    ex = parse(cli, argc, argv, show_usage, "json", 1, &a);
+    if (ex >= 0)
+        return ex;
+    if ((ex = check_snap_id(a.pos[0])) >= 0)
+        return ex;
+    e = cli_open_region(cli, &r);
+    if (e == 0)
+        e = service_snapshot_get(r, a.pos[0], &s, NULL);
+    if (e < 0) {
+        cli_fail(e);
+        return 1;
+    }
+    if (s->has_map)
+        blockmap_load(r->store, &s->map_id, &m); /* for the data figures only */
+    registry_tag_list(r->reg, s->id, &tags, &ntags);
+    if (a.json) {
+        print_json_snapshot(s);
+        printf("\n");
+    } else {
+        char t[40], b[32], hex[DIGEST_HEX_SIZE];
+        printf("SnapshotId:     %s\n", s->id);
+        printf("State:          %s (%d%%)\n", snapshot_state_to_string(s->state), s->progress);
+        printf("OwnerId:        %s\n", s->owner);
+        printf("VolumeSize:     %u GiB (%" PRIu64 " bytes)\n", s->volume_size_gib,
+               s->volume_size);
+        if (m) {
+            printf("Data:           %s in %zu chunks\n",
+                   format_bytes(blockmap_data_bytes(m), b, sizeof(b)), m->n);
+        }
+        printf("Description:    %s\n", s->description ? s->description : "");
+        printf("StartTime:      %s\n", format_time_ms(s->start_time, t, sizeof(t)));
+        if (s->completion_time)
+            printf("CompletionTime: %s\n", format_time_ms(s->completion_time, t, sizeof(t)));
+        if (s->parent_id[0])
+            printf("Parent:         %s\n", s->parent_id);
+        if (s->has_map)
+            printf("BlockMap:       %s\n", digest_to_hex(&s->map_id, hex));
+        for (size_t i = 0; i < ntags; i++)
+            printf("Tag:            %s=%s\n", tags[i].key, tags[i].value);
+    }
+    registry_tag_list_free(tags, ntags);
+    registry_snapshot_free(s);
+    return 0;
+}
+
+static int do_delete(struct cli *cli, int argc, char **argv)
+{
+    struct snap_args a = { 0 };
+    _cleanup_(region_freep) struct region *r = NULL;
+    int ex, e;
+
+    ex = parse(cli, argc, argv, delete_usage, "", 1, &a);
+    if (ex >= 0)
+        return ex;
+    if ((ex = check_snap_id(a.pos[0])) >= 0)
+        return ex;
+    e = cli_open_region(cli, &r);
+    if (e == 0)
+        e = service_snapshot_delete(r, a.pos[0]);
+    if (e < 0) {
+        cli_fail(e);
+        return 1;
+    }
+    return 0;
+}
+
+static int do_diff(struct cli *cli, int argc, char **argv)
+{
+    struct snap_args a = { 0 };
+    _cleanup_(region_freep) struct region *r = NULL;
+    _cleanup_(blockmap_freep) struct blockmap *ma = NULL;
+    _cleanup_(blockmap_freep) struct blockmap *mb = NULL;
+    _cleanup_free_ uint64_t *blocks = NULL;
+    size_t n = 0;
+    int ex, e;
+
+    ex = parse(cli, argc, argv, diff_usage, "", 2, &a);
+    if (ex >= 0)
+        return ex;
+    if ((ex = check_snap_id(a.pos[0])) >= 0 || (ex = check_snap_id(a.pos[1])) >= 0)
+        return ex;
+    e = cli_open_region(cli, &r);
+    if (e == 0)
+        e = service_snapshot_get(r, a.pos[0], NULL, &ma);
+    if (e == 0)
+        e = service_snapshot_get(r, a.pos[1], NULL, &mb);
+    if (e == 0)
+        e = snapshot_diff(r->store, ma, mb, &blocks, &n);
+    if (e < 0) {
+        cli_fail(e);
+        return 1;
+    }
+    for (size_t i = 0; i < n; i++)
+        printf("%" PRIu64 "\n", blocks[i]);
+    return 0;
+}
+
+int cmd_snapshot(struct cli *cli, int argc, char **argv)
+{
+    static const struct {
+        const char *name;
+        int (*fn)(struct cli *, int, char **);
+    } verbs[] = {
+        { "import", do_import }, { "export", do_export }, { "list", do_list },
+        { "show", do_show },     { "delete", do_delete }, { "diff", do_diff },
+    };
+
+    if (argc < 2) {
+        fputs(snapshot_usage, stderr);
+        return EXIT_USAGE;
+    }
+    if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+        fputs(snapshot_usage, stdout);
+        return 0;
+    }
+    for (size_t i = 0; i < ARRAY_SIZE(verbs); i++)
+        if (strcmp(argv[1], verbs[i].name) == 0)
+            return verbs[i].fn(cli, argc - 1, argv + 1);
+    fprintf(stderr, "kiln: unknown snapshot verb '%s'\n\n%s", argv[1], snapshot_usage);
+    return EXIT_USAGE;
+}

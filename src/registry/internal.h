@@ -1,0 +1,104 @@
+/* Private to src/registry/: the handle, the statement cache, error mapping
+ * and the migration runner.  Every file that adds typed queries (snapshots.c,
+ * tags.c, and the images, permissions and jobs of the API issue) uses these
+ * helpers, so that SQL is prepared once per handle, values are only ever
+ * bound, and SQLite result codes become errnos in one place.
+ *
+ * Pattern for a query:
+ *
+ *     _cleanup_stmt_ sqlite3_stmt *st = NULL;
+ *     int r = reg_prepare(reg, "SELECT ... WHERE id = ?1", &st);
+ *     if (r < 0)
+ *         return r;
+ *     sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+ *     r = sqlite3_step(st);
+ *     if (r != SQLITE_ROW && r != SQLITE_DONE)
+ *         return reg_fail(reg, r, "cannot read snapshot '%s'", id);
+ *
+ * The cleanup resets the statement and clears its bindings when `st` leaves
+ * scope, which also ends the implicit read transaction a SELECT holds.
+ */
+#ifndef KILN_REGISTRY_INTERNAL_H
+#define KILN_REGISTRY_INTERNAL_H
+
+#include <sqlite3.h>
+#include <stddef.h>
+
+#include "registry/registry.h"
+
+/* The oldest SQLite whose SQL the migrations use (STRICT tables, 3.37). */
+#define REGISTRY_SQLITE_MIN 3037000
+
+/* PRAGMA application_id of a kiln registry: "kiln" in ASCII. */
+#define REGISTRY_APPLICATION_ID 0x6b696c6e
+
+#define REGISTRY_BUSY_TIMEOUT_MS 5000
+
+struct stmt_cache_entry {
+    const char *sql; /* a string constant: compared by content */
+    sqlite3_stmt *stmt;
+};
+
+struct registry {
+    sqlite3 *db;
+    char *path;
+    unsigned tx_depth; /* registry_begin() nesting: 0 outside transactions */
+    struct stmt_cache_entry *stmts;
+    size_t n_stmts, cap_stmts;
+};
+
+/* Return the cached statement for `sql` (preparing it on first use) in
+ * *ret.  `sql` must be a string constant: the cache keeps the pointer for the
+ * life of the handle.  A statement is not reentrant: a caller must not use the
+ * same SQL text again while its statement is still being stepped. */
+int reg_prepare(struct registry *reg, const char *sql, sqlite3_stmt **ret);
+
+static inline void reg_stmt_donep(sqlite3_stmt **st)
+{
+    if (*st) {
+        sqlite3_reset(*st);
+        sqlite3_clear_bindings(*st);
+    }
+}
+#define _cleanup_stmt_ __attribute__((cleanup(reg_stmt_donep)))
+
+/* Map an SQLite (extended) result code to -errno:
+ *   BUSY, LOCKED                     -EBUSY
+ *   CONSTRAINT_PRIMARYKEY, _UNIQUE   -EEXIST
+ *   other CONSTRAINT (CHECK, NOT NULL, FOREIGN KEY, DATATYPE)   -EINVAL
+ *   FULL, or an I/O error with errno ENOSPC or EDQUOT           -ENOSPC
+ *   READONLY                         -EROFS
+ *   CORRUPT, NOTADB                  -EBADMSG
+ *   PERM, AUTH                       -EACCES
+ *   NOMEM                            -ENOMEM
+ *   CANTOPEN                         the system errno when there is one
+ *   anything else                    -EIO
+ * `db` may be NULL (no system errno is consulted then). */
+int reg_errno(sqlite3 *db, int rc);
+
+/* Record "<context>: <sqlite message>" with error_set() and return the
+ * mapped -errno for `rc`.  Call it right after the failing SQLite call, before
+ * anything else touches the connection. */
+int reg_fail(struct registry *reg, int rc, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Step a statement that returns no rows (INSERT, UPDATE, DELETE).  Returns
+ * the number of rows changed, or reg_fail() with the formatted context. */
+int reg_step_done(struct registry *reg, sqlite3_stmt *st, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Bind a C string, or NULL as SQL NULL.  The text must outlive the step. */
+int reg_bind_text(sqlite3_stmt *st, int idx, const char *s);
+
+/* Copy the text of column `col` into a new string, or NULL for SQL NULL. */
+char *reg_column_strdup(sqlite3_stmt *st, int col);
+
+/* migrations.c: bring the schema up to date; refuses a database written by
+ * a newer kiln or one that is not a kiln registry. */
+int reg_migrate(struct registry *reg);
+int reg_user_version(struct registry *reg, int *ret);
+
+/* The migrations this build knows, for registry_schema_latest(). */
+int reg_migrations_latest(void);
+
+#endif

@@ -1,0 +1,238 @@
+/* The registry schema, as numbered migrations (docs/registry-schema.md).
+ *
+ * Rules:
+ *   - Migration N takes a database from user_version N-1 to N.  It runs in
+ *     one BEGIN IMMEDIATE transaction together with "PRAGMA user_version =
+ *     N", so a crash leaves the database at N-1 or N, never in between, and
+ *     two processes opening the same new file cannot both apply it (the
+ *     version is reread after the write lock is taken).
+ *   - A migration, once released, is never edited: a change to the schema is
+ *     a new migration appended to the table below.  Old databases
+ *     (tests/fixtures/) must keep opening.
+ *   - A database at a version newer than the table knows was written by a
+ *     newer kiln; it is refused (-EPROTO) rather than used with a schema we
+ *     do not understand.
+ *   - Migration 1 stamps PRAGMA application_id so that another program's
+ *     SQLite file is never mistaken for a registry (or migrated).
+ *
+ * Migration SQL is constant text: it never contains values from input.
+ */
+#include <errno.h>
+#include <stdio.h>
+
+#include "common/cleanup.h"
+#include "common/error.h"
+#include "registry/internal.h"
+
+struct migration {
+    int version;
+    const char *name;
+    const char *sql;
+};
+
+/* Ids are "snap-" and 17 lowercase hex digits (common/ids.h); accounts are
+ * 12 decimal digits; block map ids are 64 lowercase hex digits.  Times are
+ * unix milliseconds.  STRICT tables make SQLite enforce the column types. */
+static const char migration_1[] =
+    "CREATE TABLE settings (\n"
+    "    key   TEXT NOT NULL PRIMARY KEY,\n"
+    "    value TEXT NOT NULL\n"
+    ") STRICT, WITHOUT ROWID;\n"
+    "\n"
+    "CREATE TABLE snapshots (\n"
+    "    id              TEXT NOT NULL PRIMARY KEY\n"
+    "                    CHECK (length(id) = 22 AND substr(id, 1, 5) = 'snap-'\n"
+    "                           AND substr(id, 6) NOT GLOB '*[^0-9a-f]*'),\n"
+    "    owner           TEXT NOT NULL\n"
+    "                    CHECK (length(owner) = 12 AND owner NOT GLOB '*[^0-9]*'),\n"
+    "    state           TEXT NOT NULL\n"
+    "                    CHECK (state IN ('pending', 'completed', 'error')),\n"
+    "    progress        INTEGER NOT NULL DEFAULT 0 CHECK (progress BETWEEN 0 AND 100),\n"
+    "    volume_size     INTEGER NOT NULL CHECK (volume_size >= 0),\n"
+    "    volume_size_gib INTEGER NOT NULL CHECK (volume_size_gib >= 0),\n"
+    "    description     TEXT,\n"
+    "    start_time      INTEGER NOT NULL,\n"
+    "    completion_time INTEGER,\n"
+    "    map_id          TEXT\n"
+    "                    CHECK (map_id IS NULL OR (length(map_id) = 64\n"
+    "                           AND map_id NOT GLOB '*[^0-9a-f]*')),\n"
+    "    parent_id       TEXT\n"
+    "                    CHECK (parent_id IS NULL OR (length(parent_id) = 22\n"
+    "                           AND substr(parent_id, 1, 5) = 'snap-'\n"
+    "                           AND substr(parent_id, 6) NOT GLOB '*[^0-9a-f]*'\n"
+    "                           AND parent_id <> id)),\n"
+    "    state_message   TEXT,\n"
+    "    CHECK (state <> 'completed' OR map_id IS NOT NULL)\n"
+    ") STRICT;\n"
+    "\n"
+    "CREATE INDEX snapshots_owner ON snapshots (owner, start_time, id);\n"
+    "CREATE INDEX snapshots_start ON snapshots (start_time, id);\n"
+    "CREATE INDEX snapshots_map ON snapshots (map_id);\n"
+    "CREATE INDEX snapshots_parent ON snapshots (parent_id);\n"
+    "\n"
+    "CREATE TABLE tags (\n"
+    "    resource_id TEXT NOT NULL,\n"
+    "    key         TEXT NOT NULL CHECK (length(key) > 0),\n"
+    "    value       TEXT NOT NULL DEFAULT '',\n"
+    "    PRIMARY KEY (resource_id, key)\n"
+    ") STRICT, WITHOUT ROWID;\n"
+    "\n"
+    "CREATE INDEX tags_key_value ON tags (key, value);\n"
+    "\n"
+    "PRAGMA application_id = 1802071150;\n"; /* REGISTRY_APPLICATION_ID */
+
+static const struct migration migrations[] = {
+    { 1, "snapshots, tags and settings", migration_1 },
+};
+
+_Static_assert(REGISTRY_APPLICATION_ID == 1802071150, "migration 1 stamps this application id");
+
+int reg_migrations_latest(void)
+{
+    return migrations[ARRAY_SIZE(migrations) - 1].version;
+}
+
+static int pragma_int(struct registry *reg, const char *sql, const char *what, int *ret)
+{
+    _cleanup_stmt_ sqlite3_stmt *st = NULL;
+    int r, rc;
+
+    r = reg_prepare(reg, sql, &st);
+    if (r < 0)
+        return r;
+    rc = sqlite3_step(st);
+    if (rc != SQLITE_ROW)
+        return reg_fail(reg, rc == SQLITE_DONE ? SQLITE_ERROR : rc,
+                        "cannot read the %s of registry '%s'", what, reg->path);
+    *ret = sqlite3_column_int(st, 0);
+    return 0;
+}
+
+int reg_user_version(struct registry *reg, int *ret)
+{
+    return pragma_int(reg, "PRAGMA user_version", "schema version", ret);
+}
+
+static int refuse_newer(struct registry *reg, int version)
+{
+    return error_set(EPROTO,
+                     "registry '%s' has schema version %d, newer than this kiln knows (%d): "
+                     "upgrade kiln",
+                     reg->path, version, reg_migrations_latest());
+}
+
+/* Before migrating: is this file a registry, or empty enough to become
+ * one? */
+static int check_identity(struct registry *reg, int version)
+{
+    int app = 0, objects = 0, r;
+
+    if (version > 0) {
+        r = pragma_int(reg, "PRAGMA application_id", "application id", &app);
+        if (r < 0)
+            return r;
+        if (app != REGISTRY_APPLICATION_ID)
+            return error_set(EBADMSG,
+                             "'%s' is not a kiln registry (application id %#x, schema version %d)",
+                             reg->path, (unsigned)app, version);
+        return 0;
+    }
+    r = pragma_int(reg, "SELECT count(*) FROM sqlite_schema", "table count", &objects);
+    if (r < 0)
+        return r;
+    if (objects > 0)
+        return error_set(EBADMSG, "'%s' is not a kiln registry: it holds tables but no schema version",
+                         reg->path);
+    return 0;
+}
+
+static int apply(struct registry *reg, const struct migration *m)
+{
+    char set_version[64];
+    int current = 0, r, rc;
+
+    r = registry_begin(reg);
+    if (r < 0)
+        return r;
+    /* Reread under the write lock: another process may have migrated. */
+    r = reg_user_version(reg, &current);
+    if (r < 0)
+        goto fail;
+    if (current > reg_migrations_latest()) {
+        r = refuse_newer(reg, current);
+        goto fail;
+    }
+    if (current >= m->version) {
+        registry_rollback(reg);
+        return 0;
+    }
+    if (current == 0) {
+        r = check_identity(reg, 0);
+        if (r < 0)
+            goto fail;
+    }
+    if (current != m->version - 1) {
+        r = error_set(EBADMSG, "registry '%s' is at schema version %d, cannot apply migration %d",
+                      reg->path, current, m->version);
+        goto fail;
+    }
+
+    rc = sqlite3_exec(reg->db, m->sql, NULL, NULL, NULL);
+    if (rc != SQLITE_OK) {
+        r = reg_fail(reg, rc, "cannot apply migration %d (%s) to registry '%s'", m->version,
+                     m->name, reg->path);
+        goto fail;
+    }
+    /* PRAGMA takes no bound parameters; the number is ours. */
+    snprintf(set_version, sizeof(set_version), "PRAGMA user_version = %d", m->version);
+    rc = sqlite3_exec(reg->db, set_version, NULL, NULL, NULL);
+    if (rc != SQLITE_OK) {
+        r = reg_fail(reg, rc, "cannot record migration %d in registry '%s'", m->version,
+                     reg->path);
+        goto fail;
+    }
+    r = registry_commit(reg);
+    if (r < 0)
+        goto fail;
+    return 0;
+
+fail:
+    registry_rollback(reg);
+    return r;
+}
+
+int reg_migrate(struct registry *reg)
+{
+    int version = 0, r, rc;
+
+    for (size_t i = 0; i < ARRAY_SIZE(migrations); i++)
+        if (migrations[i].version != (int)i + 1)
+            return error_set(EINVAL, "registry migration %zu is numbered %d", i + 1,
+                             migrations[i].version);
+
+    /* Read the version and the identity in one read transaction: another
+     * process may be applying migration 1 right now, and its tables must
+     * not be taken for a foreign database's. */
+    rc = sqlite3_exec(reg->db, "BEGIN DEFERRED", NULL, NULL, NULL);
+    if (rc != SQLITE_OK)
+        return reg_fail(reg, rc, "cannot read the schema of registry '%s'", reg->path);
+    r = reg_user_version(reg, &version);
+    if (r >= 0 && version > reg_migrations_latest())
+        r = refuse_newer(reg, version);
+    if (r >= 0)
+        r = check_identity(reg, version);
+    rc = sqlite3_exec(reg->db, "COMMIT", NULL, NULL, NULL);
+    if (r < 0)
+        return r;
+    if (rc != SQLITE_OK)
+        return reg_fail(reg, rc, "cannot read the schema of registry '%s'", reg->path);
+
+    for (size_t i = 0; i < ARRAY_SIZE(migrations); i++) {
+        if (migrations[i].version <= version)
+            continue;
+        r = apply(reg, &migrations[i]);
+        if (r < 0)
+            return r;
+    }
+    return 0;
+}
