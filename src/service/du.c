@@ -7,20 +7,17 @@
  */
 #include <string.h>
 
+#include "common/cleanup.h"
 #include "common/digest-map.h"
 #include "common/util.h"
 #include "service/internal.h"
 
-/* digest_map entry fields: a = users (low 32 bits) and last user index + 1
- * (high 32 bits); b = stored size << 24 | plaintext blocks. */
-
-struct stored_ctx {
-    uint64_t bytes;
-};
+/* digest_map entry fields: a = snapshots using the chunk (low 32 bits) and
+ * the index + 1 of the last one counted (high 32 bits); b = stored bytes. */
 
 static int add_stored(const struct store_object_info *info, void *userdata)
 {
-    ((struct stored_ctx *)userdata)->bytes += info->stored_size;
+    *(uint64_t *)userdata += info->stored_size;
     return 0;
 }
 
@@ -29,71 +26,52 @@ int service_du(struct region *r, struct du_report *ret)
     struct du_report rep = { 0 };
     struct snapshot_set set;
     struct digest_map chunks;
-    struct stored_ctx sc = { 0 };
+    struct digest_map_entry *c;
     uint64_t chunk_stored = 0;
+    size_t iter = 0;
     int e;
 
     e = snapshot_set_load(r, &set);
     if (e < 0)
         return e;
+    rep.n = set.n;
+    rep.snaps = xcalloc(set.n ? set.n : 1, sizeof(*rep.snaps));
     digest_map_init(&chunks);
     for (size_t s = 0; s < set.n; s++) {
         const struct blockmap *m = set.maps[s];
         rep.logical_bytes += set.rows[s]->volume_size;
         if (!m)
             continue;
-        rep.data_bytes += blockmap_data_bytes(m);
+        rep.snaps[s].data_bytes = blockmap_data_bytes(m);
+        rep.data_bytes += rep.snaps[s].data_bytes;
         for (size_t i = 0; i < m->n; i++) {
             bool created;
-            struct digest_map_entry *c = digest_map_insert(&chunks, &m->ext[i].id, &created);
+            c = digest_map_insert(&chunks, &m->ext[i].id, &created);
             if (created) {
-                uint64_t stored = 0;
-                store_stat(r->store, STORE_CHUNK, &m->ext[i].id, NULL, &stored);
-                c->b = stored << 24 | m->ext[i].count;
+                store_stat(r->store, STORE_CHUNK, &m->ext[i].id, NULL, &c->b);
                 rep.unique_plain += (uint64_t)m->ext[i].count * BLOCK_SIZE;
-                chunk_stored += stored;
+                chunk_stored += c->b;
             }
+            /* A chunk used twice by one snapshot counts once for it. */
             if ((c->a >> 32) != s + 1)
                 c->a = (uint64_t)(s + 1) << 32 | ((c->a & 0xffffffffu) + 1);
         }
     }
     rep.chunks = chunks.n;
+    /* A chunk with one user is what deleting that snapshot would free. */
+    while ((c = digest_map_next(&chunks, &iter)))
+        if ((c->a & 0xffffffffu) == 1)
+            rep.snaps[(c->a >> 32) - 1].unique_bytes += c->b;
 
-    rep.n = set.n;
-    rep.snaps = xcalloc(set.n ? set.n : 1, sizeof(*rep.snaps));
-    for (size_t s = 0; s < set.n; s++) {
-        const struct blockmap *m = set.maps[s];
-        rep.snaps[s].row = set.rows[s];
-        set.rows[s] = NULL;
-        if (!m)
-            continue;
-        rep.snaps[s].data_bytes = blockmap_data_bytes(m);
-        for (size_t i = 0; i < m->n; i++) {
-            struct digest_map_entry *c = digest_map_find(&chunks, &m->ext[i].id);
-            /* Count a chunk used twice by the same snapshot once. */
-            if ((c->a & 0xffffffffu) == 1 && !(c->b & (1ULL << 23))) {
-                rep.snaps[s].unique_bytes += c->b >> 24;
-                c->b |= 1ULL << 23;
-            }
-        }
-    }
-
-    store_list(r->store, STORE_CHUNK, add_stored, &sc);
-    store_list(r->store, STORE_MAP, add_stored, &sc);
-    rep.stored_bytes = sc.bytes;
+    for (size_t s = 0; s < set.n; s++)
+        rep.snaps[s].row = TAKE_PTR(set.rows[s]);
+    store_list(r->store, STORE_CHUNK, add_stored, &rep.stored_bytes);
+    store_list(r->store, STORE_MAP, add_stored, &rep.stored_bytes);
     rep.dedup_ratio = rep.unique_plain ? (double)rep.data_bytes / (double)rep.unique_plain : 1;
     rep.compression_ratio = chunk_stored ? (double)rep.unique_plain / (double)chunk_stored : 1;
 
     digest_map_release(&chunks);
-    for (size_t s = 0; s < set.n; s++)
-        registry_snapshot_free(set.rows[s]);
-    set.n = 0;
-    free(set.rows);
-    set.rows = NULL;
-    for (size_t s = 0; s < rep.n; s++)
-        blockmap_free(set.maps[s]);
-    free(set.maps);
-    free(set.map_error);
+    snapshot_set_release(&set);
     *ret = rep;
     return 0;
 }
