@@ -45,7 +45,11 @@ struct codec_ctx {
     ZSTD_CCtx *cctx;
     ZSTD_DCtx *dctx;
     int level;
+    uint8_t *objbuf; /* room for the largest encoded chunk, for reads */
 };
+
+/* The largest encoded chunk. */
+#define CHUNK_OBJ_MAX (OBJ_HEADER_SIZE + ZSTD_COMPRESSBOUND(STORE_CHUNK_MAX))
 
 static pthread_key_t codec_key;
 static pthread_once_t codec_once = PTHREAD_ONCE_INIT;
@@ -56,6 +60,7 @@ static void codec_free(void *p)
 
     ZSTD_freeCCtx(c->cctx);
     ZSTD_freeDCtx(c->dctx);
+    free(c->objbuf);
     free(c);
 }
 
@@ -74,6 +79,7 @@ static struct codec_ctx *codec_get(void)
         c = xcalloc(1, sizeof(*c));
         c->cctx = ZSTD_createCCtx();
         c->dctx = ZSTD_createDCtx();
+        c->objbuf = xmalloc(CHUNK_OBJ_MAX);
         if (!c->cctx || !c->dctx)
             abort();
         pthread_setspecific(codec_key, c);
@@ -220,9 +226,8 @@ int store_chunk_put(struct store *s, const struct digest *id, const void *data, 
 
 ssize_t store_chunk_get(struct store *s, const struct digest *id, void *buf, size_t bufsize)
 {
-    /* The largest possible chunk object, plus slack to detect oversize. */
-    size_t cap = OBJ_HEADER_SIZE + ZSTD_compressBound(STORE_CHUNK_MAX);
-    _cleanup_free_ uint8_t *obj = xmalloc(cap);
+    uint8_t *obj = codec_get()->objbuf;
+    size_t cap = CHUNK_OBJ_MAX;
     struct obj_header hdr;
     ssize_t n;
     int r;

@@ -146,10 +146,6 @@ refused "a directory" "not a regular file" "$T/adir"
 refused "--format qcow2 on a raw file" "not a qcow2 image" "$T/disk.raw" --format qcow2
 refused "--parent that does not exist" "snap-0123456789abcdef0' does not exist" \
     "$T/disk.raw" --parent snap-0123456789abcdef0
-if command -v mkfifo >/dev/null 2>&1; then
-    mkfifo "$T/fifo"
-    refused "a fifo" "not a regular file" "$T/fifo"
-fi
 
 # The good images import fine in the same store afterwards.
 snap=$(import_id "$T/good.qcow2") || die "the good qcow2 does not import"
@@ -164,5 +160,21 @@ kiln --region other snapshot import "$T/disk.raw" --parent "$snap" >"$T/out" 2>"
 assert_eq $st 1 "exit status of --parent from another region"
 expect_stderr "does not exist"
 assert_eq "$(kiln --region other snapshot list --json)" "[]" "snapshots in region other"
+
+# A fifo must be refused, not waited on for a writer that never comes.
+if command -v mkfifo >/dev/null 2>&1 && command -v timeout >/dev/null 2>&1; then
+    mkfifo "$T/fifo"
+    list_before=$(kiln snapshot list --json)
+    chunks_before=$(count_chunks)
+    st=0
+    timeout 10 "$KILN" snapshot import "$T/fifo" >"$T/out" 2>"$T/err" || st=$?
+    [ $st -ne 124 ] || die "import of a fifo hangs (blocked opening it)"
+    assert_eq $st 1 "exit status of an import of a fifo"
+    expect_stderr "not a regular file"
+    assert_eq "$(kiln snapshot list --json)" "$list_before" "snapshots after a fifo"
+    assert_eq "$(count_chunks)" "$chunks_before" "chunks after a fifo"
+    assert_fsck_clean "a fifo"
+    echo "ok: a fifo: $(cat "$T/err")"
+fi
 
 echo PASS
