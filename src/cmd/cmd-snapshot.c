@@ -83,7 +83,7 @@ static int parse(struct cli *cli, int argc, char **argv, const char *usage, cons
     int opt, ex = -1;
 
     optind = 0;
-    while ((opt = getopt_long(argc, argv, "+" CLI_COMMON_SHORT, all_options, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, CLI_COMMON_SHORT, all_options, NULL)) != -1) {
         if (cli_common_option(cli, opt, usage, &ex)) {
             if (ex >= 0)
                 return ex;

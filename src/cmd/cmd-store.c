@@ -54,7 +54,7 @@ static int parse(struct cli *cli, int argc, char **argv, const char *usage, int 
 
     optind = 0;
     a->grace = 900;
-    while ((opt = getopt_long(argc, argv, "+" CLI_COMMON_SHORT, options, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, CLI_COMMON_SHORT, options, NULL)) != -1) {
         if (cli_common_option(cli, opt, usage, &ex)) {
             if (ex >= 0)
                 return ex;

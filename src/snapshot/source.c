@@ -56,7 +56,8 @@ int source_open(const char *path, enum image_format format, struct source *ret)
     ssize_t n;
     int r;
 
-    src.fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: opening a FIFO must not wait for a writer. */
+    src.fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (src.fd < 0)
         return error_set(errno, "cannot open '%s': %m", path);
     if (fstat(src.fd, &st) < 0) {
@@ -65,6 +66,10 @@ int source_open(const char *path, enum image_format format, struct source *ret)
     }
     if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode)) {
         r = error_set(EINVAL, "'%s' is not a regular file or block device", path);
+        goto fail;
+    }
+    if (fcntl(src.fd, F_SETFL, 0) < 0) {
+        r = error_set(errno, "cannot use '%s': %m", path);
         goto fail;
     }
     n = pread_full(src.fd, head, sizeof(head), 0);
