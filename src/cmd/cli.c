@@ -18,6 +18,12 @@ int cli_common_option(struct cli *cli, int opt, const char *usage, int *ret_exit
         cli->data_dir = xstrdup(optarg);
         return 1;
     case 'R':
+        if (!region_name_is_valid(optarg)) {
+            fprintf(stderr, "kiln: invalid region name '%s' (lowercase letters, digits and "
+                            "dashes, starting with a letter)\n", optarg);
+            *ret_exit = EXIT_USAGE;
+            return 1;
+        }
         free(cli->region);
         cli->region = xstrdup(optarg);
         return 1;

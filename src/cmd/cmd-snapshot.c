@@ -178,7 +178,9 @@ static int do_import(struct cli *cli, int argc, char **argv)
                st.chunks_new, format_bytes(st.bytes_new, nb, sizeof(nb)),
                format_bytes(st.stored_new, sb, sizeof(sb)));
         if (a.parent)
-            printf("%" PRIu64 " of %" PRIu64 " 512 KiB blocks changed from %s\n",
+            printf("at most %" PRIu64 " of %" PRIu64
+                   " 512 KiB blocks changed from %s (by block map; `kiln snapshot diff` "
+                   "compares content)\n",
                    st.changed_blocks, st.total_blocks, a.parent);
     }
     printf("%s\n", id);

@@ -104,10 +104,18 @@ static void print_damage(const struct fsck_damage *d, void *userdata)
         break;
     case FSCK_CHUNK_MISSING:
     case FSCK_CHUNK_CORRUPT:
-        printf("snapshot %s: bytes %" PRIu64 "-%" PRIu64 " (512 KiB block %" PRIu64
-               "): chunk %s is %s\n",
-               d->snapshot_id, d->offset, d->offset + d->length - 1, d->offset / EBS_BLOCK_SIZE,
-               hex, d->problem == FSCK_CHUNK_MISSING ? "missing" : "corrupt");
+    {
+        uint64_t first = d->offset / EBS_BLOCK_SIZE;
+        uint64_t last = (d->offset + d->length - 1) / EBS_BLOCK_SIZE;
+        char blocks[64];
+        if (first == last)
+            snprintf(blocks, sizeof(blocks), "512 KiB block %" PRIu64, first);
+        else
+            snprintf(blocks, sizeof(blocks), "512 KiB blocks %" PRIu64 "-%" PRIu64, first, last);
+        printf("snapshot %s: bytes %" PRIu64 "-%" PRIu64 " (%s): chunk %s is %s\n",
+               d->snapshot_id, d->offset, d->offset + d->length - 1, blocks, hex,
+               d->problem == FSCK_CHUNK_MISSING ? "missing" : "corrupt");
+    }
         break;
     case FSCK_ORPHAN_CORRUPT:
         printf("chunk %s is corrupt (no snapshot uses it)\n", hex);

@@ -69,6 +69,11 @@ int main(int argc, char **argv)
         fputs(usage, stderr);
         return EXIT_USAGE;
     }
+    if (cli.region && !region_name_is_valid(cli.region)) {
+        fprintf(stderr, "kiln: invalid region name '%s' (lowercase letters, digits and dashes, "
+                        "starting with a letter)\n", cli.region);
+        return EXIT_USAGE;
+    }
     const char *verb = argv[i];
     argc -= i;
     argv += i;

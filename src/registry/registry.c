@@ -85,6 +85,9 @@ static int vfail(sqlite3 *db, int rc, const char *fmt, va_list ap)
     const char *msg = db ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
     int err = reg_errno(db, rc);
 
+    /* SQLite says "disk I/O error" for a full disk; say what it is. */
+    if (err == -ENOSPC)
+        msg = strerror(ENOSPC);
     vsnprintf(context, sizeof(context), fmt, ap);
     return error_set(err, "%s: %s", context, msg);
 }

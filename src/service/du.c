@@ -62,6 +62,18 @@ int service_du(struct region *r, struct du_report *ret)
     while ((c = digest_map_next(&chunks, &iter)))
         if ((c->a & 0xffffffffu) == 1)
             rep.snaps[(c->a >> 32) - 1].unique_bytes += c->b;
+    /* So is its block map, unless another snapshot has the same one. */
+    for (size_t s = 0; s < set.n; s++) {
+        uint64_t stored = 0;
+        bool shared = false;
+        if (!set.maps[s])
+            continue;
+        for (size_t t = 0; t < set.n && !shared; t++)
+            shared = t != s && set.maps[t] && digest_equal(&set.rows[t]->map_id,
+                                                           &set.rows[s]->map_id);
+        if (!shared && store_stat(r->store, STORE_MAP, &set.rows[s]->map_id, NULL, &stored) == 0)
+            rep.snaps[s].unique_bytes += stored;
+    }
 
     for (size_t s = 0; s < set.n; s++)
         rep.snaps[s].row = TAKE_PTR(set.rows[s]);

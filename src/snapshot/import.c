@@ -30,6 +30,7 @@
 
 #include "common/cleanup.h"
 #include "common/error.h"
+#include "common/log.h"
 #include "common/progress.h"
 #include "common/util.h"
 #include "snapshot/layout.h"
@@ -52,6 +53,7 @@ struct seg {
     size_t nchunks;
     struct chunk_job chunks[SEG_BLOCKS + MAX_CHUNK_BLOCKS];
     int error;
+    char message[256]; /* error_set() is per thread: the worker's message */
     bool done;
 };
 
@@ -78,8 +80,9 @@ static void process_segment(struct pipeline *p, struct seg *sg)
         r = store_chunk_put(p->store, &c->id, data, len, &stored);
         if (r < 0) {
             char hex[DIGEST_HEX_SIZE];
-            sg->error = error_set(r, "cannot store chunk '%s': %s", digest_to_hex(&c->id, hex),
-                                  strerror(-r));
+            sg->error = r;
+            snprintf(sg->message, sizeof(sg->message), "cannot store chunk '%s': %s",
+                     digest_to_hex(&c->id, hex), strerror(-r));
             return;
         }
         if (r > 0) {
@@ -149,6 +152,8 @@ static int collect_one(struct importer *im, struct seg *sg)
 {
     int r = sg->error;
 
+    if (r < 0)
+        error_set(r, "%s", sg->message);
     for (size_t i = 0; r == 0 && i < sg->nchunks; i++) {
         const struct chunk_job *c = &sg->chunks[i];
         r = blockmap_append(im->map, sg->first_block + c->rel, c->count, &c->id);
@@ -371,8 +376,11 @@ int snapshot_import(struct store *s, const char *path, const struct import_optio
     if (opts->parent)
         im->map->parent = opts->parent_id;
     im->stats.volume_size = im->src.size;
-    if (!opts->no_hints)
+    if (!opts->no_hints) {
+        uint64_t t0 = now_ns();
         layout_hints_find(&im->src, &im->hints);
+        log_debug("found %zu cut hints in %.3f s", im->hints.n, (double)(now_ns() - t0) / 1e9);
+    }
     for (int i = 0; i < QUEUE_DEPTH; i++)
         im->free_segs[im->nfree++] = seg_new();
 

@@ -120,7 +120,9 @@ struct import_stats {
     uint64_t chunks_new;      /* chunks written to the store */
     uint64_t bytes_new;       /* plaintext bytes of new chunks */
     uint64_t stored_new;      /* encoded bytes of new chunks */
-    uint64_t changed_blocks;  /* 512 KiB blocks differing from the parent */
+    uint64_t changed_blocks;  /* 512 KiB blocks whose chunks differ from the
+                               * parent's: an upper bound on those whose
+                               * content differs (snapshot_diff is exact) */
     uint64_t total_blocks;    /* 512 KiB blocks in the volume */
 };
 

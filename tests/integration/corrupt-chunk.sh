@@ -65,15 +65,17 @@ c3=$(sed -n 3p "$T/victims")
 # --- 1. a flipped byte ---------------------------------------------------------
 flip "$(chunk_path "$c1")"
 fsck_damaged
-fsck_says "^snapshot $a: bytes [0-9]*-[0-9]* (512 KiB block [0-9]*): chunk $c1 is corrupt\$"
+fsck_says "^snapshot $a: bytes [0-9]*-[0-9]* (512 KiB blocks\{0,1\} [0-9-]*): chunk $c1 is corrupt\$"
 fsck_silent_on "$b"
 fsck_silent_on "$c2"
 # The reported byte range holds exactly the chunk's data: its SHA-256 is
-# the chunk id, and the 512 KiB block index matches the first byte.
+# the chunk id, and the 512 KiB blocks named are those of its first and last
+# bytes ("block K" or "blocks K-L").
 grep "chunk $c1 is corrupt" "$T/fsck" | head -n 1 |
-    sed 's/^.*: bytes \([0-9]*\)-\([0-9]*\) (512 KiB block \([0-9]*\)).*$/\1 \2 \3/' > "$T/range"
-read -r from to blk < "$T/range"
-assert_eq "$blk" $((from / 524288)) "512 KiB block index of byte $from"
+    sed 's/^.*: bytes \([0-9]*\)-\([0-9]*\) (512 KiB blocks\{0,1\} \([0-9]*\)-\{0,1\}\([0-9]*\)).*$/\1 \2 \3 \4/' > "$T/range"
+read -r from to blk lastblk < "$T/range"
+assert_eq "$blk" $((from / 524288)) "first 512 KiB block index of byte $from"
+assert_eq "${lastblk:-$blk}" $((to / 524288)) "last 512 KiB block index of byte $to"
 got=$(python3 -c 'import hashlib, sys
 f = open(sys.argv[1], "rb"); f.seek(int(sys.argv[2]))
 print(hashlib.sha256(f.read(int(sys.argv[3]) - int(sys.argv[2]) + 1)).hexdigest())' \
@@ -106,13 +108,13 @@ cmp "$T/b.img" "$T/b.out" || die "B exports different data"
 : > "$(chunk_path "$c2")"
 fsck_damaged
 fsck_says "chunk $c1 is corrupt"
-fsck_says "^snapshot $a: bytes [0-9]*-[0-9]* (512 KiB block [0-9]*): chunk $c2 is"
+fsck_says "^snapshot $a: bytes [0-9]*-[0-9]* (512 KiB blocks\{0,1\} [0-9-]*): chunk $c2 is"
 fsck_silent_on "$b"
 
 # --- 3. a deleted chunk ----------------------------------------------------------
 rm "$(chunk_path "$c3")"
 fsck_damaged
-fsck_says "^snapshot $a: bytes [0-9]*-[0-9]* (512 KiB block [0-9]*): chunk $c3 is missing\$"
+fsck_says "^snapshot $a: bytes [0-9]*-[0-9]* (512 KiB blocks\{0,1\} [0-9-]*): chunk $c3 is missing\$"
 fsck_silent_on "$b"
 st=0
 kiln snapshot export "$a" "$T/a.out" 2>"$T/err" || st=$?

@@ -81,12 +81,12 @@ import_id() {
 # ---- helpers added for the snapshot-store tests ------------------------------
 #
 #   REGION_DIR, STORE         the default region's directory and its store
-#   count_chunks [STORE]      number of chunk files in the store
-#   count_maps [STORE]        number of block map files in the store
+#   count_chunks              number of chunk files in $STORE
+#   count_maps                number of block map files in $STORE
 #   assert_eq A B WHAT        fail unless A = B (string compare)
-#   assert_fsck_clean         `kiln fsck` exits 0 and says "clean"
-#   assert_no_snapshots       `kiln snapshot list --json` is []
-#   assert_store_empty        no chunk, map or temporary files in the store
+#   assert_fsck_clean [WHEN]  `kiln fsck` exits 0 and says "clean"
+#   assert_no_snapshots [WHEN]  `kiln snapshot list --json` is []
+#   assert_store_empty [WHEN] no chunk, map or temporary files in the store
 #   json_get EXPR             evaluate python3 EXPR on the JSON on stdin as j
 #   allocated_kib FILE        the file's allocated size in KiB
 #   apparent_bytes FILE       the file's size in bytes
@@ -97,16 +97,16 @@ REGION_DIR="$KILN_DATA_DIR/regions/us-east-1"
 STORE="$REGION_DIR/store"
 
 count_chunks() {
-    if [ -d "${1:-$STORE}/chunks" ]; then
-        find "${1:-$STORE}/chunks" -type f | wc -l | tr -d ' '
+    if [ -d "$STORE/chunks" ]; then
+        find "$STORE/chunks" -type f | wc -l | tr -d ' '
     else
         echo 0
     fi
 }
 
 count_maps() {
-    if [ -d "${1:-$STORE}/maps" ]; then
-        find "${1:-$STORE}/maps" -type f | wc -l | tr -d ' '
+    if [ -d "$STORE/maps" ]; then
+        find "$STORE/maps" -type f | wc -l | tr -d ' '
     else
         echo 0
     fi

@@ -29,8 +29,9 @@ assert_eq "$chunks_v1" "$n1" "chunk files vs new chunks of the first import"
 # Alone in the store, every stored byte is unique to v1.
 kiln du --json > "$T/du1.json" || die "du failed"
 u1_alone=$(json_get 'j["Snapshots"][0]["UniqueStoredBytes"]' < "$T/du1.json")
-chunk_bytes=$(find "$STORE/chunks" -type f -printf '%s\n' | awk '{ s += $1 } END { print s }')
-assert_eq "$u1_alone" "$chunk_bytes" "unique bytes of the only snapshot vs its chunk files"
+# (its chunks and its block map: what deleting it and running gc frees)
+chunk_bytes=$(find "$STORE/chunks" "$STORE/maps" -type f -printf '%s\n' | awk '{ s += $1 } END { print s }')
+assert_eq "$u1_alone" "$chunk_bytes" "unique bytes of the only snapshot vs its chunk and map files"
 
 # Change the image in place as a running instance would: new files, a
 # rewritten file, removed files.
@@ -65,8 +66,8 @@ assert_eq "$(count_chunks)" $((chunks_v1 + n2)) "chunk files after the increment
 
 changed_line=$(grep ' 512 KiB blocks changed from ' "$T/out") ||
     die "no 'blocks changed' line: $(cat "$T/out")"
-changed=$(echo "$changed_line" | sed -n "s/^\([0-9]*\) of \([0-9]*\) 512 KiB blocks changed from $v1\$/\1/p")
-total=$(echo "$changed_line" | sed -n "s/^\([0-9]*\) of \([0-9]*\) 512 KiB blocks changed from $v1\$/\2/p")
+changed=$(echo "$changed_line" | sed -n "s/^at most \([0-9]*\) of \([0-9]*\) 512 KiB blocks changed from $v1 .*/\1/p")
+total=$(echo "$changed_line" | sed -n "s/^at most \([0-9]*\) of \([0-9]*\) 512 KiB blocks changed from $v1 .*/\2/p")
 [ -n "$changed" ] || die "unexpected changed line: $changed_line"
 assert_eq "$total" $((64 * 2)) "total 512 KiB blocks of a 64 MiB image"
 [ "$changed" -gt 0 ] && [ "$changed" -lt "$total" ] ||
@@ -91,8 +92,12 @@ kiln snapshot diff "$v1" "$v2" > "$T/diff" || die "snapshot diff failed"
 diff -u "$T/expected" "$T/diff" || die "snapshot diff lists other blocks than differ"
 kiln snapshot diff "$v2" "$v1" > "$T/diff-rev" || die "reverse diff failed"
 diff -u "$T/expected" "$T/diff-rev" || die "diff A B and diff B A disagree"
-assert_eq "$changed" "$(wc -l < "$T/expected" | tr -d ' ')" \
-    "changed count in the import summary vs blocks that differ"
+# The import's count comes from comparing block maps, without reading the
+# parent's data: it may include a block whose bytes are the same but were cut
+# into chunks differently, never miss one that differs.
+exact=$(wc -l < "$T/expected" | tr -d ' ')
+[ "$changed" -ge "$exact" ] ||
+    die "the import reports $changed changed blocks, but $exact differ"
 
 # A snapshot against itself: nothing.
 assert_eq "$(kiln snapshot diff "$v1" "$v1")" "" "diff of v1 with itself"
@@ -105,7 +110,7 @@ assert_eq "$(new_chunks)" 0 "new chunks of re-importing v2"
 v2b=$(tail -n 1 "$T/out")
 kiln snapshot import "$T/v2.img" --parent "$v2" >"$T/out" || die "re-import with parent failed"
 assert_eq "$(new_chunks)" 0 "new chunks of re-importing v2 with --parent v2"
-grep -q "^0 of $total 512 KiB blocks changed from $v2\$" "$T/out" ||
+grep -q "^at most 0 of $total 512 KiB blocks changed from $v2 " "$T/out" ||
     die "re-import with --parent reports changes: $(cat "$T/out")"
 v2c=$(tail -n 1 "$T/out")
 assert_eq "$(count_chunks)" "$before" "chunk files after re-imports"

@@ -21,7 +21,6 @@ with open(sys.argv[1], 'wb') as f:
         f.seek(1 << 20, 1)
     f.truncate(f.tell())
 PY
-size=$(apparent_bytes "$T/big.img")
 
 # How long one import takes, in a scratch data directory.
 t0=$(date +%s%N)
@@ -49,13 +48,34 @@ check_map_rows() {
     fi
 }
 
-: > "$T/verified"
+# check_store_exact: the store holds exactly the chunks and block maps the
+# registered snapshots reference, and no temporaries.
+check_store_exact() {
+    assert_eq "$(count_chunks)" "$(kiln du --json | json_get 'j["Chunks"]')" \
+        "chunk files vs chunks referenced after gc ($1)"
+    assert_eq "$(count_maps)" \
+        "$(kiln snapshot list --json | json_get 'len(set(s["BlockMapId"] for s in j))')" \
+        "block map files vs block maps referenced after gc ($1)"
+    assert_eq "$(find "$STORE/tmp" -name '*.tmp' | wc -l | tr -d ' ')" 0 \
+        "temporaries left after gc --grace 0 ($1)"
+}
+
+# A base snapshot (the first 64 MiB) that later imports may name as parent
+# and that shares chunks with them; it stays throughout.
+head -c $((64 << 20)) "$T/big.img" > "$T/base.img"
+base=$(import_id "$T/base.img") || die "import of the base image failed"
+
+# Each iteration starts an import, kills it, checks the store, verifies and
+# deletes a snapshot the import may have finished; every other iteration
+# collects, so that kills hit imports into an emptied store as well as into
+# one that holds the debris of earlier kills.
+finished=0 partial=0
 i=1
 while [ $i -le "$ITERATIONS" ]; do
     delay=$(random_delay $max_ms)
     parent_args=
-    first=$(kiln snapshot list --json | json_get 'j[0]["SnapshotId"] if j else ""')
-    if [ -n "$first" ] && [ $((i % 3)) -eq 0 ]; then parent_args="--parent $first"; fi
+    if [ $((i % 3)) -eq 0 ]; then parent_args="--parent $base"; fi
+    before=$(count_chunks)
     # Every other run uses the named-temporary fallback, which leaves
     # *.tmp files behind when killed.
     if [ $((i % 2)) -eq 0 ]; then
@@ -69,22 +89,31 @@ while [ $i -le "$ITERATIONS" ]; do
     kill -9 $pid 2>/dev/null || true
     st=0
     wait $pid || st=$?
-    echo "iteration $i: killed after ${delay}s${parent_args:+ ($parent_args)}, exit $st"
+    echo "iteration $i: killed after ${delay}s${parent_args:+ ($parent_args)}, exit $st," \
+        "chunk files $before -> $(count_chunks)"
     # A kill that came too late finds a finished import: it must have succeeded.
     [ $st -eq 137 ] || [ $st -eq 0 ] || die "import failed on its own: $(cat "$T/import.out")"
+    [ $st -eq 0 ] || partial=$((partial + 1))
 
     assert_fsck_clean "after kill $i"
     check_map_rows
     for snap in $(kiln snapshot list --json | json_get '" ".join(s["SnapshotId"] for s in j)'); do
-        grep -qx "$snap" "$T/verified" && continue
+        [ "$snap" = "$base" ] && continue
         kiln snapshot export "$snap" "$T/out.img" || die "export of $snap failed"
         cmp "$T/big.img" "$T/out.img" || die "snapshot $snap exports different data"
         rm -f "$T/out.img"
-        echo "$snap" >> "$T/verified"
+        kiln snapshot delete "$snap"
+        finished=$((finished + 1))
     done
+    [ "$(kiln snapshot list --json | json_get 'len(j)')" = 1 ] || die "snapshots left over"
+    if [ $((i % 2)) -eq 0 ]; then
+        kiln gc --grace 0 || die "gc after kill $i failed"
+        check_store_exact "after kill $i"
+    fi
     i=$((i + 1))
 done
-echo "$(wc -l < "$T/verified" | tr -d ' ') of $ITERATIONS imports finished before the kill"
+echo "$finished of $ITERATIONS imports finished before the kill"
+[ $partial -gt 0 ] || die "no kill hit a running import"
 
 # The import re-runs fine.
 snap=$(import_id "$T/big.img") || die "import after the kills failed"
@@ -95,12 +124,7 @@ rm -f "$T/out.img"
 # gc reclaims the chunks and temporaries of killed imports: afterwards the
 # store holds exactly the chunks the snapshots reference.
 kiln gc --grace 0 || die "gc failed"
-assert_eq "$(count_chunks)" "$(kiln du --json | json_get 'j["Chunks"]')" \
-    "chunk files vs chunks referenced after gc"
-assert_eq "$(count_maps)" "$(kiln snapshot list --json | json_get 'len(set(s["BlockMapId"] for s in j))')" \
-    "block map files vs block maps referenced after gc"
-left=$(find "$STORE/tmp" -name '*.tmp' | wc -l | tr -d ' ')
-assert_eq "$left" 0 "temporaries left after gc --grace 0"
+check_store_exact "at the end"
 assert_fsck_clean "at the end"
 
 # And with every snapshot deleted, gc empties the store.

@@ -15,7 +15,7 @@ printf 'odd offset data' | dd of="$T/disk.raw" bs=1 seek=$((20 << 20 | 777)) con
 head -c 4096 /dev/urandom | dd of="$T/disk.raw" bs=4096 seek=$(((32 << 20) / 4096 - 1)) \
     conv=notrunc status=none
 
-raw_snap=$(import_id "$T/disk.raw")
+import_id "$T/disk.raw" >/dev/null || die "import of the raw image failed"
 chunks_raw=$(count_chunks)
 [ "$chunks_raw" -gt 0 ] || die "the raw import stored no chunks"
 
