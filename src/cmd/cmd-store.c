@@ -136,7 +136,7 @@ int cmd_fsck(struct cli *cli, int argc, char **argv)
         return ex;
     e = cli_open_region(cli, &r);
     if (e == 0)
-        e = service_fsck(r, a.repair, print_damage, &damage, &rep);
+        e = service_fsck(r, a.repair, !cli->quiet, print_damage, &damage, &rep);
     if (e < 0) {
         cli_error(e, "fsck failed");
         return 1;

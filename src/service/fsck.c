@@ -16,8 +16,8 @@
 
 /* digest_map entry fields: a = status (0 ok, else -errno), b = referenced */
 
-int service_fsck(struct region *r, bool repair, fsck_damage_fn fn, void *userdata,
-                 struct fsck_report *ret)
+int service_fsck(struct region *r, bool repair, bool progress, fsck_damage_fn fn,
+                 void *userdata, struct fsck_report *ret)
 {
     struct fsck_report rep = { 0 };
     struct snapshot_set set;
@@ -35,9 +35,9 @@ int service_fsck(struct region *r, bool repair, fsck_damage_fn fn, void *userdat
     e = snapshot_set_load(r, &set);
     if (e < 0)
         return e;
-    e = verify_all(r->store, STORE_CHUNK, &ids, &status, &n, &rep.bytes);
+    e = verify_all(r->store, STORE_CHUNK, progress, &ids, &status, &n, &rep.bytes);
     if (e == 0)
-        e = verify_all(r->store, STORE_MAP, &map_ids, &map_status, &nmaps, NULL);
+        e = verify_all(r->store, STORE_MAP, false, &map_ids, &map_status, &nmaps, NULL);
     if (e < 0) {
         snapshot_set_release(&set);
         return e;

@@ -6,9 +6,9 @@
 
 /* List every object of `kind` and verify each (in parallel): *ret_status[i]
  * is 0 or -errno (-EBADMSG corrupt) for (*ret_ids)[i].  Both arrays are
- * owned by the caller. */
-int verify_all(struct store *s, enum store_kind kind, struct digest **ret_ids, int **ret_status,
-               size_t *ret_n, uint64_t *ret_bytes);
+ * owned by the caller.  `progress`: draw a bar on a terminal. */
+int verify_all(struct store *s, enum store_kind kind, bool progress, struct digest **ret_ids,
+               int **ret_status, size_t *ret_n, uint64_t *ret_bytes);
 
 /* Registered snapshots and their maps, for the walks of gc, fsck and du.
  * maps[i] is NULL when snapshot i has no map or its map cannot be loaded

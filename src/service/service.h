@@ -97,9 +97,10 @@ typedef void (*fsck_damage_fn)(const struct fsck_damage *d, void *userdata);
  * every damaged block of every snapshot and every damaged chunk.  With
  * `repair`, damaged chunks are removed so that a re-import can write them
  * again (snapshots that used them stay damaged).  Returns 0 if clean, 1 if
- * damage was found, -errno if fsck itself failed. */
-int service_fsck(struct region *r, bool repair, fsck_damage_fn fn, void *userdata,
-                 struct fsck_report *ret);
+ * damage was found, -errno if fsck itself failed.  `progress`: draw a bar
+ * on a terminal. */
+int service_fsck(struct region *r, bool repair, bool progress, fsck_damage_fn fn,
+                 void *userdata, struct fsck_report *ret);
 
 /* ---- gc (gc.c) ---- */
 
