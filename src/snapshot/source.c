@@ -140,6 +140,11 @@ int source_extent(struct source *src, uint64_t offset, uint64_t max_len, bool *r
     if (src->qcow2)
         return qcow2_reader_extent(src->qcow2, offset, max_len, ret_data, ret_len);
 
+    if (offset >= src->data_start && offset < src->data_end) {
+        *ret_data = true;
+        *ret_len = MIN(src->data_end - offset, max_len);
+        return 0;
+    }
     data = lseek(src->fd, (off_t)offset, SEEK_DATA);
     if (data < 0 && errno == ENXIO) {
         /* Only a hole up to the end of the file. */
@@ -159,6 +164,10 @@ int source_extent(struct source *src, uint64_t offset, uint64_t max_len, bool *r
         return 0;
     }
     hole = lseek(src->fd, (off_t)offset, SEEK_HOLE);
+    if (hole > (off_t)offset) {
+        src->data_start = offset;
+        src->data_end = (uint64_t)hole;
+    }
     *ret_data = true;
     *ret_len = hole > (off_t)offset ? MIN((uint64_t)hole - offset, max_len) : max_len;
     return 0;

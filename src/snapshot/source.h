@@ -15,6 +15,10 @@ struct source {
     uint64_t size;
     struct qcow2_reader *qcow2;
     const char *path; /* borrowed, for messages */
+    /* Raw files: [data_start, data_end) is known to be data, so that a
+     * dense file costs one SEEK_HOLE, not one per window (each of which
+     * scans the page cache up to the next hole). */
+    uint64_t data_start, data_end;
 };
 
 /* Open and validate `path`: the format is probed when `format` is AUTO, the
