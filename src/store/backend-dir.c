@@ -30,6 +30,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -43,15 +44,35 @@ struct dir_backend {
     int root_fd;
     int lock_fd;
     bool read_only;
-    bool no_tmpfile;          /* O_TMPFILE or /proc unavailable */
+    _Atomic bool no_tmpfile;  /* O_TMPFILE or /proc unavailable */
     pthread_mutex_t intent_lock;
     int intent_fd;            /* held while unsynced puts exist, else -1 */
-    char intent_name[64];
+    char intent_name[128];
+    struct stale_intent *stale;
+    size_t nstale;
 };
 
 /* Names of temporaries and intent files: unique within the process, and
- * the pid makes them unique between processes. */
+ * the pid makes them unique between processes; random bits keep a stale
+ * file of a dead process whose pid was reused from getting in the way. */
 static _Atomic unsigned tmp_counter;
+
+static void temp_name(char *buf, size_t size, const char *prefix, const char *suffix)
+{
+    unsigned rnd = 0;
+
+    if (getrandom(&rnd, sizeof(rnd), GRND_NONBLOCK) != sizeof(rnd))
+        rnd = (unsigned)now_ns();
+    snprintf(buf, size, "tmp/%s%d.%u.%08x%s", prefix, (int)getpid(),
+             atomic_fetch_add(&tmp_counter, 1), rnd, suffix);
+}
+
+/* Stale intent files found by a recovery walk, kept locked until the walk's
+ * results are final so that only these are removed. */
+struct stale_intent {
+    char name[96];
+    int fd;
+};
 
 static const char *kind_dir(enum store_kind kind)
 {
@@ -99,6 +120,8 @@ static int dir_open(const char *location, bool read_only, void **ret_priv)
     return 0;
 }
 
+static void release_stale(struct dir_backend *b, bool remove);
+
 static void dir_close(void *priv)
 {
     struct dir_backend *b = priv;
@@ -109,6 +132,7 @@ static void dir_close(void *priv)
         /* Unsynced objects remain: leave the intent file for recovery. */
         close(b->intent_fd);
     }
+    release_stale(b, false);
     if (b->lock_fd >= 0)
         close(b->lock_fd);
     close(b->root_fd);
@@ -117,30 +141,43 @@ static void dir_close(void *priv)
     free(b);
 }
 
-/* Record that unsynced objects are about to exist. */
+/* Record that unsynced objects are about to exist.  The intent file is
+ * created, locked and made durable under a temporary name that recovery
+ * ignores, and only then renamed to intent-*: recovery never sees an intent
+ * file its live writer has not locked yet. */
 static int intent_begin(struct dir_backend *b)
 {
-    int r = 0;
+    _cleanup_free_ char *dir = NULL;
+    char tmp[96];
+    int r = 0, fd;
 
     pthread_mutex_lock(&b->intent_lock);
-    if (b->intent_fd < 0) {
-        snprintf(b->intent_name, sizeof(b->intent_name), "tmp/intent-%d-%u", (int)getpid(),
-                 atomic_fetch_add(&tmp_counter, 1));
-        int fd = openat(b->root_fd, b->intent_name, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
-                        0644);
-        if (fd < 0) {
-            r = -errno;
-        } else if (flock(fd, LOCK_EX) < 0 || fsync(fd) < 0) {
-            r = -errno;
-            close(fd);
-            unlinkat(b->root_fd, b->intent_name, 0);
-        } else {
-            /* The intent file must be durable before any object it covers. */
-            _cleanup_free_ char *tmp = xasprintf("%s/tmp", b->root);
-            r = fsync_dir(tmp);
-            b->intent_fd = fd;
-        }
+    if (b->intent_fd >= 0)
+        goto out;
+    temp_name(tmp, sizeof(tmp), "", ".intent.tmp");
+    snprintf(b->intent_name, sizeof(b->intent_name), "tmp/intent-%s", tmp + 4);
+    fd = openat(b->root_fd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        r = -errno;
+        goto out;
     }
+    if (flock(fd, LOCK_EX) < 0 || fsync(fd) < 0 ||
+        renameat(b->root_fd, tmp, b->root_fd, b->intent_name) < 0) {
+        r = -errno;
+        close(fd);
+        unlinkat(b->root_fd, tmp, 0);
+        goto out;
+    }
+    /* The intent file must be durable before any object it covers. */
+    dir = xasprintf("%s/tmp", b->root);
+    r = fsync_dir(dir);
+    if (r < 0) {
+        unlinkat(b->root_fd, b->intent_name, 0);
+        close(fd);
+        goto out;
+    }
+    b->intent_fd = fd;
+out:
     pthread_mutex_unlock(&b->intent_lock);
     return r;
 }
@@ -155,18 +192,22 @@ static int link_tmpfile(struct dir_backend *b, int fd, const char *path)
     return 0;
 }
 
+/* The fallback without O_TMPFILE: an exclusive temporary, linked into place
+ * and unlinked.  Returns 0 when linked, -EEXIST when the object was already
+ * present (only linkat's EEXIST means that), -errno. */
 static int put_named_temp(struct dir_backend *b, const char *path, const void *data, size_t len,
                           bool durable)
 {
-    char tmp[128];
+    char tmp[96];
     _cleanup_close_ int fd = -1;
     int r;
 
-    snprintf(tmp, sizeof(tmp), "tmp/%d.%u.tmp", (int)getpid(),
-             atomic_fetch_add(&tmp_counter, 1));
-    fd = openat(b->root_fd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0444);
-    if (fd < 0)
-        return -errno;
+    for (int tries = 0; fd < 0; tries++) {
+        temp_name(tmp, sizeof(tmp), "", ".tmp");
+        fd = openat(b->root_fd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0444);
+        if (fd < 0 && (errno != EEXIST || tries >= 8))
+            return errno == EEXIST ? -EIO : -errno;
+    }
     r = write_all(fd, data, len, 0);
     if (r >= 0 && durable && fdatasync(fd) < 0)
         r = -errno;
@@ -174,6 +215,20 @@ static int put_named_temp(struct dir_backend *b, const char *path, const void *d
         r = -errno;
     unlinkat(b->root_fd, tmp, 0);
     return r;
+}
+
+/* Make an object that is already present durable, for a durable put that
+ * found it there (an earlier writer may have died before its fsync). */
+static int fsync_present(struct dir_backend *b, const char *dir, const char *path)
+{
+    _cleanup_close_ int fd = openat(b->root_fd, path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    _cleanup_free_ char *full = xasprintf("%s/%s", b->root, dir);
+
+    if (fd < 0)
+        return -errno;
+    if (fsync(fd) < 0)
+        return -errno;
+    return fsync_dir(full);
 }
 
 static int dir_put(void *priv, enum store_kind kind, const struct digest *id, const void *data,
@@ -219,16 +274,23 @@ static int dir_put(void *priv, enum store_kind kind, const struct digest *id, co
             if (r != -ENOENT)
                 goto linked;
         }
-        /* The fan-out directory does not exist yet. */
+        /* The fan-out directory does not exist yet: create it, and for a
+         * durable put make its name durable in the parent. */
         _cleanup_free_ char *full = xasprintf("%s/%s", b->root, dir);
         if (mkdir(full, 0755) < 0 && errno != EEXIST)
             return -errno;
+        if (durable) {
+            _cleanup_free_ char *parent = xasprintf("%s/%s", b->root, kind_dir(kind));
+            r = fsync_dir(parent);
+            if (r < 0)
+                return r;
+        }
     }
     return -ENOENT;
 
 linked:
     if (r == -EEXIST)
-        return 0;
+        return durable ? fsync_present(b, dir, path) : 0;
     if (r < 0)
         return r;
     if (durable) {
@@ -249,11 +311,14 @@ static ssize_t dir_get(void *priv, enum store_kind kind, const struct digest *id
     ssize_t n;
 
     object_paths(kind, id, dir, sizeof(dir), path, sizeof(path));
-    _cleanup_close_ int fd = openat(b->root_fd, path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK and S_ISREG: a damaged store may hold anything there. */
+    _cleanup_close_ int fd = openat(b->root_fd, path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0)
         return -errno;
     if (fstat(fd, &st) < 0)
         return -errno;
+    if (!S_ISREG(st.st_mode))
+        return -EBADMSG;
     n = pread_full(fd, buf, MIN(bufsize, (size_t)st.st_size), 0);
     if (n < 0)
         return n;
@@ -292,6 +357,19 @@ static int dir_remove(void *priv, enum store_kind kind, const struct digest *id)
     return 0;
 }
 
+/* true for 64 lowercase hex digits whose first byte is `fanout`: the only
+ * names put() writes in that directory. */
+static bool canonical_name(const char *name, int fanout)
+{
+    char prefix[3];
+
+    for (int i = 0; i < 2 * DIGEST_SIZE; i++)
+        if (!((name[i] >= '0' && name[i] <= '9') || (name[i] >= 'a' && name[i] <= 'f')))
+            return false;
+    snprintf(prefix, sizeof(prefix), "%02x", fanout);
+    return name[2 * DIGEST_SIZE] == '\0' && name[0] == prefix[0] && name[1] == prefix[1];
+}
+
 /* Walk every object of a kind; when since >= 0, only those modified at or
  * after that time. */
 static int walk(struct dir_backend *b, enum store_kind kind, time_t since, store_list_fn fn,
@@ -308,18 +386,18 @@ static int walk(struct dir_backend *b, enum store_kind kind, time_t since, store
         }
         DIR *d = fdopendir(fd);
         if (!d) {
+            int e = -errno;
             close(fd);
-            return -ENOMEM;
+            return e;
         }
         struct dirent *de;
         int r = 0;
         while ((de = readdir(d))) {
             struct store_object_info info;
             struct stat st;
-            if (de->d_name[0] == '.')
-                continue;
-            if (digest_from_hex(de->d_name, &info.id) < 0)
+            if (!canonical_name(de->d_name, i))
                 continue; /* not ours */
+            digest_from_hex(de->d_name, &info.id);
             if (fstatat(fd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
                 continue; /* removed meanwhile */
             if (since >= 0 && st.st_mtime < since)
@@ -426,54 +504,88 @@ static int dir_sweep_temporaries(void *priv, time_t grace, bool dry_run, uint64_
     return 0;
 }
 
-/* The creation time of the oldest intent file whose writer is gone, or -1. */
-static time_t oldest_stale_intent(struct dir_backend *b, bool remove)
+static void release_stale(struct dir_backend *b, bool remove)
+{
+    for (size_t i = 0; i < b->nstale; i++) {
+        struct stat held, named;
+        /* Remove the name only if it still is the file we hold locked. */
+        if (remove && fstat(b->stale[i].fd, &held) == 0 &&
+            fstatat(b->root_fd, b->stale[i].name, &named, AT_SYMLINK_NOFOLLOW) == 0 &&
+            held.st_dev == named.st_dev && held.st_ino == named.st_ino)
+            unlinkat(b->root_fd, b->stale[i].name, 0);
+        close(b->stale[i].fd);
+    }
+    free(b->stale);
+    b->stale = NULL;
+    b->nstale = 0;
+}
+
+/* Lock every intent file whose writer is gone, keeping the locks. */
+static void collect_stale_intents(struct dir_backend *b)
 {
     int fd = openat(b->root_fd, "tmp", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    time_t oldest = -1;
+    size_t cap = 0;
     DIR *d;
     struct dirent *de;
 
+    release_stale(b, false);
     if (fd < 0)
-        return -1;
+        return;
     d = fdopendir(fd);
     if (!d) {
         close(fd);
-        return -1;
+        return;
     }
     while ((de = readdir(d))) {
         struct stat st;
-        if (strncmp(de->d_name, "intent-", 7) != 0)
+        if (strncmp(de->d_name, "intent-", 7) != 0 || strlen(de->d_name) > 80)
             continue;
-        _cleanup_close_ int ifd = openat(fd, de->d_name, O_RDONLY | O_CLOEXEC);
-        if (ifd < 0 || fstat(ifd, &st) < 0)
+        int ifd = openat(fd, de->d_name, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+        if (ifd < 0)
             continue;
-        if (flock(ifd, LOCK_EX | LOCK_NB) < 0)
-            continue; /* its writer is alive */
-        if (remove)
-            unlinkat(fd, de->d_name, 0);
-        else if (oldest < 0 || st.st_mtime < oldest)
-            oldest = st.st_mtime;
+        if (fstat(ifd, &st) < 0 || !S_ISREG(st.st_mode) || flock(ifd, LOCK_EX | LOCK_NB) < 0) {
+            close(ifd); /* its writer is alive (or it is not ours) */
+            continue;
+        }
+        if (b->nstale == cap) {
+            cap = cap ? cap * 2 : 8;
+            b->stale = xrealloc(b->stale, cap * sizeof(*b->stale));
+        }
+        snprintf(b->stale[b->nstale].name, sizeof(b->stale[b->nstale].name), "tmp/%s",
+                 de->d_name);
+        b->stale[b->nstale++].fd = ifd;
     }
     closedir(d);
-    return oldest;
 }
 
 static int dir_recovery_candidates(void *priv, enum store_kind kind, store_list_fn fn,
                                    void *userdata)
 {
     struct dir_backend *b = priv;
-    time_t since = oldest_stale_intent(b, false);
+    time_t since = -1;
 
+    /* The first kind collects the stale intents; the second reuses them. */
+    if (kind == STORE_CHUNK || !b->stale)
+        collect_stale_intents(b);
+    for (size_t i = 0; i < b->nstale; i++) {
+        struct stat st;
+        if (fstat(b->stale[i].fd, &st) == 0 && (since < 0 || st.st_mtime < since))
+            since = st.st_mtime;
+    }
     if (since < 0)
         return 0;
     /* One second of slack for coarse timestamps. */
     return walk(b, kind, since - 1, fn, userdata);
 }
 
-static void dir_finish_recovery(void *priv)
+static bool dir_recovery_needed(void *priv)
 {
-    oldest_stale_intent(priv, true);
+    return ((struct dir_backend *)priv)->nstale > 0;
+}
+
+static void dir_finish_recovery(void *priv, bool success)
+{
+    release_stale(priv, success);
 }
 
 const struct store_backend store_backend_dir = {
@@ -490,5 +602,6 @@ const struct store_backend store_backend_dir = {
     .unlock = dir_unlock,
     .sweep_temporaries = dir_sweep_temporaries,
     .recovery_candidates = dir_recovery_candidates,
+    .recovery_needed = dir_recovery_needed,
     .finish_recovery = dir_finish_recovery,
 };

@@ -46,11 +46,15 @@ struct store_backend {
                              uint64_t *ret_bytes);
 
     /* Optional: objects that may be torn because their writer died before
-     * sync(); fn is called for each.  Then finish_recovery() forgets the
-     * evidence (the stale intent records). */
+     * sync(); fn is called for each (chunks first, then maps).  Then
+     * recovery_needed() tells whether there was anything to recover, and
+     * finish_recovery() forgets the evidence (the stale intent records
+     * found by the walk, and only those) when `success`, or keeps it for
+     * the next attempt. */
     int (*recovery_candidates)(void *priv, enum store_kind kind, store_list_fn fn,
                                void *userdata);
-    void (*finish_recovery)(void *priv);
+    bool (*recovery_needed)(void *priv);
+    void (*finish_recovery)(void *priv, bool success);
 };
 
 extern const struct store_backend store_backend_dir;

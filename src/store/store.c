@@ -387,34 +387,36 @@ static int recover_one(const struct store_object_info *info, void *userdata)
 
     if (c->kind == STORE_CHUNK) {
         _cleanup_free_ uint8_t *buf = xmalloc(STORE_CHUNK_MAX);
-        r = (int)store_chunk_get(c->s, &info->id, buf, STORE_CHUNK_MAX);
+        ssize_t n = store_chunk_get(c->s, &info->id, buf, STORE_CHUNK_MAX);
+        r = n < 0 ? (int)n : 0;
     } else {
         _cleanup_free_ void *map = NULL;
         size_t len;
         r = store_map_get(c->s, &info->id, &map, &len);
     }
-    if (r == -EBADMSG && store_remove(c->s, c->kind, &info->id) >= 0)
-        c->removed++;
-    return 0;
+    if (r == -EBADMSG) {
+        r = store_remove(c->s, c->kind, &info->id);
+        if (r == 0)
+            c->removed++;
+    }
+    /* Gone meanwhile is fine; anything else leaves the evidence in place
+     * for the next attempt. */
+    return r == -ENOENT ? 0 : r;
 }
 
 int store_recover(struct store *s)
 {
     struct recover_ctx c = { .s = s };
-    int r;
+    int r = 0;
 
     if (s->read_only || !s->backend->recovery_candidates)
         return 0;
-    for (int k = STORE_CHUNK; k <= STORE_MAP; k++) {
+    for (int k = STORE_CHUNK; k <= STORE_MAP && r == 0; k++) {
         c.kind = (enum store_kind)k;
         r = s->backend->recovery_candidates(s->priv, c.kind, recover_one, &c);
-        if (r < 0)
-            return r;
     }
-    /* Only now that every candidate was checked may the evidence go. */
-    r = store_sync(s);
-    if (r < 0)
-        return r;
-    s->backend->finish_recovery(s->priv);
-    return c.removed;
+    if (r == 0 && s->backend->recovery_needed(s->priv))
+        r = store_sync(s); /* the removals, before the evidence goes */
+    s->backend->finish_recovery(s->priv, r == 0);
+    return r < 0 ? r : c.removed;
 }

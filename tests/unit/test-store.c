@@ -21,6 +21,21 @@ static char *chunk_path(const struct digest *id)
     return xasprintf("%s/chunks/%.2s/%s", root, hex, hex);
 }
 
+static int count_intents(void)
+{
+    char *dir = xasprintf("%s/tmp", root);
+    DIR *d = opendir(dir);
+    struct dirent *de;
+    int n = 0;
+
+    while (d && (de = readdir(d)))
+        n += strncmp(de->d_name, "intent-", 7) == 0;
+    if (d)
+        closedir(d);
+    free(dir);
+    return n;
+}
+
 static int count_fn(const struct store_object_info *info, void *ud)
 {
     (*(int *)ud)++;
@@ -164,7 +179,40 @@ int main(void)
     ok(files == 1 && bytes == 7, "old temporary swept");
     free(tmpf);
 
+    /* A live writer's intent file survives another process's recovery. */
+    for (size_t i = 0; i < sizeof(data); i++)
+        data[i] = (uint8_t)(i * 7 + 1);
+    struct digest live;
+    sha256(data, sizeof(data), &live);
+    is_int(store_chunk_put(s, &live, data, sizeof(data), NULL), 1, "unsynced put by a live writer");
+    is_int(count_intents(), 1, "its intent file exists");
+    store_open(root, NULL, &s2);
+    is_int(store_recover(s2), 0, "recovery finds nothing stale");
+    is_int(count_intents(), 1, "the live writer's intent file is kept");
+    store_free(s2);
     is_int(store_sync(s), 0, "sync");
+    is_int(count_intents(), 0, "sync removes the intent file");
+
+    /* The fallback without O_TMPFILE, with a stale temporary of an earlier
+     * process lying around: a put still writes the object. */
+    setenv("KILN_NO_TMPFILE", "1", 1);
+    store_open(root, NULL, &s2);
+    unsetenv("KILN_NO_TMPFILE");
+    char *stale = xasprintf("%s/tmp/%d.0.00000000.tmp", root, (int)getpid());
+    fd = open(stale, O_WRONLY | O_CREAT, 0644);
+    close(fd);
+    for (size_t i = 0; i < sizeof(data); i++)
+        data[i] = (uint8_t)(i * 11 + 3);
+    struct digest fb;
+    sha256(data, sizeof(data), &fb);
+    is_int(store_chunk_put(s2, &fb, data, sizeof(data), NULL), 1, "fallback put writes");
+    is_int(store_chunk_get(s2, &fb, out, sizeof(out)), sizeof(data), "fallback object reads back");
+    is_int(store_chunk_put(s2, &fb, data, sizeof(data), NULL), 0, "fallback put: present");
+    store_sync(s2);
+    store_free(s2);
+    unlink(stale);
+    free(stale);
+
     store_free(s);
     store_free(NULL);
     free(p);
