@@ -14,6 +14,11 @@ int cli_common_option(struct cli *cli, int opt, const char *usage, int *ret_exit
 {
     switch (opt) {
     case 'D':
+        if (!*optarg) {
+            fprintf(stderr, "kiln: --data-dir must not be empty\n");
+            *ret_exit = EXIT_USAGE;
+            return 1;
+        }
         free(cli->data_dir);
         cli->data_dir = xstrdup(optarg);
         return 1;

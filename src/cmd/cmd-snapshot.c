@@ -382,12 +382,15 @@ static int do_diff(struct cli *cli, int argc, char **argv)
     if ((ex = check_snap_id(a.pos[0])) >= 0 || (ex = check_snap_id(a.pos[1])) >= 0)
         return ex;
     e = cli_open_region(cli, &r);
-    if (e == 0)
+    /* Shared lock: gc must not sweep what the diff reads. */
+    if (e == 0 && (e = store_lock(r->store, false, 60000)) == 0) {
         e = service_snapshot_get(r, a.pos[0], NULL, &ma);
-    if (e == 0)
-        e = service_snapshot_get(r, a.pos[1], NULL, &mb);
-    if (e == 0)
-        e = snapshot_diff(r->store, ma, mb, &blocks, &n);
+        if (e == 0)
+            e = service_snapshot_get(r, a.pos[1], NULL, &mb);
+        if (e == 0)
+            e = snapshot_diff(r->store, ma, mb, &blocks, &n);
+        store_unlock(r->store);
+    }
     if (e < 0) {
         cli_fail(e);
         return 1;

@@ -120,6 +120,9 @@ static void print_damage(const struct fsck_damage *d, void *userdata)
     case FSCK_ORPHAN_CORRUPT:
         printf("chunk %s is corrupt (no snapshot uses it)\n", hex);
         break;
+    case FSCK_ORPHAN_MAP_CORRUPT:
+        printf("block map %s is corrupt (no snapshot uses it)\n", hex);
+        break;
     }
 }
 

@@ -69,6 +69,10 @@ int main(int argc, char **argv)
         fputs(usage, stderr);
         return EXIT_USAGE;
     }
+    if (cli.data_dir && !*cli.data_dir) {
+        fprintf(stderr, "kiln: --data-dir must not be empty\n");
+        return EXIT_USAGE;
+    }
     if (cli.region && !region_name_is_valid(cli.region)) {
         fprintf(stderr, "kiln: invalid region name '%s' (lowercase letters, digits and dashes, "
                         "starting with a letter)\n", cli.region);

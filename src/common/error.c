@@ -8,6 +8,7 @@
 
 static __thread char message[512];
 static __thread int have_message;
+static __thread int message_err; /* the -errno the message describes */
 
 int error_set(int err, const char *fmt, ...)
 {
@@ -17,6 +18,7 @@ int error_set(int err, const char *fmt, ...)
     vsnprintf(message, sizeof(message), fmt, ap);
     va_end(ap);
     have_message = 1;
+    message_err = -abs(err);
     return -abs(err);
 }
 
@@ -33,7 +35,8 @@ void error_clear(void)
 
 const char *error_describe(int err, char *buf, unsigned size)
 {
-    if (have_message)
+    /* A message recorded for another error is stale: not about this one. */
+    if (have_message && message_err == -abs(err))
         snprintf(buf, size, "%s", message);
     else
         snprintf(buf, size, "%s", strerror(err < 0 ? -err : err));

@@ -23,7 +23,8 @@ const char *error_message(void);
 /* Forget the recorded message. */
 void error_clear(void);
 
-/* Fill `buf` with the recorded message, or strerror(-err) when there is none. */
+/* Fill `buf` with the recorded message if it was recorded for `err`, else
+ * with strerror(-err). */
 const char *error_describe(int err, char *buf, unsigned size);
 
 #endif

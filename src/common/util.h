@@ -27,7 +27,7 @@ int write_all(int fd, const void *buf, size_t len, off_t offset);
  * is less than len only at end of file, or -errno. */
 ssize_t pread_full(int fd, void *buf, size_t len, off_t offset);
 
-/* fsync the directory that holds `path` (or `path` itself if it is one). */
+/* fsync the directory `dirpath`.  Returns 0 or -errno. */
 int fsync_dir(const char *dirpath);
 
 /* mkdir -p with mode 0755.  Returns 0 or -errno. */

@@ -16,8 +16,28 @@
 
 /* digest_map entry fields: a = status (0 ok, else -errno), b = referenced */
 
+#define FSCK_LOCK_TIMEOUT_MS (10 * 60 * 1000)
+
+static int fsck_locked(struct region *r, bool repair, bool progress, fsck_damage_fn fn,
+                       void *userdata, struct fsck_report *ret);
+
 int service_fsck(struct region *r, bool repair, bool progress, fsck_damage_fn fn,
                  void *userdata, struct fsck_report *ret)
+{
+    int e;
+
+    /* Shared: no gc sweeps between listing and verifying.  Exclusive for
+     * repair: no import reuses a chunk that repair is about to remove. */
+    e = store_lock(r->store, repair, FSCK_LOCK_TIMEOUT_MS);
+    if (e < 0)
+        return e;
+    e = fsck_locked(r, repair, progress, fn, userdata, ret);
+    store_unlock(r->store);
+    return e;
+}
+
+static int fsck_locked(struct region *r, bool repair, bool progress, fsck_damage_fn fn,
+                       void *userdata, struct fsck_report *ret)
 {
     struct fsck_report rep = { 0 };
     struct snapshot_set set;
@@ -47,8 +67,11 @@ int service_fsck(struct region *r, bool repair, bool progress, fsck_damage_fn fn
     rep.snapshots = set.n;
 
     digest_map_init(&chunks);
+    /* An object listed and then gone was removed meanwhile (gc), not
+     * damaged: leave it out, as if it had not been listed. */
     for (size_t i = 0; i < n; i++)
-        digest_map_insert(&chunks, &ids[i], NULL)->a = (uint64_t)(int64_t)status[i];
+        if (status[i] != -ENOENT)
+            digest_map_insert(&chunks, &ids[i], NULL)->a = (uint64_t)(int64_t)status[i];
 
     for (size_t s = 0; s < set.n; s++) {
         const struct registry_snapshot *row = set.rows[s];
@@ -93,7 +116,7 @@ int service_fsck(struct region *r, bool repair, bool progress, fsck_damage_fn fn
 
     /* Damaged objects, used or not; with repair, remove them. */
     for (size_t i = 0; i < n; i++) {
-        if (status[i] == 0)
+        if (status[i] == 0 || status[i] == -ENOENT)
             continue;
         rep.damaged_objects++;
         struct digest_map_entry *c = digest_map_find(&chunks, &ids[i]);
@@ -105,9 +128,16 @@ int service_fsck(struct region *r, bool repair, bool progress, fsck_damage_fn fn
             rep.removed++;
     }
     for (size_t i = 0; i < nmaps; i++) {
-        if (map_status[i] == 0)
+        bool used = false;
+        if (map_status[i] == 0 || map_status[i] == -ENOENT)
             continue;
         rep.damaged_objects++;
+        for (size_t s = 0; s < set.n && !used; s++)
+            used = set.rows[s]->has_map && digest_equal(&set.rows[s]->map_id, &map_ids[i]);
+        if (!used) {
+            struct fsck_damage d = { .problem = FSCK_ORPHAN_MAP_CORRUPT, .object = map_ids[i] };
+            fn(&d, userdata);
+        }
         if (repair && !r->read_only && store_remove(r->store, STORE_MAP, &map_ids[i]) == 0)
             rep.removed++;
     }

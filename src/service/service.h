@@ -75,11 +75,12 @@ enum fsck_problem {
     FSCK_CHUNK_MISSING,
     FSCK_CHUNK_CORRUPT,
     FSCK_ORPHAN_CORRUPT, /* a damaged chunk no snapshot uses */
+    FSCK_ORPHAN_MAP_CORRUPT, /* a damaged block map no snapshot uses */
 };
 
 struct fsck_damage {
     enum fsck_problem problem;
-    const char *snapshot_id; /* NULL for FSCK_ORPHAN_CORRUPT */
+    const char *snapshot_id; /* NULL for the FSCK_ORPHAN_* problems */
     struct digest object;    /* the map or chunk */
     uint64_t offset;         /* byte offset in the volume, chunk problems */
     uint64_t length;

@@ -88,9 +88,13 @@ int verify_all(struct store *s, enum store_kind kind, bool progress, struct dige
     nthreads = MAX(nthreads, 1);
     if (progress)
         j.bar = progress_new("verifying", c.bytes);
+    int started = 0;
     for (int i = 0; i < nthreads; i++)
-        pthread_create(&threads[i], NULL, verify_worker, &j);
-    for (int i = 0; i < nthreads; i++)
+        if (pthread_create(&threads[started], NULL, verify_worker, &j) == 0)
+            started++;
+    if (started == 0)
+        verify_worker(&j); /* no threads to be had: do it here */
+    for (int i = 0; i < started; i++)
         pthread_join(threads[i], NULL);
     progress_free(j.bar);
     free(c.sizes);

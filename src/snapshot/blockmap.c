@@ -135,6 +135,9 @@ int blockmap_parse(const void *data, size_t len, struct blockmap **ret)
     if (get32(p + 12) != BLOCK_SHIFT)
         return error_set(EBADMSG, "block map block size 2^%u is not supported", get32(p + 12));
     size = get64(p + 16);
+    if (size % 512)
+        return error_set(EBADMSG, "block map volume size %llu is not a multiple of 512",
+                         (unsigned long long)size);
     if (size > BLOCKMAP_MAX_VOLUME)
         return error_set(EBADMSG, "block map volume size %llu is too large",
                          (unsigned long long)size);

@@ -15,6 +15,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -34,8 +35,8 @@ static int fetch_extent(struct store *s, const struct blockmap_extent *e, uint8_
     ssize_t n = store_chunk_get(s, &e->id, buf, want);
     char hex[DIGEST_HEX_SIZE];
 
-    if (n >= 0 && (size_t)n != want)
-        n = -EBADMSG;
+    if ((n >= 0 && (size_t)n != want) || n == -EFBIG)
+        n = -EBADMSG; /* not the length the map says: damage */
     if (n == -EBADMSG)
         return error_set(EBADMSG, "chunk '%s' at offset %llu is corrupt (digest mismatch)",
                          digest_to_hex(&e->id, hex),
@@ -117,19 +118,57 @@ static void *raw_worker(void *arg)
     return NULL;
 }
 
-static int export_raw(struct store *s, const struct blockmap *m, int fd, int nthreads,
-                      struct progress *bar)
+/* A device keeps its old contents where the volume has holes: write zeros
+ * there. */
+static int zero_holes(const struct blockmap *m, int fd)
+{
+    _cleanup_free_ uint8_t *zeros = xcalloc(1, 1 << 20);
+    uint64_t pos = 0;
+    int r;
+
+    for (size_t i = 0; i <= m->n; i++) {
+        uint64_t end = i < m->n ? m->ext[i].block * BLOCK_SIZE : m->volume_size;
+        while (pos < end) {
+            size_t len = (size_t)MIN((uint64_t)(1 << 20), end - pos);
+            r = write_all(fd, zeros, len, (off_t)pos);
+            if (r < 0)
+                return error_set(r, "cannot write zeros to the output: %s", strerror(-r));
+            pos += len;
+        }
+        if (i < m->n)
+            pos = MIN((m->ext[i].block + m->ext[i].count) * BLOCK_SIZE, m->volume_size);
+    }
+    return 0;
+}
+
+static int export_raw(struct store *s, const struct blockmap *m, int fd, bool device,
+                      int nthreads, struct progress *bar)
 {
     struct raw_job j = { .s = s, .m = m, .fd = fd, .bar = bar };
     pthread_t threads[64];
+    int started = 0;
     char *msg = NULL;
 
-    if (ftruncate(fd, (off_t)m->volume_size) < 0)
+    if (device) {
+        off_t end = lseek(fd, 0, SEEK_END);
+        if (end < 0)
+            return error_set(errno, "cannot size the output device: %m");
+        if ((uint64_t)end < m->volume_size)
+            return error_set(ENOSPC, "the output device holds %llu bytes, the volume %llu",
+                             (unsigned long long)end, (unsigned long long)m->volume_size);
+        int r = zero_holes(m, fd);
+        if (r < 0)
+            return r;
+    } else if (ftruncate(fd, (off_t)m->volume_size) < 0) {
         return error_set(errno, "cannot size the output: %m");
+    }
     nthreads = MAX(1, MIN(nthreads, (int)ARRAY_SIZE(threads)));
     for (int i = 0; i < nthreads; i++)
-        pthread_create(&threads[i], NULL, raw_worker, &j);
-    for (int i = 0; i < nthreads; i++) {
+        if (pthread_create(&threads[started], NULL, raw_worker, &j) == 0)
+            started++;
+    if (started == 0)
+        return error_set(EAGAIN, "cannot start export threads");
+    for (int i = 0; i < started; i++) {
         void *ret;
         pthread_join(threads[i], &ret);
         if (ret && !msg)
@@ -195,7 +234,10 @@ int snapshot_export(struct store *s, const struct blockmap *m, const char *path,
         /* A block device or similar: write in place. */
         fd = open(path, O_WRONLY | O_CLOEXEC);
     } else {
-        tmp = xasprintf("%s.kiln-tmp-%d", path, (int)getpid());
+        unsigned rnd = 0;
+        if (getrandom(&rnd, sizeof(rnd), GRND_NONBLOCK) != sizeof(rnd))
+            rnd = (unsigned)now_ns();
+        tmp = xasprintf("%s.kiln-tmp-%d-%08x", path, (int)getpid(), rnd);
         fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
     }
     if (fd < 0)
@@ -206,7 +248,7 @@ int snapshot_export(struct store *s, const struct blockmap *m, const char *path,
     if (opts->format == IMAGE_FORMAT_QCOW2)
         r = export_qcow2(s, m, fd, bar);
     else
-        r = export_raw(s, m, fd, nthreads, bar);
+        r = export_raw(s, m, fd, special, nthreads, bar);
     progress_free(bar);
 
     /* Like cp and qemu-img convert, raw output is left to the page cache;

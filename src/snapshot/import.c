@@ -372,6 +372,12 @@ int snapshot_import(struct store *s, const char *path, const struct import_optio
     if (r < 0)
         return r;
     im->params = opts->chunker ? opts->chunker : &chunker_default_params;
+    if (im->params->min_blocks < 1 || im->params->max_blocks > MAX_CHUNK_BLOCKS ||
+        im->params->min_blocks > im->params->max_blocks || im->params->avg_blocks == 0 ||
+        (im->params->avg_blocks & (im->params->avg_blocks - 1))) {
+        source_release(&im->src);
+        return error_set(EINVAL, "invalid chunker parameters");
+    }
     im->map = blockmap_new(im->src.size);
     if (opts->parent)
         im->map->parent = opts->parent_id;
@@ -387,12 +393,14 @@ int snapshot_import(struct store *s, const char *path, const struct import_optio
     pthread_mutex_init(&im->pipe.lock, NULL);
     pthread_cond_init(&im->pipe.cond, NULL);
     im->pipe.store = s;
+    int started = 0;
     for (int i = 0; i < nthreads; i++)
-        pthread_create(&threads[i], NULL, worker, &im->pipe);
+        if (pthread_create(&threads[started], NULL, worker, &im->pipe) == 0)
+            started++;
 
     if (opts->progress)
         bar = progress_new("importing", im->src.size);
-    r = run(im, bar);
+    r = started ? run(im, bar) : error_set(EAGAIN, "cannot start import threads");
 
     /* Drain: every submitted segment is collected before the workers stop. */
     pthread_mutex_lock(&im->pipe.lock);
@@ -401,7 +409,7 @@ int snapshot_import(struct store *s, const char *path, const struct import_optio
     pthread_mutex_unlock(&im->pipe.lock);
     while (im->pipe.tail != im->pipe.head)
         collect(im, true);
-    for (int i = 0; i < nthreads; i++)
+    for (int i = 0; i < started; i++)
         pthread_join(threads[i], NULL);
     progress_free(bar);
     if (r == 0)

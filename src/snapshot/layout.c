@@ -152,6 +152,7 @@ struct collector {
     uint64_t base;     /* volume block of the file system's block 0 */
     uint64_t fs_blocks;
     blk64_t prev;
+    uint64_t visited; /* block callbacks so far */
     bool full;
 };
 
@@ -180,6 +181,10 @@ static int block_cb(ext2_filsys fs, blk64_t *blocknr, e2_blkcnt_t blockcnt, blk6
     if (*blocknr != c->prev + 1)
         add_hint(c, *blocknr);
     c->prev = *blocknr;
+    /* A sane file system maps each block once; cross-linked extent trees
+     * in a crafted image could make the walk endless. */
+    if (++c->visited > 2 * c->fs_blocks + 1024)
+        c->full = true;
     return c->full ? BLOCK_ABORT : 0;
 }
 

@@ -153,15 +153,16 @@ int snapshot_read(struct store *s, const struct blockmap *m, void *buf, size_t l
 
 /* ---- diff (diff.c) ---- */
 
-/* Indexes of the EBS_BLOCK_SIZE blocks whose content differs between a and b
- * (bytes past the end of the shorter volume compare as zeros).  The map comparison finds candidates, and candidate
- * blocks are compared by content, so the answer is exact.  *ret is an array
- * of *ret_n indexes owned by the caller. */
 /* The map-level comparison alone: blocks whose extents differ (a superset of
  * the blocks whose content differs).  No data is read. */
 int snapshot_diff_candidates(const struct blockmap *a, const struct blockmap *b,
                              uint64_t **ret, size_t *ret_n);
 
+/* Indexes of the EBS_BLOCK_SIZE blocks whose content differs between a and
+ * b (bytes past the end of the shorter volume compare as zeros).  The map
+ * comparison finds candidates, and candidate blocks are compared by
+ * content, so the answer is exact.  *ret is an array of *ret_n indexes
+ * owned by the caller. */
 int snapshot_diff(struct store *s, const struct blockmap *a, const struct blockmap *b,
                   uint64_t **ret, size_t *ret_n);
 

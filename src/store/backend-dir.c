@@ -10,12 +10,13 @@
  *   directory and links it into place with linkat(); a process killed at any
  *   point leaves either no file or a complete one, and nothing to clean up.
  *   Where O_TMPFILE or /proc is missing it falls back to an exclusive
- *   tmp/<hex>.<pid>.<n>.tmp file, linked into place and then unlinked.  In
+ *   tmp/<pid>.<n>.<random>.tmp file, linked into place and then unlinked.  In
  *   both cases an object that is already present is success (EEXIST).
  *
  *   Non-durable puts are not fsynced one by one: sync() calls syncfs() once.
  *   Between the first such put and that sync() an intent file
- *   tmp/intent-<pid>-<n> exists, flock()ed by its writer.  If the machine
+ *   tmp/intent-<pid>.<n>.<random>.intent.tmp exists, flock()ed by its
+ *   writer before it gets that name.  If the machine
  *   crashes in that window, an object's name may be durable before its data
  *   (ext4 delayed allocation), so recovery_candidates() reports every object
  *   modified since the oldest intent file nobody holds, and the store layer

@@ -298,7 +298,14 @@ int store_map_get(struct store *s, const struct digest *id, void **ret, size_t *
     r = parse_header(obj, size, STORE_MAP, STORE_MAP_MAX, &hdr);
     if (r < 0)
         return r;
-    plain = xmalloc(hdr.plain_len);
+    /* The length comes from the file: believe it only if the zstd frame
+     * says the same, and do not abort if it cannot be had. */
+    if (hdr.codec == CODEC_ZSTD &&
+        ZSTD_getFrameContentSize(obj + OBJ_HEADER_SIZE, hdr.payload_len) != hdr.plain_len)
+        return -EBADMSG;
+    plain = malloc(hdr.plain_len ? hdr.plain_len : 1);
+    if (!plain)
+        return -ENOMEM;
     r = decode(&hdr, obj, id, plain);
     if (r < 0)
         return r;

@@ -13,8 +13,8 @@
  *   - An object appears under its final name only complete: it is written to
  *     an anonymous (O_TMPFILE) or exclusive temporary file and linked or
  *     renamed into place; an object already present is success.
- *   - Objects are not fsynced one by one (a disk flush per 16 KiB chunk would
- *     cost more than the whole import): store_sync() makes every object
+ *   - Objects are not fsynced one by one (a disk flush per chunk would cost
+ *     more than the whole import): store_sync() makes every object
  *     written so far durable, and callers call it before they publish
  *     anything that refers to those objects (the block map, then the
  *     registry row).  Block maps are fsynced on their own when written.
