@@ -490,6 +490,8 @@ static int dir_sweep_temporaries(void *priv, time_t grace, bool dry_run, uint64_
         size_t n = strlen(de->d_name);
         if (n < 4 || strcmp(de->d_name + n - 4, ".tmp") != 0)
             continue;
+        if (strncmp(de->d_name, "intent-", 7) == 0)
+            continue; /* evidence for recovery, not a temporary */
         if (fstatat(fd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(st.st_mode))
             continue;
         if (now - st.st_mtime < grace)
