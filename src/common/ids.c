@@ -4,25 +4,18 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/random.h>
 
 #include "common/hash.h"
+#include "common/util.h"
 
 int id_generate(const char *prefix, char *buf, size_t size)
 {
     unsigned char rnd[9];
     char hex[19];
-    size_t got = 0;
+    int r = random_bytes(rnd, sizeof(rnd));
 
-    while (got < sizeof(rnd)) {
-        ssize_t n = getrandom(rnd + got, sizeof(rnd) - got, 0);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
-        got += (size_t)n;
-    }
+    if (r < 0)
+        return r;
     hex_encode(rnd, sizeof(rnd), hex);
     hex[ID_HEX_DIGITS] = '\0';
     if ((size_t)snprintf(buf, size, "%s-%s", prefix, hex) >= size)

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -193,6 +194,23 @@ const char *format_bytes(uint64_t bytes, char *buf, size_t size)
     else
         snprintf(buf, size, "%.1f %s", v, units[u]);
     return buf;
+}
+
+int random_bytes(void *buf, size_t len)
+{
+    unsigned char *p = buf;
+    size_t got = 0;
+
+    while (got < len) {
+        ssize_t n = getrandom(p + got, len - got, 0);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        got += (size_t)n;
+    }
+    return 0;
 }
 
 uint64_t now_ns(void)

@@ -42,6 +42,10 @@ int parse_size(const char *s, uint64_t *ret_size);
 /* Format a byte count as "1.5 GiB" into buf. */
 const char *format_bytes(uint64_t bytes, char *buf, size_t size);
 
+/* Fill buf with len bytes from the kernel's random source.  Returns 0 or
+ * -errno. */
+int random_bytes(void *buf, size_t len);
+
 /* Monotonic clock in nanoseconds. */
 uint64_t now_ns(void);
 

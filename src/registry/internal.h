@@ -101,4 +101,7 @@ int reg_user_version(struct registry *reg, int *ret);
 /* The migrations this build knows, for registry_schema_latest(). */
 int reg_migrations_latest(void);
 
+/* true for a 12-digit account id. */
+bool reg_account_is_valid(const char *s);
+
 #endif

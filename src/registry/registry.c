@@ -447,7 +447,7 @@ int registry_setting_set(struct registry *reg, const char *key, const char *valu
 
 /* ---- the default account ---------------------------------------------- */
 
-static bool account_is_valid(const char *s)
+bool reg_account_is_valid(const char *s)
 {
     size_t i;
 
@@ -455,22 +455,6 @@ static bool account_is_valid(const char *s)
         if (s[i] < '0' || s[i] > '9')
             return false;
     return i == ACCOUNT_ID_SIZE - 1;
-}
-
-static int random_bytes(unsigned char *buf, size_t len)
-{
-    size_t got = 0;
-
-    while (got < len) {
-        ssize_t n = getrandom(buf + got, len - got, 0);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            return error_set(errno, "cannot read random bytes: %s", strerror(errno));
-        }
-        got += (size_t)n;
-    }
-    return 0;
 }
 
 /* 12 uniformly random digits, the first non-zero (so that the id survives
@@ -489,6 +473,8 @@ static int account_generate(char out[ACCOUNT_ID_SIZE])
 
         if (used == sizeof(pool)) {
             r = random_bytes(pool, sizeof(pool));
+            if (r < 0)
+                r = error_set(r, "cannot read random bytes: %s", strerror(-r));
             if (r < 0)
                 return r;
             used = 0;
@@ -532,7 +518,7 @@ int registry_default_account(struct registry *reg, char ret[ACCOUNT_ID_SIZE])
     }
     if (r < 0)
         return r;
-    if (!account_is_valid(value))
+    if (!reg_account_is_valid(value))
         return error_set(EBADMSG, "registry '%s' holds a malformed default account '%s'",
                          reg->path, value);
     memcpy(ret, value, ACCOUNT_ID_SIZE);

@@ -65,16 +65,6 @@ DEFINE_CLEANUP_FREE(struct registry_snapshot, registry_snapshot_free)
 
 /* ---- validation ------------------------------------------------------ */
 
-static bool account_is_valid(const char *s)
-{
-    size_t i;
-
-    for (i = 0; s[i]; i++)
-        if (s[i] < '0' || s[i] > '9')
-            return false;
-    return i == ACCOUNT_ID_SIZE - 1;
-}
-
 /* The id is bounded by its array: a string that fills it without a NUL
  * is malformed, not read past. */
 static bool id_field_is_valid(const char *field, size_t size)
@@ -101,7 +91,7 @@ static int validate_all(const struct registry_snapshot *s)
 {
     if (!id_field_is_valid(s->id, sizeof(s->id)))
         return error_set(EINVAL, "malformed snapshot id '%.*s'", (int)sizeof(s->id) - 1, s->id);
-    if (!memchr(s->owner, '\0', sizeof(s->owner)) || !account_is_valid(s->owner))
+    if (!memchr(s->owner, '\0', sizeof(s->owner)) || !reg_account_is_valid(s->owner))
         return error_set(EINVAL, "snapshot '%s' has a malformed owner '%.*s'", s->id,
                          (int)sizeof(s->owner) - 1, s->owner);
     if (!memchr(s->parent_id, '\0', sizeof(s->parent_id)) ||
@@ -164,7 +154,7 @@ static int read_row(struct registry *reg, sqlite3_stmt *st, struct registry_snap
 
     if (!copy_column(st, 0, s->id, sizeof(s->id)) || !id_is_valid("snap", s->id))
         return error_set(EBADMSG, "registry '%s' holds a malformed snapshot id", reg->path);
-    if (!copy_column(st, 1, s->owner, sizeof(s->owner)) || !account_is_valid(s->owner))
+    if (!copy_column(st, 1, s->owner, sizeof(s->owner)) || !reg_account_is_valid(s->owner))
         return error_set(EBADMSG, "snapshot '%s' has a malformed owner in registry '%s'", s->id,
                          reg->path);
     state = (const char *)sqlite3_column_text(st, 2);

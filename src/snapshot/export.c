@@ -15,7 +15,6 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -235,7 +234,7 @@ int snapshot_export(struct store *s, const struct blockmap *m, const char *path,
         fd = open(path, O_WRONLY | O_CLOEXEC);
     } else {
         unsigned rnd = 0;
-        if (getrandom(&rnd, sizeof(rnd), GRND_NONBLOCK) != sizeof(rnd))
+        if (random_bytes(&rnd, sizeof(rnd)) < 0)
             rnd = (unsigned)now_ns();
         tmp = xasprintf("%s.kiln-tmp-%d-%08x", path, (int)getpid(), rnd);
         fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);

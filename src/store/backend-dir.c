@@ -31,7 +31,6 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/file.h>
-#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -62,7 +61,7 @@ static void temp_name(char *buf, size_t size, const char *prefix, const char *su
 {
     unsigned rnd = 0;
 
-    if (getrandom(&rnd, sizeof(rnd), GRND_NONBLOCK) != sizeof(rnd))
+    if (random_bytes(&rnd, sizeof(rnd)) < 0)
         rnd = (unsigned)now_ns();
     snprintf(buf, size, "tmp/%s%d.%u.%08x%s", prefix, (int)getpid(),
              atomic_fetch_add(&tmp_counter, 1), rnd, suffix);
