@@ -54,13 +54,27 @@ int snapshot_diff_candidates(const struct blockmap *a, const struct blockmap *b,
     uint64_t *out = NULL;
     size_t n = 0, cap = 0;
 
+    /* Equal extents mean equal bytes, also in a last block that only one
+     * volume fills: chunks are zero-padded past the end of their volume,
+     * and past the end is read as zeros. */
     for (uint64_t k = 0; k < nblocks; k++) {
         uint64_t b0 = k * BLOCKS_PER_EBS, b1 = b0 + BLOCKS_PER_EBS;
-        uint64_t start = k * EBS_BLOCK_SIZE;
-        /* Where the sizes differ, the last blocks are candidates. */
-        bool partial = start + EBS_BLOCK_SIZE > MIN(a->volume_size, b->volume_size) &&
-                       a->volume_size != b->volume_size;
-        if (!partial && same_range(&ca, &cb, b0, b1))
+        size_t ia = blockmap_seek(a, b0), ib = blockmap_seek(b, b0);
+        bool ina = ia < a->n && a->ext[ia].block < b1;
+        bool inb = ib < b->n && b->ext[ib].block < b1;
+        if (!ina && !inb) {
+            /* Holes on both sides: skip to the next extent of either. */
+            uint64_t next = UINT64_MAX;
+            if (ia < a->n)
+                next = a->ext[ia].block;
+            if (ib < b->n)
+                next = MIN(next, b->ext[ib].block);
+            if (next == UINT64_MAX)
+                break;
+            k = next / BLOCKS_PER_EBS - 1; /* next >= b1: the loop moves on to it */
+            continue;
+        }
+        if (same_range(&ca, &cb, b0, b1))
             continue;
         if (n == cap) {
             cap = cap ? cap * 2 : 64;
