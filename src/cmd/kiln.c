@@ -22,6 +22,9 @@ static const char usage[] =
     "  fsck                     verify every block map and chunk\n"
     "  gc                       free chunks no snapshot uses\n"
     "  du                       storage use, per snapshot and in total\n"
+    "  serve                    serve the EC2 API (`kiln serve --help`)\n"
+    "  account create NAME      create an account and its first access key\n"
+    "  account list             list accounts and their access key ids\n"
     "\n"
     "Options every verb takes:\n"
     "  --data-dir DIR   data directory (default $KILN_DATA_DIR, else\n"
@@ -89,6 +92,10 @@ int main(int argc, char **argv)
         r = cmd_gc(&cli, argc, argv);
     else if (strcmp(verb, "du") == 0)
         r = cmd_du(&cli, argc, argv);
+    else if (strcmp(verb, "serve") == 0)
+        r = cmd_serve(&cli, argc, argv);
+    else if (strcmp(verb, "account") == 0)
+        r = cmd_account(&cli, argc, argv);
     else if (strcmp(verb, "help") == 0) {
         fputs(usage, stdout);
         r = 0;

@@ -34,12 +34,32 @@
 
 #define REGISTRY_BUSY_TIMEOUT_MS 5000
 
+/* A database kind: what its messages call it, its PRAGMA application_id
+ * and its numbered migrations (see migrations.c for the rules).  The
+ * region registry is one (reg_registry_schema); the global accounts
+ * database (accounts.c) is another, on the same connection code. */
+struct reg_migration {
+    int version;
+    const char *name;
+    const char *sql;
+};
+
+struct reg_schema {
+    const char *what; /* "registry", "accounts database" */
+    int application_id;
+    const struct reg_migration *migrations; /* numbered 1, 2, ... */
+    size_t n_migrations;
+};
+
+extern const struct reg_schema reg_registry_schema;
+
 struct stmt_cache_entry {
     const char *sql; /* a string constant: compared by content */
     sqlite3_stmt *stmt;
 };
 
 struct registry {
+    const struct reg_schema *schema;
     sqlite3 *db;
     char *path;
     unsigned tx_depth; /* registry_begin() nesting: 0 outside transactions */
@@ -93,15 +113,26 @@ int reg_bind_text(sqlite3_stmt *st, int idx, const char *s);
 /* Copy the text of column `col` into a new string, or NULL for SQL NULL. */
 char *reg_column_strdup(sqlite3_stmt *st, int col);
 
+/* registry_open() for a database of another kind: the same settings
+ * (WAL, synchronous=FULL, busy timeout, foreign keys), migrated to the
+ * newest version of `schema`, which must outlive the handle. */
+int reg_open(const char *path, const struct reg_schema *schema, struct registry **ret);
+
 /* migrations.c: bring the schema up to date; refuses a database written by
- * a newer kiln or one that is not a kiln registry. */
+ * a newer kiln or one that is not a kiln database of reg->schema's kind. */
 int reg_migrate(struct registry *reg);
 int reg_user_version(struct registry *reg, int *ret);
 
 /* The migrations this build knows, for registry_schema_latest(). */
 int reg_migrations_latest(void);
+/* The newest version of `schema`. */
+int reg_schema_latest(const struct reg_schema *schema);
 
 /* true for a 12-digit account id. */
 bool reg_account_is_valid(const char *s);
+
+/* 12 uniformly random digits from getrandom(), the first not zero.
+ * Returns 0 or -errno. */
+int reg_account_generate(char ret[ACCOUNT_ID_SIZE]);
 
 #endif

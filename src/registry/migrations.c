@@ -24,12 +24,6 @@
 #include "common/error.h"
 #include "registry/internal.h"
 
-struct migration {
-    int version;
-    const char *name;
-    const char *sql;
-};
-
 /* Ids are "snap-" and 17 lowercase hex digits (common/ids.h); accounts are
  * 12 decimal digits; block map ids are 64 lowercase hex digits.  Times are
  * unix milliseconds.  STRICT tables make SQLite enforce the column types. */
@@ -81,15 +75,27 @@ static const char migration_1[] =
     "\n"
     "PRAGMA application_id = 1802071150;\n"; /* REGISTRY_APPLICATION_ID */
 
-static const struct migration migrations[] = {
+static const struct reg_migration migrations[] = {
     { 1, "snapshots, tags and settings", migration_1 },
 };
 
 _Static_assert(REGISTRY_APPLICATION_ID == 1802071150, "migration 1 stamps this application id");
 
+const struct reg_schema reg_registry_schema = {
+    .what = "registry",
+    .application_id = REGISTRY_APPLICATION_ID,
+    .migrations = migrations,
+    .n_migrations = ARRAY_SIZE(migrations),
+};
+
+int reg_schema_latest(const struct reg_schema *schema)
+{
+    return schema->migrations[schema->n_migrations - 1].version;
+}
+
 int reg_migrations_latest(void)
 {
-    return migrations[ARRAY_SIZE(migrations) - 1].version;
+    return reg_schema_latest(&reg_registry_schema);
 }
 
 static int pragma_int(struct registry *reg, const char *sql, const char *what, int *ret)
@@ -103,7 +109,7 @@ static int pragma_int(struct registry *reg, const char *sql, const char *what, i
     rc = sqlite3_step(st);
     if (rc != SQLITE_ROW)
         return reg_fail(reg, rc == SQLITE_DONE ? SQLITE_ERROR : rc,
-                        "cannot read the %s of registry '%s'", what, reg->path);
+                        "cannot read the %s of %s '%s'", what, reg->schema->what, reg->path);
     *ret = sqlite3_column_int(st, 0);
     return 0;
 }
@@ -116,9 +122,9 @@ int reg_user_version(struct registry *reg, int *ret)
 static int refuse_newer(struct registry *reg, int version)
 {
     return error_set(EPROTO,
-                     "registry '%s' has schema version %d, newer than this kiln knows (%d): "
+                     "%s '%s' has schema version %d, newer than this kiln knows (%d): "
                      "upgrade kiln",
-                     reg->path, version, reg_migrations_latest());
+                     reg->schema->what, reg->path, version, reg_schema_latest(reg->schema));
 }
 
 /* Before migrating: is this file a registry, or empty enough to become
@@ -131,22 +137,22 @@ static int check_identity(struct registry *reg, int version)
         r = pragma_int(reg, "PRAGMA application_id", "application id", &app);
         if (r < 0)
             return r;
-        if (app != REGISTRY_APPLICATION_ID)
+        if (app != reg->schema->application_id)
             return error_set(EBADMSG,
-                             "'%s' is not a kiln registry (application id %#x, schema version %d)",
-                             reg->path, (unsigned)app, version);
+                             "'%s' is not a kiln %s (application id %#x, schema version %d)",
+                             reg->path, reg->schema->what, (unsigned)app, version);
         return 0;
     }
     r = pragma_int(reg, "SELECT count(*) FROM sqlite_schema", "table count", &objects);
     if (r < 0)
         return r;
     if (objects > 0)
-        return error_set(EBADMSG, "'%s' is not a kiln registry: it holds tables but no schema version",
-                         reg->path);
+        return error_set(EBADMSG, "'%s' is not a kiln %s: it holds tables but no schema version",
+                         reg->path, reg->schema->what);
     return 0;
 }
 
-static int apply(struct registry *reg, const struct migration *m)
+static int apply(struct registry *reg, const struct reg_migration *m)
 {
     char set_version[64];
     int current = 0, r, rc;
@@ -158,7 +164,7 @@ static int apply(struct registry *reg, const struct migration *m)
     r = reg_user_version(reg, &current);
     if (r < 0)
         goto fail;
-    if (current > reg_migrations_latest()) {
+    if (current > reg_schema_latest(reg->schema)) {
         r = refuse_newer(reg, current);
         goto fail;
     }
@@ -172,23 +178,23 @@ static int apply(struct registry *reg, const struct migration *m)
             goto fail;
     }
     if (current != m->version - 1) {
-        r = error_set(EBADMSG, "registry '%s' is at schema version %d, cannot apply migration %d",
-                      reg->path, current, m->version);
+        r = error_set(EBADMSG, "%s '%s' is at schema version %d, cannot apply migration %d",
+                      reg->schema->what, reg->path, current, m->version);
         goto fail;
     }
 
     rc = sqlite3_exec(reg->db, m->sql, NULL, NULL, NULL);
     if (rc != SQLITE_OK) {
-        r = reg_fail(reg, rc, "cannot apply migration %d (%s) to registry '%s'", m->version,
-                     m->name, reg->path);
+        r = reg_fail(reg, rc, "cannot apply migration %d (%s) to %s '%s'", m->version,
+                     m->name, reg->schema->what, reg->path);
         goto fail;
     }
     /* PRAGMA takes no bound parameters; the number is ours. */
     snprintf(set_version, sizeof(set_version), "PRAGMA user_version = %d", m->version);
     rc = sqlite3_exec(reg->db, set_version, NULL, NULL, NULL);
     if (rc != SQLITE_OK) {
-        r = reg_fail(reg, rc, "cannot record migration %d in registry '%s'", m->version,
-                     reg->path);
+        r = reg_fail(reg, rc, "cannot record migration %d in %s '%s'", m->version,
+                     reg->schema->what, reg->path);
         goto fail;
     }
     r = registry_commit(reg);
@@ -203,21 +209,22 @@ fail:
 
 int reg_migrate(struct registry *reg)
 {
+    const struct reg_schema *schema = reg->schema;
     int version = 0, r, rc;
 
-    for (size_t i = 0; i < ARRAY_SIZE(migrations); i++)
-        if (migrations[i].version != (int)i + 1)
-            return error_set(EINVAL, "registry migration %zu is numbered %d", i + 1,
-                             migrations[i].version);
+    for (size_t i = 0; i < schema->n_migrations; i++)
+        if (schema->migrations[i].version != (int)i + 1)
+            return error_set(EINVAL, "%s migration %zu is numbered %d", schema->what, i + 1,
+                             schema->migrations[i].version);
 
     /* Read the version and the identity in one read transaction: another
      * process may be applying migration 1 right now, and its tables must
      * not be taken for a foreign database's. */
     rc = sqlite3_exec(reg->db, "BEGIN DEFERRED", NULL, NULL, NULL);
     if (rc != SQLITE_OK)
-        return reg_fail(reg, rc, "cannot read the schema of registry '%s'", reg->path);
+        return reg_fail(reg, rc, "cannot read the schema of %s '%s'", schema->what, reg->path);
     r = reg_user_version(reg, &version);
-    if (r >= 0 && version > reg_migrations_latest())
+    if (r >= 0 && version > reg_schema_latest(schema))
         r = refuse_newer(reg, version);
     if (r >= 0)
         r = check_identity(reg, version);
@@ -225,12 +232,12 @@ int reg_migrate(struct registry *reg)
     if (r < 0)
         return r;
     if (rc != SQLITE_OK)
-        return reg_fail(reg, rc, "cannot read the schema of registry '%s'", reg->path);
+        return reg_fail(reg, rc, "cannot read the schema of %s '%s'", schema->what, reg->path);
 
-    for (size_t i = 0; i < ARRAY_SIZE(migrations); i++) {
-        if (migrations[i].version <= version)
+    for (size_t i = 0; i < schema->n_migrations; i++) {
+        if (schema->migrations[i].version <= version)
             continue;
-        r = apply(reg, &migrations[i]);
+        r = apply(reg, &schema->migrations[i]);
         if (r < 0)
             return r;
     }

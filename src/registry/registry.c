@@ -34,7 +34,6 @@
 #include "common/util.h"
 #include "registry/internal.h"
 
-#define SETTING_DEFAULT_ACCOUNT "default-account"
 #define JOURNAL_RETRY_MS 10
 
 /* ---- errors ---------------------------------------------------------- */
@@ -162,7 +161,7 @@ static int exec_sql(struct registry *reg, const char *sql, const char *what)
     int rc = sqlite3_exec(reg->db, sql, NULL, NULL, NULL);
 
     if (rc != SQLITE_OK)
-        return reg_fail(reg, rc, "cannot %s in registry '%s'", what, reg->path);
+        return reg_fail(reg, rc, "cannot %s in %s '%s'", what, reg->schema->what, reg->path);
     return 0;
 }
 
@@ -174,10 +173,10 @@ static int pragma_text(struct registry *reg, const char *sql, char *buf, size_t 
     int rc = sqlite3_prepare_v2(reg->db, sql, -1, &st, NULL);
 
     if (rc != SQLITE_OK)
-        return reg_fail(reg, rc, "cannot open registry '%s'", reg->path);
+        return reg_fail(reg, rc, "cannot open %s '%s'", reg->schema->what, reg->path);
     rc = sqlite3_step(st);
     if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
-        int r = reg_fail(reg, rc, "cannot open registry '%s'", reg->path);
+        int r = reg_fail(reg, rc, "cannot open %s '%s'", reg->schema->what, reg->path);
         sqlite3_finalize(st);
         return r;
     }
@@ -210,8 +209,8 @@ static int configure(struct registry *reg)
     if (r < 0)
         return r;
     if (file && file[0] && strcmp(mode, "wal") != 0)
-        return error_set(EIO, "cannot enable write-ahead logging for registry '%s' (mode is '%s')",
-                         reg->path, mode);
+        return error_set(EIO, "cannot enable write-ahead logging for %s '%s' (mode is '%s')",
+                         reg->schema->what, reg->path, mode);
 
     r = exec_sql(reg,
                  "PRAGMA synchronous = FULL;"
@@ -226,35 +225,41 @@ static int configure(struct registry *reg)
 /* A database created just now: make its directory entry durable too (the
  * WAL's creation already syncs the directory on Linux; this does not rely
  * on that). */
-static int sync_parent(const char *path)
+static int sync_parent(struct registry *reg, const char *path)
 {
     _cleanup_free_ char *copy = xstrdup(path);
     int r = fsync_dir(dirname(copy));
 
     if (r < 0)
-        return error_set(r, "cannot sync the directory of registry '%s': %s", path,
+        return error_set(r, "cannot sync the directory of %s '%s': %s", reg->schema->what, path,
                          strerror(-r));
     return 0;
 }
 
 int registry_open(const char *path, struct registry **ret)
 {
+    return reg_open(path, &reg_registry_schema, ret);
+}
+
+int reg_open(const char *path, const struct reg_schema *schema, struct registry **ret)
+{
     struct registry *reg;
     const char *file;
     int rc, r, before = 0;
 
     if (sqlite3_libversion_number() < REGISTRY_SQLITE_MIN)
-        return error_set(ENOTSUP, "sqlite %s is too old for the registry (3.37 or newer needed)",
-                         sqlite3_libversion());
+        return error_set(ENOTSUP, "sqlite %s is too old for the %s (3.37 or newer needed)",
+                         sqlite3_libversion(), schema->what);
 
     reg = xcalloc(1, sizeof(*reg));
+    reg->schema = schema;
     reg->path = xstrdup(path);
     rc = sqlite3_open_v2(path, &reg->db,
                          SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX |
                              SQLITE_OPEN_EXRESCODE,
                          NULL);
     if (rc != SQLITE_OK) {
-        r = reg_fail(reg, rc, "cannot open registry '%s'", path);
+        r = reg_fail(reg, rc, "cannot open %s '%s'", schema->what, path);
         goto fail;
     }
     sqlite3_extended_result_codes(reg->db, 1);
@@ -271,7 +276,7 @@ int registry_open(const char *path, struct registry **ret)
 
     file = sqlite3_db_filename(reg->db, "main");
     if (before == 0 && file && file[0]) {
-        r = sync_parent(file);
+        r = sync_parent(reg, file);
         if (r < 0)
             goto fail;
     }
@@ -315,7 +320,8 @@ int registry_set_busy_timeout(struct registry *reg, unsigned ms)
     int rc = sqlite3_busy_timeout(reg->db, ms > INT32_MAX ? INT32_MAX : (int)ms);
 
     if (rc != SQLITE_OK)
-        return reg_fail(reg, rc, "cannot set the busy timeout of registry '%s'", reg->path);
+        return reg_fail(reg, rc, "cannot set the busy timeout of %s '%s'", reg->schema->what,
+                        reg->path);
     return 0;
 }
 
@@ -350,12 +356,12 @@ int registry_commit(struct registry *reg)
 
     if (reg->tx_depth > 0 && sqlite3_get_autocommit(reg->db)) {
         reg->tx_depth = 0;
-        return error_set(EIO, "cannot commit in registry '%s': the transaction was rolled back",
-                         reg->path);
+        return error_set(EIO, "cannot commit in %s '%s': the transaction was rolled back",
+                         reg->schema->what, reg->path);
     }
     if (reg->tx_depth == 0)
-        return error_set(EINVAL, "cannot commit in registry '%s': no transaction is open",
-                         reg->path);
+        return error_set(EINVAL, "cannot commit in %s '%s': no transaction is open",
+                         reg->schema->what, reg->path);
     if (reg->tx_depth > 1) {
         r = exec_sql(reg, "RELEASE kiln_nested", "end a nested transaction");
         if (r < 0)
@@ -461,7 +467,7 @@ bool reg_account_is_valid(const char *s)
  * tools that parse it as a number).  Rejection sampling avoids modulo bias:
  * a byte is used only below 252 for the first digit (9 * 28) and below 250
  * for the others (10 * 25). */
-static int account_generate(char out[ACCOUNT_ID_SIZE])
+int reg_account_generate(char out[ACCOUNT_ID_SIZE])
 {
     unsigned char pool[64];
     size_t used = sizeof(pool), n = 0;
@@ -489,38 +495,3 @@ static int account_generate(char out[ACCOUNT_ID_SIZE])
     return 0;
 }
 
-int registry_default_account(struct registry *reg, char ret[ACCOUNT_ID_SIZE])
-{
-    _cleanup_free_ char *value = NULL;
-    char fresh[ACCOUNT_ID_SIZE];
-    int r;
-
-    r = registry_setting_get(reg, SETTING_DEFAULT_ACCOUNT, &value);
-    if (r == -ENOENT) {
-        _cleanup_stmt_ sqlite3_stmt *st = NULL;
-
-        error_clear();
-        r = account_generate(fresh);
-        if (r < 0)
-            return r;
-        /* Another process may be doing the same: the first insert wins and
-         * both then read the winner. */
-        r = reg_prepare(reg, "INSERT INTO settings (key, value) VALUES (?1, ?2)"
-                             " ON CONFLICT (key) DO NOTHING", &st);
-        if (r < 0)
-            return r;
-        reg_bind_text(st, 1, SETTING_DEFAULT_ACCOUNT);
-        reg_bind_text(st, 2, fresh);
-        r = reg_step_done(reg, st, "cannot store the default account");
-        if (r < 0)
-            return r;
-        r = registry_setting_get(reg, SETTING_DEFAULT_ACCOUNT, &value);
-    }
-    if (r < 0)
-        return r;
-    if (!reg_account_is_valid(value))
-        return error_set(EBADMSG, "registry '%s' holds a malformed default account '%s'",
-                         reg->path, value);
-    memcpy(ret, value, ACCOUNT_ID_SIZE);
-    return 0;
-}

@@ -76,9 +76,6 @@ bool registry_in_transaction(struct registry *reg);
 int registry_setting_get(struct registry *reg, const char *key, char **ret);
 int registry_setting_set(struct registry *reg, const char *key, const char *value);
 
-/* The account that owns what the offline command line creates: generated
- * (12 random digits) on first use and kept in the settings table. */
-int registry_default_account(struct registry *reg, char ret[ACCOUNT_ID_SIZE]);
 
 enum snapshot_state {
     SNAPSHOT_PENDING,

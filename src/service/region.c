@@ -9,6 +9,7 @@
 #include "common/cleanup.h"
 #include "common/error.h"
 #include "common/util.h"
+#include "registry/accounts.h"
 #include "service/service.h"
 
 /* How long an import waits for a running gc. */
@@ -51,6 +52,7 @@ int region_open(const char *data_dir, const char *name, bool read_only, struct r
     if (!region_name_is_valid(name))
         return error_set(EINVAL, "invalid region name '%s'", name);
     r->name = xstrdup(name);
+    r->data_dir = xstrdup(data_dir);
     r->dir = xasprintf("%s/regions/%s", data_dir, name);
     r->read_only = read_only;
     if (read_only) {
@@ -87,8 +89,31 @@ void region_free(struct region *r)
     registry_free(r->reg);
     store_free(r->store);
     free(r->name);
+    free(r->data_dir);
     free(r->dir);
     free(r);
+}
+
+int service_default_account(const char *data_dir, char ret[ACCOUNT_ID_SIZE])
+{
+    _cleanup_free_ char *path = accounts_path(data_dir);
+    struct accounts *a = NULL;
+    struct account_credentials c;
+    bool created;
+    int e;
+
+    e = mkdir_p(data_dir);
+    if (e < 0)
+        return error_set(e, "cannot create '%s': %s", data_dir, strerror(-e));
+    e = accounts_open(path, &a);
+    if (e < 0)
+        return e;
+    e = accounts_ensure_default(a, &c, &created);
+    accounts_free(a);
+    if (e < 0)
+        return e;
+    memcpy(ret, c.account_id, ACCOUNT_ID_SIZE);
+    return 0;
 }
 
 int service_snapshot_get(struct region *r, const char *id, struct registry_snapshot **ret_row,
@@ -162,8 +187,9 @@ int service_snapshot_import(struct region *r, const char *path,
     e = id_generate("snap", row.id, sizeof(row.id));
     if (e < 0)
         return e;
-    e = registry_default_account(r->reg, row.owner);
-    if (e < 0)
+    if (opts->owner)
+        snprintf(row.owner, sizeof(row.owner), "%s", opts->owner);
+    else if ((e = service_default_account(r->data_dir, row.owner)) < 0)
         return e;
     row.start_time = now_ms();
 

@@ -25,6 +25,7 @@
 
 struct region {
     char *name;
+    char *data_dir;
     char *dir;
     struct store *store;
     struct registry *reg;
@@ -45,11 +46,18 @@ int region_open(const char *data_dir, const char *name, bool read_only, struct r
 void region_free(struct region *r);
 DEFINE_CLEANUP_FREE(struct region, region_free)
 
+/* The data directory's default account (DATA/accounts.db, created with its
+ * first access key on first use): the owner of what the offline command
+ * line creates, and the account whose credentials `kiln serve` writes out
+ * on its first start. */
+int service_default_account(const char *data_dir, char ret[ACCOUNT_ID_SIZE]);
+
 /* Load a snapshot's row and block map (either out-parameter may be NULL). */
 int service_snapshot_get(struct region *r, const char *id, struct registry_snapshot **ret_row,
                          struct blockmap **ret_map);
 
 struct service_import_options {
+    const char *owner;       /* account id; NULL: the default account */
     enum image_format format;
     const char *parent_id;   /* snap-..., or NULL */
     const char *description; /* or NULL */

@@ -560,44 +560,6 @@ static void test_tags(void)
     registry_free(reg);
 }
 
-static void test_default_account(void)
-{
-    const char *path = tmp_path("account.db");
-    struct registry *reg = open_ok(path), *other = open_ok(":memory:");
-    char a[ACCOUNT_ID_SIZE], b[ACCOUNT_ID_SIZE], c[ACCOUNT_ID_SIZE], d[ACCOUNT_ID_SIZE];
-    bool digits = true;
-
-    if (!reg || !other)
-        return;
-    is_int(registry_default_account(reg, a), 0, "default account on first use");
-    is_int(strlen(a), 12, "12 characters");
-    for (int i = 0; i < 12; i++)
-        digits = digits && a[i] >= '0' && a[i] <= '9';
-    ok(digits, "all digits: %s", a);
-    ok(a[0] != '0', "first digit is not zero");
-    is_int(registry_default_account(reg, b), 0, "ask again");
-    is_str(b, a, "stable within a session");
-    registry_free(reg);
-    reg = open_ok(path);
-    if (!reg)
-        return;
-    is_int(registry_default_account(reg, c), 0, "ask after reopen");
-    is_str(c, a, "stable across reopen");
-    registry_default_account(other, d);
-    ok(strcmp(a, d) != 0, "another registry gets another account");
-    registry_free(reg);
-    registry_free(other);
-    remove_db(path);
-
-    /* A setting edited into nonsense is reported, not used. */
-    reg = open_ok(":memory:");
-    if (!reg)
-        return;
-    is_int(registry_setting_set(reg, "default-account", "12ab"), 0, "corrupt the setting");
-    is_int(registry_default_account(reg, a), -EBADMSG, "a malformed account is -EBADMSG");
-    registry_free(reg);
-}
-
 static void test_settings(void)
 {
     struct registry *reg = open_ok(":memory:");
@@ -811,10 +773,8 @@ static void test_concurrent_open(void)
     for (size_t i = 0; i < ARRAY_SIZE(pids); i++) {
         pids[i] = fork();
         if (pids[i] == 0) {
-            char acct[ACCOUNT_ID_SIZE];
-
             reg = open_ok(path);
-            if (!reg || registry_default_account(reg, acct) < 0)
+            if (!reg || registry_setting_set(reg, "race", "x") < 0)
                 _exit(1);
             registry_free(reg);
             _exit(0);
@@ -848,7 +808,6 @@ int main(void)
     test_snapshot_validation();
     test_snapshot_list();
     test_tags();
-    test_default_account();
     test_settings();
     test_transactions();
     test_two_connections();

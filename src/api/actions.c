@@ -1,0 +1,288 @@
+/* The EC2 action table and the actions that describe the server itself:
+ * DescribeRegions, DescribeAvailabilityZones, DescribeAccountAttributes.
+ * Image and snapshot actions (issue 3) add their rows to the table here and
+ * their handlers in files of their own. */
+#include <fnmatch.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "api/internal.h"
+#include "common/cleanup.h"
+#include "common/error.h"
+#include "common/util.h"
+
+/* ---- shared helpers for Describe* parameters ---- */
+
+/* A parsed Filter.N list: name and values, all borrowed from the query. */
+struct filter {
+    const char *name;
+    const char **values;
+    size_t n_values;
+};
+
+struct filters {
+    struct query_item *items;
+    struct filter *f;
+    size_t n;
+};
+
+static void filters_release(struct filters *fs)
+{
+    for (size_t i = 0; i < fs->n; i++)
+        free(fs->f[i].values);
+    free(fs->f);
+    query_items_free(fs->items, fs->n);
+}
+
+/* Parse Filter.N.Name / Filter.N.Value.M; every name must be one of
+ * `known` (NULL-terminated). */
+static int filters_parse(struct api_ctx *ctx, const struct query *q, const char *const *known,
+                         struct filters *ret)
+{
+    struct filters fs = { 0 };
+    int r;
+
+    r = query_get_structs(q, "Filter", &fs.items, &fs.n);
+    if (r < 0)
+        return r;
+    fs.f = xcalloc(fs.n ? fs.n : 1, sizeof(*fs.f));
+    for (size_t i = 0; i < fs.n; i++) {
+        struct filter *f = &fs.f[i];
+        size_t k;
+
+        f->name = query_get(&fs.items[i].fields, "Name");
+        if (!f->name) {
+            r = api_fail(ctx, API_ERR_MISSING_PARAMETER,
+                         "The request must contain the parameter Filter.%lu.Name",
+                         fs.items[i].index);
+            goto fail;
+        }
+        for (k = 0; known[k]; k++)
+            if (strcmp(known[k], f->name) == 0)
+                break;
+        if (!known[k]) {
+            r = api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE, "The filter '%.100s' is invalid",
+                         f->name);
+            goto fail;
+        }
+        r = query_get_list(&fs.items[i].fields, "Value", &f->values, &f->n_values);
+        if (r < 0)
+            goto fail;
+    }
+    *ret = fs;
+    return 0;
+fail:
+    filters_release(&fs);
+    return r;
+}
+
+/* true when every filter named `name` has a value matching `v` (EC2
+ * wildcards: * and ?).  Filters with other names do not apply. */
+static bool filters_match(const struct filters *fs, const char *name, const char *v)
+{
+    for (size_t i = 0; i < fs->n; i++) {
+        bool any = false;
+        if (strcmp(fs->f[i].name, name) != 0)
+            continue;
+        for (size_t k = 0; k < fs->f[i].n_values && !any; k++)
+            any = fnmatch(fs->f[i].values[k], v, FNM_NOESCAPE) == 0;
+        if (!any)
+            return false;
+    }
+    return true;
+}
+
+static bool in_list(const char *const *list, size_t n, const char *s)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(list[i], s) == 0)
+            return true;
+    return false;
+}
+
+/* An optional boolean parameter. */
+static int get_bool(struct api_ctx *ctx, const struct query *q, const char *name, bool *ret)
+{
+    const char *v = query_get(q, name);
+
+    *ret = false;
+    if (v && query_parse_bool(v, ret) < 0)
+        return api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE,
+                        "Value (%.100s) for parameter %s is invalid. Expected: 'true' or 'false'",
+                        v, name);
+    return 0;
+}
+
+/* ---- DescribeRegions ---- */
+
+#define OPT_IN_NOT_REQUIRED "opt-in-not-required"
+
+static int describe_regions(struct api_ctx *ctx, const struct query *q, struct xml *x)
+{
+    static const char *const known[] = { "endpoint", "region-name", "opt-in-status", NULL };
+    _cleanup_free_ const char **names = NULL;
+    struct filters fs;
+    size_t n;
+    bool all;
+    int r;
+
+    r = get_bool(ctx, q, "AllRegions", &all);
+    if (r < 0)
+        return r;
+    r = query_get_list(q, "RegionName", &names, &n);
+    if (r < 0)
+        return r;
+    for (size_t i = 0; i < n; i++)
+        if (!in_list(ctx->regions, ctx->n_regions, names[i]))
+            return api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE, "Invalid region: %.100s",
+                            names[i]);
+    r = filters_parse(ctx, q, known, &fs);
+    if (r < 0)
+        return r;
+    xml_open(x, "regionInfo");
+    for (size_t i = 0; i < ctx->n_regions; i++) {
+        const char *name = ctx->regions[i];
+        if (n && !in_list(names, n, name))
+            continue;
+        if (!filters_match(&fs, "region-name", name) ||
+            !filters_match(&fs, "endpoint", ctx->endpoint) ||
+            !filters_match(&fs, "opt-in-status", OPT_IN_NOT_REQUIRED))
+            continue;
+        xml_open(x, "item");
+        xml_element(x, "regionName", name);
+        xml_element(x, "regionEndpoint", ctx->endpoint);
+        xml_element(x, "optInStatus", OPT_IN_NOT_REQUIRED);
+        xml_close(x);
+    }
+    xml_close(x);
+    filters_release(&fs);
+    return 0;
+}
+
+/* ---- DescribeAvailabilityZones ---- */
+
+/* kiln has one zone per region: "<region>a", id "<region>-az1". */
+static int describe_availability_zones(struct api_ctx *ctx, const struct query *q, struct xml *x)
+{
+    static const char *const known[] = { "group-name", "message", "opt-in-status", "region-name",
+                                         "state", "zone-id", "zone-name", "zone-type", NULL };
+    _cleanup_free_ const char **names = NULL, **ids = NULL;
+    struct filters fs;
+    char zone[80], zone_id[80];
+    size_t n_names, n_ids;
+    bool all;
+    int r;
+
+    r = get_bool(ctx, q, "AllAvailabilityZones", &all);
+    if (r < 0)
+        return r;
+    r = query_get_list(q, "ZoneName", &names, &n_names);
+    if (r == 0)
+        r = query_get_list(q, "ZoneId", &ids, &n_ids);
+    if (r < 0)
+        return r;
+    snprintf(zone, sizeof(zone), "%sa", ctx->region);
+    snprintf(zone_id, sizeof(zone_id), "%s-az1", ctx->region);
+    for (size_t i = 0; i < n_names; i++)
+        if (strcmp(names[i], zone) != 0)
+            return api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE,
+                            "The zone '%.100s' does not exist.", names[i]);
+    for (size_t i = 0; i < n_ids; i++)
+        if (strcmp(ids[i], zone_id) != 0)
+            return api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE,
+                            "The zone ID '%.100s' does not exist.", ids[i]);
+    r = filters_parse(ctx, q, known, &fs);
+    if (r < 0)
+        return r;
+    xml_open(x, "availabilityZoneInfo");
+    if (filters_match(&fs, "zone-name", zone) && filters_match(&fs, "zone-id", zone_id) &&
+        filters_match(&fs, "region-name", ctx->region) &&
+        filters_match(&fs, "group-name", ctx->region) &&
+        filters_match(&fs, "state", "available") &&
+        filters_match(&fs, "zone-type", "availability-zone") &&
+        filters_match(&fs, "opt-in-status", OPT_IN_NOT_REQUIRED) &&
+        filters_match(&fs, "message", "")) {
+        xml_open(x, "item");
+        xml_element(x, "optInStatus", OPT_IN_NOT_REQUIRED);
+        xml_element(x, "zoneName", zone);
+        xml_element(x, "zoneId", zone_id);
+        xml_element(x, "groupName", ctx->region);
+        xml_element(x, "networkBorderGroup", ctx->region);
+        xml_element(x, "zoneType", "availability-zone");
+        xml_element(x, "zoneState", "available");
+        xml_element(x, "regionName", ctx->region);
+        xml_open(x, "messageSet");
+        xml_close(x);
+        xml_close(x);
+    }
+    xml_close(x);
+    filters_release(&fs);
+    return 0;
+}
+
+/* ---- DescribeAccountAttributes ---- */
+
+static const struct {
+    const char *name;
+    const char *value;
+} account_attributes[] = {
+    { "supported-platforms", "VPC" },
+    { "default-vpc", "none" },
+    { "max-instances", "20" },
+    { "vpc-max-security-groups-per-interface", "5" },
+    { "max-elastic-ips", "5" },
+    { "vpc-max-elastic-ips", "5" },
+};
+
+static int describe_account_attributes(struct api_ctx *ctx, const struct query *q,
+                                       struct xml *x)
+{
+    _cleanup_free_ const char **names = NULL;
+    size_t n;
+    int r;
+
+    r = query_get_list(q, "AttributeName", &names, &n);
+    if (r < 0)
+        return r;
+    for (size_t i = 0; i < n; i++) {
+        size_t k;
+        for (k = 0; k < ARRAY_SIZE(account_attributes); k++)
+            if (strcmp(names[i], account_attributes[k].name) == 0)
+                break;
+        if (k == ARRAY_SIZE(account_attributes))
+            return api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE,
+                            "Value (%.100s) for parameter attributeName is invalid",
+                            names[i]);
+    }
+    xml_open(x, "accountAttributeSet");
+    for (size_t k = 0; k < ARRAY_SIZE(account_attributes); k++) {
+        if (n && !in_list(names, n, account_attributes[k].name))
+            continue;
+        xml_open(x, "item");
+        xml_element(x, "attributeName", account_attributes[k].name);
+        xml_open(x, "attributeValueSet");
+        xml_open(x, "item");
+        xml_element(x, "attributeValue", account_attributes[k].value);
+        xml_close(x);
+        xml_close(x);
+        xml_close(x);
+    }
+    xml_close(x);
+    return 0;
+}
+
+/* ---- the table ---- */
+
+static const struct api_action ec2_actions[] = {
+    { .name = "DescribeAccountAttributes", .handler = describe_account_attributes },
+    { .name = "DescribeAvailabilityZones", .handler = describe_availability_zones },
+    { .name = "DescribeRegions", .handler = describe_regions },
+};
+
+const struct api_action *api_ec2_action_find(const char *name)
+{
+    for (size_t i = 0; i < ARRAY_SIZE(ec2_actions); i++)
+        if (strcmp(ec2_actions[i].name, name) == 0)
+            return &ec2_actions[i];
+    return NULL;
+}
