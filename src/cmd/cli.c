@@ -51,6 +51,52 @@ int cli_common_option(struct cli *cli, int opt, const char *usage, int *ret_exit
     }
 }
 
+/* true when `name` is one of the space-separated words of `list`. */
+static bool word_in(const char *list, const char *name)
+{
+    size_t n = strlen(name);
+
+    for (const char *p = list; (p = strstr(p, name)); p += n)
+        if ((p == list || p[-1] == ' ') && (p[n] == ' ' || p[n] == '\0'))
+            return true;
+    return false;
+}
+
+int cli_parse(struct cli *cli, int argc, char **argv, const struct option *options,
+              const char *usage, const char *allowed, int npos, cli_option_fn fn, void *ud,
+              char ***ret_pos)
+{
+    int opt, ex = -1;
+
+    optind = 0;
+    while ((opt = getopt_long(argc, argv, CLI_COMMON_SHORT, options, NULL)) != -1) {
+        if (cli_common_option(cli, opt, usage, &ex)) {
+            if (ex >= 0)
+                return ex;
+            continue;
+        }
+        const char *name = NULL;
+        for (const struct option *o = options; o->name; o++)
+            if (o->val == opt)
+                name = o->name;
+        if (!name || !word_in(allowed, name)) {
+            fprintf(stderr, "kiln: option '--%s' does not apply here\n\n%s", name ? name : "?",
+                    usage);
+            return EXIT_USAGE;
+        }
+        ex = fn(opt, optarg, ud);
+        if (ex >= 0)
+            return ex;
+    }
+    if (argc - optind != npos) {
+        fprintf(stderr, "kiln: expected %d argument%s, got %d\n\n%s", npos, npos == 1 ? "" : "s",
+                argc - optind, usage);
+        return EXIT_USAGE;
+    }
+    *ret_pos = argv + optind;
+    return -1;
+}
+
 int cli_open_region(struct cli *cli, struct region **ret)
 {
     if (!cli->data_dir)

@@ -32,6 +32,19 @@ struct cli {
  * help text. */
 int cli_common_option(struct cli *cli, int opt, const char *usage, int *ret_exit);
 
+/* A verb's own option, called for each option that is not a common one and
+ * that the verb accepts.  Returns -1 to go on, or an exit status. */
+typedef int (*cli_option_fn)(int opt, const char *arg, void *ud);
+
+/* Parse a verb's arguments with getopt_long (options may follow arguments):
+ * common options are handled here, the verb's own go to fn.  `allowed`
+ * names (space-separated) the options of `options` this verb accepts;
+ * `npos` is the exact number of arguments.  Returns -1 to go on, with the
+ * arguments in *ret_pos, or an exit status (0 after --help). */
+int cli_parse(struct cli *cli, int argc, char **argv, const struct option *options,
+              const char *usage, const char *allowed, int npos, cli_option_fn fn, void *ud,
+              char ***ret_pos);
+
 /* Open the region named by --region (default us-east-1) in --data-dir. */
 int cli_open_region(struct cli *cli, struct region **ret);
 

@@ -57,47 +57,28 @@ struct account_args {
     bool json;
     const char *credentials;
     const char *profile;
-    int npos;
     char **pos;
 };
+
+static int account_option(int opt, const char *arg, void *ud)
+{
+    struct account_args *a = ud;
+
+    switch (opt) {
+    case OPT_JSON: a->json = true; break;
+    case OPT_CREDENTIALS: a->credentials = arg; break;
+    case OPT_PROFILE: a->profile = arg; break;
+    }
+    return -1;
+}
 
 /* Parse argv; `allowed` lists the verb's own options.  Returns -1 to
  * continue, or an exit status. */
 static int parse(struct cli *cli, int argc, char **argv, const char *usage, const char *allowed,
                  int npos, struct account_args *a)
 {
-    int opt, ex = -1;
-
-    optind = 0;
-    while ((opt = getopt_long(argc, argv, CLI_COMMON_SHORT, all_options, NULL)) != -1) {
-        if (cli_common_option(cli, opt, usage, &ex)) {
-            if (ex >= 0)
-                return ex;
-            continue;
-        }
-        const char *name = NULL;
-        for (const struct option *o = all_options; o->name; o++)
-            if (o->val == opt)
-                name = o->name;
-        if (!name || !strstr(allowed, name)) {
-            fprintf(stderr, "kiln: option '--%s' does not apply here\n\n%s", name ? name : "?",
-                    usage);
-            return EXIT_USAGE;
-        }
-        switch (opt) {
-        case OPT_JSON: a->json = true; break;
-        case OPT_CREDENTIALS: a->credentials = optarg; break;
-        case OPT_PROFILE: a->profile = optarg; break;
-        }
-    }
-    a->pos = argv + optind;
-    a->npos = argc - optind;
-    if (a->npos != npos) {
-        fprintf(stderr, "kiln: expected %d argument%s, got %d\n\n%s", npos,
-                npos == 1 ? "" : "s", a->npos, usage);
-        return EXIT_USAGE;
-    }
-    return -1;
+    return cli_parse(cli, argc, argv, all_options, usage, allowed, npos, account_option, a,
+                     &a->pos);
 }
 
 /* DATA/accounts.db of --data-dir (or the default data directory); a new

@@ -71,58 +71,38 @@ struct snap_args {
     const char *description;
     int threads;
     bool json;
-    int npos;
     char **pos;
 };
+
+static int snap_option(int opt, const char *arg, void *ud)
+{
+    struct snap_args *a = ud;
+
+    switch (opt) {
+    case OPT_FORMAT: a->format = arg; break;
+    case OPT_PARENT: a->parent = arg; break;
+    case OPT_DESCRIPTION: a->description = arg; break;
+    case OPT_THREADS: {
+        char *end;
+        long n = strtol(arg, &end, 10);
+        if (*end || n < 1 || n > 64) {
+            fprintf(stderr, "kiln: --threads wants a number from 1 to 64\n");
+            return EXIT_USAGE;
+        }
+        a->threads = (int)n;
+        break;
+    }
+    case OPT_JSON: a->json = true; break;
+    }
+    return -1;
+}
 
 /* Parse argv; `allowed` lists the verb-specific options accepted.  Returns
  * -1 to continue, or an exit status. */
 static int parse(struct cli *cli, int argc, char **argv, const char *usage, const char *allowed,
                  int npos, struct snap_args *a)
 {
-    int opt, ex = -1;
-
-    optind = 0;
-    while ((opt = getopt_long(argc, argv, CLI_COMMON_SHORT, all_options, NULL)) != -1) {
-        if (cli_common_option(cli, opt, usage, &ex)) {
-            if (ex >= 0)
-                return ex;
-            continue;
-        }
-        const char *name = NULL;
-        for (const struct option *o = all_options; o->name; o++)
-            if (o->val == opt)
-                name = o->name;
-        if (!name || !strstr(allowed, name)) {
-            fprintf(stderr, "kiln: option '--%s' does not apply here\n\n%s", name ? name : "?",
-                    usage);
-            return EXIT_USAGE;
-        }
-        switch (opt) {
-        case OPT_FORMAT: a->format = optarg; break;
-        case OPT_PARENT: a->parent = optarg; break;
-        case OPT_DESCRIPTION: a->description = optarg; break;
-        case OPT_THREADS: {
-            char *end;
-            long n = strtol(optarg, &end, 10);
-            if (*end || n < 1 || n > 64) {
-                fprintf(stderr, "kiln: --threads wants a number from 1 to 64\n");
-                return EXIT_USAGE;
-            }
-            a->threads = (int)n;
-            break;
-        }
-        case OPT_JSON: a->json = true; break;
-        }
-    }
-    a->pos = argv + optind;
-    a->npos = argc - optind;
-    if (a->npos != npos) {
-        fprintf(stderr, "kiln: expected %d argument%s, got %d\n\n%s", npos,
-                npos == 1 ? "" : "s", a->npos, usage);
-        return EXIT_USAGE;
-    }
-    return -1;
+    return cli_parse(cli, argc, argv, all_options, usage, allowed, npos, snap_option, a, &a->pos);
 }
 
 static int check_snap_id(const char *id)

@@ -47,43 +47,33 @@ struct store_args {
     long grace;
 };
 
-static int parse(struct cli *cli, int argc, char **argv, const char *usage, int allowed_mask,
-                 struct store_args *a)
+static int store_option(int opt, const char *arg, void *ud)
 {
-    int opt, ex = -1;
+    struct store_args *a = ud;
+    char *end;
 
-    optind = 0;
-    a->grace = 900;
-    while ((opt = getopt_long(argc, argv, CLI_COMMON_SHORT, options, NULL)) != -1) {
-        if (cli_common_option(cli, opt, usage, &ex)) {
-            if (ex >= 0)
-                return ex;
-            continue;
-        }
-        if (!(allowed_mask & (1 << (opt - OPT_REPAIR)))) {
-            fprintf(stderr, "kiln: option does not apply here\n\n%s", usage);
+    switch (opt) {
+    case OPT_REPAIR: a->repair = true; break;
+    case OPT_DRY_RUN: a->dry_run = true; break;
+    case OPT_JSON: a->json = true; break;
+    case OPT_GRACE:
+        a->grace = strtol(arg, &end, 10);
+        if (!*arg || *end || a->grace < 0) {
+            fprintf(stderr, "kiln: --grace wants a number of seconds\n");
             return EXIT_USAGE;
         }
-        switch (opt) {
-        case OPT_REPAIR: a->repair = true; break;
-        case OPT_DRY_RUN: a->dry_run = true; break;
-        case OPT_JSON: a->json = true; break;
-        case OPT_GRACE: {
-            char *end;
-            a->grace = strtol(optarg, &end, 10);
-            if (*end || a->grace < 0) {
-                fprintf(stderr, "kiln: --grace wants a number of seconds\n");
-                return EXIT_USAGE;
-            }
-            break;
-        }
-        }
-    }
-    if (optind != argc) {
-        fprintf(stderr, "kiln: unexpected argument '%s'\n\n%s", argv[optind], usage);
-        return EXIT_USAGE;
+        break;
     }
     return -1;
+}
+
+static int parse(struct cli *cli, int argc, char **argv, const char *usage, const char *allowed,
+                 struct store_args *a)
+{
+    char **pos;
+
+    a->grace = 900;
+    return cli_parse(cli, argc, argv, options, usage, allowed, 0, store_option, a, &pos);
 }
 
 static void print_damage(const struct fsck_damage *d, void *userdata)
@@ -134,7 +124,7 @@ int cmd_fsck(struct cli *cli, int argc, char **argv)
     uint64_t damage = 0;
     int ex, e;
 
-    ex = parse(cli, argc, argv, fsck_usage, 1 << 0, &a);
+    ex = parse(cli, argc, argv, fsck_usage, "repair", &a);
     if (ex >= 0)
         return ex;
     e = cli_open_region(cli, &r);
@@ -170,7 +160,7 @@ int cmd_gc(struct cli *cli, int argc, char **argv)
     struct gc_report rep;
     int ex, e;
 
-    ex = parse(cli, argc, argv, gc_usage, 1 << 1 | 1 << 2, &a);
+    ex = parse(cli, argc, argv, gc_usage, "dry-run grace", &a);
     if (ex >= 0)
         return ex;
     e = cli_open_region(cli, &r);
@@ -196,7 +186,7 @@ int cmd_du(struct cli *cli, int argc, char **argv)
     struct du_report d;
     int ex, e;
 
-    ex = parse(cli, argc, argv, du_usage, 1 << 3, &a);
+    ex = parse(cli, argc, argv, du_usage, "json", &a);
     if (ex >= 0)
         return ex;
     e = cli_open_region(cli, &r);
