@@ -75,8 +75,117 @@ static const char migration_1[] =
     "\n"
     "PRAGMA application_id = 1802071150;\n"; /* REGISTRY_APPLICATION_ID */
 
+/* Images (src/registry/images.c).  Ids are "ami-" and 17 hex digits;
+ * kernel and ramdisk ids "aki-"/"ari-".  Times are unix milliseconds.
+ * Disabled is a state, public is the launch permission group "all".  A
+ * name is unique per owner among images that are not deregistered. */
+static const char migration_2[] =
+    "CREATE TABLE images (\n"
+    "    id                  TEXT NOT NULL PRIMARY KEY\n"
+    "                        CHECK (length(id) = 21 AND substr(id, 1, 4) = 'ami-'\n"
+    "                               AND substr(id, 5) NOT GLOB '*[^0-9a-f]*'),\n"
+    "    owner               TEXT NOT NULL\n"
+    "                        CHECK (length(owner) = 12 AND owner NOT GLOB '*[^0-9]*'),\n"
+    "    name                TEXT NOT NULL\n"
+    "                        CHECK (length(name) BETWEEN 3 AND 128\n"
+    "                               AND name NOT GLOB '*[^]A-Za-z0-9()[. /''@_-]*'),\n"
+    "    description         TEXT CHECK (description IS NULL OR length(description) <= 255),\n"
+    "    architecture        TEXT NOT NULL\n"
+    "                        CHECK (architecture IN ('i386', 'x86_64', 'arm64',\n"
+    "                                                'x86_64_mac', 'arm64_mac')),\n"
+    "    boot_mode           TEXT\n"
+    "                        CHECK (boot_mode IN ('legacy-bios', 'uefi', 'uefi-preferred')),\n"
+    "    root_device_name    TEXT NOT NULL\n"
+    "                        CHECK (length(root_device_name) BETWEEN 1 AND 64),\n"
+    "    root_device_type    TEXT NOT NULL CHECK (root_device_type = 'ebs'),\n"
+    "    virtualization_type TEXT NOT NULL\n"
+    "                        CHECK (virtualization_type IN ('hvm', 'paravirtual')),\n"
+    "    ena_support         INTEGER NOT NULL DEFAULT 0 CHECK (ena_support IN (0, 1)),\n"
+    "    sriov_net_support   TEXT CHECK (sriov_net_support = 'simple'),\n"
+    "    imds_support        TEXT CHECK (imds_support = 'v2.0'),\n"
+    "    tpm_support         TEXT CHECK (tpm_support = 'v2.0'),\n"
+    "    kernel_id           TEXT\n"
+    "                        CHECK (kernel_id IS NULL OR (length(kernel_id) = 21\n"
+    "                               AND substr(kernel_id, 1, 4) = 'aki-'\n"
+    "                               AND substr(kernel_id, 5) NOT GLOB '*[^0-9a-f]*')),\n"
+    "    ramdisk_id          TEXT\n"
+    "                        CHECK (ramdisk_id IS NULL OR (length(ramdisk_id) = 21\n"
+    "                               AND substr(ramdisk_id, 1, 4) = 'ari-'\n"
+    "                               AND substr(ramdisk_id, 5) NOT GLOB '*[^0-9a-f]*')),\n"
+    "    state               TEXT NOT NULL\n"
+    "                        CHECK (state IN ('pending', 'available', 'invalid',\n"
+    "                                         'deregistered', 'transient', 'failed',\n"
+    "                                         'error', 'disabled')),\n"
+    "    state_reason_code   TEXT,\n"
+    "    state_reason_message TEXT,\n"
+    "    creation_date       INTEGER NOT NULL CHECK (creation_date >= 0),\n"
+    "    deprecation_time    INTEGER CHECK (deprecation_time > 0),\n"
+    "    deregistration_protection INTEGER NOT NULL DEFAULT 0\n"
+    "                        CHECK (deregistration_protection IN (0, 1)),\n"
+    "    deregistration_cooldown INTEGER NOT NULL DEFAULT 0\n"
+    "                        CHECK (deregistration_cooldown IN (0, 1)),\n"
+    "    deregistration_blocked_until INTEGER CHECK (deregistration_blocked_until > 0),\n"
+    "    source_image_id     TEXT\n"
+    "                        CHECK (source_image_id IS NULL OR (length(source_image_id) = 21\n"
+    "                               AND substr(source_image_id, 1, 4) = 'ami-'\n"
+    "                               AND substr(source_image_id, 5) NOT GLOB '*[^0-9a-f]*')),\n"
+    "    source_region       TEXT\n"
+    "                        CHECK (source_region IS NULL\n"
+    "                               OR length(source_region) BETWEEN 1 AND 64),\n"
+    "    last_launched_time  INTEGER CHECK (last_launched_time > 0),\n"
+    "    CHECK (deregistration_cooldown = 0 OR deregistration_protection = 1)\n"
+    ") STRICT;\n"
+    "\n"
+    "CREATE UNIQUE INDEX images_owner_name ON images (owner, name)\n"
+    "    WHERE state <> 'deregistered';\n"
+    "CREATE INDEX images_creation ON images (creation_date, id);\n"
+    "CREATE INDEX images_owner ON images (owner, creation_date, id);\n"
+    "CREATE INDEX images_name ON images (name);\n"
+    "\n"
+    "CREATE TABLE image_block_devices (\n"
+    "    image_id              TEXT NOT NULL REFERENCES images (id) ON DELETE CASCADE,\n"
+    "    position              INTEGER NOT NULL CHECK (position >= 0),\n"
+    "    device_name           TEXT NOT NULL\n"
+    "                          CHECK (length(device_name) BETWEEN 1 AND 64),\n"
+    "    snapshot_id           TEXT\n"
+    "                          CHECK (snapshot_id IS NULL OR (length(snapshot_id) = 22\n"
+    "                                 AND substr(snapshot_id, 1, 5) = 'snap-'\n"
+    "                                 AND substr(snapshot_id, 6) NOT GLOB '*[^0-9a-f]*')),\n"
+    "    volume_size_gib       INTEGER CHECK (volume_size_gib BETWEEN 1 AND 65536),\n"
+    "    volume_type           TEXT\n"
+    "                          CHECK (volume_type IN ('standard', 'io1', 'io2', 'gp2',\n"
+    "                                                 'gp3', 'sc1', 'st1')),\n"
+    "    delete_on_termination INTEGER NOT NULL DEFAULT 1\n"
+    "                          CHECK (delete_on_termination IN (0, 1)),\n"
+    "    encrypted             INTEGER NOT NULL DEFAULT 0 CHECK (encrypted IN (0, 1)),\n"
+    "    iops                  INTEGER CHECK (iops > 0),\n"
+    "    throughput            INTEGER CHECK (throughput > 0),\n"
+    "    virtual_name          TEXT\n"
+    "                          CHECK (virtual_name IS NULL OR (virtual_name GLOB 'ephemeral[0-9]'\n"
+    "                                 OR virtual_name GLOB 'ephemeral[1][0-9]'\n"
+    "                                 OR virtual_name GLOB 'ephemeral2[0-3]')),\n"
+    "    no_device             INTEGER NOT NULL DEFAULT 0 CHECK (no_device IN (0, 1)),\n"
+    "    PRIMARY KEY (image_id, position),\n"
+    "    UNIQUE (image_id, device_name)\n"
+    ") STRICT, WITHOUT ROWID;\n"
+    "\n"
+    "CREATE INDEX image_block_devices_snapshot ON image_block_devices (snapshot_id);\n"
+    "\n"
+    "CREATE TABLE image_launch_permissions (\n"
+    "    image_id TEXT NOT NULL REFERENCES images (id) ON DELETE CASCADE,\n"
+    "    kind     TEXT NOT NULL CHECK (kind IN ('user', 'group')),\n"
+    "    value    TEXT NOT NULL\n"
+    "             CHECK ((kind = 'group' AND value = 'all')\n"
+    "                    OR (kind = 'user' AND length(value) = 12\n"
+    "                        AND value NOT GLOB '*[^0-9]*')),\n"
+    "    PRIMARY KEY (image_id, kind, value)\n"
+    ") STRICT, WITHOUT ROWID;\n"
+    "\n"
+    "CREATE INDEX image_launch_permissions_value ON image_launch_permissions (kind, value);\n";
+
 static const struct reg_migration migrations[] = {
     { 1, "snapshots, tags and settings", migration_1 },
+    { 2, "images, block devices and launch permissions", migration_2 },
 };
 
 _Static_assert(REGISTRY_APPLICATION_ID == 1802071150, "migration 1 stamps this application id");
@@ -224,10 +333,13 @@ int reg_migrate(struct registry *reg)
     if (rc != SQLITE_OK)
         return reg_fail(reg, rc, "cannot read the schema of %s '%s'", schema->what, reg->path);
     r = reg_user_version(reg, &version);
-    if (r >= 0 && version > reg_schema_latest(schema))
-        r = refuse_newer(reg, version);
+    /* Identity first: another kind of kiln database (the accounts database
+     * opened as a registry, or the reverse) may well be at a version this
+     * kind does not have, and is "not a ...", not "newer". */
     if (r >= 0)
         r = check_identity(reg, version);
+    if (r >= 0 && version > reg_schema_latest(schema))
+        r = refuse_newer(reg, version);
     rc = sqlite3_exec(reg->db, "COMMIT", NULL, NULL, NULL);
     if (r < 0)
         return r;
