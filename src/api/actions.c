@@ -1,8 +1,8 @@
 /* The EC2 action table and the actions that describe the server itself:
  * DescribeRegions, DescribeAvailabilityZones, DescribeAccountAttributes.
  * Image and snapshot actions (issue 3) add their rows to the table here and
- * their handlers in files of their own. */
-#include <fnmatch.h>
+ * their handlers in files of their own (snapshots.c, tags.c); the shared
+ * Describe* helpers are in filters.c. */
 #include <stdio.h>
 #include <string.h>
 
@@ -10,108 +10,6 @@
 #include "common/cleanup.h"
 #include "common/error.h"
 #include "common/util.h"
-
-/* ---- shared helpers for Describe* parameters ---- */
-
-/* A parsed Filter.N list: name and values, all borrowed from the query. */
-struct filter {
-    const char *name;
-    const char **values;
-    size_t n_values;
-};
-
-struct filters {
-    struct query_item *items;
-    struct filter *f;
-    size_t n;
-};
-
-static void filters_release(struct filters *fs)
-{
-    for (size_t i = 0; i < fs->n; i++)
-        free(fs->f[i].values);
-    free(fs->f);
-    query_items_free(fs->items, fs->n);
-}
-
-/* Parse Filter.N.Name / Filter.N.Value.M; every name must be one of
- * `known` (NULL-terminated). */
-static int filters_parse(struct api_ctx *ctx, const struct query *q, const char *const *known,
-                         struct filters *ret)
-{
-    struct filters fs = { 0 };
-    int r;
-
-    r = query_get_structs(q, "Filter", &fs.items, &fs.n);
-    if (r < 0)
-        return r;
-    fs.f = xcalloc(fs.n ? fs.n : 1, sizeof(*fs.f));
-    for (size_t i = 0; i < fs.n; i++) {
-        struct filter *f = &fs.f[i];
-        size_t k;
-
-        f->name = query_get(&fs.items[i].fields, "Name");
-        if (!f->name) {
-            r = api_fail(ctx, API_ERR_MISSING_PARAMETER,
-                         "The request must contain the parameter Filter.%lu.Name",
-                         fs.items[i].index);
-            goto fail;
-        }
-        for (k = 0; known[k]; k++)
-            if (strcmp(known[k], f->name) == 0)
-                break;
-        if (!known[k]) {
-            r = api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE, "The filter '%.100s' is invalid",
-                         f->name);
-            goto fail;
-        }
-        r = query_get_list(&fs.items[i].fields, "Value", &f->values, &f->n_values);
-        if (r < 0)
-            goto fail;
-    }
-    *ret = fs;
-    return 0;
-fail:
-    filters_release(&fs);
-    return r;
-}
-
-/* true when every filter named `name` has a value matching `v` (EC2
- * wildcards: * and ?).  Filters with other names do not apply. */
-static bool filters_match(const struct filters *fs, const char *name, const char *v)
-{
-    for (size_t i = 0; i < fs->n; i++) {
-        bool any = false;
-        if (strcmp(fs->f[i].name, name) != 0)
-            continue;
-        for (size_t k = 0; k < fs->f[i].n_values && !any; k++)
-            any = fnmatch(fs->f[i].values[k], v, FNM_NOESCAPE) == 0;
-        if (!any)
-            return false;
-    }
-    return true;
-}
-
-static bool in_list(const char *const *list, size_t n, const char *s)
-{
-    for (size_t i = 0; i < n; i++)
-        if (strcmp(list[i], s) == 0)
-            return true;
-    return false;
-}
-
-/* An optional boolean parameter. */
-static int get_bool(struct api_ctx *ctx, const struct query *q, const char *name, bool *ret)
-{
-    const char *v = query_get(q, name);
-
-    *ret = false;
-    if (v && query_parse_bool(v, ret) < 0)
-        return api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE,
-                        "Value (%.100s) for parameter %s is invalid. Expected: 'true' or 'false'",
-                        v, name);
-    return 0;
-}
 
 /* ---- DescribeRegions ---- */
 
@@ -121,32 +19,32 @@ static int describe_regions(struct api_ctx *ctx, const struct query *q, struct x
 {
     static const char *const known[] = { "endpoint", "region-name", "opt-in-status", NULL };
     _cleanup_free_ const char **names = NULL;
-    struct filters fs;
+    struct api_filters fs;
     size_t n;
     bool all;
     int r;
 
-    r = get_bool(ctx, q, "AllRegions", &all);
+    r = api_get_bool(ctx, q, "AllRegions", &all);
     if (r < 0)
         return r;
     r = query_get_list(q, "RegionName", &names, &n);
     if (r < 0)
         return r;
     for (size_t i = 0; i < n; i++)
-        if (!in_list(ctx->regions, ctx->n_regions, names[i]))
+        if (!api_in_list(ctx->regions, ctx->n_regions, names[i]))
             return api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE, "Invalid region: %.100s",
                             names[i]);
-    r = filters_parse(ctx, q, known, &fs);
+    r = api_filters_parse(ctx, q, known, &fs);
     if (r < 0)
         return r;
     xml_open(x, "regionInfo");
     for (size_t i = 0; i < ctx->n_regions; i++) {
         const char *name = ctx->regions[i];
-        if (n && !in_list(names, n, name))
+        if (n && !api_in_list(names, n, name))
             continue;
-        if (!filters_match(&fs, "region-name", name) ||
-            !filters_match(&fs, "endpoint", ctx->endpoint) ||
-            !filters_match(&fs, "opt-in-status", OPT_IN_NOT_REQUIRED))
+        if (!api_filters_match(&fs, "region-name", name) ||
+            !api_filters_match(&fs, "endpoint", ctx->endpoint) ||
+            !api_filters_match(&fs, "opt-in-status", OPT_IN_NOT_REQUIRED))
             continue;
         xml_open(x, "item");
         xml_element(x, "regionName", name);
@@ -155,7 +53,7 @@ static int describe_regions(struct api_ctx *ctx, const struct query *q, struct x
         xml_close(x);
     }
     xml_close(x);
-    filters_release(&fs);
+    api_filters_release(&fs);
     return 0;
 }
 
@@ -167,13 +65,13 @@ static int describe_availability_zones(struct api_ctx *ctx, const struct query *
     static const char *const known[] = { "group-name", "message", "opt-in-status", "region-name",
                                          "state", "zone-id", "zone-name", "zone-type", NULL };
     _cleanup_free_ const char **names = NULL, **ids = NULL;
-    struct filters fs;
+    struct api_filters fs;
     char zone[80], zone_id[80];
     size_t n_names, n_ids;
     bool all;
     int r;
 
-    r = get_bool(ctx, q, "AllAvailabilityZones", &all);
+    r = api_get_bool(ctx, q, "AllAvailabilityZones", &all);
     if (r < 0)
         return r;
     r = query_get_list(q, "ZoneName", &names, &n_names);
@@ -191,17 +89,17 @@ static int describe_availability_zones(struct api_ctx *ctx, const struct query *
         if (strcmp(ids[i], zone_id) != 0)
             return api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE,
                             "The zone ID '%.100s' does not exist.", ids[i]);
-    r = filters_parse(ctx, q, known, &fs);
+    r = api_filters_parse(ctx, q, known, &fs);
     if (r < 0)
         return r;
     xml_open(x, "availabilityZoneInfo");
-    if (filters_match(&fs, "zone-name", zone) && filters_match(&fs, "zone-id", zone_id) &&
-        filters_match(&fs, "region-name", ctx->region) &&
-        filters_match(&fs, "group-name", ctx->region) &&
-        filters_match(&fs, "state", "available") &&
-        filters_match(&fs, "zone-type", "availability-zone") &&
-        filters_match(&fs, "opt-in-status", OPT_IN_NOT_REQUIRED) &&
-        filters_match(&fs, "message", "")) {
+    if (api_filters_match(&fs, "zone-name", zone) && api_filters_match(&fs, "zone-id", zone_id) &&
+        api_filters_match(&fs, "region-name", ctx->region) &&
+        api_filters_match(&fs, "group-name", ctx->region) &&
+        api_filters_match(&fs, "state", "available") &&
+        api_filters_match(&fs, "zone-type", "availability-zone") &&
+        api_filters_match(&fs, "opt-in-status", OPT_IN_NOT_REQUIRED) &&
+        api_filters_match(&fs, "message", "")) {
         xml_open(x, "item");
         xml_element(x, "optInStatus", OPT_IN_NOT_REQUIRED);
         xml_element(x, "zoneName", zone);
@@ -216,7 +114,7 @@ static int describe_availability_zones(struct api_ctx *ctx, const struct query *
         xml_close(x);
     }
     xml_close(x);
-    filters_release(&fs);
+    api_filters_release(&fs);
     return 0;
 }
 
@@ -256,7 +154,7 @@ static int describe_account_attributes(struct api_ctx *ctx, const struct query *
     }
     xml_open(x, "accountAttributeSet");
     for (size_t k = 0; k < ARRAY_SIZE(account_attributes); k++) {
-        if (n && !in_list(names, n, account_attributes[k].name))
+        if (n && !api_in_list(names, n, account_attributes[k].name))
             continue;
         xml_open(x, "item");
         xml_element(x, "attributeName", account_attributes[k].name);
@@ -274,9 +172,16 @@ static int describe_account_attributes(struct api_ctx *ctx, const struct query *
 /* ---- the table ---- */
 
 static const struct api_action ec2_actions[] = {
+    { .name = "CreateTags", .handler = api_create_tags, .flags = API_ACTION_OWN_DRY_RUN },
+    { .name = "DeleteSnapshot", .handler = api_delete_snapshot,
+      .flags = API_ACTION_OWN_DRY_RUN },
+    { .name = "DeleteTags", .handler = api_delete_tags, .flags = API_ACTION_OWN_DRY_RUN },
     { .name = "DescribeAccountAttributes", .handler = describe_account_attributes },
     { .name = "DescribeAvailabilityZones", .handler = describe_availability_zones },
     { .name = "DescribeRegions", .handler = describe_regions },
+    { .name = "DescribeSnapshots", .handler = api_describe_snapshots,
+      .flags = API_ACTION_OWN_DRY_RUN },
+    { .name = "DescribeTags", .handler = api_describe_tags, .flags = API_ACTION_OWN_DRY_RUN },
 };
 
 const struct api_action *api_ec2_action_find(const char *name)

@@ -38,6 +38,9 @@ static const struct entry fixed[] = {
     [API_ERR_METHOD_NOT_ALLOWED] = { "InvalidAction", 405, true },
     [API_ERR_DRY_RUN_OPERATION] = { "DryRunOperation", 412, false },
     [API_ERR_OPERATION_NOT_PERMITTED] = { "OperationNotPermitted", 400, true },
+    [API_ERR_INVALID_ID] = { "InvalidID", 400, true },
+    [API_ERR_INVALID_PAGINATION_TOKEN] = { "InvalidPaginationToken", 400, true },
+    [API_ERR_TAG_LIMIT_EXCEEDED] = { "TagLimitExceeded", 400, true },
     [API_ERR_INTERNAL] = { "InternalError", 500, false },
     [API_ERR_UNAVAILABLE] = { "Unavailable", 503, false },
 };
@@ -133,6 +136,7 @@ int api_fail(struct api_ctx *ctx, enum api_error e, const char *fmt, ...)
     case API_ERR_AUTH_FAILURE:
     case API_ERR_UNAUTHORIZED: err = EACCES; break;
     case API_ERR_OPERATION_NOT_PERMITTED: err = EROFS; break;
+    case API_ERR_TAG_LIMIT_EXCEEDED: err = ENOSPC; break;
     case API_ERR_DRY_RUN_OPERATION: err = EALREADY; break;
     case API_ERR_INTERNAL: err = EIO; break;
     case API_ERR_UNAVAILABLE: err = EAGAIN; break;

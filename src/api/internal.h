@@ -5,6 +5,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "api/api.h"
 #include "api/query.h"
@@ -53,6 +54,9 @@ enum api_error {
     API_ERR_IN_USE,       /* with a resource kind */
     API_ERR_DUPLICATE,    /* with a resource kind */
     API_ERR_OPERATION_NOT_PERMITTED,
+    API_ERR_INVALID_ID,               /* InvalidID: an id of no known kind */
+    API_ERR_INVALID_PAGINATION_TOKEN, /* InvalidPaginationToken */
+    API_ERR_TAG_LIMIT_EXCEEDED,       /* TagLimitExceeded */
     API_ERR_INTERNAL,
     API_ERR_UNAVAILABLE,
 };
@@ -126,5 +130,97 @@ const struct api_action *api_ec2_action_find(const char *name);
  * record DryRunOperation and return a negative value to return at once;
  * else 0. */
 int api_dry_run(struct api_ctx *ctx);
+
+/* ---- shared Describe* parameters (filters.c) ---- */
+
+/* A parsed Filter.N list: name and values, all borrowed from the query. */
+struct api_filter {
+    const char *name;
+    const char **values;
+    size_t n_values;
+};
+
+struct api_filters {
+    struct query_item *items;
+    struct api_filter *f;
+    size_t n;
+};
+
+void api_filters_release(struct api_filters *fs);
+
+/* Parse Filter.N.Name / Filter.N.Value.M; every name must be one of
+ * `known` (NULL-terminated), where an entry ending in ':' ("tag:") admits
+ * every name it prefixes ("tag:Env").  Unknown names are
+ * InvalidParameterValue. */
+int api_filters_parse(struct api_ctx *ctx, const struct query *q, const char *const *known,
+                      struct api_filters *ret);
+
+/* true when every filter named `name` has a value matching `v` (EC2
+ * wildcards: * and ?).  Filters with other names do not apply. */
+bool api_filters_match(const struct api_filters *fs, const char *name, const char *v);
+
+/* true when one of the values of filter `f` matches v. */
+bool api_filter_match_one(const struct api_filter *f, const char *v);
+
+bool api_in_list(const char *const *list, size_t n, const char *s);
+
+/* An optional boolean parameter (false when absent). */
+int api_get_bool(struct api_ctx *ctx, const struct query *q, const char *name, bool *ret);
+
+/* ---- pagination (filters.c) ---- */
+
+#define API_MAX_RESULTS_MIN 5
+#define API_MAX_RESULTS_MAX 1000
+
+/* MaxResults and NextToken.  Paging is opt-in (the reference's 2.3): with
+ * neither, *ret_max is 0 (everything) and *ret_after NULL.  MaxResults
+ * must be a number from 5 (values above 1000 are clamped to 1000) and
+ * cannot be combined with explicit ids (`have_ids`: InvalidParameter
+ * Combination).  NextToken is a token from api_token_make(); it decodes
+ * to the sort key of the last item of the previous page, *ret_after, a
+ * new string the caller frees.  Errors are recorded (api_fail()). */
+int api_paging_parse(struct api_ctx *ctx, const struct query *q, bool have_ids,
+                     const char *ids_param, size_t *ret_max, char **ret_after);
+
+/* The NextToken for a page that ended at the item with sort key `key`:
+ * hex text, so it is safe in any query string.  A new string. */
+char *api_token_make(const char *key);
+
+/* ---- actions in their own files ---- */
+
+/* snapshots.c */
+struct region;
+struct registry_snapshot;
+struct registry_tag;
+
+/* Open the region the request was signed for (see the design notes in
+ * snapshots.c).  Returns 0 with *ret NULL when the region holds no data
+ * yet (an empty region), 0 with an open region to region_free(), or
+ * -errno. */
+int api_region_open(struct api_ctx *ctx, struct region **ret);
+
+/* Whether the caller may see snapshot s (today: owns it). */
+bool api_snapshot_visible(const struct api_ctx *ctx, const struct registry_snapshot *s);
+
+/* 0 for a well-formed snapshot id, else InvalidSnapshotID.Malformed. */
+int api_snapshot_id_check(struct api_ctx *ctx, const char *id);
+
+/* Record InvalidSnapshot.NotFound naming the ids; returns -ENOENT. */
+int api_snapshot_not_found(struct api_ctx *ctx, const char *const *ids, size_t n);
+
+/* Unix milliseconds as EC2 writes times: 2030-01-02T03:04:05.000Z. */
+const char *api_format_time(int64_t ms, char *buf, size_t size);
+
+/* <tagSet> with an <item><key/><value/></item> per tag (always written,
+ * empty when n is 0). */
+void api_write_tag_set(struct xml *x, const struct registry_tag *tags, size_t n);
+
+int api_describe_snapshots(struct api_ctx *ctx, const struct query *q, struct xml *x);
+int api_delete_snapshot(struct api_ctx *ctx, const struct query *q, struct xml *x);
+
+/* tags.c */
+int api_create_tags(struct api_ctx *ctx, const struct query *q, struct xml *x);
+int api_delete_tags(struct api_ctx *ctx, const struct query *q, struct xml *x);
+int api_describe_tags(struct api_ctx *ctx, const struct query *q, struct xml *x);
 
 #endif

@@ -12,18 +12,8 @@
 #include "api/internal.h"
 #include "common/cleanup.h"
 #include "common/error.h"
+#include "common/hash.h"
 #include "common/util.h"
-
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
 
 bool api_utf8_is_valid(const char *s, size_t len)
 {
@@ -79,10 +69,10 @@ static int decode(const char *s, size_t len, size_t cap, const char *what, char 
         if (c == '+') {
             c = ' ';
         } else if (c == '%') {
-            if (len - i < 3 || hexval(s[i + 1]) < 0 || hexval(s[i + 2]) < 0)
+            if (len - i < 3 || hex_value(s[i + 1]) < 0 || hex_value(s[i + 2]) < 0)
                 return error_set(EINVAL, "%s: invalid percent escape '%.*s'", what,
                                  (int)MIN(len - i, (size_t)3), s + i);
-            c = (char)(hexval(s[i + 1]) << 4 | hexval(s[i + 2]));
+            c = (char)(hex_value(s[i + 1]) << 4 | hex_value(s[i + 2]));
             i += 2;
         }
         if (c == '\0')

@@ -252,16 +252,6 @@ static int cmp_qpair(const void *a, const void *b)
     return c ? c : strcmp(x->v, y->v);
 }
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    c = (char)tolower((unsigned char)c);
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    return -1;
-}
-
 /* Percent-decode ('+' is a space) and RFC3986-encode again. */
 static int recode(const char *s, size_t n, char **ret)
 {
@@ -272,11 +262,11 @@ static int recode(const char *s, size_t n, char **ret)
         if (c == '+') {
             c = ' ';
         } else if (c == '%') {
-            if (n - i < 3 || hexval(s[i + 1]) < 0 || hexval(s[i + 2]) < 0) {
+            if (n - i < 3 || hex_value(s[i + 1]) < 0 || hex_value(s[i + 2]) < 0) {
                 api_buf_release(&b);
                 return AUTH_FAIL("malformed percent escape in the query string");
             }
-            c = (char)(hexval(s[i + 1]) << 4 | hexval(s[i + 2]));
+            c = (char)(hex_value(s[i + 1]) << 4 | hex_value(s[i + 2]));
             i += 2;
         }
         uri_encode(&b, &c, 1, false);

@@ -82,7 +82,7 @@ char *digest_to_hex(const struct digest *d, char out[DIGEST_HEX_SIZE])
     return out;
 }
 
-static int hexval(char c)
+int hex_value(char c)
 {
     if (c >= '0' && c <= '9')
         return c - '0';
@@ -98,7 +98,7 @@ int digest_from_hex(const char *hex, struct digest *ret)
     struct digest d;
 
     for (size_t i = 0; i < DIGEST_SIZE; i++) {
-        int hi = hexval(hex[2 * i]), lo = hi < 0 ? -1 : hexval(hex[2 * i + 1]);
+        int hi = hex_value(hex[2 * i]), lo = hi < 0 ? -1 : hex_value(hex[2 * i + 1]);
         if (hi < 0 || lo < 0)
             return -EINVAL;
         d.b[i] = (uint8_t)(hi << 4 | lo);

@@ -34,6 +34,9 @@ char *digest_to_hex(const struct digest *d, char out[DIGEST_HEX_SIZE]);
 /* Parse exactly 64 hex digits.  Returns 0 or -EINVAL. */
 int digest_from_hex(const char *hex, struct digest *ret);
 
+/* The value of one hex digit (either case), or -1. */
+int hex_value(char c);
+
 /* Hex encode len bytes into out (2*len+1 bytes). */
 void hex_encode(const void *data, size_t len, char *out);
 

@@ -1,6 +1,7 @@
 #!/bin/sh
 # Start a real `kiln serve` on a free port with a static credential, run the
-# Python API tests (boto3, aws CLI, raw signed requests) against it, then
+# Python API tests (boto3, aws CLI, raw signed requests; snapshots and
+# tags) against it, then
 # check that the server stops cleanly (exit 0) on SIGTERM.
 # Skips (77) when python3, boto3 or the aws CLI is missing.
 set -eu
@@ -34,20 +35,27 @@ export KILN_TEST_ENDPOINT="http://127.0.0.1:$port"
 export KILN_TEST_ACCESS_KEY=AKIDKILNTEST0001
 export KILN_TEST_SECRET_KEY='kiln/Test+Secret0123456789abcdefghijklmn'
 export KILN_TEST_ACCOUNT=123456789012
+# Tests import snapshots into the server's data directory and sign with the
+# default account's key that the first start writes to DATA/credentials.
+export KILN_TEST_DATA_DIR="$T/data"
+export KILN
 
 "$KILN" serve --data-dir "$T/data" --listen "127.0.0.1:$port" \
     --access-key "$KILN_TEST_ACCESS_KEY" --secret-key "$KILN_TEST_SECRET_KEY" \
     --account "$KILN_TEST_ACCOUNT" 2>"$T/serve.log" &
 pid=$!
 
-# Wait until it answers (any HTTP response will do).
-python3 - "$port" <<'PY'
-import socket, sys, time
+# Wait until it answers (any HTTP response will do) and has written the
+# default account's credentials.
+python3 - "$port" "$T/data/credentials" <<'PY'
+import os, socket, sys, time
 deadline = time.time() + 20
 while True:
     try:
         socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=1).close()
-        break
+        if os.path.exists(sys.argv[2]):
+            break
+        raise OSError("no credentials yet")
     except OSError:
         if time.time() > deadline:
             sys.exit("kiln serve did not start listening")
@@ -55,7 +63,7 @@ while True:
 PY
 
 status=0
-(cd "$here" && python3 -m unittest -v test_ec2) || status=$?
+(cd "$here" && python3 -m unittest -v test_ec2 test_snapshots) || status=$?
 
 kill -TERM "$pid"
 rc=0

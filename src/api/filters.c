@@ -1,0 +1,197 @@
+/* Parameters shared by the Describe* actions: Filter.N lists and EC2
+ * wildcard matching, optional booleans, and MaxResults/NextToken paging
+ * with its opaque tokens (declared in internal.h). */
+#include <errno.h>
+#include <fnmatch.h>
+#include <stdlib.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "api/internal.h"
+#include "common/cleanup.h"
+#include "common/error.h"
+#include "common/util.h"
+
+void api_filters_release(struct api_filters *fs)
+{
+    for (size_t i = 0; i < fs->n; i++)
+        free(fs->f[i].values);
+    free(fs->f);
+    query_items_free(fs->items, fs->n);
+}
+
+/* Parse Filter.N.Name / Filter.N.Value.M; every name must be one of
+ * `known` (NULL-terminated). */
+int api_filters_parse(struct api_ctx *ctx, const struct query *q, const char *const *known,
+                      struct api_filters *ret)
+{
+    struct api_filters fs = { 0 };
+    int r;
+
+    r = query_get_structs(q, "Filter", &fs.items, &fs.n);
+    if (r < 0)
+        return r;
+    fs.f = xcalloc(fs.n ? fs.n : 1, sizeof(*fs.f));
+    for (size_t i = 0; i < fs.n; i++) {
+        struct api_filter *f = &fs.f[i];
+        size_t k;
+
+        f->name = query_get(&fs.items[i].fields, "Name");
+        if (!f->name) {
+            r = api_fail(ctx, API_ERR_MISSING_PARAMETER,
+                         "The request must contain the parameter Filter.%lu.Name",
+                         fs.items[i].index);
+            goto fail;
+        }
+        for (k = 0; known[k]; k++) {
+            size_t len = strlen(known[k]);
+            if (strcmp(known[k], f->name) == 0)
+                break;
+            if (len && known[k][len - 1] == ':' && strncmp(known[k], f->name, len) == 0 &&
+                f->name[len])
+                break;
+        }
+        if (!known[k]) {
+            r = api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE, "The filter '%.100s' is invalid",
+                         f->name);
+            goto fail;
+        }
+        r = query_get_list(&fs.items[i].fields, "Value", &f->values, &f->n_values);
+        if (r < 0)
+            goto fail;
+    }
+    *ret = fs;
+    return 0;
+fail:
+    api_filters_release(&fs);
+    return r;
+}
+
+/* true when every filter named `name` has a value matching `v` (EC2
+ * wildcards: * and ?).  Filters with other names do not apply. */
+bool api_filter_match_one(const struct api_filter *f, const char *v)
+{
+    for (size_t k = 0; k < f->n_values; k++)
+        if (fnmatch(f->values[k], v, FNM_NOESCAPE) == 0)
+            return true;
+    return false;
+}
+
+bool api_filters_match(const struct api_filters *fs, const char *name, const char *v)
+{
+    for (size_t i = 0; i < fs->n; i++) {
+        if (strcmp(fs->f[i].name, name) != 0)
+            continue;
+        if (!api_filter_match_one(&fs->f[i], v))
+            return false;
+    }
+    return true;
+}
+
+bool api_in_list(const char *const *list, size_t n, const char *s)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(list[i], s) == 0)
+            return true;
+    return false;
+}
+
+/* An optional boolean parameter. */
+int api_get_bool(struct api_ctx *ctx, const struct query *q, const char *name, bool *ret)
+{
+    const char *v = query_get(q, name);
+
+    *ret = false;
+    if (v && query_parse_bool(v, ret) < 0)
+        return api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE,
+                        "Value (%.100s) for parameter %s is invalid. Expected: 'true' or 'false'",
+                        v, name);
+    return 0;
+}
+
+
+/* ---- pagination ---- */
+
+/* Tokens are the sort key of the last item returned, in lowercase hex:
+ * opaque to clients, safe in query strings, and different on every page
+ * because the key advances (botocore refuses a token seen twice). */
+#define TOKEN_MAX_KEY 2048
+
+char *api_token_make(const char *key)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t n = strlen(key);
+    char *t = xmalloc(2 * n + 1);
+
+    for (size_t i = 0; i < n; i++) {
+        t[2 * i] = hex[(unsigned char)key[i] >> 4];
+        t[2 * i + 1] = hex[(unsigned char)key[i] & 15];
+    }
+    t[2 * n] = '\0';
+    return t;
+}
+
+static int hex_value(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    return -1;
+}
+
+/* Decode a token; NULL when it is not one of ours. */
+static char *token_parse(const char *t)
+{
+    size_t n = strlen(t);
+    char *key;
+
+    if (n == 0 || n % 2 || n / 2 > TOKEN_MAX_KEY)
+        return NULL;
+    key = xmalloc(n / 2 + 1);
+    for (size_t i = 0; i < n / 2; i++) {
+        int hi = hex_value(t[2 * i]), lo = hex_value(t[2 * i + 1]);
+        if (hi < 0 || lo < 0 || (hi == 0 && lo == 0)) {
+            free(key);
+            return NULL;
+        }
+        key[i] = (char)(hi << 4 | lo);
+    }
+    key[n / 2] = '\0';
+    return key;
+}
+
+int api_paging_parse(struct api_ctx *ctx, const struct query *q, bool have_ids,
+                     const char *ids_param, size_t *ret_max, char **ret_after)
+{
+    const char *max = query_get(q, "MaxResults");
+    const char *token = query_get(q, "NextToken");
+    unsigned long v = 0;
+    char *after = NULL;
+
+    if (max) {
+        char *end;
+        errno = 0;
+        v = strtoul(max, &end, 10);
+        if (max[0] < '0' || max[0] > '9' || *end || errno || v < API_MAX_RESULTS_MIN)
+            return api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE,
+                            "Value ( %.40s ) for parameter maxResults is invalid. Expecting a "
+                            "value greater than %d.",
+                            max, API_MAX_RESULTS_MIN - 1);
+        if (v > API_MAX_RESULTS_MAX)
+            v = API_MAX_RESULTS_MAX;
+        if (have_ids)
+            return api_fail(ctx, API_ERR_INVALID_PARAMETER_COMBINATION,
+                            "The parameter %s cannot be used with the parameter maxResults",
+                            ids_param);
+    }
+    if (token && token[0]) {
+        after = token_parse(token);
+        if (!after)
+            return api_fail(ctx, API_ERR_INVALID_PAGINATION_TOKEN,
+                            "Invalid pagination token: '%.100s'", token);
+    }
+    *ret_max = v;
+    *ret_after = after;
+    return 0;
+}

@@ -1,0 +1,498 @@
+/* The snapshot actions: DescribeSnapshots and DeleteSnapshot (the wire
+ * reference's sections 2.2 to 2.4 and 4), and how every handler reaches a
+ * region's registry (api_region_open()).
+ *
+ * Design notes:
+ *
+ * - Region access: every request opens the region it was signed for with
+ *   region_open(read_only = true) and frees it before answering.  Read-only
+ *   here means the chunk store is not written (no directory creation, no
+ *   recovery sweep that could race a running import); the registry is a
+ *   normal SQLite connection, and WAL lets any number of them read while
+ *   one writes.  Opening costs a few system calls and one SQLite open per
+ *   request, which is small next to the HTTP and SigV4 work, and there is
+ *   no cache to invalidate or to share between connection threads.  A
+ *   region that has no data yet is an empty region, not an error.
+ *
+ * - Visibility: a snapshot is visible to the account that owns it, and to
+ *   nobody else: another account's snapshot answers exactly like one that
+ *   does not exist (InvalidSnapshot.NotFound).  createVolumePermission
+ *   (sharing, public snapshots) comes with ModifySnapshotAttribute and
+ *   widens snapshot_visible() and restorable_by() then.
+ *
+ * - Filtering and paging happen here over the region's snapshot list
+ *   (ordered by start time, then id); a page ends at an item whose sort
+ *   key becomes the NextToken, so deleting items between pages neither
+ *   repeats nor skips the others.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "api/internal.h"
+#include "common/cleanup.h"
+#include "common/error.h"
+#include "common/ids.h"
+#include "common/util.h"
+#include "registry/images.h"
+#include "service/service.h"
+
+/* What AWS reports as the volume of a snapshot that was imported rather
+ * than taken from a volume. */
+#define IMPORTED_VOLUME_ID "vol-ffffffff"
+
+int api_region_open(struct api_ctx *ctx, struct region **ret)
+{
+    int r = region_open(ctx->data_dir, ctx->region, true, ret);
+
+    if (r == -ENOENT) {
+        *ret = NULL;
+        return 0;
+    }
+    return r;
+}
+
+bool api_snapshot_visible(const struct api_ctx *ctx, const struct registry_snapshot *s)
+{
+    return strcmp(s->owner, ctx->account) == 0;
+}
+
+int api_snapshot_id_check(struct api_ctx *ctx, const char *id)
+{
+    if (id_is_valid("snap", id))
+        return 0;
+    ctx->resource = API_RES_SNAPSHOT;
+    return api_fail(ctx, API_ERR_MALFORMED_ID, "Invalid id: \"%.100s\" (expecting \"snap-...\")",
+                    id);
+}
+
+int api_snapshot_not_found(struct api_ctx *ctx, const char *const *ids, size_t n)
+{
+    struct api_buf b = { 0 };
+    _cleanup_free_ char *list = NULL;
+
+    for (size_t i = 0; i < n && b.len < 300; i++)
+        api_buf_printf(&b, "%s%s", i ? ", " : "", ids[i]);
+    if (b.len >= 300)
+        api_buf_adds(&b, ", ...");
+    list = api_buf_steal(&b);
+    ctx->resource = API_RES_SNAPSHOT;
+    if (n > 1)
+        return api_fail(ctx, API_ERR_NOT_FOUND, "The snapshots '%s' do not exist.", list);
+    return api_fail(ctx, API_ERR_NOT_FOUND, "The snapshot '%s' does not exist.", list);
+}
+
+const char *api_format_time(int64_t ms, char *buf, size_t size)
+{
+    time_t t = (time_t)(ms / 1000);
+    struct tm tm;
+
+    if (!gmtime_r(&t, &tm))
+        memset(&tm, 0, sizeof(tm));
+    snprintf(buf, size, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
+             tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(ms % 1000));
+    return buf;
+}
+
+/* ---- DescribeSnapshots ---- */
+
+static const char *const snapshot_filters[] = {
+    "description", "encrypted", "owner-alias", "owner-id", "progress", "snapshot-id",
+    "start-time",  "status",    "storage-tier", "transfer-type", "volume-id", "volume-size",
+    "tag-key",     "tag:",      NULL,
+};
+
+/* A candidate row and, once loaded, its tags. */
+struct candidate {
+    struct registry_snapshot *s;
+    struct registry_tag *tags;
+    size_t n_tags;
+    bool tags_loaded;
+    char key[64]; /* sort key: zero-padded start time, then id */
+};
+
+static int load_tags(struct region *rg, struct candidate *c)
+{
+    int r;
+
+    if (c->tags_loaded)
+        return 0;
+    r = registry_tag_list(rg->reg, c->s->id, &c->tags, &c->n_tags);
+    if (r < 0)
+        return r;
+    c->tags_loaded = true;
+    return 0;
+}
+
+static const char *tag_value(const struct candidate *c, const char *key)
+{
+    for (size_t i = 0; i < c->n_tags; i++)
+        if (strcmp(c->tags[i].key, key) == 0)
+            return c->tags[i].value;
+    return NULL;
+}
+
+/* The filters that look at tags: tag:KEY (the tag exists and its value
+ * matches) and tag-key (some key matches). */
+static bool match_tag_filters(const struct api_filters *fs, const struct candidate *c)
+{
+    for (size_t i = 0; i < fs->n; i++) {
+        const struct api_filter *f = &fs->f[i];
+        if (strncmp(f->name, "tag:", 4) == 0) {
+            const char *v = tag_value(c, f->name + 4);
+            if (!v || !api_filter_match_one(f, v))
+                return false;
+        } else if (strcmp(f->name, "tag-key") == 0) {
+            bool any = false;
+            for (size_t k = 0; k < c->n_tags && !any; k++)
+                any = api_filter_match_one(f, c->tags[k].key);
+            if (!any)
+                return false;
+        }
+    }
+    return true;
+}
+
+static bool has_filter(const struct api_filters *fs, const char *name)
+{
+    for (size_t i = 0; i < fs->n; i++)
+        if (strcmp(fs->f[i].name, name) == 0)
+            return true;
+    return false;
+}
+
+static bool needs_tags(const struct api_filters *fs)
+{
+    for (size_t i = 0; i < fs->n; i++)
+        if (strcmp(fs->f[i].name, "tag-key") == 0 || strncmp(fs->f[i].name, "tag:", 4) == 0)
+            return true;
+    return false;
+}
+
+static bool match_fields(const struct api_filters *fs, const struct registry_snapshot *s)
+{
+    char size[24], progress[8], start[40];
+
+    /* kiln has no owner aliases and makes no time-based copies: a filter
+     * on either matches nothing. */
+    if (has_filter(fs, "owner-alias") || has_filter(fs, "transfer-type"))
+        return false;
+    snprintf(size, sizeof(size), "%" PRIu32, s->volume_size_gib);
+    snprintf(progress, sizeof(progress), "%d%%", s->progress);
+    api_format_time(s->start_time, start, sizeof(start));
+    return api_filters_match(fs, "snapshot-id", s->id) &&
+           api_filters_match(fs, "owner-id", s->owner) &&
+           api_filters_match(fs, "status", snapshot_state_to_string(s->state)) &&
+           api_filters_match(fs, "description", s->description ? s->description : "") &&
+           api_filters_match(fs, "volume-size", size) &&
+           api_filters_match(fs, "progress", progress) &&
+           api_filters_match(fs, "start-time", start) &&
+           api_filters_match(fs, "encrypted", "false") &&
+           api_filters_match(fs, "storage-tier", "standard") &&
+           api_filters_match(fs, "volume-id", IMPORTED_VOLUME_ID);
+}
+
+/* Owner.N: self, account ids, or the aliases AWS knows (which own nothing
+ * here). */
+static int check_owners(struct api_ctx *ctx, const char **owners, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        const char *o = owners[i];
+        if (strcmp(o, "self") == 0 || strcmp(o, "amazon") == 0 ||
+            strcmp(o, "aws-marketplace") == 0 || strcmp(o, "aws-backup-vault") == 0)
+            continue;
+        if (strlen(o) == 12 && strspn(o, "0123456789") == 12)
+            continue;
+        return api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE,
+                        "Invalid owner: '%.100s' (expecting 'self', an alias or a 12-digit "
+                        "account id)",
+                        o);
+    }
+    return 0;
+}
+
+static int check_restorable(struct api_ctx *ctx, const char **users, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        const char *u = users[i];
+        if (strcmp(u, "self") == 0 || strcmp(u, "all") == 0)
+            continue;
+        if (strlen(u) == 12 && strspn(u, "0123456789") == 12)
+            continue;
+        return api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE,
+                        "Invalid user id: '%.100s' (expecting 'self', 'all' or a 12-digit "
+                        "account id)",
+                        u);
+    }
+    return 0;
+}
+
+static bool owner_matches(const struct api_ctx *ctx, const char **owners, size_t n,
+                          const struct registry_snapshot *s)
+{
+    if (n == 0)
+        return true;
+    for (size_t i = 0; i < n; i++) {
+        const char *o = strcmp(owners[i], "self") == 0 ? ctx->account : owners[i];
+        if (strcmp(o, s->owner) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* Who may create volumes from s: for now only its owner (no
+ * createVolumePermission yet, so nothing is public: 'all' matches
+ * nothing). */
+static bool restorable_by(const struct api_ctx *ctx, const char **users, size_t n,
+                          const struct registry_snapshot *s)
+{
+    if (n == 0)
+        return true;
+    for (size_t i = 0; i < n; i++) {
+        const char *u = strcmp(users[i], "self") == 0 ? ctx->account : users[i];
+        if (strcmp(u, "all") != 0 && strcmp(u, s->owner) == 0)
+            return true;
+    }
+    return false;
+}
+
+void api_write_tag_set(struct xml *x, const struct registry_tag *tags, size_t n)
+{
+    xml_open(x, "tagSet");
+    for (size_t i = 0; i < n; i++) {
+        xml_open(x, "item");
+        xml_element(x, "key", tags[i].key);
+        xml_element(x, "value", tags[i].value);
+        xml_close(x);
+    }
+    xml_close(x);
+}
+
+static void write_snapshot(struct xml *x, const struct candidate *c)
+{
+    const struct registry_snapshot *s = c->s;
+    char t[40], progress[8];
+
+    snprintf(progress, sizeof(progress), "%d%%", s->progress);
+    xml_open(x, "item");
+    xml_element(x, "snapshotId", s->id);
+    xml_element(x, "volumeId", IMPORTED_VOLUME_ID);
+    xml_element(x, "status", snapshot_state_to_string(s->state));
+    if (s->state == SNAPSHOT_ERROR)
+        xml_element(x, "statusMessage", s->state_message ? s->state_message : "");
+    xml_element(x, "startTime", api_format_time(s->start_time, t, sizeof(t)));
+    if (s->state == SNAPSHOT_COMPLETED && s->completion_time > 0)
+        xml_element(x, "completionTime", api_format_time(s->completion_time, t, sizeof(t)));
+    xml_element(x, "progress", progress);
+    xml_element(x, "ownerId", s->owner);
+    xml_element_int(x, "volumeSize", s->volume_size_gib);
+    xml_element(x, "description", s->description ? s->description : "");
+    xml_element_bool(x, "encrypted", false);
+    xml_element(x, "storageTier", "standard");
+    api_write_tag_set(x, c->tags, c->n_tags);
+    xml_close(x);
+}
+
+static void candidates_free(struct candidate *cs, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        registry_tag_list_free(cs[i].tags, cs[i].n_tags);
+    free(cs);
+}
+
+int api_describe_snapshots(struct api_ctx *ctx, const struct query *q, struct xml *x)
+{
+    _cleanup_free_ const char **ids = NULL, **owners = NULL, **users = NULL;
+    _cleanup_free_ char *after = NULL;
+    _cleanup_(region_freep) struct region *rg = NULL;
+    struct registry_snapshot **rows = NULL;
+    struct candidate *cs = NULL;
+    struct api_filters fs = { 0 };
+    size_t n_ids, n_owners, n_users, n_rows = 0, n_cs = 0, max;
+    bool tag_filters;
+    int r;
+
+    r = query_get_list(q, "SnapshotId", &ids, &n_ids);
+    if (r == 0)
+        r = query_get_list(q, "Owner", &owners, &n_owners);
+    if (r == 0)
+        r = query_get_list(q, "RestorableBy", &users, &n_users);
+    if (r < 0)
+        return r;
+    for (size_t i = 0; i < n_ids; i++) {
+        r = api_snapshot_id_check(ctx, ids[i]);
+        if (r < 0)
+            return r;
+    }
+    r = check_owners(ctx, owners, n_owners);
+    if (r == 0)
+        r = check_restorable(ctx, users, n_users);
+    if (r == 0)
+        r = api_paging_parse(ctx, q, n_ids > 0, "snapshotIds", &max, &after);
+    if (r < 0)
+        return r;
+    r = api_filters_parse(ctx, q, snapshot_filters, &fs);
+    if (r < 0)
+        return r;
+    tag_filters = needs_tags(&fs);
+    /* DryRun after validation, so that a dry run reports bad parameters
+     * (whether unknown ids exist is not checked for a dry run). */
+    r = api_dry_run(ctx);
+    if (r < 0)
+        goto out;
+
+    r = api_region_open(ctx, &rg);
+    if (r < 0)
+        goto out;
+    if (rg) {
+        r = registry_snapshot_list(rg->reg, &rows, &n_rows);
+        if (r < 0)
+            goto out;
+    }
+
+    /* Explicit ids must all name visible snapshots. */
+    if (n_ids) {
+        _cleanup_free_ const char **missing = xcalloc(n_ids, sizeof(*missing));
+        size_t n_missing = 0;
+        for (size_t i = 0; i < n_ids; i++) {
+            bool found = false;
+            for (size_t k = 0; k < n_rows && !found; k++)
+                found = strcmp(rows[k]->id, ids[i]) == 0 && api_snapshot_visible(ctx, rows[k]);
+            if (!found && !api_in_list(missing, n_missing, ids[i]))
+                missing[n_missing++] = ids[i];
+        }
+        if (n_missing) {
+            r = api_snapshot_not_found(ctx, missing, n_missing);
+            goto out;
+        }
+    }
+
+    cs = xcalloc(n_rows ? n_rows : 1, sizeof(*cs));
+    for (size_t k = 0; k < n_rows; k++) {
+        struct registry_snapshot *s = rows[k];
+        struct candidate *c = &cs[n_cs];
+
+        if (!api_snapshot_visible(ctx, s) || (n_ids && !api_in_list(ids, n_ids, s->id)) ||
+            !owner_matches(ctx, owners, n_owners, s) || !restorable_by(ctx, users, n_users, s) ||
+            !match_fields(&fs, s))
+            continue;
+        snprintf(c->key, sizeof(c->key), "%020" PRId64 ".%s", s->start_time, s->id);
+        if (after && strcmp(c->key, after) <= 0)
+            continue;
+        c->s = s;
+        if (tag_filters) {
+            r = load_tags(rg, c);
+            if (r < 0)
+                goto out;
+            if (!match_tag_filters(&fs, c)) {
+                registry_tag_list_free(c->tags, c->n_tags);
+                memset(c, 0, sizeof(*c));
+                continue;
+            }
+        }
+        n_cs++;
+    }
+
+    {
+        size_t n_page = max && n_cs > max ? max : n_cs;
+
+        for (size_t i = 0; i < n_page; i++) {
+            r = load_tags(rg, &cs[i]);
+            if (r < 0)
+                goto out;
+        }
+        xml_open(x, "snapshotSet");
+        for (size_t i = 0; i < n_page; i++)
+            write_snapshot(x, &cs[i]);
+        xml_close(x);
+        if (n_page < n_cs) {
+            _cleanup_free_ char *token = api_token_make(cs[n_page - 1].key);
+            xml_element(x, "nextToken", token);
+        }
+    }
+    r = 0;
+out:
+    candidates_free(cs, n_cs);
+    registry_snapshot_list_free(rows, n_rows);
+    api_filters_release(&fs);
+    return r;
+}
+
+/* ---- DeleteSnapshot ---- */
+
+/* DeleteSnapshot refuses a snapshot that an image still maps (any image
+ * that is not deregistered, disabled ones included).  It runs inside the
+ * delete's transaction, so a RegisterImage cannot slip in between the
+ * check and the delete. */
+static int snapshot_check_not_in_use(struct api_ctx *ctx, struct region *rg, const char *id)
+{
+    size_t n = 0;
+    int r = registry_snapshot_in_use_by_images(rg->reg, id, &n);
+
+    if (r < 0)
+        return r;
+    if (n > 0) {
+        ctx->resource = API_RES_SNAPSHOT;
+        return api_fail(ctx, API_ERR_IN_USE, "The snapshot %s is currently in use by %zu image%s",
+                        id, n, n == 1 ? "" : "s");
+    }
+    return 0;
+}
+
+int api_delete_snapshot(struct api_ctx *ctx, const struct query *q, struct xml *x)
+{
+    _cleanup_(region_freep) struct region *rg = NULL;
+    struct registry_snapshot *s = NULL;
+    const char *id = query_get(q, "SnapshotId");
+    int r;
+
+    if (!id)
+        return api_fail(ctx, API_ERR_MISSING_PARAMETER,
+                        "The request must contain the parameter SnapshotId");
+    r = api_snapshot_id_check(ctx, id);
+    if (r < 0)
+        return r;
+    r = api_region_open(ctx, &rg);
+    if (r < 0)
+        return r;
+    if (!rg)
+        return api_snapshot_not_found(ctx, &id, 1);
+
+    r = registry_begin(rg->reg);
+    if (r < 0)
+        return r;
+    r = registry_snapshot_get(rg->reg, id, &s);
+    if (r == -ENOENT || (r == 0 && !api_snapshot_visible(ctx, s))) {
+        r = api_snapshot_not_found(ctx, &id, 1);
+        goto fail;
+    }
+    if (r < 0)
+        goto fail;
+    r = snapshot_check_not_in_use(ctx, rg, id);
+    if (r < 0)
+        goto fail;
+    r = api_dry_run(ctx);
+    if (r < 0)
+        goto fail;
+    r = service_snapshot_delete(rg, id);
+    if (r == -ENOENT)
+        r = api_snapshot_not_found(ctx, &id, 1);
+    if (r < 0)
+        goto fail;
+    r = registry_commit(rg->reg);
+    if (r < 0)
+        goto fail;
+    registry_snapshot_free(s);
+    xml_element_bool(x, "return", true);
+    return 0;
+
+fail:
+    /* Nothing was written unless the delete itself ran; either way the
+     * first error is what the client sees. */
+    registry_rollback(rg->reg);
+    registry_snapshot_free(s);
+    return r;
+}

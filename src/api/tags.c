@@ -1,0 +1,432 @@
+/* The tag actions: CreateTags, DeleteTags and DescribeTags (the wire
+ * reference's 4.36), for the resources kiln has: snapshots today, images
+ * when they land (see resource_resolve()).
+ *
+ * Rules enforced here, before anything is written: keys are 1 to 128
+ * characters and do not start with "aws:" (reserved), values at most 256
+ * characters, at most 50 tags per resource after the change.  Only the
+ * owner of a resource may tag it or see its tags; to anybody else it does
+ * not exist.  A CreateTags or DeleteTags over several resources is one
+ * registry transaction: all of it happens or none of it.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/internal.h"
+#include "common/cleanup.h"
+#include "common/error.h"
+#include "common/ids.h"
+#include "common/util.h"
+#include "service/service.h"
+
+#define TAG_KEY_MAX 128
+#define TAG_VALUE_MAX 256
+#define TAGS_PER_RESOURCE_MAX 50
+
+/* Characters (code points) in a UTF-8 string the query parser validated. */
+static size_t utf8_length(const char *s)
+{
+    size_t n = 0;
+
+    for (; *s; s++)
+        if (((unsigned char)*s & 0xc0) != 0x80)
+            n++;
+    return n;
+}
+
+static int check_key(struct api_ctx *ctx, const char *key)
+{
+    size_t n = utf8_length(key);
+
+    if (n == 0 || n > TAG_KEY_MAX)
+        return api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE,
+                        "Tag key must be between 1 and %d characters long", TAG_KEY_MAX);
+    if (strncmp(key, "aws:", 4) == 0)
+        return api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE,
+                        "Tag keys starting with 'aws:' are reserved for internal use");
+    return 0;
+}
+
+static int check_value(struct api_ctx *ctx, const char *value)
+{
+    if (utf8_length(value) > TAG_VALUE_MAX)
+        return api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE,
+                        "Tag value cannot be longer than %d characters", TAG_VALUE_MAX);
+    return 0;
+}
+
+/* Check that every id is well formed and of a kind that can be tagged.
+ * HOOK(images): accept "ami-" here (InvalidAMIID.Malformed for bad ones)
+ * and look images up in resource_check_visible(). */
+static int check_resource_ids(struct api_ctx *ctx, const char **ids, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (strncmp(ids[i], "snap-", 5) == 0) {
+            int r = api_snapshot_id_check(ctx, ids[i]);
+            if (r < 0)
+                return r;
+            continue;
+        }
+        return api_fail(ctx, API_ERR_INVALID_ID, "The ID '%.100s' is not valid", ids[i]);
+    }
+    return 0;
+}
+
+/* Every resource exists and is the caller's; else NotFound naming the
+ * ones that are not.  rg may be NULL (an empty region). */
+static int check_resources_visible(struct api_ctx *ctx, struct region *rg, const char **ids,
+                                   size_t n)
+{
+    _cleanup_free_ const char **missing = xcalloc(n ? n : 1, sizeof(*missing));
+    size_t n_missing = 0;
+
+    for (size_t i = 0; i < n; i++) {
+        struct registry_snapshot *s = NULL;
+        int r = rg ? registry_snapshot_get(rg->reg, ids[i], &s) : -ENOENT;
+
+        if (r < 0 && r != -ENOENT)
+            return r;
+        if (r == -ENOENT || !api_snapshot_visible(ctx, s))
+            if (!api_in_list(missing, n_missing, ids[i]))
+                missing[n_missing++] = ids[i];
+        registry_snapshot_free(s);
+    }
+    if (n_missing)
+        return api_snapshot_not_found(ctx, missing, n_missing);
+    return 0;
+}
+
+struct tag_arg {
+    const char *key;
+    const char *value; /* NULL: absent */
+};
+
+/* Tag.N.Key / Tag.N.Value; *ret is a new array (free()). */
+static int parse_tags(struct api_ctx *ctx, const struct query *q, bool create,
+                      struct tag_arg **ret, size_t *ret_n)
+{
+    struct query_item *items = NULL;
+    _cleanup_free_ struct tag_arg *tags = NULL;
+    size_t n;
+    int r;
+
+    r = query_get_structs(q, "Tag", &items, &n);
+    if (r < 0)
+        return r;
+    tags = xcalloc(n ? n : 1, sizeof(*tags));
+    for (size_t i = 0; i < n; i++) {
+        tags[i].key = query_get(&items[i].fields, "Key");
+        tags[i].value = query_get(&items[i].fields, "Value");
+        if (!tags[i].key) {
+            r = api_fail(ctx, API_ERR_MISSING_PARAMETER,
+                         "The request must contain the parameter Tag.%lu.Key", items[i].index);
+            goto out;
+        }
+        r = check_key(ctx, tags[i].key);
+        if (r == 0 && tags[i].value)
+            r = check_value(ctx, tags[i].value);
+        if (r < 0)
+            goto out;
+    }
+    if (create && n == 0) {
+        r = api_fail(ctx, API_ERR_MISSING_PARAMETER,
+                     "The request must contain the parameter Tag");
+        goto out;
+    }
+    *ret = TAKE_PTR(tags);
+    *ret_n = n;
+    r = 0;
+out:
+    query_items_free(items, n);
+    return r;
+}
+
+static int get_resource_ids(struct api_ctx *ctx, const struct query *q, const char ***ret,
+                            size_t *ret_n)
+{
+    int r = query_get_list(q, "ResourceId", ret, ret_n);
+
+    if (r < 0)
+        return r;
+    if (*ret_n == 0)
+        return api_fail(ctx, API_ERR_MISSING_PARAMETER,
+                        "The request must contain the parameter ResourceId");
+    return check_resource_ids(ctx, *ret, *ret_n);
+}
+
+/* Open the region and start the transaction both tag writers need. */
+static int begin_write(struct api_ctx *ctx, struct region **ret_rg)
+{
+    int r = api_region_open(ctx, ret_rg);
+
+    if (r < 0 || !*ret_rg)
+        return r;
+    return registry_begin((*ret_rg)->reg);
+}
+
+static int finish_write(struct region *rg, int r)
+{
+    if (!rg)
+        return r;
+    if (r >= 0) {
+        r = registry_commit(rg->reg);
+        if (r >= 0)
+            return r;
+    }
+    registry_rollback(rg->reg);
+    return r;
+}
+
+/* ---- CreateTags ---- */
+
+static int create_tags(struct api_ctx *ctx, struct region *rg, const char **ids, size_t n_ids,
+                       const struct tag_arg *tags, size_t n_tags)
+{
+    int r = check_resources_visible(ctx, rg, ids, n_ids);
+
+    if (r < 0)
+        return r;
+    r = api_dry_run(ctx);
+    if (r < 0)
+        return r;
+    for (size_t i = 0; i < n_ids; i++) {
+        struct registry_tag *now = NULL;
+        size_t n_now = 0;
+
+        for (size_t k = 0; k < n_tags; k++) {
+            r = registry_tag_set(rg->reg, ids[i], tags[k].key, tags[k].value);
+            if (r < 0)
+                return r;
+        }
+        r = registry_tag_list(rg->reg, ids[i], &now, &n_now);
+        if (r < 0)
+            return r;
+        registry_tag_list_free(now, n_now);
+        if (n_now > TAGS_PER_RESOURCE_MAX)
+            return api_fail(ctx, API_ERR_TAG_LIMIT_EXCEEDED,
+                            "The maximum number of tags per resource (%d) would be exceeded "
+                            "for '%s'",
+                            TAGS_PER_RESOURCE_MAX, ids[i]);
+    }
+    return 0;
+}
+
+int api_create_tags(struct api_ctx *ctx, const struct query *q, struct xml *x)
+{
+    _cleanup_free_ const char **ids = NULL;
+    _cleanup_free_ struct tag_arg *tags = NULL;
+    _cleanup_(region_freep) struct region *rg = NULL;
+    size_t n_ids, n_tags;
+    int r;
+
+    r = get_resource_ids(ctx, q, &ids, &n_ids);
+    if (r == 0)
+        r = parse_tags(ctx, q, true, &tags, &n_tags);
+    if (r < 0)
+        return r;
+    r = begin_write(ctx, &rg);
+    if (r < 0)
+        return r;
+    if (!rg)
+        return check_resources_visible(ctx, NULL, ids, n_ids);
+    r = finish_write(rg, create_tags(ctx, rg, ids, n_ids, tags, n_tags));
+    if (r < 0)
+        return r;
+    xml_element_bool(x, "return", true);
+    return 0;
+}
+
+/* ---- DeleteTags ---- */
+
+static int delete_tags(struct api_ctx *ctx, struct region *rg, const char **ids, size_t n_ids,
+                       const struct tag_arg *tags, size_t n_tags)
+{
+    int r = check_resources_visible(ctx, rg, ids, n_ids);
+
+    if (r < 0)
+        return r;
+    r = api_dry_run(ctx);
+    if (r < 0)
+        return r;
+    for (size_t i = 0; i < n_ids; i++) {
+        if (n_tags == 0) {
+            /* No Tag.N: every (user) tag of the resource goes. */
+            struct registry_tag *now = NULL;
+            size_t n_now = 0;
+
+            r = registry_tag_list(rg->reg, ids[i], &now, &n_now);
+            for (size_t k = 0; r >= 0 && k < n_now; k++)
+                r = registry_tag_delete(rg->reg, ids[i], now[k].key, NULL);
+            registry_tag_list_free(now, n_now);
+            if (r < 0)
+                return r;
+            continue;
+        }
+        /* A key without a value deletes the tag whatever its value; with
+         * a value (even empty) only when it matches. */
+        for (size_t k = 0; k < n_tags; k++) {
+            r = registry_tag_delete(rg->reg, ids[i], tags[k].key, tags[k].value);
+            if (r < 0)
+                return r;
+        }
+    }
+    return 0;
+}
+
+int api_delete_tags(struct api_ctx *ctx, const struct query *q, struct xml *x)
+{
+    _cleanup_free_ const char **ids = NULL;
+    _cleanup_free_ struct tag_arg *tags = NULL;
+    _cleanup_(region_freep) struct region *rg = NULL;
+    size_t n_ids, n_tags;
+    int r;
+
+    r = get_resource_ids(ctx, q, &ids, &n_ids);
+    if (r == 0)
+        r = parse_tags(ctx, q, false, &tags, &n_tags);
+    if (r < 0)
+        return r;
+    r = begin_write(ctx, &rg);
+    if (r < 0)
+        return r;
+    if (!rg)
+        return check_resources_visible(ctx, NULL, ids, n_ids);
+    r = finish_write(rg, delete_tags(ctx, rg, ids, n_ids, tags, n_tags));
+    if (r < 0)
+        return r;
+    xml_element_bool(x, "return", true);
+    return 0;
+}
+
+/* ---- DescribeTags ---- */
+
+static const char *const tag_filters[] = {
+    "key", "resource-id", "resource-type", "value", "tag:", NULL,
+};
+
+struct tag_row {
+    const char *resource_id; /* borrowed from the snapshot rows */
+    const char *resource_type;
+    struct registry_tag *tag; /* borrowed from the tag lists */
+    char *sort_key;           /* resource id, newline, key: ids have one length */
+};
+
+static int tag_row_cmp(const void *a, const void *b)
+{
+    return strcmp(((const struct tag_row *)a)->sort_key, ((const struct tag_row *)b)->sort_key);
+}
+
+/* tag:KEY filters in DescribeTags select resources having that tag. */
+static bool resource_tag_filters_match(const struct api_filters *fs,
+                                       const struct registry_tag *tags, size_t n)
+{
+    for (size_t i = 0; i < fs->n; i++) {
+        bool ok = false;
+        if (strncmp(fs->f[i].name, "tag:", 4) != 0)
+            continue;
+        for (size_t k = 0; k < n && !ok; k++)
+            ok = strcmp(tags[k].key, fs->f[i].name + 4) == 0 &&
+                 api_filter_match_one(&fs->f[i], tags[k].value);
+        if (!ok)
+            return false;
+    }
+    return true;
+}
+
+int api_describe_tags(struct api_ctx *ctx, const struct query *q, struct xml *x)
+{
+    _cleanup_free_ char *after = NULL;
+    _cleanup_(region_freep) struct region *rg = NULL;
+    struct registry_snapshot **rows = NULL;
+    struct registry_tag **tag_lists = NULL;
+    size_t *tag_counts = NULL;
+    struct tag_row *out = NULL;
+    struct api_filters fs = { 0 };
+    size_t n_rows = 0, n_out = 0, cap_out = 0, max, start = 0;
+    int r;
+
+    r = api_paging_parse(ctx, q, false, NULL, &max, &after);
+    if (r < 0)
+        return r;
+    r = api_filters_parse(ctx, q, tag_filters, &fs);
+    if (r < 0)
+        return r;
+    r = api_dry_run(ctx);
+    if (r < 0)
+        goto out;
+    r = api_region_open(ctx, &rg);
+    if (r < 0)
+        goto out;
+    if (rg) {
+        r = registry_snapshot_list(rg->reg, &rows, &n_rows);
+        if (r < 0)
+            goto out;
+    }
+    tag_lists = xcalloc(n_rows ? n_rows : 1, sizeof(*tag_lists));
+    tag_counts = xcalloc(n_rows ? n_rows : 1, sizeof(*tag_counts));
+    for (size_t i = 0; i < n_rows; i++) {
+        const struct registry_snapshot *s = rows[i];
+
+        if (!api_snapshot_visible(ctx, s) || !api_filters_match(&fs, "resource-id", s->id) ||
+            !api_filters_match(&fs, "resource-type", "snapshot"))
+            continue;
+        r = registry_tag_list(rg->reg, s->id, &tag_lists[i], &tag_counts[i]);
+        if (r < 0)
+            goto out;
+        if (!resource_tag_filters_match(&fs, tag_lists[i], tag_counts[i]))
+            continue;
+        for (size_t k = 0; k < tag_counts[i]; k++) {
+            struct registry_tag *t = &tag_lists[i][k];
+            if (!api_filters_match(&fs, "key", t->key) ||
+                !api_filters_match(&fs, "value", t->value))
+                continue;
+            if (n_out == cap_out) {
+                cap_out = cap_out ? 2 * cap_out : 64;
+                out = xrealloc(out, cap_out * sizeof(*out));
+            }
+            out[n_out].resource_id = s->id;
+            out[n_out].resource_type = "snapshot";
+            out[n_out].tag = t;
+            out[n_out].sort_key = xasprintf("%s\n%s", s->id, t->key);
+            n_out++;
+        }
+    }
+    if (n_out)
+        qsort(out, n_out, sizeof(*out), tag_row_cmp);
+    if (after)
+        while (start < n_out && strcmp(out[start].sort_key, after) <= 0)
+            start++;
+    {
+        size_t end = max && n_out - start > max ? start + max : n_out;
+
+        xml_open(x, "tagSet");
+        for (size_t i = start; i < end; i++) {
+            xml_open(x, "item");
+            xml_element(x, "resourceId", out[i].resource_id);
+            xml_element(x, "resourceType", out[i].resource_type);
+            xml_element(x, "key", out[i].tag->key);
+            xml_element(x, "value", out[i].tag->value);
+            xml_close(x);
+        }
+        xml_close(x);
+        if (end < n_out) {
+            _cleanup_free_ char *token = api_token_make(out[end - 1].sort_key);
+            xml_element(x, "nextToken", token);
+        }
+    }
+    r = 0;
+out:
+    for (size_t i = 0; i < n_out; i++)
+        free(out[i].sort_key);
+    free(out);
+    for (size_t i = 0; i < n_rows; i++)
+        if (tag_lists)
+            registry_tag_list_free(tag_lists[i], tag_counts[i]);
+    free(tag_lists);
+    free(tag_counts);
+    registry_snapshot_list_free(rows, n_rows);
+    api_filters_release(&fs);
+    return r;
+}
