@@ -61,6 +61,7 @@ void json_string(FILE *f, const char *s);
 const char *format_time_ms(int64_t ms, char *buf, size_t size);
 
 int cmd_snapshot(struct cli *cli, int argc, char **argv);
+int cmd_image(struct cli *cli, int argc, char **argv);
 int cmd_fsck(struct cli *cli, int argc, char **argv);
 int cmd_gc(struct cli *cli, int argc, char **argv);
 int cmd_du(struct cli *cli, int argc, char **argv);

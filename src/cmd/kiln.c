@@ -19,6 +19,8 @@ static const char usage[] =
     "  snapshot show SNAP       show one snapshot\n"
     "  snapshot delete SNAP     delete a snapshot (gc frees its chunks)\n"
     "  snapshot diff A B        the 512 KiB blocks that differ between two snapshots\n"
+    "  image import FILE --name N  import a disk image and register it as an image\n"
+    "  image list               list images\n"
     "  fsck                     verify every block map and chunk\n"
     "  gc                       free chunks no snapshot uses\n"
     "  du                       storage use, per snapshot and in total\n"
@@ -86,6 +88,8 @@ int main(int argc, char **argv)
     argv += i;
     if (strcmp(verb, "snapshot") == 0)
         r = cmd_snapshot(&cli, argc, argv);
+    else if (strcmp(verb, "image") == 0)
+        r = cmd_image(&cli, argc, argv);
     else if (strcmp(verb, "fsck") == 0)
         r = cmd_fsck(&cli, argc, argv);
     else if (strcmp(verb, "gc") == 0)

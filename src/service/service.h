@@ -72,6 +72,24 @@ int service_snapshot_import(struct region *r, const char *path,
                             const struct service_import_options *opts,
                             char ret_id[ID_MAX_SIZE], struct import_stats *ret_stats);
 
+struct service_image_import_options {
+    const char *name;         /* required: the image name */
+    const char *description;  /* or NULL */
+    const char *architecture; /* NULL: x86_64 */
+    const char *boot_mode;    /* legacy-bios, uefi, uefi-preferred or NULL */
+    const char *owner;        /* account id; NULL: the default account */
+    enum image_format format;
+    bool progress;
+    int threads;
+};
+
+/* Import a disk image as a snapshot and register an available image whose
+ * root device (/dev/xvda, EBS, gp3) maps it.  Nothing is registered when
+ * any step fails (images.c). */
+int service_image_import(struct region *r, const char *path,
+                         const struct service_image_import_options *opts,
+                         char ret_image_id[ID_MAX_SIZE], char ret_snap_id[ID_MAX_SIZE]);
+
 /* Delete a snapshot's registry row; its chunks are freed by the next gc. */
 int service_snapshot_delete(struct region *r, const char *id);
 
