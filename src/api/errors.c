@@ -41,6 +41,10 @@ static const struct entry fixed[] = {
     [API_ERR_INVALID_ID] = { "InvalidID", 400, true },
     [API_ERR_INVALID_PAGINATION_TOKEN] = { "InvalidPaginationToken", 400, true },
     [API_ERR_TAG_LIMIT_EXCEEDED] = { "TagLimitExceeded", 400, true },
+    [API_ERR_RESOURCE_AUTH_FAILURE] = { "AuthFailure", 400, true },
+    [API_ERR_IMAGE_UNAVAILABLE] = { "InvalidAMIID.Unavailable", 400, true },
+    [API_ERR_AMI_NAME_MALFORMED] = { "InvalidAMIName.Malformed", 400, true },
+    [API_ERR_INVALID_BLOCK_DEVICE_MAPPING] = { "InvalidBlockDeviceMapping", 400, true },
     [API_ERR_INTERNAL] = { "InternalError", 500, false },
     [API_ERR_UNAVAILABLE] = { "Unavailable", 503, false },
 };
@@ -134,6 +138,7 @@ int api_fail(struct api_ctx *ctx, enum api_error e, const char *fmt, ...)
     case API_ERR_IN_USE: err = EBUSY; break;
     case API_ERR_DUPLICATE: err = EEXIST; break;
     case API_ERR_AUTH_FAILURE:
+    case API_ERR_RESOURCE_AUTH_FAILURE:
     case API_ERR_UNAUTHORIZED: err = EACCES; break;
     case API_ERR_OPERATION_NOT_PERMITTED: err = EROFS; break;
     case API_ERR_TAG_LIMIT_EXCEEDED: err = ENOSPC; break;

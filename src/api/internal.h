@@ -57,6 +57,10 @@ enum api_error {
     API_ERR_INVALID_ID,               /* InvalidID: an id of no known kind */
     API_ERR_INVALID_PAGINATION_TOKEN, /* InvalidPaginationToken */
     API_ERR_TAG_LIMIT_EXCEEDED,       /* TagLimitExceeded */
+    API_ERR_RESOURCE_AUTH_FAILURE,    /* AuthFailure (400): visible, not yours */
+    API_ERR_IMAGE_UNAVAILABLE,        /* InvalidAMIID.Unavailable: deregistered */
+    API_ERR_AMI_NAME_MALFORMED,       /* InvalidAMIName.Malformed */
+    API_ERR_INVALID_BLOCK_DEVICE_MAPPING, /* InvalidBlockDeviceMapping */
     API_ERR_INTERNAL,
     API_ERR_UNAVAILABLE,
 };
@@ -219,8 +223,34 @@ int api_describe_snapshots(struct api_ctx *ctx, const struct query *q, struct xm
 int api_delete_snapshot(struct api_ctx *ctx, const struct query *q, struct xml *x);
 
 /* tags.c */
+/* Check one tag: key 1 to 128 characters not starting with "aws:", value
+ * (may be NULL) at most 256.  Errors are recorded (api_fail()). */
+int api_tag_check(struct api_ctx *ctx, const char *key, const char *value);
+#define API_TAGS_PER_RESOURCE_MAX 50
+
 int api_create_tags(struct api_ctx *ctx, const struct query *q, struct xml *x);
 int api_delete_tags(struct api_ctx *ctx, const struct query *q, struct xml *x);
 int api_describe_tags(struct api_ctx *ctx, const struct query *q, struct xml *x);
+
+/* images.c */
+int api_register_image(struct api_ctx *ctx, const struct query *q, struct xml *x);
+int api_describe_images(struct api_ctx *ctx, const struct query *q, struct xml *x);
+int api_deregister_image(struct api_ctx *ctx, const struct query *q, struct xml *x);
+int api_describe_image_attribute(struct api_ctx *ctx, const struct query *q, struct xml *x);
+int api_modify_image_attribute(struct api_ctx *ctx, const struct query *q, struct xml *x);
+int api_reset_image_attribute(struct api_ctx *ctx, const struct query *q, struct xml *x);
+int api_enable_image_deprecation(struct api_ctx *ctx, const struct query *q, struct xml *x);
+int api_disable_image_deprecation(struct api_ctx *ctx, const struct query *q, struct xml *x);
+int api_enable_image_deregistration_protection(struct api_ctx *ctx, const struct query *q,
+                                               struct xml *x);
+int api_disable_image_deregistration_protection(struct api_ctx *ctx, const struct query *q,
+                                                struct xml *x);
+int api_enable_image(struct api_ctx *ctx, const struct query *q, struct xml *x);
+int api_disable_image(struct api_ctx *ctx, const struct query *q, struct xml *x);
+
+/* 0 for a well-formed image id, else InvalidAMIID.Malformed. */
+int api_image_id_check(struct api_ctx *ctx, const char *id);
+/* Record InvalidAMIID.NotFound naming the ids; returns -ENOENT. */
+int api_image_not_found(struct api_ctx *ctx, const char *const *ids, size_t n);
 
 #endif

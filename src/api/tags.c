@@ -1,6 +1,5 @@
 /* The tag actions: CreateTags, DeleteTags and DescribeTags (the wire
- * reference's 4.36), for the resources kiln has: snapshots today, images
- * when they land (see resource_resolve()).
+ * reference's 4.36), for the resources kiln has: snapshots and images.
  *
  * Rules enforced here, before anything is written: keys are 1 to 128
  * characters and do not start with "aws:" (reserved), values at most 256
@@ -19,11 +18,12 @@
 #include "common/error.h"
 #include "common/ids.h"
 #include "common/util.h"
+#include "registry/images.h"
 #include "service/service.h"
 
 #define TAG_KEY_MAX 128
 #define TAG_VALUE_MAX 256
-#define TAGS_PER_RESOURCE_MAX 50
+#define TAGS_PER_RESOURCE_MAX API_TAGS_PER_RESOURCE_MAX
 
 /* Characters (code points) in a UTF-8 string the query parser validated. */
 static size_t utf8_length(const char *s)
@@ -57,9 +57,7 @@ static int check_value(struct api_ctx *ctx, const char *value)
     return 0;
 }
 
-/* Check that every id is well formed and of a kind that can be tagged.
- * HOOK(images): accept "ami-" here (InvalidAMIID.Malformed for bad ones)
- * and look images up in resource_check_visible(). */
+/* Check that every id is well formed and of a kind that can be tagged. */
 static int check_resource_ids(struct api_ctx *ctx, const char **ids, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
@@ -69,8 +67,43 @@ static int check_resource_ids(struct api_ctx *ctx, const char **ids, size_t n)
                 return r;
             continue;
         }
+        if (strncmp(ids[i], "ami-", 4) == 0) {
+            int r = api_image_id_check(ctx, ids[i]);
+            if (r < 0)
+                return r;
+            continue;
+        }
         return api_fail(ctx, API_ERR_INVALID_ID, "The ID '%.100s' is not valid", ids[i]);
     }
+    return 0;
+}
+
+/* Every image among ids exists and is the caller's (a deregistered one
+ * does not exist); else InvalidAMIID.NotFound naming the ones that are
+ * not.  An image shared with the caller is not the caller's to tag. */
+static int check_images_visible(struct api_ctx *ctx, struct region *rg, const char **ids,
+                                size_t n)
+{
+    _cleanup_free_ const char **missing = xcalloc(n ? n : 1, sizeof(*missing));
+    size_t n_missing = 0;
+
+    for (size_t i = 0; i < n; i++) {
+        struct registry_image *img = NULL;
+        int r;
+
+        if (strncmp(ids[i], "ami-", 4) != 0)
+            continue;
+        r = rg ? registry_image_get(rg->reg, ids[i], &img) : -ENOENT;
+        if (r < 0 && r != -ENOENT)
+            return r;
+        if (r == -ENOENT || img->state == IMAGE_DEREGISTERED ||
+            strcmp(img->owner, ctx->account) != 0)
+            if (!api_in_list(missing, n_missing, ids[i]))
+                missing[n_missing++] = ids[i];
+        registry_image_free(img);
+    }
+    if (n_missing)
+        return api_image_not_found(ctx, missing, n_missing);
     return 0;
 }
 
@@ -81,10 +114,17 @@ static int check_resources_visible(struct api_ctx *ctx, struct region *rg, const
 {
     _cleanup_free_ const char **missing = xcalloc(n ? n : 1, sizeof(*missing));
     size_t n_missing = 0;
+    int r0 = check_images_visible(ctx, rg, ids, n);
 
+    if (r0 < 0)
+        return r0;
     for (size_t i = 0; i < n; i++) {
         struct registry_snapshot *s = NULL;
-        int r = rg ? registry_snapshot_get(rg->reg, ids[i], &s) : -ENOENT;
+        int r;
+
+        if (strncmp(ids[i], "ami-", 4) == 0)
+            continue;
+        r = rg ? registry_snapshot_get(rg->reg, ids[i], &s) : -ENOENT;
 
         if (r < 0 && r != -ENOENT)
             return r;
@@ -96,6 +136,15 @@ static int check_resources_visible(struct api_ctx *ctx, struct region *rg, const
     if (n_missing)
         return api_snapshot_not_found(ctx, missing, n_missing);
     return 0;
+}
+
+int api_tag_check(struct api_ctx *ctx, const char *key, const char *value)
+{
+    int r = check_key(ctx, key);
+
+    if (r == 0 && value)
+        r = check_value(ctx, value);
+    return r;
 }
 
 struct tag_arg {
@@ -307,10 +356,10 @@ static const char *const tag_filters[] = {
 };
 
 struct tag_row {
-    const char *resource_id; /* borrowed from the snapshot rows */
+    const char *resource_id; /* borrowed from the snapshot or image rows */
     const char *resource_type;
     struct registry_tag *tag; /* borrowed from the tag lists */
-    char *sort_key;           /* resource id, newline, key: ids have one length */
+    char *sort_key; /* resource id, newline, key: ids of one kind have one length */
 };
 
 static int tag_row_cmp(const void *a, const void *b)
@@ -340,11 +389,12 @@ int api_describe_tags(struct api_ctx *ctx, const struct query *q, struct xml *x)
     _cleanup_free_ char *after = NULL;
     _cleanup_(region_freep) struct region *rg = NULL;
     struct registry_snapshot **rows = NULL;
+    struct registry_image **images = NULL;
     struct registry_tag **tag_lists = NULL;
     size_t *tag_counts = NULL;
     struct tag_row *out = NULL;
     struct api_filters fs = { 0 };
-    size_t n_rows = 0, n_out = 0, cap_out = 0, max, start = 0;
+    size_t n_rows = 0, n_images = 0, n_out = 0, cap_out = 0, max, start = 0;
     int r;
 
     r = api_paging_parse(ctx, q, false, NULL, &max, &after);
@@ -393,6 +443,43 @@ int api_describe_tags(struct api_ctx *ctx, const struct query *q, struct xml *x)
             n_out++;
         }
     }
+    /* The caller's images (not deregistered), with their tags. */
+    if (rg) {
+        const char *owners[] = { ctx->account };
+        struct image_query iq = {
+            .owners = owners, .n_owners = 1, .include_deprecated = true,
+            .include_disabled = true, .caller = ctx->account,
+        };
+        _cleanup_free_ char *unused = NULL;
+
+        r = registry_image_list(rg->reg, &iq, &images, &n_images, &unused);
+        if (r < 0)
+            goto out;
+    }
+    for (size_t i = 0; i < n_images; i++) {
+        struct registry_image *img = images[i];
+
+        if (img->state == IMAGE_DEREGISTERED ||
+            !api_filters_match(&fs, "resource-id", img->id) ||
+            !api_filters_match(&fs, "resource-type", "image") ||
+            !resource_tag_filters_match(&fs, img->tags, img->n_tags))
+            continue;
+        for (size_t k = 0; k < img->n_tags; k++) {
+            struct registry_tag *t = &img->tags[k];
+            if (!api_filters_match(&fs, "key", t->key) ||
+                !api_filters_match(&fs, "value", t->value))
+                continue;
+            if (n_out == cap_out) {
+                cap_out = cap_out ? 2 * cap_out : 64;
+                out = xrealloc(out, cap_out * sizeof(*out));
+            }
+            out[n_out].resource_id = img->id;
+            out[n_out].resource_type = "image";
+            out[n_out].tag = t;
+            out[n_out].sort_key = xasprintf("%s\n%s", img->id, t->key);
+            n_out++;
+        }
+    }
     if (n_out)
         qsort(out, n_out, sizeof(*out), tag_row_cmp);
     if (after)
@@ -427,6 +514,7 @@ out:
     free(tag_lists);
     free(tag_counts);
     registry_snapshot_list_free(rows, n_rows);
+    registry_image_list_free(images, n_images);
     api_filters_release(&fs);
     return r;
 }

@@ -81,7 +81,7 @@ static int open_accounts(const char *data_dir, struct accounts **ret)
     _cleanup_free_ char *creds = xasprintf("%s/credentials", data_dir);
     struct account_credentials c;
     struct accounts *a = NULL;
-    bool created;
+    bool created, written;
     int r;
 
     r = mkdir_p(data_dir);
@@ -90,8 +90,11 @@ static int open_accounts(const char *data_dir, struct accounts **ret)
     r = accounts_open(path, &a);
     if (r < 0)
         return r;
+    /* The default account may exist already (an offline import creates
+     * it); its key goes to DATA/credentials whenever that file is missing. */
     r = accounts_ensure_default(a, &c, &created);
-    if (r == 0 && created)
+    written = r == 0 && access(creds, F_OK) < 0;
+    if (written)
         r = accounts_write_credentials_file(creds, &c, "default");
     explicit_bzero(&c, sizeof(c));
     if (r < 0) {
@@ -99,8 +102,9 @@ static int open_accounts(const char *data_dir, struct accounts **ret)
         return r;
     }
     if (created)
-        fprintf(stderr, "kiln: created the account 'default' and wrote its access key to '%s'\n",
-                creds);
+        fprintf(stderr, "kiln: created the account 'default'\n");
+    if (written)
+        fprintf(stderr, "kiln: wrote the access key of the account 'default' to '%s'\n", creds);
     if (access(creds, R_OK) == 0)
         fprintf(stderr,
                 "kiln: use it with: AWS_SHARED_CREDENTIALS_FILE=%s aws --region us-east-1 "

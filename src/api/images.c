@@ -1,0 +1,1834 @@
+/* The image actions (the wire reference's sections 1, 2.1, 2.4 and 4):
+ * RegisterImage, DescribeImages, DeregisterImage, Describe/Modify/
+ * ResetImageAttribute, Enable/DisableImageDeprecation,
+ * Enable/DisableImageDeregistrationProtection and Enable/DisableImage.
+ *
+ * Design notes:
+ *
+ * - Visibility: an image is visible to its owner, to everybody when it is
+ *   public (launch permission group "all") and to the accounts it is shared
+ *   with (user launch permissions).  A deregistered image is visible to
+ *   nobody (kiln drops it at once instead of "after a short interval").
+ *   An image the caller cannot see answers exactly like one that does not
+ *   exist (InvalidAMIID.NotFound); one it can see but does not own answers
+ *   AuthFailure to anything that would change it.
+ *
+ * - Tags are the owner's: other accounts, even ones an image is shared
+ *   with or public to, see an empty tagSet and their tag filters match
+ *   against no tags (EC2 does the same).
+ *
+ * - DescribeImages asks the registry for the candidates (ids, owners,
+ *   ExecutableBy, deprecated and disabled rules) and applies visibility,
+ *   filters and paging here, like DescribeSnapshots; the sort key
+ *   (creation date, id) becomes the NextToken.
+ *
+ * - Every write is one registry transaction that also holds the checks it
+ *   depends on (the snapshots RegisterImage maps, the snapshots
+ *   DeregisterImage deletes), so a concurrent DeleteSnapshot or
+ *   RegisterImage cannot slip in between.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "api/internal.h"
+#include "common/cleanup.h"
+#include "common/error.h"
+#include "common/ids.h"
+#include "common/util.h"
+#include "registry/images.h"
+#include "service/service.h"
+
+#define MS_PER_MINUTE (60 * 1000LL)
+#define MS_PER_DAY (24 * 60 * MS_PER_MINUTE)
+#define MS_PER_YEAR (365 * MS_PER_DAY)
+/* Deregistration stays blocked this long after protection with cooldown
+ * is disabled (reference 4.16). */
+#define DEREGISTRATION_COOLDOWN_MS MS_PER_DAY
+
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static bool is_account_id(const char *s)
+{
+    return strlen(s) == 12 && strspn(s, "0123456789") == 12;
+}
+
+static void image_freep(struct registry_image **p)
+{
+    registry_image_free(*p);
+}
+
+int api_image_id_check(struct api_ctx *ctx, const char *id)
+{
+    if (id_is_valid("ami", id))
+        return 0;
+    ctx->resource = API_RES_IMAGE;
+    return api_fail(ctx, API_ERR_MALFORMED_ID, "Invalid id: \"%.100s\" (expecting \"ami-...\")",
+                    id);
+}
+
+int api_image_not_found(struct api_ctx *ctx, const char *const *ids, size_t n)
+{
+    struct api_buf b = {0};
+    _cleanup_free_ char *list = NULL;
+
+    for (size_t i = 0; i < n && b.len < 300; i++)
+        api_buf_printf(&b, "%s%s", i ? ", " : "", ids[i]);
+    if (b.len >= 300)
+        api_buf_adds(&b, ", ...");
+    list = api_buf_steal(&b);
+    ctx->resource = API_RES_IMAGE;
+    if (n > 1)
+        return api_fail(ctx, API_ERR_NOT_FOUND, "The image ids '[%s]' do not exist", list);
+    return api_fail(ctx, API_ERR_NOT_FOUND, "The image id '[%s]' does not exist", list);
+}
+
+static bool has_user_permission(const struct registry_image *img, const char *account)
+{
+    for (size_t i = 0; i < img->n_permissions; i++)
+        if (img->permissions[i].kind == IMAGE_PERMISSION_USER &&
+            strcmp(img->permissions[i].value, account) == 0)
+            return true;
+    return false;
+}
+
+/* Whether the caller may see img at all (see the design notes). */
+static bool image_visible(const struct api_ctx *ctx, const struct registry_image *img)
+{
+    if (img->state == IMAGE_DEREGISTERED)
+        return false;
+    return strcmp(img->owner, ctx->account) == 0 || img->is_public ||
+           has_user_permission(img, ctx->account);
+}
+
+static bool image_owned(const struct api_ctx *ctx, const struct registry_image *img)
+{
+    return strcmp(img->owner, ctx->account) == 0;
+}
+
+/* The ImageId parameter: present and well formed. */
+static int get_image_id(struct api_ctx *ctx, const struct query *q, const char **ret)
+{
+    const char *id = query_get(q, "ImageId");
+
+    if (!id)
+        return api_fail(ctx, API_ERR_MISSING_PARAMETER,
+                        "The request must contain the parameter ImageId");
+    *ret = id;
+    return api_image_id_check(ctx, id);
+}
+
+/* Load image `id` for a change by its owner: NotFound when the caller
+ * cannot see it, AuthFailure when it can but does not own it,
+ * InvalidAMIID.Unavailable when the owner deregistered it. */
+static int load_owned(struct api_ctx *ctx, struct region *rg, const char *id,
+                      struct registry_image **ret)
+{
+    struct registry_image *img = NULL;
+    int r = rg ? registry_image_get(rg->reg, id, &img) : -ENOENT;
+
+    if (r == -ENOENT)
+        return api_image_not_found(ctx, &id, 1);
+    if (r < 0)
+        return r;
+    if (img->state == IMAGE_DEREGISTERED && image_owned(ctx, img)) {
+        registry_image_free(img);
+        return api_fail(ctx, API_ERR_IMAGE_UNAVAILABLE,
+                        "The image id '[%s]' is no longer available", id);
+    }
+    if (!image_visible(ctx, img)) {
+        registry_image_free(img);
+        return api_image_not_found(ctx, &id, 1);
+    }
+    if (!image_owned(ctx, img)) {
+        registry_image_free(img);
+        return api_fail(ctx, API_ERR_RESOURCE_AUTH_FAILURE, "Not authorized for image:%s", id);
+    }
+    *ret = img;
+    return 0;
+}
+
+/* Open the region and start a transaction; an empty region has no
+ * images, so every id is NotFound there. */
+static int begin_write(struct api_ctx *ctx, const char *id, struct region **ret_rg)
+{
+    int r = api_region_open(ctx, ret_rg);
+
+    if (r < 0)
+        return r;
+    if (!*ret_rg)
+        return api_image_not_found(ctx, &id, 1);
+    return registry_begin((*ret_rg)->reg);
+}
+
+static int finish_write(struct region *rg, int r)
+{
+    if (r >= 0) {
+        r = registry_commit(rg->reg);
+        if (r >= 0)
+            return r;
+    }
+    registry_rollback(rg->reg);
+    return r;
+}
+
+/* EC2's deprecationTime format: 2030-01-02T03:04:05Z (no milliseconds). */
+static const char *format_time_seconds(int64_t ms, char *buf, size_t size)
+{
+    time_t t = (time_t)(ms / 1000);
+    struct tm tm;
+
+    if (!gmtime_r(&t, &tm))
+        memset(&tm, 0, sizeof(tm));
+    snprintf(buf, size, "%04d-%02d-%02dT%02d:%02d:%02dZ", tm.tm_year + 1900, tm.tm_mon + 1,
+             tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+    return buf;
+}
+
+static const char *protection_string(const struct registry_image *img, int64_t now, char *buf,
+                                     size_t size)
+{
+    char t[40];
+
+    if (img->deregistration_protection)
+        return img->deregistration_cooldown ? "enabled-with-cooldown" : "enabled-without-cooldown";
+    if (img->deregistration_blocked_until > now) {
+        snprintf(buf, size, "disabled-until %s",
+                 format_time_seconds(img->deregistration_blocked_until, t, sizeof(t)));
+        return buf;
+    }
+    return "disabled";
+}
+
+/* ---- the Image shape ---- */
+
+static void write_device(struct xml *x, const struct registry_image_device *d)
+{
+    xml_open(x, "item");
+    xml_element(x, "deviceName", d->device_name);
+    if (d->virtual_name)
+        xml_element(x, "virtualName", d->virtual_name);
+    if (d->no_device) {
+        xml_element(x, "noDevice", "");
+    } else if (!d->virtual_name) {
+        xml_open(x, "ebs");
+        if (d->snapshot_id[0])
+            xml_element(x, "snapshotId", d->snapshot_id);
+        if (d->volume_size_gib)
+            xml_element_int(x, "volumeSize", d->volume_size_gib);
+        xml_element_bool(x, "deleteOnTermination", d->delete_on_termination);
+        if (d->volume_type)
+            xml_element(x, "volumeType", d->volume_type);
+        if (d->iops)
+            xml_element_int(x, "iops", d->iops);
+        if (d->throughput)
+            xml_element_int(x, "throughput", d->throughput);
+        xml_element_bool(x, "encrypted", d->encrypted);
+        xml_close(x);
+    }
+    xml_close(x);
+}
+
+static void write_devices(struct xml *x, const struct registry_image *img)
+{
+    xml_open(x, "blockDeviceMapping");
+    for (size_t i = 0; i < img->n_devices; i++)
+        write_device(x, &img->devices[i]);
+    xml_close(x);
+}
+
+static void write_image(const struct api_ctx *ctx, struct xml *x, const struct registry_image *img,
+                        int64_t now)
+{
+    char t[40], prot[64];
+    _cleanup_free_ char *location = xasprintf("%s/%s", img->owner, img->name);
+
+    xml_open(x, "item");
+    xml_element(x, "imageId", img->id);
+    xml_element(x, "imageLocation", location);
+    xml_element(x, "imageState", image_state_to_string(img->state));
+    xml_element(x, "imageOwnerId", img->owner);
+    xml_element(x, "creationDate", api_format_time(img->creation_date, t, sizeof(t)));
+    xml_element_bool(x, "isPublic", img->is_public);
+    xml_element(x, "architecture", img->architecture);
+    xml_element(x, "imageType", "machine");
+    if (img->kernel_id[0])
+        xml_element(x, "kernelId", img->kernel_id);
+    if (img->ramdisk_id[0])
+        xml_element(x, "ramdiskId", img->ramdisk_id);
+    xml_element(x, "name", img->name);
+    if (img->description)
+        xml_element(x, "description", img->description);
+    xml_element(x, "rootDeviceType", img->root_device_type ? img->root_device_type : "ebs");
+    xml_element(x, "rootDeviceName", img->root_device_name);
+    write_devices(x, img);
+    xml_element(x, "virtualizationType", img->virtualization_type);
+    if (image_owned(ctx, img))
+        api_write_tag_set(x, img->tags, img->n_tags);
+    else
+        api_write_tag_set(x, NULL, 0);
+    xml_element(x, "hypervisor", "xen");
+    xml_element_bool(x, "enaSupport", img->ena_support);
+    if (img->sriov_net_support)
+        xml_element(x, "sriovNetSupport", img->sriov_net_support);
+    if (img->boot_mode)
+        xml_element(x, "bootMode", img->boot_mode);
+    if (img->tpm_support)
+        xml_element(x, "tpmSupport", img->tpm_support);
+    xml_element(x, "platformDetails", "Linux/UNIX");
+    xml_element(x, "usageOperation", "RunInstances");
+    if (img->deprecation_time)
+        xml_element(x, "deprecationTime", format_time_seconds(img->deprecation_time, t, sizeof(t)));
+    if (img->imds_support)
+        xml_element(x, "imdsSupport", img->imds_support);
+    xml_element(x, "deregistrationProtection", protection_string(img, now, prot, sizeof(prot)));
+    if (img->last_launched_time)
+        xml_element(x, "lastLaunchedTime", api_format_time(img->last_launched_time, t, sizeof(t)));
+    if (img->source_image_id[0])
+        xml_element(x, "sourceImageId", img->source_image_id);
+    if (img->source_region)
+        xml_element(x, "sourceImageRegion", img->source_region);
+    if (img->state_reason_code || img->state_reason_message) {
+        xml_open(x, "stateReason");
+        xml_element(x, "code", img->state_reason_code ? img->state_reason_code : "");
+        xml_element(x, "message", img->state_reason_message ? img->state_reason_message : "");
+        xml_close(x);
+    }
+    xml_close(x);
+}
+
+/* ---- RegisterImage ---- */
+
+static const char *const architectures[] = {"i386",       "x86_64",    "arm64",
+                                            "x86_64_mac", "arm64_mac", NULL};
+static const char *const virtualization_types[] = {"hvm", "paravirtual", NULL};
+static const char *const boot_modes[] = {"legacy-bios", "uefi", "uefi-preferred", NULL};
+static const char *const volume_types[] = {"standard", "io1", "io2", "gp2",
+                                           "gp3",      "sc1", "st1", NULL};
+static const char *const v20[] = {"v2.0", NULL};
+static const char *const simple[] = {"simple", NULL};
+
+static bool in_set(const char *const *set, const char *v)
+{
+    for (; *set; set++)
+        if (strcmp(*set, v) == 0)
+            return true;
+    return false;
+}
+
+/* An optional enumerated parameter: *ret is the value, or def when absent. */
+static int get_enum(struct api_ctx *ctx, const struct query *q, const char *name,
+                    const char *const *set, const char *def, const char **ret)
+{
+    const char *v = query_get(q, name);
+
+    if (!v) {
+        *ret = def;
+        return 0;
+    }
+    if (!in_set(set, v))
+        return api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE,
+                        "Value (%.100s) for parameter %s is invalid", v, name);
+    *ret = v;
+    return 0;
+}
+
+static int get_u32(struct api_ctx *ctx, const struct query *q, const char *name, uint32_t max,
+                   const char *label, uint32_t *ret)
+{
+    const char *v = query_get(q, name);
+    unsigned long n;
+    char *end;
+
+    *ret = 0;
+    if (!v)
+        return 0;
+    errno = 0;
+    n = strtoul(v, &end, 10);
+    if (v[0] < '0' || v[0] > '9' || *end || errno || n > max)
+        return api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE,
+                        "Value (%.40s) for parameter %s is invalid", v, label);
+    *ret = (uint32_t)n;
+    return 0;
+}
+
+struct tag_spec_tag {
+    const char *key, *value;
+};
+
+struct register_args {
+    struct registry_image img;
+    struct registry_image_device *devices; /* strings borrowed from the query */
+    size_t n_devices;
+    struct registry_tag *image_tags; /* borrowed strings */
+    size_t n_image_tags;
+    struct registry_tag *snapshot_tags;
+    size_t n_snapshot_tags;
+};
+
+static void register_args_release(struct register_args *a)
+{
+    free(a->devices);
+    free(a->image_tags);
+    free(a->snapshot_tags);
+}
+
+static int parse_device(struct api_ctx *ctx, const struct query_item *it,
+                        struct registry_image_device *d)
+{
+    const struct query *f = &it->fields;
+    const char *snap = query_get(f, "Ebs.SnapshotId");
+    const char *type = query_get(f, "Ebs.VolumeType");
+    char label[64];
+    bool v;
+    int r;
+
+    memset(d, 0, sizeof(*d));
+    d->device_name = (char *)query_get(f, "DeviceName");
+    if (!d->device_name || !d->device_name[0])
+        return api_fail(ctx, API_ERR_MISSING_PARAMETER,
+                        "The request must contain the parameter BlockDeviceMapping.%lu.DeviceName",
+                        it->index);
+    if (snap) {
+        if (!id_is_valid("snap", snap))
+            return api_snapshot_id_check(ctx, snap);
+        snprintf(d->snapshot_id, sizeof(d->snapshot_id), "%s", snap);
+    }
+    snprintf(label, sizeof(label), "BlockDeviceMapping.%lu.Ebs.VolumeSize", it->index);
+    r = get_u32(ctx, f, "Ebs.VolumeSize", 65536, label, &d->volume_size_gib);
+    if (r < 0)
+        return r;
+    if (type && !in_set(volume_types, type))
+        return api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE,
+                        "Value (%.40s) for parameter volumeType is invalid", type);
+    d->volume_type = (char *)type;
+    d->delete_on_termination = true;
+    if (query_get(f, "Ebs.DeleteOnTermination")) {
+        r = api_get_bool(ctx, f, "Ebs.DeleteOnTermination", &v);
+        if (r < 0)
+            return r;
+        d->delete_on_termination = v;
+    }
+    r = api_get_bool(ctx, f, "Ebs.Encrypted", &v);
+    if (r < 0)
+        return r;
+    if (v)
+        return api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE,
+                        "kiln does not support encrypted volumes (BlockDeviceMapping.%lu)",
+                        it->index);
+    snprintf(label, sizeof(label), "BlockDeviceMapping.%lu.Ebs.Iops", it->index);
+    r = get_u32(ctx, f, "Ebs.Iops", 256000, label, &d->iops);
+    if (r < 0)
+        return r;
+    snprintf(label, sizeof(label), "BlockDeviceMapping.%lu.Ebs.Throughput", it->index);
+    r = get_u32(ctx, f, "Ebs.Throughput", 2000, label, &d->throughput);
+    if (r < 0)
+        return r;
+    d->virtual_name = (char *)query_get(f, "VirtualName");
+    if (d->virtual_name) {
+        const char *n = d->virtual_name;
+        char *end;
+        unsigned long k;
+        if (strncmp(n, "ephemeral", 9) != 0 || n[9] < '0' || n[9] > '9' ||
+            (k = strtoul(n + 9, &end, 10), *end) || k > 23)
+            return api_fail(ctx, API_ERR_INVALID_BLOCK_DEVICE_MAPPING,
+                            "Invalid virtual name '%.40s' (expecting ephemeral0 to ephemeral23)",
+                            n);
+        if (snap || d->volume_size_gib || type)
+            return api_fail(ctx, API_ERR_INVALID_BLOCK_DEVICE_MAPPING,
+                            "Block device mapping %.40s has both a virtual name and an EBS "
+                            "volume",
+                            d->device_name);
+    }
+    d->no_device = query_get(f, "NoDevice") != NULL;
+    return 0;
+}
+
+/* TagSpecification.N: ResourceType image (the image) or snapshot (every
+ * snapshot the image maps). */
+static int parse_tag_specs(struct api_ctx *ctx, const struct query *q, struct register_args *a)
+{
+    struct query_item *specs = NULL;
+    size_t n_specs = 0;
+    int r;
+
+    r = query_get_structs(q, "TagSpecification", &specs, &n_specs);
+    if (r < 0)
+        return r;
+    for (size_t i = 0; i < n_specs; i++) {
+        const char *type = query_get(&specs[i].fields, "ResourceType");
+        struct query_item *tags = NULL;
+        size_t n_tags = 0;
+        struct registry_tag **list;
+        size_t *n_list;
+
+        if (!type) {
+            r = api_fail(ctx, API_ERR_MISSING_PARAMETER,
+                         "The request must contain the parameter TagSpecification.%lu."
+                         "ResourceType",
+                         specs[i].index);
+            break;
+        }
+        if (strcmp(type, "image") == 0) {
+            list = &a->image_tags;
+            n_list = &a->n_image_tags;
+        } else if (strcmp(type, "snapshot") == 0) {
+            list = &a->snapshot_tags;
+            n_list = &a->n_snapshot_tags;
+        } else {
+            r = api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE,
+                         "'%.40s' is not a valid taggable resource type for this operation.", type);
+            break;
+        }
+        r = query_get_structs(&specs[i].fields, "Tag", &tags, &n_tags);
+        if (r < 0)
+            break;
+        if (*n_list + n_tags > API_TAGS_PER_RESOURCE_MAX) {
+            query_items_free(tags, n_tags);
+            r = api_fail(ctx, API_ERR_TAG_LIMIT_EXCEEDED,
+                         "The maximum number of tags per resource (%d) would be exceeded",
+                         API_TAGS_PER_RESOURCE_MAX);
+            break;
+        }
+        *list = xrealloc(*list, (*n_list + n_tags + 1) * sizeof(**list));
+        for (size_t k = 0; k < n_tags && r >= 0; k++) {
+            const char *key = query_get(&tags[k].fields, "Key");
+            const char *value = query_get(&tags[k].fields, "Value");
+            if (!key) {
+                r = api_fail(ctx, API_ERR_MISSING_PARAMETER,
+                             "The request must contain the parameter TagSpecification.%lu."
+                             "Tag.%lu.Key",
+                             specs[i].index, tags[k].index);
+                break;
+            }
+            r = api_tag_check(ctx, key, value);
+            if (r < 0)
+                break;
+            /* A repeated key: the last value wins, as in CreateTags. */
+            size_t j;
+            for (j = 0; j < *n_list; j++)
+                if (strcmp((*list)[j].key, key) == 0)
+                    break;
+            (*list)[j].key = (char *)key;
+            (*list)[j].value = (char *)(value ? value : "");
+            if (j == *n_list)
+                (*n_list)++;
+        }
+        query_items_free(tags, n_tags);
+        if (r < 0)
+            break;
+    }
+    query_items_free(specs, n_specs);
+    return r < 0 ? r : 0;
+}
+
+static int parse_register(struct api_ctx *ctx, const struct query *q, struct register_args *a)
+{
+    struct registry_image *img = &a->img;
+    struct query_item *items = NULL;
+    size_t n_items = 0;
+    const char *v, *arch, *virt, *boot, *imds, *tpm, *sriov;
+    int r;
+
+    img->name = (char *)query_get(q, "Name");
+    if (!img->name)
+        return api_fail(ctx, API_ERR_MISSING_PARAMETER,
+                        "The request must contain the parameter Name");
+    if (!image_name_is_valid(img->name))
+        return api_fail(ctx, API_ERR_AMI_NAME_MALFORMED,
+                        "AMI names must be between 3 and 128 characters long, and may contain "
+                        "letters, numbers, '(', ')', '.', '-', '/' and '_' ('%.130s')",
+                        img->name);
+    img->description = (char *)query_get(q, "Description");
+    if (img->description && strlen(img->description) > IMAGE_DESCRIPTION_MAX)
+        return api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE,
+                        "Description must be at most %d characters long", IMAGE_DESCRIPTION_MAX);
+    if (query_get(q, "ImageLocation"))
+        return api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE,
+                        "kiln registers images from snapshots only: ImageLocation (S3 "
+                        "manifests) is not supported");
+    if (query_get(q, "KernelId") || query_get(q, "RamdiskId"))
+        return api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE,
+                        "kiln does not support kernel or ramdisk images");
+    if (query_get(q, "BillingProduct.1"))
+        return api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE,
+                        "kiln does not support billing products");
+    if (query_get(q, "UefiData"))
+        return api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE, "kiln does not support UefiData");
+    r = get_enum(ctx, q, "Architecture", architectures, "x86_64", &arch);
+    if (r == 0)
+        r = get_enum(ctx, q, "VirtualizationType", virtualization_types, "hvm", &virt);
+    if (r == 0)
+        r = get_enum(ctx, q, "BootMode", boot_modes, NULL, &boot);
+    if (r == 0)
+        r = get_enum(ctx, q, "ImdsSupport", v20, NULL, &imds);
+    if (r == 0)
+        r = get_enum(ctx, q, "TpmSupport", v20, NULL, &tpm);
+    if (r == 0)
+        r = get_enum(ctx, q, "SriovNetSupport", simple, NULL, &sriov);
+    if (r == 0)
+        r = api_get_bool(ctx, q, "EnaSupport", &img->ena_support);
+    if (r < 0)
+        return r;
+    v = query_get(q, "RootDeviceName");
+    img->root_device_name = (char *)(v ? v : "/dev/xvda");
+    if (!img->root_device_name[0] || strlen(img->root_device_name) > 64)
+        return api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE,
+                        "Value (%.64s) for parameter rootDeviceName is invalid",
+                        img->root_device_name);
+    img->root_device_type = (char *)"ebs";
+    /* The registry copies what it is given; these borrow from the query
+     * and the constant tables. */
+    img->architecture = (char *)arch;
+    img->virtualization_type = (char *)virt;
+    img->boot_mode = (char *)boot;
+    img->imds_support = (char *)imds;
+    img->tpm_support = (char *)tpm;
+    img->sriov_net_support = (char *)sriov;
+
+    r = query_get_structs(q, "BlockDeviceMapping", &items, &n_items);
+    if (r < 0)
+        return r;
+    if (n_items == 0) {
+        r = api_fail(ctx, API_ERR_MISSING_PARAMETER,
+                     "The request must contain the parameter BlockDeviceMapping (kiln "
+                     "registers images from snapshots)");
+        goto out;
+    }
+    if (n_items > IMAGE_DEVICES_MAX) {
+        r = api_fail(ctx, API_ERR_INVALID_BLOCK_DEVICE_MAPPING,
+                     "At most %d block device mappings are allowed", IMAGE_DEVICES_MAX);
+        goto out;
+    }
+    a->devices = xcalloc(n_items, sizeof(*a->devices));
+    for (size_t i = 0; i < n_items; i++) {
+        r = parse_device(ctx, &items[i], &a->devices[i]);
+        if (r < 0)
+            goto out;
+        for (size_t k = 0; k < i; k++)
+            if (strcmp(a->devices[k].device_name, a->devices[i].device_name) == 0) {
+                r = api_fail(ctx, API_ERR_INVALID_BLOCK_DEVICE_MAPPING,
+                             "The device '%.64s' is used in more than one block device mapping",
+                             a->devices[i].device_name);
+                goto out;
+            }
+        a->n_devices++;
+    }
+    {
+        const struct registry_image_device *root = NULL;
+        for (size_t i = 0; i < a->n_devices; i++)
+            if (strcmp(a->devices[i].device_name, img->root_device_name) == 0)
+                root = &a->devices[i];
+        if (!root || !root->snapshot_id[0] || root->no_device) {
+            r = api_fail(ctx, API_ERR_INVALID_BLOCK_DEVICE_MAPPING,
+                         "The root device '%.64s' needs a block device mapping with "
+                         "Ebs.SnapshotId",
+                         img->root_device_name);
+            goto out;
+        }
+    }
+    img->devices = a->devices;
+    img->n_devices = a->n_devices;
+    r = parse_tag_specs(ctx, q, a);
+out:
+    query_items_free(items, n_items);
+    return r;
+}
+
+/* Every mapped snapshot exists, is the caller's and completed; sizes are
+ * filled in from the snapshots and checked against them. */
+static int check_mapped_snapshots(struct api_ctx *ctx, struct region *rg, struct register_args *a)
+{
+    for (size_t i = 0; i < a->n_devices; i++) {
+        struct registry_image_device *d = &a->devices[i];
+        struct registry_snapshot *s = NULL;
+        const char *sid = d->snapshot_id;
+        int r;
+
+        if (!sid[0])
+            continue;
+        r = registry_snapshot_get(rg->reg, sid, &s);
+        if (r == -ENOENT ||
+            (r == 0 && (!api_snapshot_visible(ctx, s) || s->state != SNAPSHOT_COMPLETED))) {
+            registry_snapshot_free(s);
+            return api_snapshot_not_found(ctx, &sid, 1);
+        }
+        if (r < 0)
+            return r;
+        if (d->volume_size_gib == 0) {
+            d->volume_size_gib = s->volume_size_gib;
+        } else if (d->volume_size_gib < s->volume_size_gib) {
+            uint32_t need = s->volume_size_gib;
+            registry_snapshot_free(s);
+            return api_fail(ctx, API_ERR_INVALID_BLOCK_DEVICE_MAPPING,
+                            "Volume of size %" PRIu32 "GB is smaller than snapshot '%s', "
+                            "expect size >= %" PRIu32 "GB",
+                            d->volume_size_gib, sid, need);
+        }
+        registry_snapshot_free(s);
+    }
+    return 0;
+}
+
+/* InvalidAMIName.Duplicate naming the image that holds the name, when one
+ * of the owner's live images does; else 0. */
+static int check_name_free(struct api_ctx *ctx, struct region *rg, const char *name)
+{
+    const char *owners[] = {ctx->account};
+    struct image_query iq = {
+        .owners = owners,
+        .n_owners = 1,
+        .include_deprecated = true,
+        .include_disabled = true,
+        .caller = ctx->account,
+    };
+    struct registry_image **list = NULL;
+    char *token = NULL;
+    size_t n = 0;
+    int r = registry_image_list(rg->reg, &iq, &list, &n, &token);
+
+    if (r < 0)
+        return r;
+    free(token);
+    r = 0;
+    for (size_t i = 0; i < n && r == 0; i++)
+        if (list[i]->state != IMAGE_DEREGISTERED && strcmp(list[i]->name, name) == 0) {
+            ctx->resource = API_RES_IMAGE;
+            r = api_fail(ctx, API_ERR_DUPLICATE, "AMI name %s is already in use by AMI %s", name,
+                         list[i]->id);
+        }
+    registry_image_list_free(list, n);
+    return r;
+}
+
+static int register_image(struct api_ctx *ctx, struct region *rg, struct register_args *a)
+{
+    int r = check_mapped_snapshots(ctx, rg, a);
+
+    if (r == 0)
+        r = check_name_free(ctx, rg, a->img.name);
+    if (r == 0)
+        r = api_dry_run(ctx);
+    if (r < 0)
+        return r;
+    r = id_generate("ami", a->img.id, sizeof(a->img.id));
+    if (r < 0)
+        return r;
+    snprintf(a->img.owner, sizeof(a->img.owner), "%s", ctx->account);
+    a->img.state = IMAGE_AVAILABLE;
+    a->img.creation_date = wall_ms();
+    r = registry_image_insert(rg->reg, &a->img, a->image_tags, a->n_image_tags);
+    if (r == -EEXIST) {
+        ctx->resource = API_RES_IMAGE;
+        return api_fail(ctx, API_ERR_DUPLICATE, "AMI name %s is already in use", a->img.name);
+    }
+    if (r < 0)
+        return r;
+    /* Snapshot tags go on every distinct mapped snapshot. */
+    for (size_t i = 0; i < a->n_devices && a->n_snapshot_tags; i++) {
+        const char *sid = a->devices[i].snapshot_id;
+        struct registry_tag *now = NULL;
+        size_t n_now = 0;
+        bool seen = false;
+
+        if (!sid[0])
+            continue;
+        for (size_t k = 0; k < i && !seen; k++)
+            seen = strcmp(a->devices[k].snapshot_id, sid) == 0;
+        if (seen)
+            continue;
+        for (size_t k = 0; k < a->n_snapshot_tags; k++) {
+            r = registry_tag_set(rg->reg, sid, a->snapshot_tags[k].key, a->snapshot_tags[k].value);
+            if (r < 0)
+                return r;
+        }
+        r = registry_tag_list(rg->reg, sid, &now, &n_now);
+        if (r < 0)
+            return r;
+        registry_tag_list_free(now, n_now);
+        if (n_now > API_TAGS_PER_RESOURCE_MAX)
+            return api_fail(ctx, API_ERR_TAG_LIMIT_EXCEEDED,
+                            "The maximum number of tags per resource (%d) would be exceeded "
+                            "for '%s'",
+                            API_TAGS_PER_RESOURCE_MAX, sid);
+    }
+    return 0;
+}
+
+int api_register_image(struct api_ctx *ctx, const struct query *q, struct xml *x)
+{
+    _cleanup_(region_freep) struct region *rg = NULL;
+    struct register_args a = {0};
+    int r;
+
+    r = parse_register(ctx, q, &a);
+    if (r < 0)
+        goto out;
+    r = api_region_open(ctx, &rg);
+    if (r < 0)
+        goto out;
+    if (!rg) {
+        /* An empty region has no snapshots to map. */
+        const char *sid = a.devices[0].snapshot_id;
+        for (size_t i = 0; i < a.n_devices; i++)
+            if (a.devices[i].snapshot_id[0])
+                sid = a.devices[i].snapshot_id;
+        r = api_snapshot_not_found(ctx, &sid, 1);
+        goto out;
+    }
+    r = registry_begin(rg->reg);
+    if (r < 0)
+        goto out;
+    r = finish_write(rg, register_image(ctx, rg, &a));
+    if (r < 0)
+        goto out;
+    xml_element(x, "imageId", a.img.id);
+    r = 0;
+out:
+    register_args_release(&a);
+    return r;
+}
+
+/* ---- DescribeImages ---- */
+
+static const char *const image_filters[] = {
+    "architecture",
+    "block-device-mapping.delete-on-termination",
+    "block-device-mapping.device-name",
+    "block-device-mapping.encrypted",
+    "block-device-mapping.snapshot-id",
+    "block-device-mapping.volume-size",
+    "block-device-mapping.volume-type",
+    "boot-mode",
+    "creation-date",
+    "deprecation-time",
+    "description",
+    "ena-support",
+    "hypervisor",
+    "image-id",
+    "image-type",
+    "imds-support",
+    "is-public",
+    "kernel-id",
+    "manifest-location",
+    "name",
+    "owner-alias",
+    "owner-id",
+    "platform",
+    "product-code",
+    "product-code.type",
+    "ramdisk-id",
+    "root-device-name",
+    "root-device-type",
+    "source-image-id",
+    "source-image-region",
+    "source-instance-id",
+    "sriov-net-support",
+    "state",
+    "state-reason-code",
+    "state-reason-message",
+    "tag-key",
+    "tag:",
+    "tpm-support",
+    "virtualization-type",
+    NULL,
+};
+
+/* Filters that look at several values of one image (its devices, its
+ * tag keys): each filter with `name` must match one of the values. */
+static bool match_any(const struct api_filters *fs, const char *name, const char *const *values,
+                      size_t n)
+{
+    for (size_t i = 0; i < fs->n; i++) {
+        bool ok = false;
+        if (strcmp(fs->f[i].name, name) != 0)
+            continue;
+        for (size_t k = 0; k < n && !ok; k++)
+            ok = api_filter_match_one(&fs->f[i], values[k]);
+        if (!ok)
+            return false;
+    }
+    return true;
+}
+
+static bool has_filter(const struct api_filters *fs, const char *name)
+{
+    for (size_t i = 0; i < fs->n; i++)
+        if (strcmp(fs->f[i].name, name) == 0)
+            return true;
+    return false;
+}
+
+static bool match_devices(const struct api_filters *fs, const struct registry_image *img)
+{
+    size_t n = img->n_devices;
+    _cleanup_free_ const char **names = xcalloc(n + 1, sizeof(*names));
+    _cleanup_free_ const char **snaps = xcalloc(n + 1, sizeof(*snaps));
+    _cleanup_free_ const char **types = xcalloc(n + 1, sizeof(*types));
+    _cleanup_free_ const char **dots = xcalloc(n + 1, sizeof(*dots));
+    _cleanup_free_ const char **encs = xcalloc(n + 1, sizeof(*encs));
+    _cleanup_free_ char *sizes = xcalloc(n + 1, 16);
+    _cleanup_free_ const char **size_ptrs = xcalloc(n + 1, sizeof(*size_ptrs));
+    size_t n_snaps = 0, n_types = 0, n_sizes = 0;
+
+    for (size_t i = 0; i < n; i++) {
+        const struct registry_image_device *d = &img->devices[i];
+        names[i] = d->device_name;
+        if (d->snapshot_id[0])
+            snaps[n_snaps++] = d->snapshot_id;
+        if (d->volume_type)
+            types[n_types++] = d->volume_type;
+        if (d->volume_size_gib) {
+            snprintf(sizes + 16 * n_sizes, 16, "%" PRIu32, d->volume_size_gib);
+            size_ptrs[n_sizes] = sizes + 16 * n_sizes;
+            n_sizes++;
+        }
+        dots[i] = d->delete_on_termination ? "true" : "false";
+        encs[i] = d->encrypted ? "true" : "false";
+    }
+    return match_any(fs, "block-device-mapping.device-name", names, n) &&
+           match_any(fs, "block-device-mapping.snapshot-id", snaps, n_snaps) &&
+           match_any(fs, "block-device-mapping.volume-type", types, n_types) &&
+           match_any(fs, "block-device-mapping.volume-size", size_ptrs, n_sizes) &&
+           match_any(fs, "block-device-mapping.delete-on-termination", dots, n) &&
+           match_any(fs, "block-device-mapping.encrypted", encs, n);
+}
+
+/* tag:KEY and tag-key over the tags the caller may see. */
+static bool match_tags(const struct api_filters *fs, const struct registry_tag *tags, size_t n)
+{
+    for (size_t i = 0; i < fs->n; i++) {
+        const struct api_filter *f = &fs->f[i];
+        bool ok = false;
+
+        if (strncmp(f->name, "tag:", 4) == 0) {
+            for (size_t k = 0; k < n && !ok; k++)
+                ok =
+                    strcmp(tags[k].key, f->name + 4) == 0 && api_filter_match_one(f, tags[k].value);
+        } else if (strcmp(f->name, "tag-key") == 0) {
+            for (size_t k = 0; k < n && !ok; k++)
+                ok = api_filter_match_one(f, tags[k].key);
+        } else {
+            continue;
+        }
+        if (!ok)
+            return false;
+    }
+    return true;
+}
+
+static bool match_image(const struct api_ctx *ctx, const struct api_filters *fs,
+                        const struct registry_image *img)
+{
+    char created[40], deprecated[40];
+    _cleanup_free_ char *location = NULL;
+    bool owned = image_owned(ctx, img);
+
+    /* Nothing here has an owner alias, a platform, product codes, a
+     * kernel or ramdisk, or was made from an instance. */
+    if (has_filter(fs, "owner-alias") || has_filter(fs, "platform") ||
+        has_filter(fs, "product-code") || has_filter(fs, "product-code.type") ||
+        has_filter(fs, "kernel-id") || has_filter(fs, "ramdisk-id") ||
+        has_filter(fs, "source-instance-id"))
+        return false;
+    if ((has_filter(fs, "boot-mode") && !img->boot_mode) ||
+        (has_filter(fs, "sriov-net-support") && !img->sriov_net_support) ||
+        (has_filter(fs, "imds-support") && !img->imds_support) ||
+        (has_filter(fs, "tpm-support") && !img->tpm_support) ||
+        (has_filter(fs, "deprecation-time") && !img->deprecation_time) ||
+        (has_filter(fs, "source-image-id") && !img->source_image_id[0]) ||
+        (has_filter(fs, "source-image-region") && !img->source_region) ||
+        (has_filter(fs, "state-reason-code") && !img->state_reason_code) ||
+        (has_filter(fs, "state-reason-message") && !img->state_reason_message))
+        return false;
+    api_format_time(img->creation_date, created, sizeof(created));
+    format_time_seconds(img->deprecation_time, deprecated, sizeof(deprecated));
+    location = xasprintf("%s/%s", img->owner, img->name);
+    return api_filters_match(fs, "architecture", img->architecture) &&
+           api_filters_match(fs, "creation-date", created) &&
+           api_filters_match(fs, "deprecation-time", deprecated) &&
+           api_filters_match(fs, "description", img->description ? img->description : "") &&
+           api_filters_match(fs, "ena-support", img->ena_support ? "true" : "false") &&
+           api_filters_match(fs, "hypervisor", "xen") &&
+           api_filters_match(fs, "image-id", img->id) &&
+           api_filters_match(fs, "image-type", "machine") &&
+           api_filters_match(fs, "is-public", img->is_public ? "true" : "false") &&
+           api_filters_match(fs, "manifest-location", location) &&
+           api_filters_match(fs, "name", img->name) &&
+           api_filters_match(fs, "owner-id", img->owner) &&
+           api_filters_match(fs, "root-device-name", img->root_device_name) &&
+           api_filters_match(fs, "root-device-type",
+                             img->root_device_type ? img->root_device_type : "ebs") &&
+           api_filters_match(fs, "state", image_state_to_string(img->state)) &&
+           api_filters_match(fs, "virtualization-type", img->virtualization_type) &&
+           (!img->boot_mode || api_filters_match(fs, "boot-mode", img->boot_mode)) &&
+           (!img->sriov_net_support ||
+            api_filters_match(fs, "sriov-net-support", img->sriov_net_support)) &&
+           (!img->imds_support || api_filters_match(fs, "imds-support", img->imds_support)) &&
+           (!img->tpm_support || api_filters_match(fs, "tpm-support", img->tpm_support)) &&
+           (!img->source_image_id[0] ||
+            api_filters_match(fs, "source-image-id", img->source_image_id)) &&
+           (!img->source_region ||
+            api_filters_match(fs, "source-image-region", img->source_region)) &&
+           (!img->state_reason_code ||
+            api_filters_match(fs, "state-reason-code", img->state_reason_code)) &&
+           (!img->state_reason_message ||
+            api_filters_match(fs, "state-reason-message", img->state_reason_message)) &&
+           match_devices(fs, img) &&
+           (owned ? match_tags(fs, img->tags, img->n_tags) : match_tags(fs, NULL, 0));
+}
+
+static bool is_owner_alias(const char *o)
+{
+    return strcmp(o, "amazon") == 0 || strcmp(o, "aws-marketplace") == 0 ||
+           strcmp(o, "aws-backup-vault") == 0;
+}
+
+/* Owner.N: self, 12-digit ids, and the aliases (which own nothing here).
+ * *ret gets the accounts, *ret_n their number. */
+static int resolve_owners(struct api_ctx *ctx, const char **owners, size_t n, const char **ret,
+                          size_t *ret_n)
+{
+    size_t k = 0;
+
+    for (size_t i = 0; i < n; i++) {
+        const char *o = owners[i];
+        if (is_owner_alias(o))
+            continue;
+        if (strcmp(o, "self") == 0)
+            o = ctx->account;
+        else if (!is_account_id(o))
+            return api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE,
+                            "Invalid owner: '%.100s' (expecting 'self', an alias or a 12-digit "
+                            "account id)",
+                            o);
+        ret[k++] = o;
+    }
+    *ret_n = k;
+    return 0;
+}
+
+static int resolve_executable_by(struct api_ctx *ctx, const char **users, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(users[i], "self") == 0)
+            users[i] = ctx->account;
+        else if (strcmp(users[i], "all") != 0 && !is_account_id(users[i]))
+            return api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE,
+                            "Invalid user id: '%.100s' (expecting 'self', 'all' or a 12-digit "
+                            "account id)",
+                            users[i]);
+    }
+    return 0;
+}
+
+int api_describe_images(struct api_ctx *ctx, const struct query *q, struct xml *x)
+{
+    _cleanup_free_ const char **ids = NULL, **owners = NULL, **users = NULL, **accounts = NULL;
+    _cleanup_free_ const char **missing = NULL;
+    _cleanup_free_ char *after = NULL, *token = NULL;
+    _cleanup_(region_freep) struct region *rg = NULL;
+    struct registry_image **rows = NULL;
+    struct api_filters fs = {0};
+    size_t n_ids, n_owners, n_users, n_accounts = 0, n_rows = 0, max, n_missing = 0;
+    bool include_deprecated, include_disabled;
+    int64_t now = wall_ms();
+    int r;
+
+    r = query_get_list(q, "ImageId", &ids, &n_ids);
+    if (r == 0)
+        r = query_get_list(q, "Owner", &owners, &n_owners);
+    if (r == 0)
+        r = query_get_list(q, "ExecutableBy", &users, &n_users);
+    if (r < 0)
+        return r;
+    for (size_t i = 0; i < n_ids; i++) {
+        r = api_image_id_check(ctx, ids[i]);
+        if (r < 0)
+            return r;
+    }
+    accounts = xcalloc(n_owners + 1, sizeof(*accounts));
+    r = resolve_owners(ctx, owners, n_owners, accounts, &n_accounts);
+    if (r == 0)
+        r = resolve_executable_by(ctx, users, n_users);
+    if (r == 0)
+        r = api_get_bool(ctx, q, "IncludeDeprecated", &include_deprecated);
+    if (r == 0)
+        r = api_get_bool(ctx, q, "IncludeDisabled", &include_disabled);
+    if (r == 0)
+        r = api_paging_parse(ctx, q, n_ids > 0, "imageIds", &max, &after);
+    if (r < 0)
+        return r;
+    r = api_filters_parse(ctx, q, image_filters, &fs);
+    if (r < 0)
+        return r;
+    r = api_dry_run(ctx);
+    if (r < 0)
+        goto out;
+    r = api_region_open(ctx, &rg);
+    if (r < 0)
+        goto out;
+    /* Only aliases asked for: they own nothing here. */
+    if (rg && !(n_owners && n_accounts == 0)) {
+        struct image_query iq = {
+            .ids = ids,
+            .n_ids = n_ids,
+            .owners = accounts,
+            .n_owners = n_accounts,
+            .executable_by = users,
+            .n_executable_by = n_users,
+            .include_deprecated = include_deprecated,
+            .caller = ctx->account,
+            .now = now,
+            /* Disabled images asked for by id are left out below, so
+             * that they are not reported missing. */
+            .include_disabled = include_disabled || n_ids,
+        };
+        _cleanup_free_ char *unused = NULL;
+        r = registry_image_list(rg->reg, &iq, &rows, &n_rows, &unused);
+        if (r < 0)
+            goto out;
+    }
+
+    if (n_ids) {
+        missing = xcalloc(n_ids, sizeof(*missing));
+        for (size_t i = 0; i < n_ids; i++) {
+            bool found = false;
+            for (size_t k = 0; k < n_rows && !found; k++)
+                found = strcmp(rows[k]->id, ids[i]) == 0 && image_visible(ctx, rows[k]);
+            if (!found && !api_in_list(missing, n_missing, ids[i]))
+                missing[n_missing++] = ids[i];
+        }
+        /* Asked for by id but excluded by Owner or ExecutableBy is an
+         * empty answer, not an error: only report what does not exist
+         * for the caller at all. */
+        for (size_t i = 0; rg && i < n_missing;) {
+            struct registry_image *img = NULL;
+            int g = registry_image_get(rg->reg, missing[i], &img);
+            bool exists = g == 0 && image_visible(ctx, img);
+            registry_image_free(img);
+            if (g < 0 && g != -ENOENT) {
+                r = g;
+                goto out;
+            }
+            if (exists)
+                missing[i] = missing[--n_missing];
+            else
+                i++;
+        }
+        if (n_missing) {
+            r = api_image_not_found(ctx, missing, n_missing);
+            goto out;
+        }
+    }
+
+    xml_open(x, "imagesSet");
+    {
+        size_t written = 0;
+        char key[64] = "";
+
+        for (size_t i = 0; i < n_rows; i++) {
+            const struct registry_image *img = rows[i];
+            char k[64];
+
+            if (!image_visible(ctx, img))
+                continue;
+            if (img->state == IMAGE_DISABLED && !include_disabled)
+                continue;
+            if (!match_image(ctx, &fs, img))
+                continue;
+            snprintf(k, sizeof(k), "%020" PRId64 ".%s", img->creation_date, img->id);
+            if (after && strcmp(k, after) <= 0)
+                continue;
+            if (max && written == max) {
+                token = api_token_make(key);
+                break;
+            }
+            write_image(ctx, x, img, now);
+            written++;
+            snprintf(key, sizeof(key), "%s", k);
+        }
+    }
+    xml_close(x);
+    if (token)
+        xml_element(x, "nextToken", token);
+    r = 0;
+out:
+    registry_image_list_free(rows, n_rows);
+    api_filters_release(&fs);
+    return r;
+}
+
+/* ---- DeregisterImage ---- */
+
+static const char *delete_associated(struct api_ctx *ctx, struct region *rg, const char *sid)
+{
+    struct registry_snapshot *s = NULL;
+    size_t users = 0;
+    int r = registry_snapshot_get(rg->reg, sid, &s);
+
+    if (r == -ENOENT)
+        return "client-error";
+    if (r < 0)
+        return "internal-error";
+    if (!api_snapshot_visible(ctx, s)) {
+        registry_snapshot_free(s);
+        return "missing-permissions";
+    }
+    registry_snapshot_free(s);
+    r = registry_snapshot_in_use_by_images(rg->reg, sid, &users);
+    if (r < 0)
+        return "internal-error";
+    if (users > 0)
+        return "skipped";
+    r = service_snapshot_delete(rg, sid);
+    if (r < 0)
+        return r == -ENOENT ? "client-error" : "internal-error";
+    return "success";
+}
+
+static int deregister_image(struct api_ctx *ctx, struct region *rg, const char *id,
+                            bool delete_snapshots, struct xml *x)
+{
+    _cleanup_(image_freep) struct registry_image *img = NULL;
+    struct registry_image_update u = {.set = IMAGE_SET_STATE, .state = IMAGE_DEREGISTERED};
+    int64_t now = wall_ms();
+    int r;
+
+    r = load_owned(ctx, rg, id, &img);
+    if (r < 0)
+        return r;
+    if (img->deregistration_protection || img->deregistration_blocked_until > now)
+        return api_fail(ctx, API_ERR_OPERATION_NOT_PERMITTED,
+                        "Image %s has deregistration protection %s; disable it with "
+                        "DisableImageDeregistrationProtection first",
+                        id, img->deregistration_protection ? "enabled" : "in its cooldown period");
+    r = api_dry_run(ctx);
+    if (r < 0)
+        return r;
+    r = registry_image_update(rg->reg, id, &u);
+    if (r < 0)
+        return r;
+    xml_element_bool(x, "return", true);
+    if (!delete_snapshots)
+        return 0;
+    xml_open(x, "deleteSnapshotResultSet");
+    for (size_t i = 0; i < img->n_devices; i++) {
+        const char *sid = img->devices[i].snapshot_id;
+        bool seen = false;
+
+        if (!sid[0])
+            continue;
+        for (size_t k = 0; k < i && !seen; k++)
+            seen = strcmp(img->devices[k].snapshot_id, sid) == 0;
+        if (seen)
+            continue;
+        xml_open(x, "item");
+        xml_element(x, "snapshotId", sid);
+        xml_element(x, "returnCode", delete_associated(ctx, rg, sid));
+        xml_close(x);
+    }
+    xml_close(x);
+    return 0;
+}
+
+int api_deregister_image(struct api_ctx *ctx, const struct query *q, struct xml *x)
+{
+    _cleanup_(region_freep) struct region *rg = NULL;
+    const char *id = NULL;
+    bool delete_snapshots;
+    int r;
+
+    r = get_image_id(ctx, q, &id);
+    if (r == 0)
+        r = api_get_bool(ctx, q, "DeleteAssociatedSnapshots", &delete_snapshots);
+    if (r == 0)
+        r = begin_write(ctx, id, &rg);
+    if (r < 0)
+        return r;
+    return finish_write(rg, deregister_image(ctx, rg, id, delete_snapshots, x));
+}
+
+/* ---- DescribeImageAttribute ---- */
+
+static const char *const image_attributes[] = {
+    "description",
+    "kernel",
+    "ramdisk",
+    "launchPermission",
+    "productCodes",
+    "blockDeviceMapping",
+    "sriovNetSupport",
+    "bootMode",
+    "tpmSupport",
+    "uefiData",
+    "lastLaunchedTime",
+    "imdsSupport",
+    "deregistrationProtection",
+    NULL,
+};
+
+static void write_value(struct xml *x, const char *name, const char *value)
+{
+    xml_open(x, name);
+    if (value)
+        xml_element(x, "value", value);
+    xml_close(x);
+}
+
+int api_describe_image_attribute(struct api_ctx *ctx, const struct query *q, struct xml *x)
+{
+    _cleanup_(region_freep) struct region *rg = NULL;
+    _cleanup_(image_freep) struct registry_image *img = NULL;
+    const char *id = NULL, *attr = query_get(q, "Attribute");
+    char t[40], prot[64];
+    int r;
+
+    r = get_image_id(ctx, q, &id);
+    if (r < 0)
+        return r;
+    if (!attr)
+        return api_fail(ctx, API_ERR_MISSING_PARAMETER,
+                        "The request must contain the parameter Attribute");
+    if (!in_set(image_attributes, attr))
+        return api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE,
+                        "Value (%.100s) for parameter attribute is invalid. Unknown attribute.",
+                        attr);
+    r = api_dry_run(ctx);
+    if (r < 0)
+        return r;
+    r = api_region_open(ctx, &rg);
+    if (r < 0)
+        return r;
+    r = rg ? registry_image_get(rg->reg, id, &img) : -ENOENT;
+    if (r == -ENOENT || (r == 0 && !image_visible(ctx, img)))
+        return api_image_not_found(ctx, &id, 1);
+    if (r < 0)
+        return r;
+    /* Who else may launch it is the owner's business. */
+    if (strcmp(attr, "launchPermission") == 0 && !image_owned(ctx, img))
+        return api_fail(ctx, API_ERR_RESOURCE_AUTH_FAILURE, "Not authorized for image:%s", id);
+
+    xml_element(x, "imageId", img->id);
+    if (strcmp(attr, "description") == 0) {
+        write_value(x, "description", img->description);
+    } else if (strcmp(attr, "kernel") == 0) {
+        write_value(x, "kernel", img->kernel_id[0] ? img->kernel_id : NULL);
+    } else if (strcmp(attr, "ramdisk") == 0) {
+        write_value(x, "ramdisk", img->ramdisk_id[0] ? img->ramdisk_id : NULL);
+    } else if (strcmp(attr, "launchPermission") == 0) {
+        xml_open(x, "launchPermission");
+        for (size_t i = 0; i < img->n_permissions; i++) {
+            xml_open(x, "item");
+            if (img->permissions[i].kind == IMAGE_PERMISSION_GROUP)
+                xml_element(x, "group", img->permissions[i].value);
+            else
+                xml_element(x, "userId", img->permissions[i].value);
+            xml_close(x);
+        }
+        xml_close(x);
+    } else if (strcmp(attr, "productCodes") == 0) {
+        xml_open(x, "productCodes");
+        xml_close(x);
+    } else if (strcmp(attr, "blockDeviceMapping") == 0) {
+        write_devices(x, img);
+    } else if (strcmp(attr, "sriovNetSupport") == 0) {
+        write_value(x, "sriovNetSupport", img->sriov_net_support);
+    } else if (strcmp(attr, "bootMode") == 0) {
+        write_value(x, "bootMode", img->boot_mode);
+    } else if (strcmp(attr, "tpmSupport") == 0) {
+        write_value(x, "tpmSupport", img->tpm_support);
+    } else if (strcmp(attr, "uefiData") == 0) {
+        write_value(x, "uefiData", NULL);
+    } else if (strcmp(attr, "lastLaunchedTime") == 0) {
+        write_value(x, "lastLaunchedTime",
+                    img->last_launched_time ? api_format_time(img->last_launched_time, t, sizeof(t))
+                                            : NULL);
+    } else if (strcmp(attr, "imdsSupport") == 0) {
+        write_value(x, "imdsSupport", img->imds_support);
+    } else {
+        write_value(x, "deregistrationProtection",
+                    protection_string(img, wall_ms(), prot, sizeof(prot)));
+    }
+    return 0;
+}
+
+/* ---- ModifyImageAttribute ---- */
+
+struct permission_change {
+    bool add;
+    enum image_permission_kind kind;
+    const char *value;
+};
+
+static int check_permission(struct api_ctx *ctx, enum image_permission_kind kind, const char *v)
+{
+    if (kind == IMAGE_PERMISSION_GROUP && strcmp(v, "all") != 0)
+        return api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE,
+                        "Invalid group: '%.40s' (the only group is 'all')", v);
+    if (kind == IMAGE_PERMISSION_USER && !is_account_id(v))
+        return api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE,
+                        "Invalid user id: '%.40s' (expecting a 12-digit account id)", v);
+    return 0;
+}
+
+static void push_change(struct permission_change **list, size_t *n, bool add,
+                        enum image_permission_kind kind, const char *value)
+{
+    *list = xrealloc(*list, (*n + 1) * sizeof(**list));
+    (*list)[*n] = (struct permission_change){.add = add, .kind = kind, .value = value};
+    (*n)++;
+}
+
+/* LaunchPermission.Add.N / .Remove.N with UserId or Group (and the
+ * organization ARNs kiln does not have). */
+static int parse_launch_permission(struct api_ctx *ctx, const struct query *q, bool add,
+                                   struct permission_change **list, size_t *n)
+{
+    struct query_item *items = NULL;
+    size_t n_items = 0;
+    int r = query_get_structs(q, add ? "LaunchPermission.Add" : "LaunchPermission.Remove", &items,
+                              &n_items);
+
+    for (size_t i = 0; r >= 0 && i < n_items; i++) {
+        const char *user = query_get(&items[i].fields, "UserId");
+        const char *group = query_get(&items[i].fields, "Group");
+
+        if (query_get(&items[i].fields, "OrganizationArn") ||
+            query_get(&items[i].fields, "OrganizationalUnitArn")) {
+            r = api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE,
+                         "kiln has no organizations: share with account ids or the group 'all'");
+            break;
+        }
+        if (!user && !group) {
+            r = api_fail(ctx, API_ERR_MISSING_PARAMETER,
+                         "The request must contain the parameter LaunchPermission.%s.%lu.UserId "
+                         "or .Group",
+                         add ? "Add" : "Remove", items[i].index);
+            break;
+        }
+        if (user) {
+            r = check_permission(ctx, IMAGE_PERMISSION_USER, user);
+            if (r == 0)
+                push_change(list, n, add, IMAGE_PERMISSION_USER, user);
+        }
+        if (r == 0 && group) {
+            r = check_permission(ctx, IMAGE_PERMISSION_GROUP, group);
+            if (r == 0)
+                push_change(list, n, add, IMAGE_PERMISSION_GROUP, group);
+        }
+    }
+    query_items_free(items, n_items);
+    return r < 0 ? r : 0;
+}
+
+/* The legacy form: Attribute=launchPermission&OperationType=add|remove
+ * with UserId.N and UserGroup.N. */
+static int parse_legacy_permissions(struct api_ctx *ctx, const struct query *q,
+                                    struct permission_change **list, size_t *n)
+{
+    _cleanup_free_ const char **users = NULL, **groups = NULL;
+    const char *op = query_get(q, "OperationType");
+    size_t n_users, n_groups;
+    bool add;
+    int r;
+
+    if (!op)
+        return api_fail(ctx, API_ERR_MISSING_PARAMETER,
+                        "The request must contain the parameter OperationType");
+    if (strcmp(op, "add") != 0 && strcmp(op, "remove") != 0)
+        return api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE,
+                        "Value (%.40s) for parameter operationType is invalid", op);
+    add = strcmp(op, "add") == 0;
+    r = query_get_list(q, "UserId", &users, &n_users);
+    if (r == 0)
+        r = query_get_list(q, "UserGroup", &groups, &n_groups);
+    if (r < 0)
+        return r;
+    if (n_users + n_groups == 0)
+        return api_fail(ctx, API_ERR_MISSING_PARAMETER,
+                        "The request must contain the parameter UserId or UserGroup");
+    for (size_t i = 0; i < n_users; i++) {
+        r = check_permission(ctx, IMAGE_PERMISSION_USER, users[i]);
+        if (r < 0)
+            return r;
+        push_change(list, n, add, IMAGE_PERMISSION_USER, users[i]);
+    }
+    for (size_t i = 0; i < n_groups; i++) {
+        r = check_permission(ctx, IMAGE_PERMISSION_GROUP, groups[i]);
+        if (r < 0)
+            return r;
+        push_change(list, n, add, IMAGE_PERMISSION_GROUP, groups[i]);
+    }
+    return 0;
+}
+
+enum modify_what { MODIFY_NONE, MODIFY_PERMISSIONS, MODIFY_DESCRIPTION, MODIFY_IMDS };
+
+int api_modify_image_attribute(struct api_ctx *ctx, const struct query *q, struct xml *x)
+{
+    _cleanup_(region_freep) struct region *rg = NULL;
+    _cleanup_(image_freep) struct registry_image *img = NULL;
+    _cleanup_free_ struct permission_change *changes = NULL;
+    const char *id = NULL, *attr = query_get(q, "Attribute");
+    const char *value = NULL;
+    enum modify_what what = MODIFY_NONE;
+    size_t n_changes = 0, n_kinds = 0;
+    bool has_lp, has_desc, has_imds;
+    int r;
+
+    r = get_image_id(ctx, q, &id);
+    if (r < 0)
+        return r;
+    if (query_get(q, "ProductCode.1") || (attr && strcmp(attr, "productCodes") == 0))
+        return api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE, "Product codes are not supported");
+    has_lp = query_get(q, "LaunchPermission.Add.1.UserId") ||
+             query_get(q, "LaunchPermission.Add.1.Group") ||
+             query_get(q, "LaunchPermission.Remove.1.UserId") ||
+             query_get(q, "LaunchPermission.Remove.1.Group");
+    for (size_t i = 0; i < q->n && !has_lp; i++)
+        has_lp = strncmp(q->params[i].key, "LaunchPermission.", 17) == 0;
+    has_desc = query_get(q, "Description.Value") != NULL;
+    has_imds = query_get(q, "ImdsSupport.Value") != NULL;
+    n_kinds = (size_t)has_lp + has_desc + has_imds + (attr != NULL);
+    if (attr && ((has_lp && strcmp(attr, "launchPermission") == 0) ||
+                 (has_desc && strcmp(attr, "description") == 0) ||
+                 (has_imds && strcmp(attr, "imdsSupport") == 0)))
+        n_kinds--;
+    if (n_kinds > 1)
+        return api_fail(ctx, API_ERR_INVALID_PARAMETER_COMBINATION,
+                        "ModifyImageAttribute changes one attribute per call");
+
+    if (has_lp) {
+        what = MODIFY_PERMISSIONS;
+        r = parse_launch_permission(ctx, q, true, &changes, &n_changes);
+        if (r == 0)
+            r = parse_launch_permission(ctx, q, false, &changes, &n_changes);
+        if (r < 0)
+            return r;
+    } else if (has_desc) {
+        what = MODIFY_DESCRIPTION;
+        value = query_get(q, "Description.Value");
+    } else if (has_imds) {
+        what = MODIFY_IMDS;
+        value = query_get(q, "ImdsSupport.Value");
+    } else if (attr) {
+        if (strcmp(attr, "launchPermission") == 0) {
+            what = MODIFY_PERMISSIONS;
+            r = parse_legacy_permissions(ctx, q, &changes, &n_changes);
+            if (r < 0)
+                return r;
+        } else if (strcmp(attr, "description") == 0 || strcmp(attr, "imdsSupport") == 0) {
+            what = attr[0] == 'd' ? MODIFY_DESCRIPTION : MODIFY_IMDS;
+            value = query_get(q, "Value");
+            if (!value)
+                return api_fail(ctx, API_ERR_MISSING_PARAMETER,
+                                "The request must contain the parameter Value");
+        } else if (in_set(image_attributes, attr)) {
+            return api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE,
+                            "The attribute '%.40s' cannot be modified: only description, "
+                            "imdsSupport and launchPermission can",
+                            attr);
+        } else {
+            return api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE,
+                            "Value (%.100s) for parameter attribute is invalid. Unknown "
+                            "attribute.",
+                            attr);
+        }
+    } else {
+        return api_fail(ctx, API_ERR_MISSING_PARAMETER,
+                        "The request must contain the parameter Attribute, LaunchPermission, "
+                        "Description or ImdsSupport");
+    }
+    if (what == MODIFY_DESCRIPTION && strlen(value) > IMAGE_DESCRIPTION_MAX)
+        return api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE,
+                        "Description must be at most %d characters long", IMAGE_DESCRIPTION_MAX);
+    if (what == MODIFY_IMDS && strcmp(value, "v2.0") != 0)
+        return api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE,
+                        "Value (%.40s) for parameter imdsSupport is invalid (expecting v2.0)",
+                        value);
+
+    r = begin_write(ctx, id, &rg);
+    if (r < 0)
+        return r;
+    r = load_owned(ctx, rg, id, &img);
+    if (r == 0 && what == MODIFY_PERMISSIONS && img->state == IMAGE_DISABLED)
+        for (size_t i = 0; i < n_changes && r == 0; i++)
+            if (changes[i].add)
+                r = api_fail(ctx, API_ERR_OPERATION_NOT_PERMITTED,
+                             "The image %s is disabled: enable it before sharing it", id);
+    if (r == 0)
+        r = api_dry_run(ctx);
+    if (r == 0) {
+        struct registry_image_update u = {0};
+        switch (what) {
+        case MODIFY_PERMISSIONS:
+            for (size_t i = 0; i < n_changes && r >= 0; i++)
+                r = changes[i].add ? registry_image_permission_add(rg->reg, id, changes[i].kind,
+                                                                   changes[i].value)
+                                   : registry_image_permission_remove(rg->reg, id, changes[i].kind,
+                                                                      changes[i].value);
+            break;
+        case MODIFY_DESCRIPTION:
+            u.set = IMAGE_SET_DESCRIPTION;
+            u.description = value;
+            r = registry_image_update(rg->reg, id, &u);
+            break;
+        case MODIFY_IMDS:
+            u.set = IMAGE_SET_IMDS_SUPPORT;
+            u.imds_support = value;
+            r = registry_image_update(rg->reg, id, &u);
+            break;
+        case MODIFY_NONE: break;
+        }
+    }
+    r = finish_write(rg, r);
+    if (r < 0)
+        return r;
+    xml_element_bool(x, "return", true);
+    return 0;
+}
+
+/* ---- the owner-only switches ---- */
+
+/* Run `change` on the caller's image named by ImageId in a transaction,
+ * after validation and the DryRun answer. */
+typedef int (*image_change_fn)(struct api_ctx *ctx, struct region *rg,
+                               const struct registry_image *img, const void *arg, struct xml *x);
+
+static int change_owned_image(struct api_ctx *ctx, const char *id, image_change_fn change,
+                              const void *arg, struct xml *x)
+{
+    _cleanup_(region_freep) struct region *rg = NULL;
+    _cleanup_(image_freep) struct registry_image *img = NULL;
+    int r = begin_write(ctx, id, &rg);
+
+    if (r < 0)
+        return r;
+    r = load_owned(ctx, rg, id, &img);
+    if (r == 0)
+        r = api_dry_run(ctx);
+    if (r == 0)
+        r = change(ctx, rg, img, arg, x);
+    return finish_write(rg, r);
+}
+
+static int reset_permissions(struct api_ctx *ctx, struct region *rg,
+                             const struct registry_image *img, const void *arg, struct xml *x)
+{
+    int r = registry_image_permission_clear(rg->reg, img->id);
+
+    (void)ctx;
+    (void)arg;
+    if (r < 0)
+        return r;
+    xml_element_bool(x, "return", true);
+    return 0;
+}
+
+int api_reset_image_attribute(struct api_ctx *ctx, const struct query *q, struct xml *x)
+{
+    const char *id = NULL, *attr = query_get(q, "Attribute");
+    int r = get_image_id(ctx, q, &id);
+
+    if (r < 0)
+        return r;
+    if (!attr)
+        return api_fail(ctx, API_ERR_MISSING_PARAMETER,
+                        "The request must contain the parameter Attribute");
+    if (strcmp(attr, "launchPermission") != 0)
+        return api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE,
+                        "Value (%.100s) for parameter attribute is invalid: only "
+                        "launchPermission can be reset",
+                        attr);
+    return change_owned_image(ctx, id, reset_permissions, NULL, x);
+}
+
+/* DeprecateAt: ISO 8601 in UTC, "2030-01-02T03:04:05Z" with optional
+ * fractional seconds (what botocore sends).  Unix ms rounded to the
+ * nearest minute (reference 4.10). */
+static int parse_deprecate_at(struct api_ctx *ctx, const char *s, int64_t *ret)
+{
+    struct tm tm = {0};
+    int n = 0, year, mon, day, hour, min;
+    double sec;
+    time_t t;
+
+    if (sscanf(s, "%4d-%2d-%2dT%2d:%2d:%lf%n", &year, &mon, &day, &hour, &min, &sec, &n) != 6 ||
+        strcmp(s + n, "Z") != 0 || mon < 1 || mon > 12 || day < 1 || day > 31 || hour > 23 ||
+        min > 59 || sec < 0 || sec >= 61)
+        return api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE,
+                        "Value (%.64s) for parameter DeprecateAt is invalid (expecting "
+                        "YYYY-MM-DDThh:mm:ssZ)",
+                        s);
+    tm.tm_year = year - 1900;
+    tm.tm_mon = mon - 1;
+    tm.tm_mday = day;
+    tm.tm_hour = hour;
+    tm.tm_min = min;
+    t = timegm(&tm);
+    *ret = ((int64_t)t * 1000 + (int64_t)(sec * 1000) + MS_PER_MINUTE / 2) / MS_PER_MINUTE *
+           MS_PER_MINUTE;
+    return 0;
+}
+
+static int set_deprecation(struct api_ctx *ctx, struct region *rg, const struct registry_image *img,
+                           const void *arg, struct xml *x)
+{
+    struct registry_image_update u = {.set = IMAGE_SET_DEPRECATION};
+    int64_t at = arg ? *(const int64_t *)arg : 0;
+    int r;
+
+    if (at && img->is_public && at > img->creation_date + 2 * MS_PER_YEAR)
+        return api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE,
+                        "A public image can be deprecated at most 2 years after its creation");
+    u.deprecation_time = at;
+    r = registry_image_update(rg->reg, img->id, &u);
+    if (r < 0)
+        return r;
+    xml_element_bool(x, "return", true);
+    return 0;
+}
+
+int api_enable_image_deprecation(struct api_ctx *ctx, const struct query *q, struct xml *x)
+{
+    const char *id = NULL, *s = query_get(q, "DeprecateAt");
+    int64_t at, now = wall_ms();
+    int r = get_image_id(ctx, q, &id);
+
+    if (r < 0)
+        return r;
+    if (!s)
+        return api_fail(ctx, API_ERR_MISSING_PARAMETER,
+                        "The request must contain the parameter DeprecateAt");
+    r = parse_deprecate_at(ctx, s, &at);
+    if (r < 0)
+        return r;
+    if (at <= now)
+        return api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE, "DeprecateAt must be in the future");
+    if (at > now + 10 * MS_PER_YEAR)
+        return api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE,
+                        "DeprecateAt must be at most 10 years from now");
+    return change_owned_image(ctx, id, set_deprecation, &at, x);
+}
+
+int api_disable_image_deprecation(struct api_ctx *ctx, const struct query *q, struct xml *x)
+{
+    const char *id = NULL;
+    int r = get_image_id(ctx, q, &id);
+
+    if (r < 0)
+        return r;
+    return change_owned_image(ctx, id, set_deprecation, NULL, x);
+}
+
+static int set_protection(struct api_ctx *ctx, struct region *rg, const struct registry_image *img,
+                          const void *arg, struct xml *x)
+{
+    const bool *p = arg; /* NULL: disable; else enable with cooldown *p */
+    struct registry_image_update u = {.set = IMAGE_SET_DEREGISTRATION_PROTECTION};
+    int r;
+
+    (void)ctx;
+    if (p) {
+        u.deregistration_protection = true;
+        u.deregistration_cooldown = *p;
+        u.deregistration_blocked_until = 0;
+    } else {
+        u.deregistration_protection = false;
+        u.deregistration_cooldown = false;
+        u.deregistration_blocked_until =
+            img->deregistration_protection && img->deregistration_cooldown
+                ? wall_ms() + DEREGISTRATION_COOLDOWN_MS
+                : img->deregistration_blocked_until;
+    }
+    r = registry_image_update(rg->reg, img->id, &u);
+    if (r < 0)
+        return r;
+    xml_element(x, "return",
+                !p   ? "disabled"
+                : *p ? "enabled-with-cooldown"
+                     : "enabled-without-cooldown");
+    return 0;
+}
+
+int api_enable_image_deregistration_protection(struct api_ctx *ctx, const struct query *q,
+                                               struct xml *x)
+{
+    const char *id = NULL;
+    bool cooldown;
+    int r = get_image_id(ctx, q, &id);
+
+    if (r == 0)
+        r = api_get_bool(ctx, q, "WithCooldown", &cooldown);
+    if (r < 0)
+        return r;
+    return change_owned_image(ctx, id, set_protection, &cooldown, x);
+}
+
+int api_disable_image_deregistration_protection(struct api_ctx *ctx, const struct query *q,
+                                                struct xml *x)
+{
+    const char *id = NULL;
+    int r = get_image_id(ctx, q, &id);
+
+    if (r < 0)
+        return r;
+    return change_owned_image(ctx, id, set_protection, NULL, x);
+}
+
+static int set_enabled(struct api_ctx *ctx, struct region *rg, const struct registry_image *img,
+                       const void *arg, struct xml *x)
+{
+    bool enable = *(const bool *)arg;
+    struct registry_image_update u = {.set = IMAGE_SET_STATE};
+    int r;
+
+    if (enable && img->state != IMAGE_DISABLED && img->state != IMAGE_AVAILABLE)
+        return api_fail(ctx, API_ERR_OPERATION_NOT_PERMITTED,
+                        "The image %s is %s and cannot be enabled", img->id,
+                        image_state_to_string(img->state));
+    if (!enable && img->state != IMAGE_AVAILABLE && img->state != IMAGE_DISABLED)
+        return api_fail(ctx, API_ERR_OPERATION_NOT_PERMITTED,
+                        "The image %s is %s and cannot be disabled", img->id,
+                        image_state_to_string(img->state));
+    if ((enable && img->state != IMAGE_AVAILABLE) || (!enable && img->state != IMAGE_DISABLED)) {
+        u.state = enable ? IMAGE_AVAILABLE : IMAGE_DISABLED;
+        r = registry_image_update(rg->reg, img->id, &u);
+        if (r < 0)
+            return r;
+    }
+    xml_element_bool(x, "return", true);
+    return 0;
+}
+
+int api_enable_image(struct api_ctx *ctx, const struct query *q, struct xml *x)
+{
+    static const bool enable = true;
+    const char *id = NULL;
+    int r = get_image_id(ctx, q, &id);
+
+    if (r < 0)
+        return r;
+    return change_owned_image(ctx, id, set_enabled, &enable, x);
+}
+
+int api_disable_image(struct api_ctx *ctx, const struct query *q, struct xml *x)
+{
+    static const bool enable = false;
+    const char *id = NULL;
+    int r = get_image_id(ctx, q, &id);
+
+    if (r < 0)
+        return r;
+    return change_owned_image(ctx, id, set_enabled, &enable, x);
+}
