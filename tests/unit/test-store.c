@@ -134,6 +134,33 @@ int main(void)
        "map get");
     free(mbuf);
 
+    /* A damaged map object that claims a huge plaintext: refused, not
+     * allocated (a 24-byte file must not make fsck abort). */
+    {
+        struct digest fake;
+        uint8_t obj[24] = { 'K', 'L', 'N', 'O', 1, 1, 1, 0 };
+        uint32_t claimed = 1U << 30, payload = 8;
+        memcpy(obj + 8, &claimed, 4);
+        memcpy(obj + 12, &payload, 4);
+        memcpy(obj + 16, "\x28\xb5\x2f\xfd\0\0\0\0", 8); /* a zstd magic, no content size */
+        sha256("fake map", 8, &fake);
+        char hex[DIGEST_HEX_SIZE];
+        digest_to_hex(&fake, hex);
+        char *dir = xasprintf("%s/maps/%.2s", root, hex);
+        char *path = xasprintf("%s/%s", dir, hex);
+        mkdir(dir, 0755);
+        fd = open(path, O_WRONLY | O_CREAT, 0444);
+        ok(fd >= 0 && write(fd, obj, sizeof(obj)) == (ssize_t)sizeof(obj), "write a lying map");
+        close(fd);
+        void *mb = NULL;
+        size_t ml = 0;
+        is_int(store_map_get(s, &fake, &mb, &ml), -EBADMSG, "a map lying about its size is -EBADMSG");
+        ok(mb == NULL, "nothing returned");
+        unlink(path);
+        free(path);
+        free(dir);
+    }
+
     n = 0;
     store_list(s, STORE_CHUNK, count_fn, &n);
     is_int(n, 1, "one chunk listed");
