@@ -110,6 +110,11 @@ static bool image_visible(const struct api_ctx *ctx, const struct registry_image
            has_user_permission(img, ctx->account);
 }
 
+bool api_image_visible(const struct api_ctx *ctx, const struct registry_image *img)
+{
+    return image_visible(ctx, img);
+}
+
 static bool image_owned(const struct api_ctx *ctx, const struct registry_image *img)
 {
     return strcmp(img->owner, ctx->account) == 0;
@@ -644,26 +649,37 @@ out:
     return r;
 }
 
-/* Every mapped snapshot exists, is the caller's and completed; sizes are
- * filled in from the snapshots and checked against them. */
+/* Every mapped snapshot exists, is the caller's or shared with the caller
+ * (createVolumePermission: api_snapshot_access()) and completed; sizes
+ * are filled in from the snapshots and checked against them. */
 static int check_mapped_snapshots(struct api_ctx *ctx, struct region *rg, struct register_args *a)
 {
     for (size_t i = 0; i < a->n_devices; i++) {
         struct registry_image_device *d = &a->devices[i];
         struct registry_snapshot *s = NULL;
         const char *sid = d->snapshot_id;
+        bool usable = false;
         int r;
 
         if (!sid[0])
             continue;
         r = registry_snapshot_get(rg->reg, sid, &s);
-        if (r == -ENOENT ||
-            (r == 0 && (!api_snapshot_visible(ctx, s) || s->state != SNAPSHOT_COMPLETED))) {
+        if (r == 0)
+            r = api_snapshot_access(ctx, rg, s, &usable);
+        if (r == -ENOENT || (r == 0 && (!usable || s->state != SNAPSHOT_COMPLETED))) {
             registry_snapshot_free(s);
             return api_snapshot_not_found(ctx, &sid, 1);
         }
-        if (r < 0)
+        if (r < 0) {
+            registry_snapshot_free(s);
             return r;
+        }
+        /* Tags are the owner's: a shared snapshot takes none. */
+        if (a->n_snapshot_tags && !api_snapshot_visible(ctx, s)) {
+            registry_snapshot_free(s);
+            return api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE,
+                            "Cannot tag snapshot '%s': it belongs to another account", sid);
+        }
         if (d->volume_size_gib == 0) {
             d->volume_size_gib = s->volume_size_gib;
         } else if (d->volume_size_gib < s->volume_size_gib) {
@@ -1566,6 +1582,20 @@ int api_modify_image_attribute(struct api_ctx *ctx, const struct query *q, struc
             if (changes[i].add)
                 r = api_fail(ctx, API_ERR_OPERATION_NOT_PERMITTED,
                              "The image %s is disabled: enable it before sharing it", id);
+    /* Image block public access (sharing.c): no new public sharing while
+     * blocked; images already public stay so. */
+    for (size_t i = 0; r == 0 && what == MODIFY_PERMISSIONS && i < n_changes; i++) {
+        bool blocked = false;
+
+        if (!changes[i].add || changes[i].kind != IMAGE_PERMISSION_GROUP)
+            continue;
+        r = api_image_public_sharing_blocked(ctx, rg, &blocked);
+        if (r == 0 && blocked)
+            r = api_fail(ctx, API_ERR_OPERATION_NOT_PERMITTED,
+                         "You can't publicly share this image because block public access for "
+                         "AMIs is enabled for this account. To publicly share the image, you "
+                         "must call the DisableImageBlockPublicAccess API.");
+    }
     if (r == 0)
         r = api_dry_run(ctx);
     if (r == 0) {

@@ -203,8 +203,15 @@ struct registry_tag;
  * -errno. */
 int api_region_open(struct api_ctx *ctx, struct region **ret);
 
-/* Whether the caller may see snapshot s (today: owns it). */
+/* Whether the caller owns snapshot s: the test for changing it, tagging
+ * it and seeing its tags. */
 bool api_snapshot_visible(const struct api_ctx *ctx, const struct registry_snapshot *s);
+
+/* Whether the caller may see snapshot s and create volumes (or images)
+ * from it: owns it, or a createVolumePermission names the caller or the
+ * group "all".  Returns 0 with *ret set, or -errno. */
+int api_snapshot_access(const struct api_ctx *ctx, struct region *rg,
+                        const struct registry_snapshot *s, bool *ret);
 
 /* 0 for a well-formed snapshot id, else InvalidSnapshotID.Malformed. */
 int api_snapshot_id_check(struct api_ctx *ctx, const char *id);
@@ -221,6 +228,21 @@ void api_write_tag_set(struct xml *x, const struct registry_tag *tags, size_t n)
 
 int api_describe_snapshots(struct api_ctx *ctx, const struct query *q, struct xml *x);
 int api_delete_snapshot(struct api_ctx *ctx, const struct query *q, struct xml *x);
+
+/* sharing.c: createVolumePermission and image block public access */
+int api_describe_snapshot_attribute(struct api_ctx *ctx, const struct query *q, struct xml *x);
+int api_modify_snapshot_attribute(struct api_ctx *ctx, const struct query *q, struct xml *x);
+int api_reset_snapshot_attribute(struct api_ctx *ctx, const struct query *q, struct xml *x);
+int api_enable_image_block_public_access(struct api_ctx *ctx, const struct query *q,
+                                         struct xml *x);
+int api_disable_image_block_public_access(struct api_ctx *ctx, const struct query *q,
+                                          struct xml *x);
+int api_get_image_block_public_access_state(struct api_ctx *ctx, const struct query *q,
+                                            struct xml *x);
+/* Whether the caller's account blocks new public sharing of images in
+ * the request's region (rg may be NULL: an empty region blocks nothing).
+ * Returns 0 with *ret set, or -errno. */
+int api_image_public_sharing_blocked(const struct api_ctx *ctx, struct region *rg, bool *ret);
 
 /* tags.c */
 /* Check one tag: key 1 to 128 characters not starting with "aws:", value
@@ -252,5 +274,13 @@ int api_disable_image(struct api_ctx *ctx, const struct query *q, struct xml *x)
 int api_image_id_check(struct api_ctx *ctx, const char *id);
 /* Record InvalidAMIID.NotFound naming the ids; returns -ENOENT. */
 int api_image_not_found(struct api_ctx *ctx, const char *const *ids, size_t n);
+struct registry_image;
+/* Whether the caller may see img: owns it, or it is public or shared with
+ * the caller, and not deregistered. */
+bool api_image_visible(const struct api_ctx *ctx, const struct registry_image *img);
+
+/* copy.c */
+int api_copy_image(struct api_ctx *ctx, const struct query *q, struct xml *x);
+int api_copy_snapshot(struct api_ctx *ctx, const struct query *q, struct xml *x);
 
 #endif

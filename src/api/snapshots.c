@@ -1,6 +1,7 @@
 /* The snapshot actions: DescribeSnapshots and DeleteSnapshot (the wire
  * reference's sections 2.2 to 2.4 and 4), and how every handler reaches a
- * region's registry (api_region_open()).
+ * region's registry (api_region_open()).  The createVolumePermission
+ * actions are in sharing.c.
  *
  * Design notes:
  *
@@ -14,11 +15,13 @@
  *   no cache to invalidate or to share between connection threads.  A
  *   region that has no data yet is an empty region, not an error.
  *
- * - Visibility: a snapshot is visible to the account that owns it, and to
- *   nobody else: another account's snapshot answers exactly like one that
- *   does not exist (InvalidSnapshot.NotFound).  createVolumePermission
- *   (sharing, public snapshots) comes with ModifySnapshotAttribute and
- *   widens snapshot_visible() and restorable_by() then.
+ * - Visibility: a snapshot is visible to the account that owns it, to the
+ *   accounts it is shared with (a createVolumePermission naming them) and,
+ *   when public (the group "all"), to everyone; any other snapshot answers
+ *   exactly like one that does not exist (InvalidSnapshot.NotFound).  Only
+ *   the owner changes a snapshot, tags it or sees its tags
+ *   (api_snapshot_visible() is that test); api_snapshot_access() is the
+ *   wider one, for reading and for mapping a snapshot into an image.
  *
  * - Filtering and paging happen here over the region's snapshot list
  *   (ordered by start time, then id); a page ends at an item whose sort
@@ -38,6 +41,7 @@
 #include "common/ids.h"
 #include "common/util.h"
 #include "registry/images.h"
+#include "registry/snapshot-permissions.h"
 #include "service/service.h"
 
 /* What AWS reports as the volume of a snapshot that was imported rather
@@ -58,6 +62,23 @@ int api_region_open(struct api_ctx *ctx, struct region **ret)
 bool api_snapshot_visible(const struct api_ctx *ctx, const struct registry_snapshot *s)
 {
     return strcmp(s->owner, ctx->account) == 0;
+}
+
+int api_snapshot_access(const struct api_ctx *ctx, struct region *rg,
+                        const struct registry_snapshot *s, bool *ret)
+{
+    bool user = false, pub = false;
+    int r;
+
+    if (api_snapshot_visible(ctx, s)) {
+        *ret = true;
+        return 0;
+    }
+    r = registry_snapshot_permission_check(rg->reg, s->id, ctx->account, &user, &pub);
+    if (r < 0)
+        return r;
+    *ret = user || pub;
+    return 0;
 }
 
 int api_snapshot_id_check(struct api_ctx *ctx, const char *id)
@@ -105,9 +126,11 @@ static const char *const snapshot_filters[] = {
     "tag-key",     "tag:",      NULL,
 };
 
-/* A candidate row and, once loaded, its tags. */
+/* A candidate row and, once loaded, its tags (none for a snapshot the
+ * caller does not own: tags are the owner's). */
 struct candidate {
     struct registry_snapshot *s;
+    bool owned;
     struct registry_tag *tags;
     size_t n_tags;
     bool tags_loaded;
@@ -120,6 +143,10 @@ static int load_tags(struct region *rg, struct candidate *c)
 
     if (c->tags_loaded)
         return 0;
+    if (!c->owned) {
+        c->tags_loaded = true;
+        return 0;
+    }
     r = registry_tag_list(rg->reg, c->s->id, &c->tags, &c->n_tags);
     if (r < 0)
         return r;
@@ -243,20 +270,59 @@ static bool owner_matches(const struct api_ctx *ctx, const char **owners, size_t
     return false;
 }
 
-/* Who may create volumes from s: for now only its owner (no
- * createVolumePermission yet, so nothing is public: 'all' matches
- * nothing). */
+/* A snapshot row with its createVolumePermission list (loaded only when
+ * the caller does not own it or asks RestorableBy). */
+struct access {
+    struct registry_snapshot_permission *perms;
+    size_t n_perms;
+};
+
+static bool perms_have(const struct access *a, enum snapshot_permission_kind kind,
+                       const char *value)
+{
+    for (size_t i = 0; i < a->n_perms; i++)
+        if (a->perms[i].kind == kind && strcmp(a->perms[i].value, value) == 0)
+            return true;
+    return false;
+}
+
+/* Whether the caller sees s: owns it, or a permission names the caller
+ * or the group "all". */
+static bool access_visible(const struct api_ctx *ctx, const struct registry_snapshot *s,
+                           const struct access *a)
+{
+    return strcmp(s->owner, ctx->account) == 0 ||
+           perms_have(a, SNAPSHOT_PERMISSION_USER, ctx->account) ||
+           perms_have(a, SNAPSHOT_PERMISSION_GROUP, "all");
+}
+
+/* RestorableBy.N: 'all' selects public snapshots; 'self' and an account
+ * id select the snapshots that account owns or has an explicit
+ * permission for (EC2's wording: "own or have explicit permissions"). */
 static bool restorable_by(const struct api_ctx *ctx, const char **users, size_t n,
-                          const struct registry_snapshot *s)
+                          const struct registry_snapshot *s, const struct access *a)
 {
     if (n == 0)
         return true;
     for (size_t i = 0; i < n; i++) {
         const char *u = strcmp(users[i], "self") == 0 ? ctx->account : users[i];
-        if (strcmp(u, "all") != 0 && strcmp(u, s->owner) == 0)
+        if (strcmp(u, "all") == 0) {
+            if (perms_have(a, SNAPSHOT_PERMISSION_GROUP, "all"))
+                return true;
+        } else if (strcmp(u, s->owner) == 0 || perms_have(a, SNAPSHOT_PERMISSION_USER, u)) {
             return true;
+        }
     }
     return false;
+}
+
+static void access_release(struct access *as, size_t n)
+{
+    if (!as)
+        return;
+    for (size_t i = 0; i < n; i++)
+        free(as[i].perms);
+    free(as);
 }
 
 void api_write_tag_set(struct xml *x, const struct registry_tag *tags, size_t n)
@@ -310,6 +376,8 @@ int api_describe_snapshots(struct api_ctx *ctx, const struct query *q, struct xm
     _cleanup_(region_freep) struct region *rg = NULL;
     struct registry_snapshot **rows = NULL;
     struct candidate *cs = NULL;
+    struct access *as = NULL;
+    bool *visible = NULL;
     struct api_filters fs = { 0 };
     size_t n_ids, n_owners, n_users, n_rows = 0, n_cs = 0, max;
     bool tag_filters;
@@ -352,6 +420,17 @@ int api_describe_snapshots(struct api_ctx *ctx, const struct query *q, struct xm
         if (r < 0)
             goto out;
     }
+    as = xcalloc(n_rows ? n_rows : 1, sizeof(*as));
+    visible = xcalloc(n_rows ? n_rows : 1, sizeof(*visible));
+    for (size_t k = 0; k < n_rows; k++) {
+        if (strcmp(rows[k]->owner, ctx->account) != 0 || n_users) {
+            r = registry_snapshot_permission_list(rg->reg, rows[k]->id, &as[k].perms,
+                                                  &as[k].n_perms);
+            if (r < 0)
+                goto out;
+        }
+        visible[k] = access_visible(ctx, rows[k], &as[k]);
+    }
 
     /* Explicit ids must all name visible snapshots. */
     if (n_ids) {
@@ -360,7 +439,7 @@ int api_describe_snapshots(struct api_ctx *ctx, const struct query *q, struct xm
         for (size_t i = 0; i < n_ids; i++) {
             bool found = false;
             for (size_t k = 0; k < n_rows && !found; k++)
-                found = strcmp(rows[k]->id, ids[i]) == 0 && api_snapshot_visible(ctx, rows[k]);
+                found = strcmp(rows[k]->id, ids[i]) == 0 && visible[k];
             if (!found && !api_in_list(missing, n_missing, ids[i]))
                 missing[n_missing++] = ids[i];
         }
@@ -375,14 +454,15 @@ int api_describe_snapshots(struct api_ctx *ctx, const struct query *q, struct xm
         struct registry_snapshot *s = rows[k];
         struct candidate *c = &cs[n_cs];
 
-        if (!api_snapshot_visible(ctx, s) || (n_ids && !api_in_list(ids, n_ids, s->id)) ||
-            !owner_matches(ctx, owners, n_owners, s) || !restorable_by(ctx, users, n_users, s) ||
-            !match_fields(&fs, s))
+        if (!visible[k] || (n_ids && !api_in_list(ids, n_ids, s->id)) ||
+            !owner_matches(ctx, owners, n_owners, s) ||
+            !restorable_by(ctx, users, n_users, s, &as[k]) || !match_fields(&fs, s))
             continue;
         snprintf(c->key, sizeof(c->key), "%020" PRId64 ".%s", s->start_time, s->id);
         if (after && strcmp(c->key, after) <= 0)
             continue;
         c->s = s;
+        c->owned = api_snapshot_visible(ctx, s);
         if (tag_filters) {
             r = load_tags(rg, c);
             if (r < 0)
@@ -416,6 +496,8 @@ int api_describe_snapshots(struct api_ctx *ctx, const struct query *q, struct xm
     r = 0;
 out:
     candidates_free(cs, n_cs);
+    access_release(as, n_rows);
+    free(visible);
     registry_snapshot_list_free(rows, n_rows);
     api_filters_release(&fs);
     return r;

@@ -131,6 +131,10 @@ int reg_schema_latest(const struct reg_schema *schema);
 /* true for a 12-digit account id. */
 bool reg_account_is_valid(const char *s);
 
+/* Delete every create-volume permission of snapshot `id` (in the caller's
+ * transaction; snapshot-permissions.c).  Returns 0 or -errno. */
+int reg_snapshot_permissions_delete(struct registry *reg, const char *id);
+
 /* 12 uniformly random digits from getrandom(), the first not zero.
  * Returns 0 or -errno. */
 int reg_account_generate(char ret[ACCOUNT_ID_SIZE]);

@@ -183,9 +183,31 @@ static const char migration_2[] =
     "\n"
     "CREATE INDEX image_launch_permissions_value ON image_launch_permissions (kind, value);\n";
 
+/* Snapshot sharing (src/registry/snapshot-permissions.c): EC2's
+ * createVolumePermission.  A user permission names a 12-digit account, the
+ * group "all" makes the snapshot public.  There is no foreign key to
+ * snapshots (migration 1 made no parent key of it, and SQLite cannot add
+ * one to an existing table): registry_snapshot_delete() deletes a
+ * snapshot's permissions in the transaction that deletes its row. */
+static const char migration_3[] =
+    "CREATE TABLE snapshot_permissions (\n"
+    "    snapshot_id TEXT NOT NULL\n"
+    "                CHECK (length(snapshot_id) = 22 AND substr(snapshot_id, 1, 5) = 'snap-'\n"
+    "                       AND substr(snapshot_id, 6) NOT GLOB '*[^0-9a-f]*'),\n"
+    "    kind        TEXT NOT NULL CHECK (kind IN ('user', 'group')),\n"
+    "    value       TEXT NOT NULL\n"
+    "                CHECK ((kind = 'group' AND value = 'all')\n"
+    "                       OR (kind = 'user' AND length(value) = 12\n"
+    "                           AND value NOT GLOB '*[^0-9]*')),\n"
+    "    PRIMARY KEY (snapshot_id, kind, value)\n"
+    ") STRICT, WITHOUT ROWID;\n"
+    "\n"
+    "CREATE INDEX snapshot_permissions_value ON snapshot_permissions (kind, value);\n";
+
 static const struct reg_migration migrations[] = {
     { 1, "snapshots, tags and settings", migration_1 },
     { 2, "images, block devices and launch permissions", migration_2 },
+    { 3, "snapshot create-volume permissions", migration_3 },
 };
 
 _Static_assert(REGISTRY_APPLICATION_ID == 1802071150, "migration 1 stamps this application id");

@@ -124,7 +124,8 @@ int registry_snapshot_get(struct registry *reg, const char *id, struct registry_
  * message may still change, e.g. to error after fsck finds damage). */
 int registry_snapshot_update(struct registry *reg, const struct registry_snapshot *s);
 
-/* Delete a row and its tags.  -ENOENT if absent. */
+/* Delete a row, its tags and its create-volume permissions
+ * (snapshot-permissions.h).  -ENOENT if absent. */
 int registry_snapshot_delete(struct registry *reg, const char *id);
 
 /* All rows ordered by start time then id.  *ret is an array of *ret_n

@@ -331,6 +331,10 @@ int registry_snapshot_delete(struct registry *reg, const char *id)
         if (r < 0)
             goto fail;
     }
+    /* No foreign key cascades to snapshot_permissions (migration 3). */
+    r = reg_snapshot_permissions_delete(reg, id);
+    if (r < 0)
+        goto fail;
     r = registry_commit(reg);
     if (r < 0)
         goto fail;

@@ -15,7 +15,7 @@
 #include "common/error.h"
 #include "common/util.h"
 #include "registry/images.h"
-#include "service/service.h"
+#include "service/internal.h"
 
 static int64_t now_ms(void)
 {
@@ -26,7 +26,7 @@ static int64_t now_ms(void)
 }
 
 /* -EEXIST when `owner` has an image called `name` that is not deregistered. */
-static int check_name_free(struct region *r, const char *owner, const char *name)
+int image_name_check_free(struct region *r, const char *owner, const char *name)
 {
     const char *owners[] = { owner }, *names[] = { name };
     static const enum image_state live[] = { IMAGE_PENDING, IMAGE_AVAILABLE, IMAGE_INVALID,
@@ -95,7 +95,7 @@ int service_image_import(struct region *r, const char *path,
         snprintf(owner, sizeof(owner), "%s", opts->owner);
     else if ((e = service_default_account(r->data_dir, owner)) < 0)
         return e;
-    e = check_name_free(r, owner, opts->name);
+    e = image_name_check_free(r, owner, opts->name);
     if (e < 0)
         return e;
 

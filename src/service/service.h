@@ -93,6 +93,50 @@ int service_image_import(struct region *r, const char *path,
 /* Delete a snapshot's registry row; its chunks are freed by the next gc. */
 int service_snapshot_delete(struct region *r, const char *id);
 
+/* ---- copies between regions (copy.c) ---- */
+
+struct copy_stats {
+    uint64_t chunks_copied;  /* chunks written to the destination */
+    uint64_t bytes_copied;   /* their plaintext bytes */
+    uint64_t chunks_present; /* extents whose chunk the destination had */
+    uint64_t bytes_present;
+};
+
+/* Copy completed snapshot `snap_id` of region `src` into region `dst`
+ * (opened writable) as a new completed snapshot owned by `owner`, with the
+ * same volume size, `description` (may be NULL) and no parent.  Only the
+ * chunks the destination lacks are read (and verified) from the source and
+ * written; a corrupt source chunk fails the copy (-EBADMSG, naming it).
+ * Chunks, then store_sync(), then the block map, then the row: nothing is
+ * registered on failure (gc reclaims what was written).  *ret (may be
+ * NULL) receives what was copied. */
+int service_snapshot_copy(struct region *src, const char *snap_id, struct region *dst,
+                          const char *owner, const char *description,
+                          char ret_id[ID_MAX_SIZE], struct copy_stats *ret);
+
+struct registry_tag;
+
+struct service_image_copy_options {
+    const char *owner;       /* the new image's account id */
+    const char *name;        /* required */
+    const char *description; /* or NULL */
+    const struct registry_tag *image_tags; /* put on the new image */
+    size_t n_image_tags;
+    const struct registry_tag *snapshot_tags; /* put on every new snapshot */
+    size_t n_snapshot_tags;
+};
+
+/* Copy image `image_id` of `src` into `dst`: every mapped snapshot as by
+ * service_snapshot_copy(), then one registry transaction inserting the new
+ * snapshot rows and an available image (new id, the source's attributes
+ * and mappings, source_image_id and source_region set).  Synchronous: the
+ * image is available when this returns.  -EEXIST when the owner already
+ * has an image of that name in `dst` (checked before anything is copied);
+ * nothing is registered on failure. */
+int service_image_copy(struct region *src, const char *image_id, struct region *dst,
+                       const struct service_image_copy_options *opts,
+                       char ret_id[ID_MAX_SIZE], struct copy_stats *ret);
+
 /* ---- fsck (fsck.c) ---- */
 
 enum fsck_problem {

@@ -1,7 +1,7 @@
 #!/bin/sh
 # Start a real `kiln serve` on a free port with a static credential, run the
 # Python API tests (boto3, aws CLI, raw signed requests; snapshots and
-# tags, images) against it, then
+# tags, images, sharing) against it, then
 # check that the server stops cleanly (exit 0) on SIGTERM.
 # Skips (77) when python3, boto3 or the aws CLI is missing.
 set -eu
@@ -63,7 +63,7 @@ while True:
 PY
 
 status=0
-(cd "$here" && python3 -m unittest -v test_ec2 test_snapshots test_images) || status=$?
+(cd "$here" && python3 -m unittest -v test_ec2 test_snapshots test_images test_copy test_sharing) || status=$?
 
 kill -TERM "$pid"
 rc=0

@@ -148,7 +148,8 @@ static void test_round_trip(void)
     img.n_permissions = 2;
 
     ok(reg != NULL, "open an in-memory registry");
-    is_int(registry_schema_version(reg), 2, "the registry is at schema version 2");
+    is_int(registry_schema_version(reg), registry_schema_latest(),
+           "the registry is at the latest schema version");
     r = registry_image_insert(reg, &img, tags, 2);
     is_int(r, 0, "insert an image with every field, 3 devices, 2 permissions, 2 tags");
     if (r < 0)
@@ -678,8 +679,8 @@ static void test_pagination(void)
     registry_free(reg);
 }
 
-/* A registry at schema version 1 (as an older kiln left it) upgrades to 2
- * and keeps its rows. */
+/* A registry at schema version 1 (as an older kiln left it) upgrades to the
+ * latest version and keeps its rows. */
 static void test_upgrade(void)
 {
     char dir[] = "/tmp/test-images-XXXXXX", path[128], p2[160];
@@ -696,17 +697,18 @@ static void test_upgrade(void)
     rc = sqlite3_open(path, &db);
     if (rc == SQLITE_OK)
         rc = sqlite3_exec(db,
-                          "DROP TABLE image_launch_permissions; DROP TABLE image_block_devices;"
+                          "DROP TABLE snapshot_permissions;"
+                          " DROP TABLE image_launch_permissions; DROP TABLE image_block_devices;"
                           " DROP TABLE images; PRAGMA user_version = 1",
                           NULL, NULL, NULL);
     sqlite3_close(db);
     is_int(rc, SQLITE_OK, "turn it back into a version 1 registry");
-    is_int(registry_open(path, &reg), 0, "open it: migration 2 applies");
+    is_int(registry_open(path, &reg), 0, "open it: migrations 2 and 3 apply");
     if (reg) {
         struct registry_tag *t = NULL;
         size_t nt = 0;
 
-        is_int(registry_schema_version(reg), 2, "it is at version 2");
+        is_int(registry_schema_version(reg), registry_schema_latest(), "it is at the latest version");
         is_int(insert(reg, 1, OWNER_A, "after-upgrade", 1), 0, "images can be inserted");
         registry_tag_list(reg, "snap-00000000000000001", &t, &nt);
         is_int(nt, 1, "the old rows are kept");

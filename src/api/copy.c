@@ -1,0 +1,354 @@
+/* CopyImage and CopySnapshot (the wire reference's sections 1, 3 and 4):
+ * copies from a served region into the region the request is signed for,
+ * over service_image_copy() and service_snapshot_copy() (src/service/
+ * copy.c, which owns the ordering and what moves).
+ *
+ * Design notes:
+ *
+ * - The destination is the signed region, always.  CopySnapshot's
+ *   DestinationRegion (which botocore fills in, with a PresignedUrl, when
+ *   the source region differs) must name that region; the PresignedUrl is
+ *   accepted and ignored: one server holds every region, so it has no use
+ *   for a request signed for the source region.
+ *
+ * - The caller must be able to see the source (an image it owns, one that
+ *   is public or shared with it; a snapshot it owns): anything else is
+ *   NotFound, as in DescribeImages.  The copy belongs to the caller, is
+ *   private, and has new ids.
+ *
+ * - CopyImageTags copies the source image's tags only when the caller owns
+ *   it (the tags are the owner's); TagSpecification tags are added and
+ *   replace copied tags with the same key.
+ *
+ * - Synchronous: the copy is done (and the image available) when the
+ *   response is sent.  ClientToken is accepted and not used: a retried
+ *   request makes a second copy (cheap: no chunk moves twice).
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/internal.h"
+#include "common/cleanup.h"
+#include "common/error.h"
+#include "common/ids.h"
+#include "common/util.h"
+#include "registry/images.h"
+#include "service/service.h"
+
+#define DESCRIPTION_MAX 255
+
+struct tag_list {
+    struct registry_tag *t; /* strings borrowed */
+    size_t n;
+};
+
+static void tag_list_add(struct tag_list *l, const char *key, const char *value)
+{
+    size_t j;
+
+    for (j = 0; j < l->n; j++)
+        if (strcmp(l->t[j].key, key) == 0)
+            break;
+    if (j == l->n) {
+        l->t = xrealloc(l->t, (l->n + 1) * sizeof(*l->t));
+        l->n++;
+    }
+    l->t[j].key = (char *)key;
+    l->t[j].value = (char *)(value ? value : "");
+}
+
+/* TagSpecification.N with ResourceType "image" (into *image, when
+ * non-NULL) or "snapshot".  The strings stay borrowed from q. */
+static int parse_tag_specs(struct api_ctx *ctx, const struct query *q, struct tag_list *image,
+                           struct tag_list *snapshot)
+{
+    struct query_item *specs = NULL;
+    size_t n_specs = 0;
+    int r;
+
+    r = query_get_structs(q, "TagSpecification", &specs, &n_specs);
+    if (r < 0)
+        return r;
+    for (size_t i = 0; i < n_specs && r >= 0; i++) {
+        const char *type = query_get(&specs[i].fields, "ResourceType");
+        struct query_item *tags = NULL;
+        size_t n_tags = 0;
+        struct tag_list *l;
+
+        if (!type) {
+            r = api_fail(ctx, API_ERR_MISSING_PARAMETER,
+                         "The request must contain the parameter "
+                         "TagSpecification.%lu.ResourceType",
+                         specs[i].index);
+            break;
+        }
+        if (image && strcmp(type, "image") == 0)
+            l = image;
+        else if (strcmp(type, "snapshot") == 0)
+            l = snapshot;
+        else {
+            r = api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE,
+                         "'%.40s' is not a valid taggable resource type for this operation.", type);
+            break;
+        }
+        r = query_get_structs(&specs[i].fields, "Tag", &tags, &n_tags);
+        for (size_t k = 0; r >= 0 && k < n_tags; k++) {
+            const char *key = query_get(&tags[k].fields, "Key");
+            const char *value = query_get(&tags[k].fields, "Value");
+            if (!key) {
+                r = api_fail(ctx, API_ERR_MISSING_PARAMETER,
+                             "The request must contain the parameter "
+                             "TagSpecification.%lu.Tag.%lu.Key",
+                             specs[i].index, tags[k].index);
+                break;
+            }
+            r = api_tag_check(ctx, key, value);
+            if (r >= 0)
+                tag_list_add(l, key, value);
+        }
+        query_items_free(tags, n_tags);
+        if (r >= 0 && l->n > API_TAGS_PER_RESOURCE_MAX)
+            r = api_fail(ctx, API_ERR_TAG_LIMIT_EXCEEDED,
+                         "The maximum number of tags per resource (%d) would be exceeded",
+                         API_TAGS_PER_RESOURCE_MAX);
+    }
+    query_items_free(specs, n_specs);
+    return r < 0 ? r : 0;
+}
+
+/* SourceRegion: present and one of the regions served. */
+static int get_source_region(struct api_ctx *ctx, const struct query *q, const char **ret)
+{
+    const char *v = query_get(q, "SourceRegion");
+
+    if (!v)
+        return api_fail(ctx, API_ERR_MISSING_PARAMETER,
+                        "The request must contain the parameter SourceRegion");
+    if (!api_in_list(ctx->regions, ctx->n_regions, v))
+        return api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE,
+                        "Invalid source region: '%.100s' is not a region this server serves", v);
+    *ret = v;
+    return 0;
+}
+
+static int check_common(struct api_ctx *ctx, const struct query *q, const char **ret_desc)
+{
+    const char *desc = query_get(q, "Description");
+    bool encrypted;
+    int r;
+
+    if (desc && strlen(desc) > DESCRIPTION_MAX)
+        return api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE,
+                        "Value for parameter Description is too long (at most %d characters)",
+                        DESCRIPTION_MAX);
+    r = api_get_bool(ctx, q, "Encrypted", &encrypted);
+    if (r < 0)
+        return r;
+    if (encrypted)
+        return api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE,
+                        "kiln does not support encrypted copies (Encrypted)");
+    *ret_desc = desc;
+    return 0;
+}
+
+/* Open a served region read-only; NULL (and 0) when it has no data. */
+static int open_source(struct api_ctx *ctx, const char *name, struct region **ret)
+{
+    int r = region_open(ctx->data_dir, name, true, ret);
+
+    if (r == -ENOENT) {
+        *ret = NULL;
+        return 0;
+    }
+    return r;
+}
+
+/* ---- CopyImage ---- */
+
+int api_copy_image(struct api_ctx *ctx, const struct query *q, struct xml *x)
+{
+    _cleanup_(region_freep) struct region *src = NULL;
+    _cleanup_(region_freep) struct region *dst = NULL;
+    struct registry_image *img = NULL;
+    struct tag_list image_tags = {0}, snapshot_tags = {0}, all_tags = {0};
+    struct service_image_copy_options o = {.owner = ctx->account};
+    const char *id = query_get(q, "SourceImageId");
+    const char *region = NULL, *desc = NULL;
+    char new_id[ID_MAX_SIZE];
+    bool copy_tags;
+    int r;
+
+    if (!id)
+        return api_fail(ctx, API_ERR_MISSING_PARAMETER,
+                        "The request must contain the parameter SourceImageId");
+    r = api_image_id_check(ctx, id);
+    if (r < 0)
+        return r;
+    r = get_source_region(ctx, q, &region);
+    if (r < 0)
+        return r;
+    o.name = query_get(q, "Name");
+    if (!o.name)
+        return api_fail(ctx, API_ERR_MISSING_PARAMETER,
+                        "The request must contain the parameter Name");
+    if (!image_name_is_valid(o.name))
+        return api_fail(ctx, API_ERR_AMI_NAME_MALFORMED,
+                        "AMI names must be between 3 and 128 characters long, and may contain "
+                        "letters, numbers, '(', ')', '.', '-', '/' and '_'");
+    r = check_common(ctx, q, &desc);
+    if (r < 0)
+        return r;
+    o.description = desc;
+    r = api_get_bool(ctx, q, "CopyImageTags", &copy_tags);
+    if (r < 0)
+        return r;
+    r = parse_tag_specs(ctx, q, &image_tags, &snapshot_tags);
+    if (r < 0)
+        goto out;
+
+    r = open_source(ctx, region, &src);
+    if (r < 0)
+        goto out;
+    r = src ? registry_image_get(src->reg, id, &img) : -ENOENT;
+    if (r == -ENOENT || (r == 0 && !api_image_visible(ctx, img))) {
+        r = api_image_not_found(ctx, &id, 1);
+        goto out;
+    }
+    if (r < 0)
+        goto out;
+    if (img->state != IMAGE_AVAILABLE) {
+        r = api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE,
+                     "Image '%s' is %s; only an available image can be copied", id,
+                     image_state_to_string(img->state));
+        goto out;
+    }
+    /* Copied tags first: TagSpecification replaces the same keys. */
+    if (copy_tags && strcmp(img->owner, ctx->account) == 0)
+        for (size_t i = 0; i < img->n_tags; i++)
+            tag_list_add(&all_tags, img->tags[i].key, img->tags[i].value);
+    for (size_t i = 0; i < image_tags.n; i++)
+        tag_list_add(&all_tags, image_tags.t[i].key, image_tags.t[i].value);
+    if (all_tags.n > API_TAGS_PER_RESOURCE_MAX) {
+        r = api_fail(ctx, API_ERR_TAG_LIMIT_EXCEEDED,
+                     "The maximum number of tags per resource (%d) would be exceeded",
+                     API_TAGS_PER_RESOURCE_MAX);
+        goto out;
+    }
+    r = api_dry_run(ctx);
+    if (r < 0)
+        goto out;
+
+    o.image_tags = all_tags.t;
+    o.n_image_tags = all_tags.n;
+    o.snapshot_tags = snapshot_tags.t;
+    o.n_snapshot_tags = snapshot_tags.n;
+    r = region_open(ctx->data_dir, ctx->region, false, &dst);
+    if (r < 0)
+        goto out;
+    r = service_image_copy(src, id, dst, &o, new_id, NULL);
+    if (r == -EEXIST)
+        r = api_fail(ctx, API_ERR_DUPLICATE, "AMI name %s is already in use", o.name);
+    if (r < 0) {
+        ctx->resource = API_RES_IMAGE;
+        goto out;
+    }
+    xml_element(x, "imageId", new_id);
+    r = 0;
+out:
+    registry_image_free(img);
+    free(image_tags.t);
+    free(snapshot_tags.t);
+    free(all_tags.t);
+    return r;
+}
+
+/* ---- CopySnapshot ---- */
+
+int api_copy_snapshot(struct api_ctx *ctx, const struct query *q, struct xml *x)
+{
+    _cleanup_(region_freep) struct region *src = NULL;
+    _cleanup_(region_freep) struct region *dst = NULL;
+    struct registry_snapshot *row = NULL;
+    struct tag_list tags = {0};
+    const char *id = query_get(q, "SourceSnapshotId");
+    const char *dest = query_get(q, "DestinationRegion");
+    const char *region = NULL, *desc = NULL;
+    char new_id[ID_MAX_SIZE];
+    int r;
+
+    if (!id)
+        return api_fail(ctx, API_ERR_MISSING_PARAMETER,
+                        "The request must contain the parameter SourceSnapshotId");
+    r = api_snapshot_id_check(ctx, id);
+    if (r < 0)
+        return r;
+    r = get_source_region(ctx, q, &region);
+    if (r < 0)
+        return r;
+    if (dest && strcmp(dest, ctx->region) != 0)
+        return api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE,
+                        "DestinationRegion '%.100s' must be the region the request is sent to "
+                        "('%s')",
+                        dest, ctx->region);
+    /* PresignedUrl: accepted and ignored (see the design notes). */
+    r = check_common(ctx, q, &desc);
+    if (r < 0)
+        return r;
+    r = parse_tag_specs(ctx, q, NULL, &tags);
+    if (r < 0)
+        goto out;
+
+    r = open_source(ctx, region, &src);
+    if (r < 0)
+        goto out;
+    r = src ? registry_snapshot_get(src->reg, id, &row) : -ENOENT;
+    if (r == -ENOENT || (r == 0 && !api_snapshot_visible(ctx, row))) {
+        r = api_snapshot_not_found(ctx, &id, 1);
+        goto out;
+    }
+    if (r < 0)
+        goto out;
+    if (row->state != SNAPSHOT_COMPLETED) {
+        r = api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE,
+                     "Snapshot '%s' is %s; only a completed snapshot can be copied", id,
+                     snapshot_state_to_string(row->state));
+        goto out;
+    }
+    r = api_dry_run(ctx);
+    if (r < 0)
+        goto out;
+
+    r = region_open(ctx->data_dir, ctx->region, false, &dst);
+    if (r < 0)
+        goto out;
+    r = service_snapshot_copy(src, id, dst, ctx->account, desc, new_id, NULL);
+    if (r < 0) {
+        ctx->resource = API_RES_SNAPSHOT;
+        goto out;
+    }
+    for (size_t i = 0; i < tags.n && r >= 0; i++)
+        r = registry_tag_set(dst->reg, new_id, tags.t[i].key, tags.t[i].value);
+    if (r < 0) {
+        char why[512];
+        snprintf(why, sizeof(why), "%s", error_message() ? error_message() : strerror(-r));
+        service_snapshot_delete(dst, new_id); /* register nothing; gc frees the chunks */
+        r = error_set(r, "cannot tag the snapshot copy: %s", why);
+        goto out;
+    }
+    {
+        struct registry_tag *now = NULL;
+        size_t n_now = 0;
+        if (registry_tag_list(dst->reg, new_id, &now, &n_now) < 0)
+            n_now = 0; /* the copy is done: answer it without its tags */
+        api_write_tag_set(x, now, n_now);
+        registry_tag_list_free(now, n_now);
+    }
+    xml_element(x, "snapshotId", new_id);
+    r = 0;
+out:
+    registry_snapshot_free(row);
+    free(tags.t);
+    return r;
+}

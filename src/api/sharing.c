@@ -1,0 +1,458 @@
+/* Sharing: the snapshot attribute actions (DescribeSnapshotAttribute,
+ * ModifySnapshotAttribute, ResetSnapshotAttribute: createVolumePermission,
+ * the wire reference's 2.4 and 4.25) and image block public access
+ * (Enable/Disable/GetImageBlockPublicAccessState, 4.23).
+ *
+ * Design notes:
+ *
+ * - Permissions live in the region registry's snapshot_permissions table
+ *   (registry/snapshot-permissions.h).  Only the owner reads or changes
+ *   them: an account that sees the snapshot through a permission gets
+ *   AuthFailure (as for an image's launchPermission, images.c), any other
+ *   account InvalidSnapshot.NotFound (the snapshot does not exist for it).
+ *
+ * - Image block public access is per account and region, a registry
+ *   setting "image-block-public-access:<account>" holding the state
+ *   ("block-new-sharing"; absent or "unblocked" means unblocked).  Unlike
+ *   AWS, new accounts start unblocked and the change takes effect at once.
+ *   ModifyImageAttribute (images.c) asks api_image_public_sharing_blocked()
+ *   before adding the group "all"; images that are already public stay so.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/internal.h"
+#include "common/cleanup.h"
+#include "common/error.h"
+#include "common/util.h"
+#include "registry/snapshot-permissions.h"
+#include "service/service.h"
+
+/* EC2 caps one ModifySnapshotAttribute at 500 changes (reference 4.25). */
+#define SNAPSHOT_CHANGES_MAX 500
+
+static bool is_account_id(const char *s)
+{
+    return strlen(s) == 12 && strspn(s, "0123456789") == 12;
+}
+
+/* The SnapshotId parameter: present and well formed. */
+static int get_snapshot_id(struct api_ctx *ctx, const struct query *q, const char **ret)
+{
+    const char *id = query_get(q, "SnapshotId");
+
+    if (!id)
+        return api_fail(ctx, API_ERR_MISSING_PARAMETER,
+                        "The request must contain the parameter SnapshotId");
+    *ret = id;
+    return api_snapshot_id_check(ctx, id);
+}
+
+/* The Attribute parameter, one of createVolumePermission and productCodes
+ * (`changeable`: only createVolumePermission). */
+static int get_attribute(struct api_ctx *ctx, const struct query *q, bool changeable,
+                         const char **ret)
+{
+    const char *attr = query_get(q, "Attribute");
+
+    if (!attr)
+        return api_fail(ctx, API_ERR_MISSING_PARAMETER,
+                        "The request must contain the parameter Attribute");
+    if (strcmp(attr, "createVolumePermission") != 0 &&
+        (changeable || strcmp(attr, "productCodes") != 0))
+        return api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE,
+                        "Value (%.100s) for parameter attribute is invalid%s", attr,
+                        changeable ? ": only createVolumePermission can be changed" : "");
+    *ret = attr;
+    return 0;
+}
+
+/* Load snapshot `id` for the attribute actions: NotFound unless the caller
+ * can see it; AuthFailure when it can but `need_owner` and it is not its. */
+static int load_snapshot(struct api_ctx *ctx, struct region *rg, const char *id, bool need_owner,
+                         struct registry_snapshot **ret)
+{
+    struct registry_snapshot *s = NULL;
+    bool can_see = false;
+    int r = rg ? registry_snapshot_get(rg->reg, id, &s) : -ENOENT;
+
+    if (r == 0)
+        r = api_snapshot_access(ctx, rg, s, &can_see);
+    if (r == -ENOENT || (r == 0 && !can_see)) {
+        registry_snapshot_free(s);
+        return api_snapshot_not_found(ctx, &id, 1);
+    }
+    if (r < 0) {
+        registry_snapshot_free(s);
+        return r;
+    }
+    if (need_owner && !api_snapshot_visible(ctx, s)) {
+        registry_snapshot_free(s);
+        return api_fail(ctx, API_ERR_RESOURCE_AUTH_FAILURE, "Not authorized for snapshot:%s", id);
+    }
+    *ret = s;
+    return 0;
+}
+
+/* ---- DescribeSnapshotAttribute ---- */
+
+int api_describe_snapshot_attribute(struct api_ctx *ctx, const struct query *q, struct xml *x)
+{
+    _cleanup_(region_freep) struct region *rg = NULL;
+    _cleanup_free_ struct registry_snapshot_permission *perms = NULL;
+    struct registry_snapshot *s = NULL;
+    const char *id = NULL, *attr = NULL;
+    bool cvp;
+    size_t n = 0;
+    int r;
+
+    r = get_snapshot_id(ctx, q, &id);
+    if (r == 0)
+        r = get_attribute(ctx, q, false, &attr);
+    if (r == 0)
+        r = api_dry_run(ctx);
+    if (r == 0)
+        r = api_region_open(ctx, &rg);
+    if (r < 0)
+        return r;
+    cvp = strcmp(attr, "createVolumePermission") == 0;
+    r = load_snapshot(ctx, rg, id, cvp, &s);
+    if (r < 0)
+        return r;
+    registry_snapshot_free(s);
+    if (cvp) {
+        r = registry_snapshot_permission_list(rg->reg, id, &perms, &n);
+        if (r < 0)
+            return r;
+    }
+    xml_element(x, "snapshotId", id);
+    if (cvp) {
+        xml_open(x, "createVolumePermission");
+        for (size_t i = 0; i < n; i++) {
+            xml_open(x, "item");
+            xml_element(x, perms[i].kind == SNAPSHOT_PERMISSION_GROUP ? "group" : "userId",
+                        perms[i].value);
+            xml_close(x);
+        }
+        xml_close(x);
+    } else {
+        /* kiln has no product codes. */
+        xml_open(x, "productCodes");
+        xml_close(x);
+    }
+    return 0;
+}
+
+/* ---- ModifySnapshotAttribute ---- */
+
+struct change {
+    bool add;
+    enum snapshot_permission_kind kind;
+    const char *value; /* borrowed from the query */
+};
+
+static int push(struct api_ctx *ctx, struct change **list, size_t *n, bool add,
+                enum snapshot_permission_kind kind, const char *value)
+{
+    if (kind == SNAPSHOT_PERMISSION_GROUP && strcmp(value, "all") != 0)
+        return api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE,
+                        "Invalid group: '%.40s' (the only group is 'all')", value);
+    if (kind == SNAPSHOT_PERMISSION_USER && !is_account_id(value))
+        return api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE,
+                        "Invalid user id: '%.40s' (expecting a 12-digit account id)", value);
+    if (*n >= SNAPSHOT_CHANGES_MAX)
+        return api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE,
+                        "At most %d createVolumePermission changes per call", SNAPSHOT_CHANGES_MAX);
+    *list = xrealloc(*list, (*n + 1) * sizeof(**list));
+    (*list)[*n] = (struct change){.add = add, .kind = kind, .value = value};
+    (*n)++;
+    return 0;
+}
+
+/* CreateVolumePermission.Add.N / .Remove.N with UserId or Group. */
+static int parse_structured(struct api_ctx *ctx, const struct query *q, bool add,
+                            struct change **list, size_t *n)
+{
+    struct query_item *items = NULL;
+    size_t n_items = 0;
+    int r = query_get_structs(
+        q, add ? "CreateVolumePermission.Add" : "CreateVolumePermission.Remove", &items, &n_items);
+
+    for (size_t i = 0; r >= 0 && i < n_items; i++) {
+        const char *user = query_get(&items[i].fields, "UserId");
+        const char *group = query_get(&items[i].fields, "Group");
+
+        if (!user && !group) {
+            r = api_fail(ctx, API_ERR_MISSING_PARAMETER,
+                         "The request must contain the parameter "
+                         "CreateVolumePermission.%s.%lu.UserId or .Group",
+                         add ? "Add" : "Remove", items[i].index);
+            break;
+        }
+        if (user)
+            r = push(ctx, list, n, add, SNAPSHOT_PERMISSION_USER, user);
+        if (r >= 0 && group)
+            r = push(ctx, list, n, add, SNAPSHOT_PERMISSION_GROUP, group);
+    }
+    query_items_free(items, n_items);
+    return r < 0 ? r : 0;
+}
+
+/* The legacy form: Attribute=createVolumePermission&OperationType=add|remove
+ * with UserId.N and UserGroup.N. */
+static int parse_legacy(struct api_ctx *ctx, const struct query *q, struct change **list, size_t *n)
+{
+    _cleanup_free_ const char **users = NULL, **groups = NULL;
+    const char *op = query_get(q, "OperationType");
+    size_t n_users = 0, n_groups = 0;
+    bool add;
+    int r;
+
+    if (!op)
+        return api_fail(ctx, API_ERR_MISSING_PARAMETER,
+                        "The request must contain the parameter OperationType");
+    if (strcmp(op, "add") != 0 && strcmp(op, "remove") != 0)
+        return api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE,
+                        "Value (%.40s) for parameter operationType is invalid", op);
+    add = strcmp(op, "add") == 0;
+    r = query_get_list(q, "UserId", &users, &n_users);
+    if (r == 0)
+        r = query_get_list(q, "UserGroup", &groups, &n_groups);
+    if (r < 0)
+        return r;
+    if (n_users + n_groups == 0)
+        return api_fail(ctx, API_ERR_MISSING_PARAMETER,
+                        "The request must contain the parameter UserId or UserGroup");
+    for (size_t i = 0; i < n_users && r == 0; i++)
+        r = push(ctx, list, n, add, SNAPSHOT_PERMISSION_USER, users[i]);
+    for (size_t i = 0; i < n_groups && r == 0; i++)
+        r = push(ctx, list, n, add, SNAPSHOT_PERMISSION_GROUP, groups[i]);
+    return r;
+}
+
+static bool has_prefix_param(const struct query *q, const char *prefix)
+{
+    size_t len = strlen(prefix);
+
+    for (size_t i = 0; i < q->n; i++)
+        if (strncmp(q->params[i].key, prefix, len) == 0)
+            return true;
+    return false;
+}
+
+int api_modify_snapshot_attribute(struct api_ctx *ctx, const struct query *q, struct xml *x)
+{
+    _cleanup_(region_freep) struct region *rg = NULL;
+    _cleanup_free_ struct change *changes = NULL;
+    struct registry_snapshot *s = NULL;
+    const char *id = NULL, *attr = query_get(q, "Attribute");
+    size_t n = 0;
+    bool adds = false, removes = false;
+    int r;
+
+    r = get_snapshot_id(ctx, q, &id);
+    if (r < 0)
+        return r;
+    if (has_prefix_param(q, "CreateVolumePermission.")) {
+        if (attr && strcmp(attr, "createVolumePermission") != 0)
+            return api_fail(ctx, API_ERR_INVALID_PARAMETER_COMBINATION,
+                            "CreateVolumePermission cannot be combined with Attribute %.40s", attr);
+        if (query_get(q, "OperationType") || query_get(q, "UserId.1") ||
+            query_get(q, "UserGroup.1"))
+            return api_fail(ctx, API_ERR_INVALID_PARAMETER_COMBINATION,
+                            "CreateVolumePermission cannot be combined with OperationType, "
+                            "UserId or UserGroup");
+        r = parse_structured(ctx, q, true, &changes, &n);
+        if (r == 0)
+            r = parse_structured(ctx, q, false, &changes, &n);
+        if (r < 0)
+            return r;
+        if (n == 0)
+            return api_fail(ctx, API_ERR_MISSING_PARAMETER,
+                            "The request must contain CreateVolumePermission.Add.N or "
+                            "CreateVolumePermission.Remove.N");
+    } else {
+        r = get_attribute(ctx, q, true, &attr);
+        if (r == 0)
+            r = parse_legacy(ctx, q, &changes, &n);
+        if (r < 0)
+            return r;
+    }
+    for (size_t i = 0; i < n; i++) {
+        adds |= changes[i].add;
+        removes |= !changes[i].add;
+    }
+    if (adds && removes)
+        return api_fail(ctx, API_ERR_INVALID_PARAMETER_COMBINATION,
+                        "ModifySnapshotAttribute either adds or removes permissions, not both");
+
+    r = api_region_open(ctx, &rg);
+    if (r < 0)
+        return r;
+    if (!rg)
+        return api_snapshot_not_found(ctx, &id, 1);
+    r = registry_begin(rg->reg);
+    if (r < 0)
+        return r;
+    r = load_snapshot(ctx, rg, id, true, &s);
+    registry_snapshot_free(s);
+    if (r == 0)
+        r = api_dry_run(ctx);
+    for (size_t i = 0; i < n && r >= 0; i++)
+        r = changes[i].add
+                ? registry_snapshot_permission_add(rg->reg, id, changes[i].kind, changes[i].value)
+                : registry_snapshot_permission_remove(rg->reg, id, changes[i].kind,
+                                                      changes[i].value);
+    if (r >= 0)
+        r = registry_commit(rg->reg);
+    if (r < 0) {
+        registry_rollback(rg->reg);
+        return r;
+    }
+    xml_element_bool(x, "return", true);
+    return 0;
+}
+
+/* ---- ResetSnapshotAttribute ---- */
+
+int api_reset_snapshot_attribute(struct api_ctx *ctx, const struct query *q, struct xml *x)
+{
+    _cleanup_(region_freep) struct region *rg = NULL;
+    struct registry_snapshot *s = NULL;
+    const char *id = NULL, *attr = NULL;
+    int r;
+
+    r = get_snapshot_id(ctx, q, &id);
+    if (r == 0)
+        r = get_attribute(ctx, q, true, &attr);
+    if (r == 0)
+        r = api_region_open(ctx, &rg);
+    if (r < 0)
+        return r;
+    if (!rg)
+        return api_snapshot_not_found(ctx, &id, 1);
+    r = registry_begin(rg->reg);
+    if (r < 0)
+        return r;
+    r = load_snapshot(ctx, rg, id, true, &s);
+    registry_snapshot_free(s);
+    if (r == 0)
+        r = api_dry_run(ctx);
+    if (r == 0)
+        r = registry_snapshot_permission_clear(rg->reg, id);
+    if (r >= 0)
+        r = registry_commit(rg->reg);
+    if (r < 0) {
+        registry_rollback(rg->reg);
+        return r;
+    }
+    xml_element_bool(x, "return", true);
+    return 0;
+}
+
+/* ---- image block public access ---- */
+
+#define BPA_BLOCKED "block-new-sharing"
+#define BPA_UNBLOCKED "unblocked"
+
+static void bpa_key(const struct api_ctx *ctx, char *buf, size_t size)
+{
+    snprintf(buf, size, "image-block-public-access:%s", ctx->account);
+}
+
+int api_image_public_sharing_blocked(const struct api_ctx *ctx, struct region *rg, bool *ret)
+{
+    _cleanup_free_ char *value = NULL;
+    char key[64];
+    int r;
+
+    if (!rg) {
+        *ret = false;
+        return 0;
+    }
+    bpa_key(ctx, key, sizeof(key));
+    r = registry_setting_get(rg->reg, key, &value);
+    if (r == -ENOENT) {
+        *ret = false;
+        return 0;
+    }
+    if (r < 0)
+        return r;
+    *ret = strcmp(value, BPA_BLOCKED) == 0;
+    return 0;
+}
+
+/* Store the state; Enable creates the region when it holds no data yet,
+ * Disable has nothing to undo there. */
+static int bpa_set(struct api_ctx *ctx, bool blocked)
+{
+    _cleanup_(region_freep) struct region *rg = NULL;
+    char key[64];
+    int r;
+
+    r = api_region_open(ctx, &rg);
+    if (r == 0 && !rg && blocked)
+        r = region_open(ctx->data_dir, ctx->region, false, &rg);
+    if (r < 0)
+        return r;
+    if (!rg)
+        return 0;
+    bpa_key(ctx, key, sizeof(key));
+    return registry_setting_set(rg->reg, key, blocked ? BPA_BLOCKED : BPA_UNBLOCKED);
+}
+
+int api_enable_image_block_public_access(struct api_ctx *ctx, const struct query *q, struct xml *x)
+{
+    const char *state = query_get(q, "ImageBlockPublicAccessState");
+    int r;
+
+    if (!state)
+        return api_fail(ctx, API_ERR_MISSING_PARAMETER,
+                        "The request must contain the parameter ImageBlockPublicAccessState");
+    if (strcmp(state, BPA_BLOCKED) != 0)
+        return api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE,
+                        "Value (%.40s) for parameter imageBlockPublicAccessState is invalid "
+                        "(expecting " BPA_BLOCKED ")",
+                        state);
+    r = api_dry_run(ctx);
+    if (r == 0)
+        r = bpa_set(ctx, true);
+    if (r < 0)
+        return r;
+    xml_element(x, "imageBlockPublicAccessState", BPA_BLOCKED);
+    return 0;
+}
+
+int api_disable_image_block_public_access(struct api_ctx *ctx, const struct query *q, struct xml *x)
+{
+    int r;
+
+    (void)q;
+    r = api_dry_run(ctx);
+    if (r == 0)
+        r = bpa_set(ctx, false);
+    if (r < 0)
+        return r;
+    xml_element(x, "imageBlockPublicAccessState", BPA_UNBLOCKED);
+    return 0;
+}
+
+int api_get_image_block_public_access_state(struct api_ctx *ctx, const struct query *q,
+                                            struct xml *x)
+{
+    _cleanup_(region_freep) struct region *rg = NULL;
+    bool blocked = false;
+    int r;
+
+    (void)q;
+    r = api_region_open(ctx, &rg);
+    if (r == 0)
+        r = api_image_public_sharing_blocked(ctx, rg, &blocked);
+    if (r < 0)
+        return r;
+    xml_element(x, "imageBlockPublicAccessState", blocked ? BPA_BLOCKED : BPA_UNBLOCKED);
+    xml_element(x, "managedBy", "account");
+    return 0;
+}
