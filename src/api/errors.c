@@ -11,6 +11,7 @@
 #include <stdio.h>
 
 #include "api/internal.h"
+#include "common/ids.h"
 #include "common/error.h"
 
 #define AUTH_MESSAGE "AWS was not able to validate the provided access credentials"
@@ -155,4 +156,25 @@ int api_dry_run(struct api_ctx *ctx)
     if (!ctx->dry_run)
         return 0;
     return api_fail(ctx, API_ERR_DRY_RUN_OPERATION, "dry run");
+}
+
+int api_id_check(struct api_ctx *ctx, enum api_resource res, const char *prefix,
+                 const char *id)
+{
+    if (id_is_valid(prefix, id))
+        return 0;
+    ctx->resource = res;
+    return api_fail(ctx, API_ERR_MALFORMED_ID, "Invalid id: \"%.100s\" (expecting \"%s-...\")",
+                    id, prefix);
+}
+
+char *api_join_ids(const char *const *ids, size_t n)
+{
+    struct api_buf b = { 0 };
+
+    for (size_t i = 0; i < n && b.len < 300; i++)
+        api_buf_printf(&b, "%s%s", i ? ", " : "", ids[i]);
+    if (b.len >= 300)
+        api_buf_adds(&b, ", ...");
+    return api_buf_steal(&b);
 }

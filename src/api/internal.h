@@ -108,6 +108,15 @@ struct api_ctx {
 int api_fail(struct api_ctx *ctx, enum api_error e, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* Refuse an id that is not "<prefix>-" and 17 hex digits with the
+ * resource's .Malformed error; 0 when it is well formed. */
+int api_id_check(struct api_ctx *ctx, enum api_resource res, const char *prefix,
+                 const char *id);
+
+/* The ids joined with ", ", cut after about 300 characters with ", ..."
+ * (for NotFound messages); owned by the caller. */
+char *api_join_ids(const char *const *ids, size_t n);
+
 /* A handler writes the members of its response into x (the envelope is
  * already open) and returns >= 0, or returns -errno having recorded the
  * error (api_fail() or error_set() plus ctx->resource). */

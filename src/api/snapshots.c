@@ -83,23 +83,13 @@ int api_snapshot_access(const struct api_ctx *ctx, struct region *rg,
 
 int api_snapshot_id_check(struct api_ctx *ctx, const char *id)
 {
-    if (id_is_valid("snap", id))
-        return 0;
-    ctx->resource = API_RES_SNAPSHOT;
-    return api_fail(ctx, API_ERR_MALFORMED_ID, "Invalid id: \"%.100s\" (expecting \"snap-...\")",
-                    id);
+    return api_id_check(ctx, API_RES_SNAPSHOT, "snap", id);
 }
 
 int api_snapshot_not_found(struct api_ctx *ctx, const char *const *ids, size_t n)
 {
-    struct api_buf b = { 0 };
-    _cleanup_free_ char *list = NULL;
+    _cleanup_free_ char *list = api_join_ids(ids, n);
 
-    for (size_t i = 0; i < n && b.len < 300; i++)
-        api_buf_printf(&b, "%s%s", i ? ", " : "", ids[i]);
-    if (b.len >= 300)
-        api_buf_adds(&b, ", ...");
-    list = api_buf_steal(&b);
     ctx->resource = API_RES_SNAPSHOT;
     if (n > 1)
         return api_fail(ctx, API_ERR_NOT_FOUND, "The snapshots '%s' do not exist.", list);
