@@ -900,48 +900,10 @@ int registry_image_permission_clear(struct registry *reg, const char *id)
 
 int registry_image_delete(struct registry *reg, const char *id)
 {
-    int r;
-
     if (!id_arg_is_valid(id))
         return error_set(EINVAL, "malformed image id '%.40s'", id ? id : "");
-    r = registry_begin(reg);
-    if (r < 0)
-        return r;
-    {
-        _cleanup_stmt_ sqlite3_stmt *st = NULL;
-
-        /* Devices and permissions go by ON DELETE CASCADE. */
-        r = reg_prepare(reg, "DELETE FROM images WHERE id = ?1", &st);
-        if (r < 0)
-            goto fail;
-        reg_bind_text(st, 1, id);
-        r = reg_step_done(reg, st, "cannot delete image '%s'", id);
-        if (r < 0)
-            goto fail;
-        if (r == 0) {
-            r = error_set(ENOENT, "image '%s' not found", id);
-            goto fail;
-        }
-    }
-    {
-        _cleanup_stmt_ sqlite3_stmt *st = NULL;
-
-        r = reg_prepare(reg, "DELETE FROM tags WHERE resource_id = ?1", &st);
-        if (r < 0)
-            goto fail;
-        reg_bind_text(st, 1, id);
-        r = reg_step_done(reg, st, "cannot delete the tags of image '%s'", id);
-        if (r < 0)
-            goto fail;
-    }
-    r = registry_commit(reg);
-    if (r < 0)
-        goto fail;
-    return 0;
-
-fail:
-    registry_rollback(reg);
-    return r;
+    /* Devices and permissions go by ON DELETE CASCADE. */
+    return reg_delete_resource(reg, "DELETE FROM images WHERE id = ?1", "image", id, NULL);
 }
 
 int registry_snapshot_in_use_by_images(struct registry *reg, const char *snap_id, size_t *ret_count)

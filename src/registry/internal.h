@@ -107,6 +107,14 @@ int reg_fail(struct registry *reg, int rc, const char *fmt, ...)
 int reg_step_done(struct registry *reg, sqlite3_stmt *st, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* Run `delete_sql` ("DELETE FROM <table> WHERE id = ?1", a static string)
+ * for `id`, delete its tags, then run `also` (may be NULL) for whatever else
+ * goes with it, all in one transaction (a savepoint inside the caller's).
+ * `what` names the kind of resource in messages ("image").  -ENOENT when
+ * there is no such row. */
+int reg_delete_resource(struct registry *reg, const char *delete_sql, const char *what,
+                        const char *id, int (*also)(struct registry *reg, const char *id));
+
 /* Bind a C string, or NULL as SQL NULL.  The text must outlive the step. */
 int reg_bind_text(sqlite3_stmt *st, int idx, const char *s);
 

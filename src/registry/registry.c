@@ -115,6 +115,46 @@ int reg_step_done(struct registry *reg, sqlite3_stmt *st, const char *fmt, ...)
     return r;
 }
 
+/* Prepare, bind `id` as ?1 and step `sql` (a static string: the statement
+ * cache keeps the pointer); the rows changed, or -errno naming
+ * "<of><what> '<id>'". */
+static int exec_id(struct registry *reg, const char *sql, const char *id, const char *of,
+                   const char *what)
+{
+    _cleanup_stmt_ sqlite3_stmt *st = NULL;
+    int r = reg_prepare(reg, sql, &st);
+
+    if (r < 0)
+        return r;
+    reg_bind_text(st, 1, id);
+    return reg_step_done(reg, st, "cannot delete %s%s '%s'", of, what, id);
+}
+
+int reg_delete_resource(struct registry *reg, const char *delete_sql, const char *what,
+                        const char *id, int (*also)(struct registry *reg, const char *id))
+{
+    int r = registry_begin(reg);
+
+    if (r < 0)
+        return r;
+    r = exec_id(reg, delete_sql, id, "", what);
+    if (r == 0)
+        r = error_set(ENOENT, "%s '%s' not found", what, id);
+    if (r >= 0)
+        r = exec_id(reg, "DELETE FROM tags WHERE resource_id = ?1", id, "the tags of ", what);
+    if (r >= 0 && also)
+        r = also(reg, id);
+    if (r >= 0)
+        r = registry_commit(reg);
+    if (r < 0) {
+        /* Undo the half-done delete (a savepoint when the caller has a
+         * transaction open).  The first error is what the caller sees. */
+        registry_rollback(reg);
+        return r;
+    }
+    return 0;
+}
+
 /* ---- statements ------------------------------------------------------ */
 
 int reg_prepare(struct registry *reg, const char *sql, sqlite3_stmt **ret)

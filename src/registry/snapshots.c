@@ -298,53 +298,11 @@ int registry_snapshot_update(struct registry *reg, const struct registry_snapsho
 
 int registry_snapshot_delete(struct registry *reg, const char *id)
 {
-    int r;
-
     if (!id_arg_is_valid(id))
         return error_set(EINVAL, "malformed snapshot id '%s'", id ? id : "");
-    r = registry_begin(reg);
-    if (r < 0)
-        return r;
-    {
-        _cleanup_stmt_ sqlite3_stmt *st = NULL;
-
-        r = reg_prepare(reg, "DELETE FROM snapshots WHERE id = ?1", &st);
-        if (r < 0)
-            goto fail;
-        reg_bind_text(st, 1, id);
-        r = reg_step_done(reg, st, "cannot delete snapshot '%s'", id);
-        if (r < 0)
-            goto fail;
-        if (r == 0) {
-            r = error_set(ENOENT, "snapshot '%s' not found", id);
-            goto fail;
-        }
-    }
-    {
-        _cleanup_stmt_ sqlite3_stmt *st = NULL;
-
-        r = reg_prepare(reg, "DELETE FROM tags WHERE resource_id = ?1", &st);
-        if (r < 0)
-            goto fail;
-        reg_bind_text(st, 1, id);
-        r = reg_step_done(reg, st, "cannot delete the tags of snapshot '%s'", id);
-        if (r < 0)
-            goto fail;
-    }
     /* No foreign key cascades to snapshot_permissions (migration 3). */
-    r = reg_snapshot_permissions_delete(reg, id);
-    if (r < 0)
-        goto fail;
-    r = registry_commit(reg);
-    if (r < 0)
-        goto fail;
-    return 0;
-
-fail:
-    /* Undo the half-done delete (a savepoint when the caller has a
-     * transaction open).  The first error is what the caller sees. */
-    registry_rollback(reg);
-    return r;
+    return reg_delete_resource(reg, "DELETE FROM snapshots WHERE id = ?1", "snapshot", id,
+                               reg_snapshot_permissions_delete);
 }
 
 int registry_snapshot_list(struct registry *reg, struct registry_snapshot ***ret, size_t *ret_n)
