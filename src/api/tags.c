@@ -262,17 +262,23 @@ static int create_tags(struct api_ctx *ctx, struct region *rg, const char **ids,
     return 0;
 }
 
-int api_create_tags(struct api_ctx *ctx, const struct query *q, struct xml *x)
+typedef int (*tag_write_fn)(struct api_ctx *ctx, struct region *rg, const char **ids,
+                            size_t n_ids, const struct tag_arg *tags, size_t n_tags);
+
+/* CreateTags (create) and DeleteTags: parse the ids and tags, then
+ * `write` them in one registry transaction. */
+static int tag_write(struct api_ctx *ctx, const struct query *q, struct xml *x, bool create,
+                     tag_write_fn write)
 {
     _cleanup_free_ const char **ids = NULL;
     _cleanup_free_ struct tag_arg *tags = NULL;
     _cleanup_(region_freep) struct region *rg = NULL;
-    size_t n_ids, n_tags;
+    size_t n_ids = 0, n_tags = 0;
     int r;
 
     r = get_resource_ids(ctx, q, &ids, &n_ids);
     if (r == 0)
-        r = parse_tags(ctx, q, true, &tags, &n_tags);
+        r = parse_tags(ctx, q, create, &tags, &n_tags);
     if (r < 0)
         return r;
     r = begin_write(ctx, &rg);
@@ -280,11 +286,16 @@ int api_create_tags(struct api_ctx *ctx, const struct query *q, struct xml *x)
         return r;
     if (!rg)
         return check_resources_visible(ctx, NULL, ids, n_ids);
-    r = finish_write(rg, create_tags(ctx, rg, ids, n_ids, tags, n_tags));
+    r = finish_write(rg, write(ctx, rg, ids, n_ids, tags, n_tags));
     if (r < 0)
         return r;
     xml_element_bool(x, "return", true);
     return 0;
+}
+
+int api_create_tags(struct api_ctx *ctx, const struct query *q, struct xml *x)
+{
+    return tag_write(ctx, q, x, true, create_tags);
 }
 
 /* ---- DeleteTags ---- */
@@ -326,27 +337,7 @@ static int delete_tags(struct api_ctx *ctx, struct region *rg, const char **ids,
 
 int api_delete_tags(struct api_ctx *ctx, const struct query *q, struct xml *x)
 {
-    _cleanup_free_ const char **ids = NULL;
-    _cleanup_free_ struct tag_arg *tags = NULL;
-    _cleanup_(region_freep) struct region *rg = NULL;
-    size_t n_ids, n_tags;
-    int r;
-
-    r = get_resource_ids(ctx, q, &ids, &n_ids);
-    if (r == 0)
-        r = parse_tags(ctx, q, false, &tags, &n_tags);
-    if (r < 0)
-        return r;
-    r = begin_write(ctx, &rg);
-    if (r < 0)
-        return r;
-    if (!rg)
-        return check_resources_visible(ctx, NULL, ids, n_ids);
-    r = finish_write(rg, delete_tags(ctx, rg, ids, n_ids, tags, n_tags));
-    if (r < 0)
-        return r;
-    xml_element_bool(x, "return", true);
-    return 0;
+    return tag_write(ctx, q, x, false, delete_tags);
 }
 
 /* ---- DescribeTags ---- */
