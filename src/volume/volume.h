@@ -17,9 +17,9 @@
  * holes of the base read as zeros.  The directory format (overlay, bitmap,
  * cache) is in docs/formats.md.
  *
- * A read-only view of a snapshot (volume_open() with dir NULL) has no
- * overlay and a private cache that lives as long as the handle: `kiln nbd
- * SNAPSHOT` serves snapshots through the same read path.
+ * A read-only view of a snapshot (volume_open_snapshot()) has no overlay
+ * and a private cache that lives as long as the handle: `kiln nbd SNAPSHOT`
+ * serves snapshots through the same read path.
  *
  * Region-level openers (the registry row, its base map and its directory)
  * are service_volume_open() and service_volume_open_snapshot() in
@@ -69,16 +69,22 @@ struct volume;
 /* Open the volume whose files live in `dir` (DATA/regions/<r>/volumes/<id>),
  * `size` bytes (a multiple of 4 KiB; at least the base's size, rounded up to
  * 4 KiB), over `base` (may be NULL: a blank volume; the volume takes
- * ownership of it and frees it on close) whose map id is `base_id` (NULL
+ * ownership of it, even on failure) whose map id is `base_id` (NULL
  * when base is NULL).  `s` is borrowed and must outlive the handle.
  *
  * A size larger than the one the bitmap was written for grows the volume
- * (the new blocks read as zeros); smaller is -EINVAL.  With dir NULL: a
- * read-only view of `base` of exactly base->volume_size bytes (need not be
- * a multiple of 4 KiB) with a private cache. */
-int volume_open(struct store *s, const char *dir, const struct blockmap *base,
+ * (the new blocks read as zeros); smaller is -EINVAL.  A read-only open
+ * takes the lock shared and keeps its cache in an unnamed file. */
+int volume_open(struct store *s, const char *dir, struct blockmap *base,
                 const struct digest *base_id, uint64_t size, unsigned flags,
                 struct volume **ret);
+
+/* A read-only view of `base` (owned by the view from now on, even on
+ * failure), exactly base->volume_size bytes (need not be a multiple of
+ * 4 KiB), whose cache is an unnamed file in `scratch_dir` freed with the
+ * handle.  `s` is borrowed. */
+int volume_open_snapshot(struct store *s, const char *scratch_dir, struct blockmap *base,
+                         const struct digest *base_id, struct volume **ret);
 
 /* Flush (unless read-only), save the cache's bitmap, release the lock and
  * free.  Returns the flush's result; the handle is freed either way.
