@@ -10,6 +10,7 @@
 #include "api/internal.h"
 #include "common/cleanup.h"
 #include "common/error.h"
+#include "common/hash.h"
 #include "common/util.h"
 
 void api_filters_release(struct api_filters *fs)
@@ -129,15 +130,6 @@ char *api_token_make(const char *key)
     }
     t[2 * n] = '\0';
     return t;
-}
-
-static int hex_value(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    return -1;
 }
 
 /* Decode a token; NULL when it is not one of ours. */

@@ -82,32 +82,16 @@ int api_image_not_found(struct api_ctx *ctx, const char *const *ids, size_t n)
     return api_fail(ctx, API_ERR_NOT_FOUND, "The image id '[%s]' does not exist", list);
 }
 
-static bool has_user_permission(const struct registry_image *img, const char *account)
-{
-    for (size_t i = 0; i < img->n_permissions; i++)
-        if (img->permissions[i].kind == IMAGE_PERMISSION_USER &&
-            strcmp(img->permissions[i].value, account) == 0)
-            return true;
-    return false;
-}
-
 /* Whether the caller may see img at all (see the design notes). */
 static bool image_visible(const struct api_ctx *ctx, const struct registry_image *img)
 {
-    if (img->state == IMAGE_DEREGISTERED)
-        return false;
-    return strcmp(img->owner, ctx->account) == 0 || img->is_public ||
-           has_user_permission(img, ctx->account);
+    return api_image_access(ctx, img) != API_ACCESS_NONE;
 }
 
-bool api_image_visible(const struct api_ctx *ctx, const struct registry_image *img)
-{
-    return image_visible(ctx, img);
-}
-
+/* Whether the caller owns img, deregistered or not. */
 static bool image_owned(const struct api_ctx *ctx, const struct registry_image *img)
 {
-    return strcmp(img->owner, ctx->account) == 0;
+    return api_access_decide(ctx->account, img->owner, false, false) == API_ACCESS_OWNER;
 }
 
 /* The ImageId parameter: present and well formed. */
@@ -135,18 +119,15 @@ static int load_owned(struct api_ctx *ctx, struct region *rg, const char *id,
         return api_image_not_found(ctx, &id, 1);
     if (r < 0)
         return r;
-    if (img->state == IMAGE_DEREGISTERED && image_owned(ctx, img)) {
+    if (img->state == IMAGE_DEREGISTERED && image_owned(ctx, img))
+        r = api_fail(ctx, API_ERR_IMAGE_UNAVAILABLE, "The image id '[%s]' is no longer available",
+                     id);
+    else
+        r = api_access_require(ctx, API_RES_IMAGE, id, api_image_access(ctx, img),
+                               API_ACCESS_OWNER);
+    if (r < 0) {
         registry_image_free(img);
-        return api_fail(ctx, API_ERR_IMAGE_UNAVAILABLE,
-                        "The image id '[%s]' is no longer available", id);
-    }
-    if (!image_visible(ctx, img)) {
-        registry_image_free(img);
-        return api_image_not_found(ctx, &id, 1);
-    }
-    if (!image_owned(ctx, img)) {
-        registry_image_free(img);
-        return api_fail(ctx, API_ERR_RESOURCE_AUTH_FAILURE, "Not authorized for image:%s", id);
+        return r;
     }
     *ret = img;
     return 0;
@@ -648,15 +629,16 @@ static int check_mapped_snapshots(struct api_ctx *ctx, struct region *rg, struct
         struct registry_image_device *d = &a->devices[i];
         struct registry_snapshot *s = NULL;
         const char *sid = d->snapshot_id;
-        bool usable = false;
+        enum api_access access = API_ACCESS_NONE;
         int r;
 
         if (!sid[0])
             continue;
         r = registry_snapshot_get(rg->reg, sid, &s);
         if (r == 0)
-            r = api_snapshot_access(ctx, rg, s, &usable);
-        if (r == -ENOENT || (r == 0 && (!usable || s->state != SNAPSHOT_COMPLETED))) {
+            r = api_snapshot_access(ctx, rg, s, &access);
+        if (r == -ENOENT ||
+            (r == 0 && (access == API_ACCESS_NONE || s->state != SNAPSHOT_COMPLETED))) {
             registry_snapshot_free(s);
             return api_snapshot_not_found(ctx, &sid, 1);
         }
@@ -665,7 +647,7 @@ static int check_mapped_snapshots(struct api_ctx *ctx, struct region *rg, struct
             return r;
         }
         /* Tags are the owner's: a shared snapshot takes none. */
-        if (a->n_snapshot_tags && !api_snapshot_visible(ctx, s)) {
+        if (a->n_snapshot_tags && access != API_ACCESS_OWNER) {
             registry_snapshot_free(s);
             return api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE,
                             "Cannot tag snapshot '%s': it belongs to another account", sid);
@@ -1316,13 +1298,16 @@ int api_describe_image_attribute(struct api_ctx *ctx, const struct query *q, str
     if (r < 0)
         return r;
     r = rg ? registry_image_get(rg->reg, id, &img) : -ENOENT;
-    if (r == -ENOENT || (r == 0 && !image_visible(ctx, img)))
+    if (r == -ENOENT)
         return api_image_not_found(ctx, &id, 1);
     if (r < 0)
         return r;
     /* Who else may launch it is the owner's business. */
-    if (strcmp(attr, "launchPermission") == 0 && !image_owned(ctx, img))
-        return api_fail(ctx, API_ERR_RESOURCE_AUTH_FAILURE, "Not authorized for image:%s", id);
+    r = api_access_require(ctx, API_RES_IMAGE, id, api_image_access(ctx, img),
+                           strcmp(attr, "launchPermission") == 0 ? API_ACCESS_OWNER
+                                                                 : API_ACCESS_SHARED);
+    if (r < 0)
+        return r;
 
     xml_element(x, "imageId", img->id);
     if (strcmp(attr, "description") == 0) {
@@ -1335,7 +1320,7 @@ int api_describe_image_attribute(struct api_ctx *ctx, const struct query *q, str
         xml_open(x, "launchPermission");
         for (size_t i = 0; i < img->n_permissions; i++) {
             xml_open(x, "item");
-            if (img->permissions[i].kind == IMAGE_PERMISSION_GROUP)
+            if (img->permissions[i].kind == REGISTRY_PERMISSION_GROUP)
                 xml_element(x, "group", img->permissions[i].value);
             else
                 xml_element(x, "userId", img->permissions[i].value);
@@ -1370,113 +1355,11 @@ int api_describe_image_attribute(struct api_ctx *ctx, const struct query *q, str
 
 /* ---- ModifyImageAttribute ---- */
 
-struct permission_change {
-    bool add;
-    enum image_permission_kind kind;
-    const char *value;
+static const struct api_permission_form launch_permission = {
+    .param = "LaunchPermission",
+    .attribute = "launchPermission",
+    .organizations = true,
 };
-
-static int check_permission(struct api_ctx *ctx, enum image_permission_kind kind, const char *v)
-{
-    if (kind == IMAGE_PERMISSION_GROUP && strcmp(v, "all") != 0)
-        return api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE,
-                        "Invalid group: '%.40s' (the only group is 'all')", v);
-    if (kind == IMAGE_PERMISSION_USER && !is_account_id(v))
-        return api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE,
-                        "Invalid user id: '%.40s' (expecting a 12-digit account id)", v);
-    return 0;
-}
-
-static void push_change(struct permission_change **list, size_t *n, bool add,
-                        enum image_permission_kind kind, const char *value)
-{
-    *list = xrealloc(*list, (*n + 1) * sizeof(**list));
-    (*list)[*n] = (struct permission_change){.add = add, .kind = kind, .value = value};
-    (*n)++;
-}
-
-/* LaunchPermission.Add.N / .Remove.N with UserId or Group (and the
- * organization ARNs kiln does not have). */
-static int parse_launch_permission(struct api_ctx *ctx, const struct query *q, bool add,
-                                   struct permission_change **list, size_t *n)
-{
-    struct query_item *items = NULL;
-    size_t n_items = 0;
-    int r = query_get_structs(q, add ? "LaunchPermission.Add" : "LaunchPermission.Remove", &items,
-                              &n_items);
-
-    for (size_t i = 0; r >= 0 && i < n_items; i++) {
-        const char *user = query_get(&items[i].fields, "UserId");
-        const char *group = query_get(&items[i].fields, "Group");
-
-        if (query_get(&items[i].fields, "OrganizationArn") ||
-            query_get(&items[i].fields, "OrganizationalUnitArn")) {
-            r = api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE,
-                         "kiln has no organizations: share with account ids or the group 'all'");
-            break;
-        }
-        if (!user && !group) {
-            r = api_fail(ctx, API_ERR_MISSING_PARAMETER,
-                         "The request must contain the parameter LaunchPermission.%s.%lu.UserId "
-                         "or .Group",
-                         add ? "Add" : "Remove", items[i].index);
-            break;
-        }
-        if (user) {
-            r = check_permission(ctx, IMAGE_PERMISSION_USER, user);
-            if (r == 0)
-                push_change(list, n, add, IMAGE_PERMISSION_USER, user);
-        }
-        if (r == 0 && group) {
-            r = check_permission(ctx, IMAGE_PERMISSION_GROUP, group);
-            if (r == 0)
-                push_change(list, n, add, IMAGE_PERMISSION_GROUP, group);
-        }
-    }
-    query_items_free(items, n_items);
-    return r < 0 ? r : 0;
-}
-
-/* The legacy form: Attribute=launchPermission&OperationType=add|remove
- * with UserId.N and UserGroup.N. */
-static int parse_legacy_permissions(struct api_ctx *ctx, const struct query *q,
-                                    struct permission_change **list, size_t *n)
-{
-    _cleanup_free_ const char **users = NULL, **groups = NULL;
-    const char *op = query_get(q, "OperationType");
-    size_t n_users, n_groups;
-    bool add;
-    int r;
-
-    if (!op)
-        return api_fail(ctx, API_ERR_MISSING_PARAMETER,
-                        "The request must contain the parameter OperationType");
-    if (strcmp(op, "add") != 0 && strcmp(op, "remove") != 0)
-        return api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE,
-                        "Value (%.40s) for parameter operationType is invalid", op);
-    add = strcmp(op, "add") == 0;
-    r = query_get_list(q, "UserId", &users, &n_users);
-    if (r == 0)
-        r = query_get_list(q, "UserGroup", &groups, &n_groups);
-    if (r < 0)
-        return r;
-    if (n_users + n_groups == 0)
-        return api_fail(ctx, API_ERR_MISSING_PARAMETER,
-                        "The request must contain the parameter UserId or UserGroup");
-    for (size_t i = 0; i < n_users; i++) {
-        r = check_permission(ctx, IMAGE_PERMISSION_USER, users[i]);
-        if (r < 0)
-            return r;
-        push_change(list, n, add, IMAGE_PERMISSION_USER, users[i]);
-    }
-    for (size_t i = 0; i < n_groups; i++) {
-        r = check_permission(ctx, IMAGE_PERMISSION_GROUP, groups[i]);
-        if (r < 0)
-            return r;
-        push_change(list, n, add, IMAGE_PERMISSION_GROUP, groups[i]);
-    }
-    return 0;
-}
 
 enum modify_what { MODIFY_NONE, MODIFY_PERMISSIONS, MODIFY_DESCRIPTION, MODIFY_IMDS };
 
@@ -1484,11 +1367,11 @@ int api_modify_image_attribute(struct api_ctx *ctx, const struct query *q, struc
 {
     _cleanup_(region_freep) struct region *rg = NULL;
     _cleanup_(image_freep) struct registry_image *img = NULL;
-    _cleanup_free_ struct permission_change *changes = NULL;
+    _cleanup_(api_permission_changes_release) struct api_permission_changes changes = { 0 };
     const char *id = NULL, *attr = query_get(q, "Attribute");
     const char *value = NULL;
     enum modify_what what = MODIFY_NONE;
-    size_t n_changes = 0, n_kinds = 0;
+    size_t n_kinds = 0;
     bool has_lp, has_desc, has_imds;
     int r;
 
@@ -1497,12 +1380,7 @@ int api_modify_image_attribute(struct api_ctx *ctx, const struct query *q, struc
         return r;
     if (query_get(q, "ProductCode.1") || (attr && strcmp(attr, "productCodes") == 0))
         return api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE, "Product codes are not supported");
-    has_lp = query_get(q, "LaunchPermission.Add.1.UserId") ||
-             query_get(q, "LaunchPermission.Add.1.Group") ||
-             query_get(q, "LaunchPermission.Remove.1.UserId") ||
-             query_get(q, "LaunchPermission.Remove.1.Group");
-    for (size_t i = 0; i < q->n && !has_lp; i++)
-        has_lp = strncmp(q->params[i].key, "LaunchPermission.", 17) == 0;
+    has_lp = api_permission_form_used(q, &launch_permission);
     has_desc = query_get(q, "Description.Value") != NULL;
     has_imds = query_get(q, "ImdsSupport.Value") != NULL;
     n_kinds = (size_t)has_lp + has_desc + has_imds + (attr != NULL);
@@ -1516,9 +1394,7 @@ int api_modify_image_attribute(struct api_ctx *ctx, const struct query *q, struc
 
     if (has_lp) {
         what = MODIFY_PERMISSIONS;
-        r = parse_launch_permission(ctx, q, true, &changes, &n_changes);
-        if (r == 0)
-            r = parse_launch_permission(ctx, q, false, &changes, &n_changes);
+        r = api_permission_parse_structured(ctx, q, &launch_permission, &changes);
         if (r < 0)
             return r;
     } else if (has_desc) {
@@ -1530,7 +1406,7 @@ int api_modify_image_attribute(struct api_ctx *ctx, const struct query *q, struc
     } else if (attr) {
         if (strcmp(attr, "launchPermission") == 0) {
             what = MODIFY_PERMISSIONS;
-            r = parse_legacy_permissions(ctx, q, &changes, &n_changes);
+            r = api_permission_parse_legacy(ctx, q, &launch_permission, &changes);
             if (r < 0)
                 return r;
         } else if (strcmp(attr, "description") == 0 || strcmp(attr, "imdsSupport") == 0) {
@@ -1567,17 +1443,15 @@ int api_modify_image_attribute(struct api_ctx *ctx, const struct query *q, struc
     if (r < 0)
         return r;
     r = load_owned(ctx, rg, id, &img);
-    if (r == 0 && what == MODIFY_PERMISSIONS && img->state == IMAGE_DISABLED)
-        for (size_t i = 0; i < n_changes && r == 0; i++)
-            if (changes[i].add)
-                r = api_fail(ctx, API_ERR_OPERATION_NOT_PERMITTED,
-                             "The image %s is disabled: enable it before sharing it", id);
+    if (r == 0 && what == MODIFY_PERMISSIONS && img->state == IMAGE_DISABLED && changes.adds)
+        r = api_fail(ctx, API_ERR_OPERATION_NOT_PERMITTED,
+                     "The image %s is disabled: enable it before sharing it", id);
     /* Image block public access (sharing.c): no new public sharing while
      * blocked; images already public stay so. */
-    for (size_t i = 0; r == 0 && what == MODIFY_PERMISSIONS && i < n_changes; i++) {
+    for (size_t i = 0; r == 0 && what == MODIFY_PERMISSIONS && i < changes.n; i++) {
         bool blocked = false;
 
-        if (!changes[i].add || changes[i].kind != IMAGE_PERMISSION_GROUP)
+        if (!changes.v[i].add || changes.v[i].kind != REGISTRY_PERMISSION_GROUP)
             continue;
         r = api_image_public_sharing_blocked(ctx, rg, &blocked);
         if (r == 0 && blocked)
@@ -1592,11 +1466,11 @@ int api_modify_image_attribute(struct api_ctx *ctx, const struct query *q, struc
         struct registry_image_update u = {0};
         switch (what) {
         case MODIFY_PERMISSIONS:
-            for (size_t i = 0; i < n_changes && r >= 0; i++)
-                r = changes[i].add ? registry_image_permission_add(rg->reg, id, changes[i].kind,
-                                                                   changes[i].value)
-                                   : registry_image_permission_remove(rg->reg, id, changes[i].kind,
-                                                                      changes[i].value);
+            for (size_t i = 0; i < changes.n && r >= 0; i++) {
+                const struct api_permission_change *c = &changes.v[i];
+                r = c->add ? registry_image_permission_add(rg->reg, id, c->kind, c->value)
+                           : registry_image_permission_remove(rg->reg, id, c->kind, c->value);
+            }
             break;
         case MODIFY_DESCRIPTION:
             u.set = IMAGE_SET_DESCRIPTION;

@@ -10,6 +10,7 @@
 #include "api/api.h"
 #include "api/query.h"
 #include "api/xml.h"
+#include "registry/permissions.h"
 
 #define API_REQUEST_ID_SIZE 37 /* UUID v4 text with NUL */
 
@@ -212,16 +213,6 @@ struct registry_tag;
  * -errno. */
 int api_region_open(struct api_ctx *ctx, struct region **ret);
 
-/* Whether the caller owns snapshot s: the test for changing it, tagging
- * it and seeing its tags. */
-bool api_snapshot_visible(const struct api_ctx *ctx, const struct registry_snapshot *s);
-
-/* Whether the caller may see snapshot s and create volumes (or images)
- * from it: owns it, or a createVolumePermission names the caller or the
- * group "all".  Returns 0 with *ret set, or -errno. */
-int api_snapshot_access(const struct api_ctx *ctx, struct region *rg,
-                        const struct registry_snapshot *s, bool *ret);
-
 /* 0 for a well-formed snapshot id, else InvalidSnapshotID.Malformed. */
 int api_snapshot_id_check(struct api_ctx *ctx, const char *id);
 
@@ -283,10 +274,91 @@ int api_disable_image(struct api_ctx *ctx, const struct query *q, struct xml *x)
 int api_image_id_check(struct api_ctx *ctx, const char *id);
 /* Record InvalidAMIID.NotFound naming the ids; returns -ENOENT. */
 int api_image_not_found(struct api_ctx *ctx, const char *const *ids, size_t n);
+/* ---- permissions.c: who may use a resource; permission changes ---- */
+
 struct registry_image;
-/* Whether the caller may see img: owns it, or it is public or shared with
- * the caller, and not deregistered. */
+
+/* What the caller may do with a resource (see the design notes in
+ * permissions.c); the values are ordered. */
+enum api_access {
+    API_ACCESS_NONE,   /* cannot see it: it does not exist for the caller */
+    API_ACCESS_SHARED, /* sees and uses it (a user permission or "all") */
+    API_ACCESS_OWNER,  /* owns it: may change it */
+};
+
+/* THE rule: `account` owns it, or a user permission names it
+ * (user_permission), or the resource is public. */
+enum api_access api_access_decide(const char *account, const char *owner, bool user_permission,
+                                  bool is_public);
+
+/* The caller's access to img, from its loaded permissions; a deregistered
+ * image is NONE, to its owner too. */
+enum api_access api_image_access(const struct api_ctx *ctx, const struct registry_image *img);
+
+/* The caller's access to snapshot s (its createVolumePermissions are read
+ * from rg unless the caller owns it).  Returns 0 with *ret set, or -errno. */
+int api_snapshot_access(const struct api_ctx *ctx, struct region *rg,
+                        const struct registry_snapshot *s, enum api_access *ret);
+
+/* api_image_access() != API_ACCESS_NONE. */
 bool api_image_visible(const struct api_ctx *ctx, const struct registry_image *img);
+
+/* Whether the caller OWNS snapshot s (the name is older than enum
+ * api_access): the test for changing it, tagging it and seeing its tags. */
+bool api_snapshot_visible(const struct api_ctx *ctx, const struct registry_snapshot *s);
+
+/* The answer of an operation that needs `need` on resource `id` of kind
+ * res when the caller has `have`: 0 when enough; the resource's NotFound
+ * (api_not_found()) when the caller cannot see it; AuthFailure ("Not
+ * authorized for image:ami-...") when it sees but does not own it. */
+int api_access_require(struct api_ctx *ctx, enum api_resource res, const char *id,
+                       enum api_access have, enum api_access need);
+
+/* Record the NotFound of resource kind res naming the ids (the image and
+ * snapshot wording of api_image_not_found() and api_snapshot_not_found(),
+ * "The volume 'vol-...' does not exist." for volumes); returns -ENOENT. */
+int api_not_found(struct api_ctx *ctx, enum api_resource res, const char *const *ids, size_t n);
+
+/* One permission change of a Modify*Attribute request. */
+struct api_permission_change {
+    bool add;
+    enum registry_permission_kind kind;
+    const char *value; /* borrowed from the query */
+};
+
+struct api_permission_changes {
+    struct api_permission_change *v;
+    size_t n;
+    bool adds, removes; /* whether any change adds, any removes */
+};
+
+void api_permission_changes_release(struct api_permission_changes *c);
+
+/* How one attribute's permissions are written in a request. */
+struct api_permission_form {
+    const char *param;     /* the structured form's prefix: "LaunchPermission" */
+    const char *attribute; /* the Attribute value: "launchPermission" */
+    bool organizations;    /* the form has OrganizationArn/OrganizationalUnitArn (refused) */
+    size_t max;            /* most changes per request; 0: no limit of its own */
+};
+
+/* Whether the request uses the structured form: a parameter "<param>.". */
+bool api_permission_form_used(const struct query *q, const struct api_permission_form *form);
+
+/* Append the changes of `<param>.Add.N.UserId|Group` then
+ * `<param>.Remove.N...` to *ret.  An entry with neither field is
+ * MissingParameter, a group other than "all" or a user that is not a
+ * 12-digit account InvalidParameterValue, as is going over form->max.
+ * Errors are recorded (api_fail()); *ret keeps what was parsed. */
+int api_permission_parse_structured(struct api_ctx *ctx, const struct query *q,
+                                    const struct api_permission_form *form,
+                                    struct api_permission_changes *ret);
+
+/* The legacy form: OperationType=add|remove with UserId.N and
+ * UserGroup.N (at least one), appended to *ret; errors as above. */
+int api_permission_parse_legacy(struct api_ctx *ctx, const struct query *q,
+                                const struct api_permission_form *form,
+                                struct api_permission_changes *ret);
 
 /* copy.c */
 int api_copy_image(struct api_ctx *ctx, const struct query *q, struct xml *x);

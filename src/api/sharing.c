@@ -31,12 +31,11 @@
 #include "service/service.h"
 
 /* EC2 caps one ModifySnapshotAttribute at 500 changes (reference 4.25). */
-#define SNAPSHOT_CHANGES_MAX 500
-
-static bool is_account_id(const char *s)
-{
-    return strlen(s) == 12 && strspn(s, "0123456789") == 12;
-}
+static const struct api_permission_form create_volume_permission = {
+    .param = "CreateVolumePermission",
+    .attribute = "createVolumePermission",
+    .max = 500,
+};
 
 /* The SnapshotId parameter: present and well formed. */
 static int get_snapshot_id(struct api_ctx *ctx, const struct query *q, const char **ret)
@@ -75,22 +74,19 @@ static int load_snapshot(struct api_ctx *ctx, struct region *rg, const char *id,
                          struct registry_snapshot **ret)
 {
     struct registry_snapshot *s = NULL;
-    bool can_see = false;
+    enum api_access access = API_ACCESS_NONE;
     int r = rg ? registry_snapshot_get(rg->reg, id, &s) : -ENOENT;
 
     if (r == 0)
-        r = api_snapshot_access(ctx, rg, s, &can_see);
-    if (r == -ENOENT || (r == 0 && !can_see)) {
-        registry_snapshot_free(s);
-        return api_snapshot_not_found(ctx, &id, 1);
-    }
+        r = api_snapshot_access(ctx, rg, s, &access);
+    if (r == -ENOENT)
+        r = 0; /* access stays NONE: NotFound */
+    if (r == 0)
+        r = api_access_require(ctx, API_RES_SNAPSHOT, id, access,
+                               need_owner ? API_ACCESS_OWNER : API_ACCESS_SHARED);
     if (r < 0) {
         registry_snapshot_free(s);
         return r;
-    }
-    if (need_owner && !api_snapshot_visible(ctx, s)) {
-        registry_snapshot_free(s);
-        return api_fail(ctx, API_ERR_RESOURCE_AUTH_FAILURE, "Not authorized for snapshot:%s", id);
     }
     *ret = s;
     return 0;
@@ -101,7 +97,7 @@ static int load_snapshot(struct api_ctx *ctx, struct region *rg, const char *id,
 int api_describe_snapshot_attribute(struct api_ctx *ctx, const struct query *q, struct xml *x)
 {
     _cleanup_(region_freep) struct region *rg = NULL;
-    _cleanup_free_ struct registry_snapshot_permission *perms = NULL;
+    _cleanup_free_ struct registry_permission *perms = NULL;
     struct registry_snapshot *s = NULL;
     const char *id = NULL, *attr = NULL;
     bool cvp;
@@ -132,7 +128,7 @@ int api_describe_snapshot_attribute(struct api_ctx *ctx, const struct query *q, 
         xml_open(x, "createVolumePermission");
         for (size_t i = 0; i < n; i++) {
             xml_open(x, "item");
-            xml_element(x, perms[i].kind == SNAPSHOT_PERMISSION_GROUP ? "group" : "userId",
+            xml_element(x, perms[i].kind == REGISTRY_PERMISSION_GROUP ? "group" : "userId",
                         perms[i].value);
             xml_close(x);
         }
@@ -147,115 +143,18 @@ int api_describe_snapshot_attribute(struct api_ctx *ctx, const struct query *q, 
 
 /* ---- ModifySnapshotAttribute ---- */
 
-struct change {
-    bool add;
-    enum snapshot_permission_kind kind;
-    const char *value; /* borrowed from the query */
-};
-
-static int push(struct api_ctx *ctx, struct change **list, size_t *n, bool add,
-                enum snapshot_permission_kind kind, const char *value)
-{
-    if (kind == SNAPSHOT_PERMISSION_GROUP && strcmp(value, "all") != 0)
-        return api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE,
-                        "Invalid group: '%.40s' (the only group is 'all')", value);
-    if (kind == SNAPSHOT_PERMISSION_USER && !is_account_id(value))
-        return api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE,
-                        "Invalid user id: '%.40s' (expecting a 12-digit account id)", value);
-    if (*n >= SNAPSHOT_CHANGES_MAX)
-        return api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE,
-                        "At most %d createVolumePermission changes per call", SNAPSHOT_CHANGES_MAX);
-    *list = xrealloc(*list, (*n + 1) * sizeof(**list));
-    (*list)[*n] = (struct change){.add = add, .kind = kind, .value = value};
-    (*n)++;
-    return 0;
-}
-
-/* CreateVolumePermission.Add.N / .Remove.N with UserId or Group. */
-static int parse_structured(struct api_ctx *ctx, const struct query *q, bool add,
-                            struct change **list, size_t *n)
-{
-    struct query_item *items = NULL;
-    size_t n_items = 0;
-    int r = query_get_structs(
-        q, add ? "CreateVolumePermission.Add" : "CreateVolumePermission.Remove", &items, &n_items);
-
-    for (size_t i = 0; r >= 0 && i < n_items; i++) {
-        const char *user = query_get(&items[i].fields, "UserId");
-        const char *group = query_get(&items[i].fields, "Group");
-
-        if (!user && !group) {
-            r = api_fail(ctx, API_ERR_MISSING_PARAMETER,
-                         "The request must contain the parameter "
-                         "CreateVolumePermission.%s.%lu.UserId or .Group",
-                         add ? "Add" : "Remove", items[i].index);
-            break;
-        }
-        if (user)
-            r = push(ctx, list, n, add, SNAPSHOT_PERMISSION_USER, user);
-        if (r >= 0 && group)
-            r = push(ctx, list, n, add, SNAPSHOT_PERMISSION_GROUP, group);
-    }
-    query_items_free(items, n_items);
-    return r < 0 ? r : 0;
-}
-
-/* The legacy form: Attribute=createVolumePermission&OperationType=add|remove
- * with UserId.N and UserGroup.N. */
-static int parse_legacy(struct api_ctx *ctx, const struct query *q, struct change **list, size_t *n)
-{
-    _cleanup_free_ const char **users = NULL, **groups = NULL;
-    const char *op = query_get(q, "OperationType");
-    size_t n_users = 0, n_groups = 0;
-    bool add;
-    int r;
-
-    if (!op)
-        return api_fail(ctx, API_ERR_MISSING_PARAMETER,
-                        "The request must contain the parameter OperationType");
-    if (strcmp(op, "add") != 0 && strcmp(op, "remove") != 0)
-        return api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE,
-                        "Value (%.40s) for parameter operationType is invalid", op);
-    add = strcmp(op, "add") == 0;
-    r = query_get_list(q, "UserId", &users, &n_users);
-    if (r == 0)
-        r = query_get_list(q, "UserGroup", &groups, &n_groups);
-    if (r < 0)
-        return r;
-    if (n_users + n_groups == 0)
-        return api_fail(ctx, API_ERR_MISSING_PARAMETER,
-                        "The request must contain the parameter UserId or UserGroup");
-    for (size_t i = 0; i < n_users && r == 0; i++)
-        r = push(ctx, list, n, add, SNAPSHOT_PERMISSION_USER, users[i]);
-    for (size_t i = 0; i < n_groups && r == 0; i++)
-        r = push(ctx, list, n, add, SNAPSHOT_PERMISSION_GROUP, groups[i]);
-    return r;
-}
-
-static bool has_prefix_param(const struct query *q, const char *prefix)
-{
-    size_t len = strlen(prefix);
-
-    for (size_t i = 0; i < q->n; i++)
-        if (strncmp(q->params[i].key, prefix, len) == 0)
-            return true;
-    return false;
-}
-
 int api_modify_snapshot_attribute(struct api_ctx *ctx, const struct query *q, struct xml *x)
 {
     _cleanup_(region_freep) struct region *rg = NULL;
-    _cleanup_free_ struct change *changes = NULL;
+    _cleanup_(api_permission_changes_release) struct api_permission_changes changes = { 0 };
     struct registry_snapshot *s = NULL;
     const char *id = NULL, *attr = query_get(q, "Attribute");
-    size_t n = 0;
-    bool adds = false, removes = false;
     int r;
 
     r = get_snapshot_id(ctx, q, &id);
     if (r < 0)
         return r;
-    if (has_prefix_param(q, "CreateVolumePermission.")) {
+    if (api_permission_form_used(q, &create_volume_permission)) {
         if (attr && strcmp(attr, "createVolumePermission") != 0)
             return api_fail(ctx, API_ERR_INVALID_PARAMETER_COMBINATION,
                             "CreateVolumePermission cannot be combined with Attribute %.40s", attr);
@@ -264,27 +163,21 @@ int api_modify_snapshot_attribute(struct api_ctx *ctx, const struct query *q, st
             return api_fail(ctx, API_ERR_INVALID_PARAMETER_COMBINATION,
                             "CreateVolumePermission cannot be combined with OperationType, "
                             "UserId or UserGroup");
-        r = parse_structured(ctx, q, true, &changes, &n);
-        if (r == 0)
-            r = parse_structured(ctx, q, false, &changes, &n);
+        r = api_permission_parse_structured(ctx, q, &create_volume_permission, &changes);
         if (r < 0)
             return r;
-        if (n == 0)
+        if (changes.n == 0)
             return api_fail(ctx, API_ERR_MISSING_PARAMETER,
                             "The request must contain CreateVolumePermission.Add.N or "
                             "CreateVolumePermission.Remove.N");
     } else {
         r = get_attribute(ctx, q, true, &attr);
         if (r == 0)
-            r = parse_legacy(ctx, q, &changes, &n);
+            r = api_permission_parse_legacy(ctx, q, &create_volume_permission, &changes);
         if (r < 0)
             return r;
     }
-    for (size_t i = 0; i < n; i++) {
-        adds |= changes[i].add;
-        removes |= !changes[i].add;
-    }
-    if (adds && removes)
+    if (changes.adds && changes.removes)
         return api_fail(ctx, API_ERR_INVALID_PARAMETER_COMBINATION,
                         "ModifySnapshotAttribute either adds or removes permissions, not both");
 
@@ -300,11 +193,11 @@ int api_modify_snapshot_attribute(struct api_ctx *ctx, const struct query *q, st
     registry_snapshot_free(s);
     if (r == 0)
         r = api_dry_run(ctx);
-    for (size_t i = 0; i < n && r >= 0; i++)
-        r = changes[i].add
-                ? registry_snapshot_permission_add(rg->reg, id, changes[i].kind, changes[i].value)
-                : registry_snapshot_permission_remove(rg->reg, id, changes[i].kind,
-                                                      changes[i].value);
+    for (size_t i = 0; i < changes.n && r >= 0; i++) {
+        const struct api_permission_change *c = &changes.v[i];
+        r = c->add ? registry_snapshot_permission_add(rg->reg, id, c->kind, c->value)
+                   : registry_snapshot_permission_remove(rg->reg, id, c->kind, c->value);
+    }
     if (r >= 0)
         r = registry_commit(rg->reg);
     if (r < 0) {

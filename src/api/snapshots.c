@@ -19,9 +19,8 @@
  *   accounts it is shared with (a createVolumePermission naming them) and,
  *   when public (the group "all"), to everyone; any other snapshot answers
  *   exactly like one that does not exist (InvalidSnapshot.NotFound).  Only
- *   the owner changes a snapshot, tags it or sees its tags
- *   (api_snapshot_visible() is that test); api_snapshot_access() is the
- *   wider one, for reading and for mapping a snapshot into an image.
+ *   the owner changes a snapshot, tags it or sees its tags.  The rule is
+ *   permissions.c's (api_access_decide(), api_snapshot_access()).
  *
  * - Filtering and paging happen here over the region's snapshot list
  *   (ordered by start time, then id); a page ends at an item whose sort
@@ -57,28 +56,6 @@ int api_region_open(struct api_ctx *ctx, struct region **ret)
         return 0;
     }
     return r;
-}
-
-bool api_snapshot_visible(const struct api_ctx *ctx, const struct registry_snapshot *s)
-{
-    return strcmp(s->owner, ctx->account) == 0;
-}
-
-int api_snapshot_access(const struct api_ctx *ctx, struct region *rg,
-                        const struct registry_snapshot *s, bool *ret)
-{
-    bool user = false, pub = false;
-    int r;
-
-    if (api_snapshot_visible(ctx, s)) {
-        *ret = true;
-        return 0;
-    }
-    r = registry_snapshot_permission_check(rg->reg, s->id, ctx->account, &user, &pub);
-    if (r < 0)
-        return r;
-    *ret = user || pub;
-    return 0;
 }
 
 int api_snapshot_id_check(struct api_ctx *ctx, const char *id)
@@ -263,11 +240,11 @@ static bool owner_matches(const struct api_ctx *ctx, const char **owners, size_t
 /* A snapshot row with its createVolumePermission list (loaded only when
  * the caller does not own it or asks RestorableBy). */
 struct access {
-    struct registry_snapshot_permission *perms;
+    struct registry_permission *perms;
     size_t n_perms;
 };
 
-static bool perms_have(const struct access *a, enum snapshot_permission_kind kind,
+static bool perms_have(const struct access *a, enum registry_permission_kind kind,
                        const char *value)
 {
     for (size_t i = 0; i < a->n_perms; i++)
@@ -276,14 +253,13 @@ static bool perms_have(const struct access *a, enum snapshot_permission_kind kin
     return false;
 }
 
-/* Whether the caller sees s: owns it, or a permission names the caller
- * or the group "all". */
-static bool access_visible(const struct api_ctx *ctx, const struct registry_snapshot *s,
-                           const struct access *a)
+/* The caller's access to s, from its preloaded permissions. */
+static enum api_access access_of(const struct api_ctx *ctx, const struct registry_snapshot *s,
+                                 const struct access *a)
 {
-    return strcmp(s->owner, ctx->account) == 0 ||
-           perms_have(a, SNAPSHOT_PERMISSION_USER, ctx->account) ||
-           perms_have(a, SNAPSHOT_PERMISSION_GROUP, "all");
+    return api_access_decide(ctx->account, s->owner,
+                             perms_have(a, REGISTRY_PERMISSION_USER, ctx->account),
+                             perms_have(a, REGISTRY_PERMISSION_GROUP, "all"));
 }
 
 /* RestorableBy.N: 'all' selects public snapshots; 'self' and an account
@@ -297,9 +273,9 @@ static bool restorable_by(const struct api_ctx *ctx, const char **users, size_t 
     for (size_t i = 0; i < n; i++) {
         const char *u = strcmp(users[i], "self") == 0 ? ctx->account : users[i];
         if (strcmp(u, "all") == 0) {
-            if (perms_have(a, SNAPSHOT_PERMISSION_GROUP, "all"))
+            if (perms_have(a, REGISTRY_PERMISSION_GROUP, "all"))
                 return true;
-        } else if (strcmp(u, s->owner) == 0 || perms_have(a, SNAPSHOT_PERMISSION_USER, u)) {
+        } else if (strcmp(u, s->owner) == 0 || perms_have(a, REGISTRY_PERMISSION_USER, u)) {
             return true;
         }
     }
@@ -419,7 +395,7 @@ int api_describe_snapshots(struct api_ctx *ctx, const struct query *q, struct xm
             if (r < 0)
                 goto out;
         }
-        visible[k] = access_visible(ctx, rows[k], &as[k]);
+        visible[k] = access_of(ctx, rows[k], &as[k]) != API_ACCESS_NONE;
     }
 
     /* Explicit ids must all name visible snapshots. */
@@ -537,6 +513,7 @@ int api_delete_snapshot(struct api_ctx *ctx, const struct query *q, struct xml *
     if (r < 0)
         return r;
     r = registry_snapshot_get(rg->reg, id, &s);
+    /* A snapshot shared with the caller is not there for a delete. */
     if (r == -ENOENT || (r == 0 && !api_snapshot_visible(ctx, s))) {
         r = api_snapshot_not_found(ctx, &id, 1);
         goto fail;

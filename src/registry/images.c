@@ -192,22 +192,6 @@ static int validate_imds(const char *id, const char *s)
     return 0;
 }
 
-static int validate_permission(const char *id, enum image_permission_kind kind, const char *value)
-{
-    if (kind == IMAGE_PERMISSION_GROUP) {
-        if (!value || strcmp(value, "all") != 0)
-            return error_set(EINVAL, "image '%s': invalid launch permission group '%.40s'", id,
-                             value ? value : "");
-        return 0;
-    }
-    if (kind != IMAGE_PERMISSION_USER)
-        return error_set(EINVAL, "image '%s': invalid launch permission kind %d", id, (int)kind);
-    if (!value || !reg_account_is_valid(value))
-        return error_set(EINVAL, "image '%s': invalid launch permission account '%.40s'", id,
-                         value ? value : "");
-    return 0;
-}
-
 static int validate_device(const char *id, size_t i, const struct registry_image_device *d)
 {
     if (!device_name_is_valid(d->device_name))
@@ -301,7 +285,8 @@ static int validate_image(const struct registry_image *img)
                                  img->devices[i].device_name);
     }
     for (size_t i = 0; i < img->n_permissions; i++) {
-        r = validate_permission(id, img->permissions[i].kind, img->permissions[i].value);
+        r = reg_permission_validate(&reg_image_permissions, id, img->permissions[i].kind,
+                                    img->permissions[i].value);
         if (r < 0)
             return r;
     }
@@ -344,11 +329,6 @@ static bool copy_column(sqlite3_stmt *st, int col, char *buf, size_t size)
         return false;
     memcpy(buf, t, (size_t)len + 1);
     return true;
-}
-
-static const char *kind_name(enum image_permission_kind k)
-{
-    return k == IMAGE_PERMISSION_GROUP ? "group" : "user";
 }
 
 static int read_devices(struct registry *reg, struct registry_image *img)
@@ -396,39 +376,14 @@ static int read_devices(struct registry *reg, struct registry_image *img)
 
 static int read_permissions(struct registry *reg, struct registry_image *img)
 {
-    _cleanup_stmt_ sqlite3_stmt *st = NULL;
-    size_t cap = 0;
-    int r, rc;
+    int r = reg_permission_list(reg, &reg_image_permissions, img->id, &img->permissions,
+                                &img->n_permissions);
 
-    /* Users first, then groups. */
-    r = reg_prepare(reg,
-                    "SELECT kind, value FROM image_launch_permissions WHERE image_id = ?1"
-                    " ORDER BY kind DESC, value",
-                    &st);
     if (r < 0)
         return r;
-    reg_bind_text(st, 1, img->id);
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        struct registry_image_permission *p;
-        const char *kind = (const char *)sqlite3_column_text(st, 0);
-
-        if (img->n_permissions == cap) {
-            cap = cap ? 2 * cap : 4;
-            img->permissions = xrealloc(img->permissions, cap * sizeof(*img->permissions));
-        }
-        p = &img->permissions[img->n_permissions];
-        p->kind =
-            kind && strcmp(kind, "group") == 0 ? IMAGE_PERMISSION_GROUP : IMAGE_PERMISSION_USER;
-        if (!kind || !copy_column(st, 1, p->value, sizeof(p->value)))
-            return error_set(EBADMSG,
-                             "image '%s' has a malformed launch permission in registry '%s'",
-                             img->id, reg->path);
-        if (p->kind == IMAGE_PERMISSION_GROUP)
+    for (size_t i = 0; i < img->n_permissions; i++)
+        if (img->permissions[i].kind == REGISTRY_PERMISSION_GROUP)
             img->is_public = true;
-        img->n_permissions++;
-    }
-    if (rc != SQLITE_DONE)
-        return reg_fail(reg, rc, "cannot read the launch permissions of image '%s'", img->id);
     return 0;
 }
 
@@ -526,32 +481,6 @@ static int insert_device(struct registry *reg, const char *id, size_t pos,
     return r < 0 ? r : 0;
 }
 
-static int permission_write(struct registry *reg, const char *id, enum image_permission_kind kind,
-                            const char *value, bool add)
-{
-    _cleanup_stmt_ sqlite3_stmt *st = NULL;
-    int r;
-
-    if (add)
-        r = reg_prepare(reg,
-                        "INSERT INTO image_launch_permissions (image_id, kind, value)"
-                        " VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
-                        &st);
-    else
-        r = reg_prepare(reg,
-                        "DELETE FROM image_launch_permissions"
-                        " WHERE image_id = ?1 AND kind = ?2 AND value = ?3",
-                        &st);
-    if (r < 0)
-        return r;
-    reg_bind_text(st, 1, id);
-    reg_bind_text(st, 2, kind_name(kind));
-    reg_bind_text(st, 3, value);
-    r = reg_step_done(reg, st, "cannot %s launch permission %s '%s' of image '%s'",
-                      add ? "add" : "remove", kind_name(kind), value, id);
-    return r < 0 ? r : 0;
-}
-
 static int name_taken(struct registry *reg, const struct registry_image *img)
 {
     return error_set(EEXIST, "an image named '%s' already exists for owner '%s'", img->name,
@@ -625,13 +554,14 @@ static int insert_locked(struct registry *reg, const struct registry_image *img,
             return r;
     }
     for (size_t i = 0; i < img->n_permissions; i++) {
-        r = permission_write(reg, img->id, img->permissions[i].kind, img->permissions[i].value,
-                             true);
+        r = reg_permission_write(reg, &reg_image_permissions, img->id, img->permissions[i].kind,
+                                 img->permissions[i].value, true);
         if (r < 0)
             return r;
     }
     if (img->is_public) {
-        r = permission_write(reg, img->id, IMAGE_PERMISSION_GROUP, "all", true);
+        r = reg_permission_write(reg, &reg_image_permissions, img->id,
+                                 REGISTRY_PERMISSION_GROUP, "all", true);
         if (r < 0)
             return r;
     }
@@ -695,36 +625,6 @@ int registry_image_get(struct registry *reg, const char *id, struct registry_ima
         return r;
     *ret = TAKE_PTR(img);
     return 0;
-}
-
-static int image_exists(struct registry *reg, const char *id)
-{
-    _cleanup_stmt_ sqlite3_stmt *st = NULL;
-    int r;
-
-    r = reg_prepare(reg, "SELECT 1 FROM images WHERE id = ?1", &st);
-    if (r < 0)
-        return r;
-    reg_bind_text(st, 1, id);
-    r = sqlite3_step(st);
-    if (r == SQLITE_DONE)
-        return error_set(ENOENT, "image '%s' not found", id);
-    if (r != SQLITE_ROW)
-        return reg_fail(reg, r, "cannot read image '%s'", id);
-    return 0;
-}
-
-static int clear_permissions(struct registry *reg, const char *id)
-{
-    _cleanup_stmt_ sqlite3_stmt *st = NULL;
-    int r;
-
-    r = reg_prepare(reg, "DELETE FROM image_launch_permissions WHERE image_id = ?1", &st);
-    if (r < 0)
-        return r;
-    reg_bind_text(st, 1, id);
-    r = reg_step_done(reg, st, "cannot remove the launch permissions of image '%s'", id);
-    return r < 0 ? r : 0;
 }
 
 static int update_locked(struct registry *reg, const char *id,
@@ -791,12 +691,13 @@ static int update_locked(struct registry *reg, const char *id,
     if (r < 0)
         return r;
     if ((u->set & IMAGE_SET_STATE) && state == IMAGE_DISABLED) {
-        r = clear_permissions(reg, id);
+        r = reg_permission_delete_all(reg, &reg_image_permissions, id);
         if (r < 0)
             return r;
     }
     if (u->set & IMAGE_SET_PUBLIC) {
-        r = permission_write(reg, id, IMAGE_PERMISSION_GROUP, "all", u->is_public);
+        r = reg_permission_write(reg, &reg_image_permissions, id, REGISTRY_PERMISSION_GROUP,
+                                 "all", u->is_public);
         if (r < 0)
             return r;
     }
@@ -840,62 +741,21 @@ int registry_image_update(struct registry *reg, const char *id,
     return 0;
 }
 
-static int permission_change(struct registry *reg, const char *id, enum image_permission_kind kind,
-                             const char *value, bool add)
-{
-    int r;
-
-    if (!id_arg_is_valid(id))
-        return error_set(EINVAL, "malformed image id '%.40s'", id ? id : "");
-    r = validate_permission(id, kind, value);
-    if (r < 0)
-        return r;
-    r = registry_begin(reg);
-    if (r < 0)
-        return r;
-    r = image_exists(reg, id);
-    if (r >= 0)
-        r = permission_write(reg, id, kind, value, add);
-    if (r >= 0)
-        r = registry_commit(reg);
-    if (r < 0) {
-        registry_rollback(reg);
-        return r;
-    }
-    return 0;
-}
-
 int registry_image_permission_add(struct registry *reg, const char *id,
-                                  enum image_permission_kind kind, const char *value)
+                                  enum registry_permission_kind kind, const char *value)
 {
-    return permission_change(reg, id, kind, value, true);
+    return reg_permission_add(reg, &reg_image_permissions, id, kind, value);
 }
 
 int registry_image_permission_remove(struct registry *reg, const char *id,
-                                     enum image_permission_kind kind, const char *value)
+                                     enum registry_permission_kind kind, const char *value)
 {
-    return permission_change(reg, id, kind, value, false);
+    return reg_permission_remove(reg, &reg_image_permissions, id, kind, value);
 }
 
 int registry_image_permission_clear(struct registry *reg, const char *id)
 {
-    int r;
-
-    if (!id_arg_is_valid(id))
-        return error_set(EINVAL, "malformed image id '%.40s'", id ? id : "");
-    r = registry_begin(reg);
-    if (r < 0)
-        return r;
-    r = image_exists(reg, id);
-    if (r >= 0)
-        r = clear_permissions(reg, id);
-    if (r >= 0)
-        r = registry_commit(reg);
-    if (r < 0) {
-        registry_rollback(reg);
-        return r;
-    }
-    return 0;
+    return reg_permission_clear(reg, &reg_image_permissions, id);
 }
 
 int registry_image_delete(struct registry *reg, const char *id)

@@ -26,6 +26,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "registry/permissions.h"
 #include "registry/registry.h"
 
 /* EC2's image states (reference 4.6), in this order. */
@@ -72,16 +73,6 @@ struct registry_image_device {
     bool no_device;
 };
 
-enum image_permission_kind {
-    IMAGE_PERMISSION_USER,  /* value: a 12-digit account id */
-    IMAGE_PERMISSION_GROUP, /* value: "all" */
-};
-
-struct registry_image_permission {
-    enum image_permission_kind kind;
-    char value[ACCOUNT_ID_SIZE];
-};
-
 struct registry_image {
     char id[ID_MAX_SIZE]; /* ami-<17 hex> */
     char owner[ACCOUNT_ID_SIZE];
@@ -114,7 +105,7 @@ struct registry_image {
     bool is_public;                        /* a group "all" permission exists */
     struct registry_image_device *devices; /* in position order; _insert reads */
     size_t n_devices;
-    struct registry_image_permission *permissions; /* users then groups */
+    struct registry_permission *permissions; /* users then groups */
     size_t n_permissions;
     struct registry_tag *tags; /* ordered by key */
     size_t n_tags;
@@ -226,9 +217,9 @@ int registry_image_update(struct registry *reg, const char *id,
  * removing an absent one are success (as ModifyImageAttribute).
  * -EINVAL bad kind or value, -ENOENT no such image. */
 int registry_image_permission_add(struct registry *reg, const char *id,
-                                  enum image_permission_kind kind, const char *value);
+                                  enum registry_permission_kind kind, const char *value);
 int registry_image_permission_remove(struct registry *reg, const char *id,
-                                     enum image_permission_kind kind, const char *value);
+                                     enum registry_permission_kind kind, const char *value);
 /* Remove every launch permission (ResetImageAttribute launchPermission). */
 int registry_image_permission_clear(struct registry *reg, const char *id);
 

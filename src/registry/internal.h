@@ -24,6 +24,7 @@
 #include <sqlite3.h>
 #include <stddef.h>
 
+#include "registry/permissions.h"
 #include "registry/registry.h"
 
 /* The oldest SQLite whose SQL the migrations use (STRICT tables, 3.37). */
@@ -138,6 +139,60 @@ int reg_schema_latest(const struct reg_schema *schema);
 
 /* true for a 12-digit account id. */
 bool reg_account_is_valid(const char *s);
+
+/* ---- the permission tables (permissions.c) ---- */
+
+/* One permission table and the table of the resources it belongs to: the
+ * SQL is constant text (the statement cache keys on it). */
+struct reg_permission_table {
+    const char *what;      /* the resource, in messages: "image" */
+    const char *id_prefix; /* "ami" */
+    const char *noun;      /* "launch permission" */
+    const char *sql_exists, *sql_add, *sql_remove, *sql_clear, *sql_list, *sql_check;
+};
+
+extern const struct reg_permission_table reg_image_permissions;    /* image_launch_permissions */
+extern const struct reg_permission_table reg_snapshot_permissions; /* snapshot_permissions */
+
+/* -EINVAL naming it unless id is a well-formed id of t's resource. */
+int reg_permission_id_check(const struct reg_permission_table *t, const char *id);
+/* -EINVAL naming it unless (kind, value) is a valid permission: a user
+ * with a 12-digit account id or the group "all". */
+int reg_permission_validate(const struct reg_permission_table *t, const char *id,
+                            enum registry_permission_kind kind, const char *value);
+
+/* Add (adding one that exists is success) or remove (removing one that
+ * does not is success) one permission, or clear them all, in a
+ * transaction of its own (a savepoint in the caller's) that checks the
+ * resource exists: -EINVAL bad id, kind or value; -ENOENT no such
+ * resource. */
+int reg_permission_add(struct registry *reg, const struct reg_permission_table *t, const char *id,
+                       enum registry_permission_kind kind, const char *value);
+int reg_permission_remove(struct registry *reg, const struct reg_permission_table *t,
+                          const char *id, enum registry_permission_kind kind, const char *value);
+int reg_permission_clear(struct registry *reg, const struct reg_permission_table *t,
+                         const char *id);
+
+/* The same writes without checks or a transaction of their own, for a
+ * caller that has validated and holds a transaction (insert, update,
+ * delete of the resource).  Return 0 or -errno. */
+int reg_permission_write(struct registry *reg, const struct reg_permission_table *t,
+                         const char *id, enum registry_permission_kind kind, const char *value,
+                         bool add);
+int reg_permission_delete_all(struct registry *reg, const struct reg_permission_table *t,
+                              const char *id);
+
+/* The permissions of resource `id`, users (by account id) then the group;
+ * an empty list when there are none or no such resource.  *ret is an
+ * array the caller frees with free().  -EBADMSG for a row that is not a
+ * valid permission. */
+int reg_permission_list(struct registry *reg, const struct reg_permission_table *t,
+                        const char *id, struct registry_permission **ret, size_t *ret_n);
+
+/* Whether a user permission names `account` (*ret_user) and whether the
+ * group "all" is there (*ret_public); either may be NULL. */
+int reg_permission_check(struct registry *reg, const struct reg_permission_table *t,
+                         const char *id, const char *account, bool *ret_user, bool *ret_public);
 
 /* Delete every create-volume permission of snapshot `id` (in the caller's
  * transaction; snapshot-permissions.c).  Returns 0 or -errno. */

@@ -14,25 +14,16 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "registry/permissions.h"
 #include "registry/registry.h"
-
-enum snapshot_permission_kind {
-    SNAPSHOT_PERMISSION_USER,  /* value: a 12-digit account id */
-    SNAPSHOT_PERMISSION_GROUP, /* value: "all" */
-};
-
-struct registry_snapshot_permission {
-    enum snapshot_permission_kind kind;
-    char value[ACCOUNT_ID_SIZE];
-};
 
 /* Add or remove one permission of snapshot `id`.  Adding one that exists
  * and removing one that does not are success (as ModifySnapshotAttribute).
  * -EINVAL bad id, kind or value; -ENOENT no such snapshot. */
 int registry_snapshot_permission_add(struct registry *reg, const char *id,
-                                     enum snapshot_permission_kind kind, const char *value);
+                                     enum registry_permission_kind kind, const char *value);
 int registry_snapshot_permission_remove(struct registry *reg, const char *id,
-                                        enum snapshot_permission_kind kind, const char *value);
+                                        enum registry_permission_kind kind, const char *value);
 
 /* Remove every permission of snapshot `id` (ResetSnapshotAttribute).
  * -ENOENT no such snapshot. */
@@ -42,7 +33,7 @@ int registry_snapshot_permission_clear(struct registry *reg, const char *id);
  * an empty list for a snapshot with none or that does not exist.  *ret is
  * an array the caller frees with free(). */
 int registry_snapshot_permission_list(struct registry *reg, const char *id,
-                                      struct registry_snapshot_permission **ret, size_t *ret_n);
+                                      struct registry_permission **ret, size_t *ret_n);
 
 /* The permissions that concern account `account` on snapshot `id`:
  * *ret_user whether a user permission names it, *ret_public whether the

@@ -100,7 +100,7 @@ static void test_round_trip(void)
     struct registry *reg = open_mem();
     struct registry_image img = base_image(1, OWNER_A, "web (prod) [v1] 2024.05/a-b'c@d_e", 1000);
     struct registry_image_device devs[3] = {0};
-    struct registry_image_permission perms[2] = {0};
+    struct registry_permission perms[2] = {0};
     struct registry_tag tags[2] = {{(char *)"Name", (char *)"web"},
                                    {(char *)"Env", (char *)"prod"}};
     struct registry_image *got = NULL;
@@ -140,9 +140,9 @@ static void test_round_trip(void)
     devs[2].no_device = true;
     img.devices = devs;
     img.n_devices = 3;
-    perms[0].kind = IMAGE_PERMISSION_USER;
+    perms[0].kind = REGISTRY_PERMISSION_USER;
     snprintf(perms[0].value, sizeof(perms[0].value), OWNER_B);
-    perms[1].kind = IMAGE_PERMISSION_GROUP;
+    perms[1].kind = REGISTRY_PERMISSION_GROUP;
     snprintf(perms[1].value, sizeof(perms[1].value), "all");
     img.permissions = perms;
     img.n_permissions = 2;
@@ -208,10 +208,10 @@ static void test_round_trip(void)
     }
     is_int(got->n_permissions, 2, "two permissions");
     if (got->n_permissions == 2) {
-        ok(got->permissions[0].kind == IMAGE_PERMISSION_USER &&
+        ok(got->permissions[0].kind == REGISTRY_PERMISSION_USER &&
                strcmp(got->permissions[0].value, OWNER_B) == 0,
            "user permission first");
-        ok(got->permissions[1].kind == IMAGE_PERMISSION_GROUP &&
+        ok(got->permissions[1].kind == REGISTRY_PERMISSION_GROUP &&
                strcmp(got->permissions[1].value, "all") == 0,
            "then group all");
     }
@@ -272,7 +272,7 @@ static void test_invalid(void)
     struct registry *reg = open_mem();
     struct registry_image img;
     struct registry_image_device dev = {0};
-    struct registry_image_permission perm = {0};
+    struct registry_permission perm = {0};
     struct registry_tag tag = {(char *)"", (char *)"x"};
     struct registry_image *got = NULL;
 
@@ -311,11 +311,11 @@ static void test_invalid(void)
     snprintf(dev.snapshot_id, sizeof(dev.snapshot_id), "snap-1");
     BAD((img.devices = &dev, img.n_devices = 1), "a malformed snapshot id", "snapshot id");
     dev.snapshot_id[0] = '\0';
-    perm.kind = IMAGE_PERMISSION_GROUP;
+    perm.kind = REGISTRY_PERMISSION_GROUP;
     snprintf(perm.value, sizeof(perm.value), "everyone");
     BAD((img.permissions = &perm, img.n_permissions = 1), "a group other than all",
         "launch permission group");
-    perm.kind = IMAGE_PERMISSION_USER;
+    perm.kind = REGISTRY_PERMISSION_USER;
     snprintf(perm.value, sizeof(perm.value), "abc");
     BAD((img.permissions = &perm, img.n_permissions = 1), "a bad account", "account 'abc'");
 #undef BAD
@@ -361,7 +361,7 @@ static void test_list(void)
     is_int(registry_image_insert(reg, &img, NULL, 0), 0, "insert image 2 (public)");
     is_int(insert(reg, 3, OWNER_B, "db [main]", 30), 0, "insert image 3");
     is_int(
-        registry_image_permission_add(reg, "ami-00000000000000003", IMAGE_PERMISSION_USER, OWNER_C),
+        registry_image_permission_add(reg, "ami-00000000000000003", REGISTRY_PERMISSION_USER, OWNER_C),
         0, "share image 3 with C");
     is_int(insert(reg, 4, OWNER_B, "db-other", 40), 0, "insert image 4");
     u.set = IMAGE_SET_DEPRECATION;
@@ -485,27 +485,27 @@ static void test_list(void)
 
     /* Permissions. */
     is_int(
-        registry_image_permission_add(reg, "ami-00000000000000001", IMAGE_PERMISSION_USER, OWNER_B),
+        registry_image_permission_add(reg, "ami-00000000000000001", REGISTRY_PERMISSION_USER, OWNER_B),
         0, "share image 1 with B");
     is_int(
-        registry_image_permission_add(reg, "ami-00000000000000001", IMAGE_PERMISSION_USER, OWNER_B),
+        registry_image_permission_add(reg, "ami-00000000000000001", REGISTRY_PERMISSION_USER, OWNER_B),
         0, "sharing twice is success");
     v[0] = OWNER_B;
     Q(.executable_by = v, .n_executable_by = 1, .include_deprecated = true);
     run(reg, &q, ids, sizeof(ids));
     is_str(ids, "0001 0002 0003 0004", "B now sees image 1");
-    is_int(registry_image_permission_remove(reg, "ami-00000000000000001", IMAGE_PERMISSION_USER,
+    is_int(registry_image_permission_remove(reg, "ami-00000000000000001", REGISTRY_PERMISSION_USER,
                                             OWNER_B),
            0, "unshare image 1 from B");
-    is_int(registry_image_permission_remove(reg, "ami-00000000000000001", IMAGE_PERMISSION_USER,
+    is_int(registry_image_permission_remove(reg, "ami-00000000000000001", REGISTRY_PERMISSION_USER,
                                             OWNER_B),
            0, "removing an absent permission is success");
     run(reg, &q, ids, sizeof(ids));
     is_str(ids, "0002 0003 0004", "B no longer sees image 1");
     is_int(
-        registry_image_permission_add(reg, "ami-0000000000000ffff", IMAGE_PERMISSION_USER, OWNER_B),
+        registry_image_permission_add(reg, "ami-0000000000000ffff", REGISTRY_PERMISSION_USER, OWNER_B),
         -ENOENT, "permission on an absent image is -ENOENT");
-    is_int(registry_image_permission_add(reg, "ami-00000000000000001", IMAGE_PERMISSION_GROUP,
+    is_int(registry_image_permission_add(reg, "ami-00000000000000001", REGISTRY_PERMISSION_GROUP,
                                          "nobody"),
            -EINVAL, "a bad group is -EINVAL");
     u = (struct registry_image_update){.set = IMAGE_SET_PUBLIC, .is_public = false};

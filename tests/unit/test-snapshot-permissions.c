@@ -35,7 +35,7 @@ static int insert_snapshot(struct registry *reg, const char *id)
 int main(void)
 {
     struct registry *reg = NULL;
-    struct registry_snapshot_permission *p = NULL;
+    struct registry_permission *p = NULL;
     size_t n = 99;
     bool user = true, pub = true;
 
@@ -46,29 +46,29 @@ int main(void)
     is_int(insert_snapshot(reg, SNAP), 0, "insert a snapshot");
     is_int(insert_snapshot(reg, OTHER), 0, "insert another");
 
-    is_int(registry_snapshot_permission_add(reg, SNAP, SNAPSHOT_PERMISSION_USER, BOB), 0,
+    is_int(registry_snapshot_permission_add(reg, SNAP, REGISTRY_PERMISSION_USER, BOB), 0,
            "share with bob");
-    is_int(registry_snapshot_permission_add(reg, SNAP, SNAPSHOT_PERMISSION_USER, BOB), 0,
+    is_int(registry_snapshot_permission_add(reg, SNAP, REGISTRY_PERMISSION_USER, BOB), 0,
            "sharing again is success");
-    is_int(registry_snapshot_permission_add(reg, SNAP, SNAPSHOT_PERMISSION_GROUP, "all"), 0,
+    is_int(registry_snapshot_permission_add(reg, SNAP, REGISTRY_PERMISSION_GROUP, "all"), 0,
            "make it public");
-    is_int(registry_snapshot_permission_add(reg, SNAP, SNAPSHOT_PERMISSION_USER, "12"), -EINVAL,
+    is_int(registry_snapshot_permission_add(reg, SNAP, REGISTRY_PERMISSION_USER, "12"), -EINVAL,
            "a short account id is -EINVAL");
-    is_int(registry_snapshot_permission_add(reg, SNAP, SNAPSHOT_PERMISSION_GROUP, "admins"),
+    is_int(registry_snapshot_permission_add(reg, SNAP, REGISTRY_PERMISSION_GROUP, "admins"),
            -EINVAL, "a group other than all is -EINVAL");
-    is_int(registry_snapshot_permission_add(reg, "snap-x", SNAPSHOT_PERMISSION_USER, BOB), -EINVAL,
+    is_int(registry_snapshot_permission_add(reg, "snap-x", REGISTRY_PERMISSION_USER, BOB), -EINVAL,
            "a malformed snapshot id is -EINVAL");
-    is_int(registry_snapshot_permission_add(reg, "snap-0000000000000000f", SNAPSHOT_PERMISSION_USER,
+    is_int(registry_snapshot_permission_add(reg, "snap-0000000000000000f", REGISTRY_PERMISSION_USER,
                                             BOB),
            -ENOENT, "an unknown snapshot is -ENOENT");
-    is_int(registry_snapshot_permission_remove(reg, SNAP, SNAPSHOT_PERMISSION_USER, CAROL), 0,
+    is_int(registry_snapshot_permission_remove(reg, SNAP, REGISTRY_PERMISSION_USER, CAROL), 0,
            "removing an absent permission is success");
 
     is_int(registry_snapshot_permission_list(reg, SNAP, &p, &n), 0, "list");
     is_int(n, 2, "two permissions");
     if (n == 2) {
-        ok(p[0].kind == SNAPSHOT_PERMISSION_USER && strcmp(p[0].value, BOB) == 0, "the user first");
-        ok(p[1].kind == SNAPSHOT_PERMISSION_GROUP && strcmp(p[1].value, "all") == 0,
+        ok(p[0].kind == REGISTRY_PERMISSION_USER && strcmp(p[0].value, BOB) == 0, "the user first");
+        ok(p[1].kind == REGISTRY_PERMISSION_GROUP && strcmp(p[1].value, "all") == 0,
            "then the group");
     }
     free(p);
@@ -80,12 +80,12 @@ int main(void)
     is_int(registry_snapshot_permission_check(reg, OTHER, BOB, &user, &pub), 0, "check other");
     ok(!user && !pub, "the other snapshot is shared with nobody");
 
-    is_int(registry_snapshot_permission_remove(reg, SNAP, SNAPSHOT_PERMISSION_GROUP, "all"), 0,
+    is_int(registry_snapshot_permission_remove(reg, SNAP, REGISTRY_PERMISSION_GROUP, "all"), 0,
            "make it private");
     is_int(registry_snapshot_permission_check(reg, SNAP, CAROL, &user, &pub), 0, "check carol");
     ok(!user && !pub, "carol has no permission left");
 
-    is_int(registry_snapshot_permission_add(reg, OTHER, SNAPSHOT_PERMISSION_USER, CAROL), 0,
+    is_int(registry_snapshot_permission_add(reg, OTHER, REGISTRY_PERMISSION_USER, CAROL), 0,
            "share the other with carol");
     is_int(registry_snapshot_permission_clear(reg, OTHER), 0, "reset the other");
     is_int(registry_snapshot_permission_list(reg, OTHER, &p, &n), 0, "list the other");
