@@ -46,6 +46,9 @@ int api_server_new(const struct api_server_options *opts, struct api_server **re
 /* The port actually listened on (useful with port 0). */
 unsigned api_server_port(const struct api_server *s);
 
+/* The regions served (the options' list, or the default one); borrowed. */
+const char *const *api_server_regions(const struct api_server *s, size_t *ret_n);
+
 /* Stop accepting connections, wait up to shutdown_timeout seconds for the
  * requests in flight to finish, then stop.  Returns 0, or -ETIMEDOUT when
  * requests were still running at the deadline (they are cut off). */

@@ -20,9 +20,20 @@
  *   it (the tags are the owner's); TagSpecification tags are added and
  *   replace copied tags with the same key.
  *
- * - Synchronous: the copy is done (and the image available) when the
- *   response is sent.  ClientToken is accepted and not used: a retried
- *   request makes a second copy (cheap: no chunk moves twice).
+ * - Asynchronous, as EC2: the handler registers the new rows `pending`
+ *   with a job (service_*_copy_start()) and answers with the new id; the
+ *   job runner of `kiln serve` copies the data and makes them `available`
+ *   / `completed`, or `failed` / `error` with the reason (src/service/
+ *   copy.c, jobs.c).
+ *
+ * - ClientToken (CopyImage; the only served action EC2 gives one): the
+ *   first successful request of an account with a token records the token,
+ *   a digest of its parameters and the new image id, in the transaction
+ *   that accepts the copy.  The same token again with the same parameters
+ *   answers that id and copies nothing; with other parameters it is
+ *   IdempotentParameterMismatch.  The digest covers Action and every
+ *   parameter except ClientToken, Version, DryRun and X-Amz-* (query
+ *   signing), sorted by name.  A failed request records nothing.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -33,8 +44,10 @@
 #include "common/cleanup.h"
 #include "common/error.h"
 #include "common/ids.h"
+#include "common/hash.h"
 #include "common/util.h"
 #include "registry/images.h"
+#include "registry/jobs.h"
 #include "service/service.h"
 
 #define DESCRIPTION_MAX 255
@@ -165,6 +178,70 @@ static int open_source(struct api_ctx *ctx, const char *name, struct region **re
     return r;
 }
 
+/* ---- ClientToken ---- */
+
+static bool digest_skips(const char *key)
+{
+    return strcmp(key, "ClientToken") == 0 || strcmp(key, "Version") == 0 ||
+           strcmp(key, "DryRun") == 0 || strncmp(key, "X-Amz-", 6) == 0;
+}
+
+static int param_cmp(const void *a, const void *b)
+{
+    const struct query_param *x = *(const struct query_param *const *)a;
+    const struct query_param *y = *(const struct query_param *const *)b;
+
+    return strcmp(x->key, y->key);
+}
+
+/* The digest of what the request asks for (see the design notes).  Keys
+ * are unique (the server refuses repeats), so the order is total. */
+static void params_digest(const struct query *q, struct digest *ret)
+{
+    const struct query_param **p = xcalloc(q->n + 1, sizeof(*p));
+    struct sha256_ctx *h = sha256_new();
+    size_t n = 0;
+
+    for (size_t i = 0; i < q->n; i++)
+        if (!digest_skips(q->params[i].key))
+            p[n++] = &q->params[i];
+    qsort(p, n, sizeof(*p), param_cmp);
+    for (size_t i = 0; i < n; i++) {
+        /* Lengths first: no two different lists hash the same text. */
+        char len[48];
+        snprintf(len, sizeof(len), "%zu:%zu:", strlen(p[i]->key), strlen(p[i]->value));
+        sha256_update(h, len, strlen(len));
+        sha256_update(h, p[i]->key, strlen(p[i]->key));
+        sha256_update(h, p[i]->value, strlen(p[i]->value));
+    }
+    sha256_final(h, ret);
+    sha256_free(h);
+    free(p);
+}
+
+/* Look the token up: 0 and ret_id[0] == 0 when it is new; 0 and the first
+ * request's id in ret_id when this repeats it; IdempotentParameterMismatch
+ * when the token was used for something else. */
+static int token_check(struct api_ctx *ctx, struct region *dst,
+                       const struct service_client_token *t, char ret_id[ID_MAX_SIZE])
+{
+    struct registry_client_token rec;
+    int r = registry_client_token_get(dst->reg, t->account, t->token, &rec);
+
+    ret_id[0] = '\0';
+    if (r == -ENOENT)
+        return 0;
+    if (r < 0)
+        return r;
+    if (strcmp(rec.action, t->action) != 0 || !digest_equal(&rec.params, &t->params))
+        return api_fail(ctx, API_ERR_IDEMPOTENT_MISMATCH,
+                        "The client token '%.64s' was already used for a request with other "
+                        "parameters (%s %s)",
+                        t->token, rec.action, rec.resource_id);
+    memcpy(ret_id, rec.resource_id, ID_MAX_SIZE);
+    return 0;
+}
+
 /* ---- CopyImage ---- */
 
 int api_copy_image(struct api_ctx *ctx, const struct query *q, struct xml *x)
@@ -174,9 +251,10 @@ int api_copy_image(struct api_ctx *ctx, const struct query *q, struct xml *x)
     struct registry_image *img = NULL;
     struct tag_list image_tags = {0}, snapshot_tags = {0}, all_tags = {0};
     struct service_image_copy_options o = {.owner = ctx->account};
+    struct service_client_token token = { 0 };
     const char *id = query_get(q, "SourceImageId");
     const char *region = NULL, *desc = NULL;
-    char new_id[ID_MAX_SIZE];
+    char new_id[ID_MAX_SIZE] = "";
     bool copy_tags;
     int r;
 
@@ -207,6 +285,34 @@ int api_copy_image(struct api_ctx *ctx, const struct query *q, struct xml *x)
     r = parse_tag_specs(ctx, q, &image_tags, &snapshot_tags);
     if (r < 0)
         goto out;
+    token.token = query_get(q, "ClientToken");
+    if (token.token) {
+        if (!client_token_is_valid(token.token)) {
+            r = api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE,
+                         "Value for parameter ClientToken is invalid: 1 to %d printable ASCII "
+                         "characters",
+                         CLIENT_TOKEN_MAX);
+            goto out;
+        }
+        token.account = ctx->account;
+        token.action = ctx->action;
+        params_digest(q, &token.params);
+        o.token = &token;
+    }
+    /* A repeated request answers the first one's id, whatever happened to
+     * its source since (EC2's idempotency).  A dry run records nothing. */
+    if (o.token && !ctx->dry_run) {
+        r = region_open(ctx->data_dir, ctx->region, false, &dst);
+        if (r >= 0)
+            r = token_check(ctx, dst, &token, new_id);
+        if (r < 0)
+            goto out;
+        if (new_id[0]) {
+            xml_element(x, "imageId", new_id);
+            goto out;
+        }
+        region_free(TAKE_PTR(dst));
+    }
 
     r = open_source(ctx, region, &src);
     if (r < 0)
@@ -247,13 +353,22 @@ int api_copy_image(struct api_ctx *ctx, const struct query *q, struct xml *x)
     r = region_open(ctx->data_dir, ctx->region, false, &dst);
     if (r < 0)
         goto out;
-    r = service_image_copy(src, id, dst, &o, new_id, NULL);
+    for (int attempt = 0;; attempt++) {
+        r = service_image_copy_start(src, id, dst, &o, new_id);
+        if (r != -EALREADY || attempt > 0)
+            break;
+        /* A concurrent request with the same token won: answer as it. */
+        r = token_check(ctx, dst, &token, new_id);
+        if (r < 0 || new_id[0])
+            break;
+    }
     if (r == -EEXIST)
         r = api_fail(ctx, API_ERR_DUPLICATE, "AMI name %s is already in use", o.name);
     if (r < 0) {
         ctx->resource = API_RES_IMAGE;
         goto out;
     }
+    service_jobs_notify();
     xml_element(x, "imageId", new_id);
     r = 0;
 out:
@@ -323,28 +438,18 @@ int api_copy_snapshot(struct api_ctx *ctx, const struct query *q, struct xml *x)
     r = region_open(ctx->data_dir, ctx->region, false, &dst);
     if (r < 0)
         goto out;
-    r = service_snapshot_copy(src, id, dst, ctx->account, desc, new_id, NULL);
+    {
+        struct service_snapshot_copy_options so = {
+            .owner = ctx->account, .description = desc, .tags = tags.t, .n_tags = tags.n,
+        };
+        r = service_snapshot_copy_start(src, id, dst, &so, new_id);
+    }
     if (r < 0) {
         ctx->resource = API_RES_SNAPSHOT;
         goto out;
     }
-    for (size_t i = 0; i < tags.n && r >= 0; i++)
-        r = registry_tag_set(dst->reg, new_id, tags.t[i].key, tags.t[i].value);
-    if (r < 0) {
-        char why[512];
-        snprintf(why, sizeof(why), "%s", error_message() ? error_message() : strerror(-r));
-        service_snapshot_delete(dst, new_id); /* register nothing; gc frees the chunks */
-        r = error_set(r, "cannot tag the snapshot copy: %s", why);
-        goto out;
-    }
-    {
-        struct registry_tag *now = NULL;
-        size_t n_now = 0;
-        if (registry_tag_list(dst->reg, new_id, &now, &n_now) < 0)
-            n_now = 0; /* the copy is done: answer it without its tags */
-        api_write_tag_set(x, now, n_now);
-        registry_tag_list_free(now, n_now);
-    }
+    service_jobs_notify();
+    api_write_tag_set(x, tags.t, tags.n);
     xml_element(x, "snapshotId", new_id);
     r = 0;
 out:

@@ -46,6 +46,7 @@ static const struct entry fixed[] = {
     [API_ERR_IMAGE_UNAVAILABLE] = { "InvalidAMIID.Unavailable", 400, true },
     [API_ERR_AMI_NAME_MALFORMED] = { "InvalidAMIName.Malformed", 400, true },
     [API_ERR_INVALID_BLOCK_DEVICE_MAPPING] = { "InvalidBlockDeviceMapping", 400, true },
+    [API_ERR_IDEMPOTENT_MISMATCH] = { "IdempotentParameterMismatch", 400, true },
     [API_ERR_INTERNAL] = { "InternalError", 500, false },
     [API_ERR_UNAVAILABLE] = { "Unavailable", 503, false },
 };

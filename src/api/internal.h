@@ -62,6 +62,7 @@ enum api_error {
     API_ERR_IMAGE_UNAVAILABLE,        /* InvalidAMIID.Unavailable: deregistered */
     API_ERR_AMI_NAME_MALFORMED,       /* InvalidAMIName.Malformed */
     API_ERR_INVALID_BLOCK_DEVICE_MAPPING, /* InvalidBlockDeviceMapping */
+    API_ERR_IDEMPOTENT_MISMATCH, /* IdempotentParameterMismatch: ClientToken reused */
     API_ERR_INTERNAL,
     API_ERR_UNAVAILABLE,
 };

@@ -503,6 +503,12 @@ unsigned api_server_port(const struct api_server *s)
     return s->port;
 }
 
+const char *const *api_server_regions(const struct api_server *s, size_t *ret_n)
+{
+    *ret_n = s->n_regions;
+    return s->regions;
+}
+
 int api_server_shutdown(struct api_server *s)
 {
     uint64_t deadline;

@@ -8,6 +8,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -18,9 +19,10 @@
 #include "common/log.h"
 #include "common/util.h"
 #include "registry/accounts.h"
+#include "service/service.h"
 
 static const char serve_usage[] =
-    "usage: kiln serve [--listen ADDR:PORT] [--regions R1,R2,...]\n"
+    "usage: kiln serve [--listen ADDR:PORT] [--regions R1,R2,...] [--jobs N]\n"
     "                  [--access-key ID --secret-key SECRET --account ACCOUNT]\n"
     "\n"
     "Serve the EC2 query API (SigV4-signed requests from the aws CLI, boto3,\n"
@@ -29,11 +31,17 @@ static const char serve_usage[] =
     "`default` and writes its key to DATA/credentials.  Stops cleanly,\n"
     "finishing the requests in flight, on SIGTERM or SIGINT.\n"
     "\n"
+    "CopyImage and CopySnapshot run as jobs: the new image or snapshot is\n"
+    "pending until a job thread has copied its data.  On SIGTERM running jobs\n"
+    "stop between two chunks; every job left (by a stop or a crash) resumes\n"
+    "at the next start, copying only the chunks still missing.\n"
+    "\n"
     "  --listen ADDR:PORT   address to listen on (default " API_DEFAULT_LISTEN ");\n"
     "                       [ADDR]:PORT for IPv6, port 0 for any free port\n"
     "  --regions LIST       comma-separated regions served (default\n"
     "                       us-east-1,us-west-2); clients pick one through the\n"
     "                       region they sign for\n"
+    "  --jobs N             threads running copy jobs (default 2, 1 to 64)\n"
     "  --access-key ID      one more access key id clients may sign with\n"
     "  --secret-key SECRET  its secret (or $KILN_SECRET_KEY)\n"
     "  --account ACCOUNT    the 12-digit account id that key acts as\n"
@@ -114,6 +122,23 @@ static int open_accounts(const char *data_dir, struct accounts **ret)
     return 0;
 }
 
+#define DEFAULT_JOB_THREADS 2
+
+/* KILN_TEST_JOB_CHUNK_DELAY_US: microseconds each copied chunk waits, so
+ * that tests can stop or kill a serve in the middle of a copy
+ * (docs/operations.md).  Not for production. */
+static unsigned job_delay_from_env(void)
+{
+    const char *v = getenv("KILN_TEST_JOB_CHUNK_DELAY_US");
+    char *end;
+    unsigned long d;
+
+    if (!v || !*v)
+        return 0;
+    d = strtoul(v, &end, 10);
+    return *end || d > 1000000 ? 0 : (unsigned)d;
+}
+
 static bool account_id_is_valid(const char *s)
 {
     return strlen(s) == 12 && strspn(s, "0123456789") == 12;
@@ -127,6 +152,7 @@ int cmd_serve(struct cli *cli, int argc, char **argv)
         { "access-key", required_argument, NULL, 'a' },
         { "secret-key", required_argument, NULL, 's' },
         { "account", required_argument, NULL, 'A' },
+        { "jobs", required_argument, NULL, 'j' },
         CLI_COMMON_OPTIONS,
         { NULL, 0, NULL, 0 },
     };
@@ -136,6 +162,8 @@ int cmd_serve(struct cli *cli, int argc, char **argv)
     const char *regions[API_MAX_REGIONS];
     size_t n_regions = 0;
     struct api_server *srv = NULL;
+    struct job_runner_options jo = { .threads = DEFAULT_JOB_THREADS };
+    struct job_runner *jobs = NULL;
     sigset_t sigs;
     int opt, ex = -1, r, sig = 0;
     int level = log_get_level();
@@ -147,6 +175,16 @@ int cmd_serve(struct cli *cli, int argc, char **argv)
         case 'a': cred.akid = optarg; break;
         case 's': cred.secret = optarg; break;
         case 'A': cred.account = optarg; break;
+        case 'j': {
+            char *end;
+            long v = strtol(optarg, &end, 10);
+            if (!*optarg || *end || v < 1 || v > 64) {
+                fprintf(stderr, "kiln: --jobs must be a number from 1 to 64\n");
+                return EXIT_USAGE;
+            }
+            jo.threads = (int)v;
+            break;
+        }
         case 'r':
             free(regions_copy);
             regions_copy = xstrdup(optarg);
@@ -232,6 +270,16 @@ int cmd_serve(struct cli *cli, int argc, char **argv)
         accounts_free(cred.accounts);
         return 1;
     }
+    jo.data_dir = cli->data_dir;
+    jo.regions = api_server_regions(srv, &jo.n_regions);
+    jo.chunk_delay_us = job_delay_from_env();
+    r = job_runner_new(&jo, &jobs);
+    if (r < 0) {
+        cli_error(r, "cannot start the job runner");
+        api_server_free(srv);
+        accounts_free(cred.accounts);
+        return 1;
+    }
     fprintf(stderr, "kiln: serving the EC2 API on http://%s (port %u), data directory '%s'\n",
             opts.listen, api_server_port(srv), cli->data_dir);
     fflush(stderr);
@@ -241,6 +289,9 @@ int cmd_serve(struct cli *cli, int argc, char **argv)
             sig == SIGTERM ? "SIGTERM" : "SIGINT");
     r = api_server_shutdown(srv);
     api_server_free(srv);
+    /* No request can queue a job any more: stop the jobs at a safe point
+     * (they resume at the next start). */
+    job_runner_free(jobs);
     accounts_free(cred.accounts);
     if (r < 0) {
         cli_error(r, "unclean shutdown");

@@ -204,10 +204,65 @@ static const char migration_3[] =
     "\n"
     "CREATE INDEX snapshot_permissions_value ON snapshot_permissions (kind, value);\n";
 
+/* Copy jobs and ClientToken idempotency (src/registry/jobs.c).  A job row
+ * is work not yet done: CopyImage and CopySnapshot insert it in the
+ * transaction that registers their pending rows, the job runner deletes it
+ * in the transaction that makes them available or failed.  job_items
+ * records, per snapshot to copy, the source's block map: gc in the source
+ * region treats those maps as roots, so deleting the source while a copy
+ * is pending loses nothing.  client_tokens holds the first result of each
+ * (account, ClientToken), with a digest of the request's parameters. */
+static const char migration_4[] =
+    "CREATE TABLE jobs (\n"
+    "    id            TEXT NOT NULL PRIMARY KEY\n"
+    "                  CHECK ((length(id) = 21 AND substr(id, 1, 4) = 'ami-'\n"
+    "                          AND substr(id, 5) NOT GLOB '*[^0-9a-f]*')\n"
+    "                         OR (length(id) = 22 AND substr(id, 1, 5) = 'snap-'\n"
+    "                          AND substr(id, 6) NOT GLOB '*[^0-9a-f]*')),\n"
+    "    kind          TEXT NOT NULL CHECK (kind IN ('copy-image', 'copy-snapshot')),\n"
+    "    owner         TEXT NOT NULL\n"
+    "                  CHECK (length(owner) = 12 AND owner NOT GLOB '*[^0-9]*'),\n"
+    "    source_region TEXT NOT NULL CHECK (length(source_region) BETWEEN 1 AND 64),\n"
+    "    source_id     TEXT NOT NULL CHECK (length(source_id) BETWEEN 21 AND 22),\n"
+    "    created       INTEGER NOT NULL CHECK (created >= 0)\n"
+    ") STRICT, WITHOUT ROWID;\n"
+    "\n"
+    "CREATE INDEX jobs_source_region ON jobs (source_region);\n"
+    "\n"
+    "CREATE TABLE job_items (\n"
+    "    job_id             TEXT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,\n"
+    "    position           INTEGER NOT NULL CHECK (position >= 0),\n"
+    "    source_snapshot_id TEXT NOT NULL\n"
+    "                       CHECK (length(source_snapshot_id) = 22\n"
+    "                              AND substr(source_snapshot_id, 1, 5) = 'snap-'\n"
+    "                              AND substr(source_snapshot_id, 6) NOT GLOB '*[^0-9a-f]*'),\n"
+    "    source_map_id      TEXT NOT NULL\n"
+    "                       CHECK (length(source_map_id) = 64\n"
+    "                              AND source_map_id NOT GLOB '*[^0-9a-f]*'),\n"
+    "    target_snapshot_id TEXT NOT NULL\n"
+    "                       CHECK (length(target_snapshot_id) = 22\n"
+    "                              AND substr(target_snapshot_id, 1, 5) = 'snap-'\n"
+    "                              AND substr(target_snapshot_id, 6) NOT GLOB '*[^0-9a-f]*'),\n"
+    "    PRIMARY KEY (job_id, position)\n"
+    ") STRICT, WITHOUT ROWID;\n"
+    "\n"
+    "CREATE TABLE client_tokens (\n"
+    "    account     TEXT NOT NULL\n"
+    "                CHECK (length(account) = 12 AND account NOT GLOB '*[^0-9]*'),\n"
+    "    token       TEXT NOT NULL CHECK (length(token) BETWEEN 1 AND 64),\n"
+    "    action      TEXT NOT NULL CHECK (length(action) BETWEEN 1 AND 64),\n"
+    "    params      TEXT NOT NULL\n"
+    "                CHECK (length(params) = 64 AND params NOT GLOB '*[^0-9a-f]*'),\n"
+    "    resource_id TEXT NOT NULL CHECK (length(resource_id) BETWEEN 1 AND 31),\n"
+    "    created     INTEGER NOT NULL CHECK (created >= 0),\n"
+    "    PRIMARY KEY (account, token)\n"
+    ") STRICT, WITHOUT ROWID;\n";
+
 static const struct reg_migration migrations[] = {
     { 1, "snapshots, tags and settings", migration_1 },
     { 2, "images, block devices and launch permissions", migration_2 },
     { 3, "snapshot create-volume permissions", migration_3 },
+    { 4, "copy jobs and client tokens", migration_4 },
 };
 
 _Static_assert(REGISTRY_APPLICATION_ID == 1802071150, "migration 1 stamps this application id");

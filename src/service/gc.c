@@ -10,6 +10,13 @@
  *
  * A snapshot whose map cannot be read stops gc: its chunks cannot be marked,
  * and sweeping them would turn damage into loss.
+ *
+ * Pending copies are roots too: a copy job (in any region's registry)
+ * reads the source block map it recorded when it was accepted, whether or
+ * not the source snapshot is still registered, so those maps and their
+ * chunks are marked (service_job_roots(), copy.c).  A job is committed
+ * while its creator holds this store's lock shared, so gc sees either the
+ * source snapshot or the job.
  */
 #include <errno.h>
 #include <string.h>
@@ -84,6 +91,9 @@ int service_gc(struct region *r, bool dry_run, time_t grace, struct gc_report *r
         for (size_t i = 0; i < set.maps[s]->n; i++)
             digest_map_insert(&live, &set.maps[s]->ext[i].id, NULL);
     }
+    e = service_job_roots(r, &live);
+    if (e < 0)
+        goto out;
 
     c = (struct sweep_ctx){
         .store = r->store, .kind = STORE_CHUNK, .live = &live,

@@ -13,6 +13,7 @@
 #ifndef KILN_SERVICE_SERVICE_H
 #define KILN_SERVICE_SERVICE_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <time.h>
@@ -93,7 +94,12 @@ int service_image_import(struct region *r, const char *path,
 /* Delete a snapshot's registry row; its chunks are freed by the next gc. */
 int service_snapshot_delete(struct region *r, const char *id);
 
-/* ---- copies between regions (copy.c) ---- */
+/* ---- copies between regions (copy.c), run as jobs (jobs.c) ---- */
+
+/* A copy is accepted in one call (_start: the new rows registered
+ * `pending` and a job recorded, in one destination transaction) and done
+ * later by service_job_run(), normally on a `kiln serve` job runner
+ * thread.  docs/architecture.md, "Jobs". */
 
 struct copy_stats {
     uint64_t chunks_copied;  /* chunks written to the destination */
@@ -102,19 +108,32 @@ struct copy_stats {
     uint64_t bytes_present;
 };
 
-/* Copy completed snapshot `snap_id` of region `src` into region `dst`
- * (opened writable) as a new completed snapshot owned by `owner`, with the
- * same volume size, `description` (may be NULL) and no parent.  Only the
- * chunks the destination lacks are read (and verified) from the source and
- * written; a corrupt source chunk fails the copy (-EBADMSG, naming it).
- * Chunks, then store_sync(), then the block map, then the row: nothing is
- * registered on failure (gc reclaims what was written).  *ret (may be
- * NULL) receives what was copied. */
-int service_snapshot_copy(struct region *src, const char *snap_id, struct region *dst,
-                          const char *owner, const char *description,
-                          char ret_id[ID_MAX_SIZE], struct copy_stats *ret);
+/* An idempotent request's ClientToken (registry/jobs.h): recorded with the
+ * new id in the transaction that accepts the copy. */
+struct service_client_token {
+    const char *account;
+    const char *token;
+    const char *action;   /* "CopyImage" */
+    struct digest params; /* the caller's digest of the request */
+};
 
 struct registry_tag;
+
+struct service_snapshot_copy_options {
+    const char *owner;                /* the new snapshot's account id */
+    const char *description;          /* or NULL */
+    const struct registry_tag *tags;  /* put on the new snapshot */
+    size_t n_tags;
+};
+
+/* Accept a copy of completed snapshot `snap_id` of region `src` into `dst`
+ * (opened writable): register a new pending snapshot (same volume size,
+ * no parent) and a job that copies the source's current block map.
+ * Returns 0 and the new id, or -errno with nothing registered (-EINVAL
+ * the source is not completed, -ENOENT no such snapshot). */
+int service_snapshot_copy_start(struct region *src, const char *snap_id, struct region *dst,
+                                const struct service_snapshot_copy_options *opts,
+                                char ret_id[ID_MAX_SIZE]);
 
 struct service_image_copy_options {
     const char *owner;       /* the new image's account id */
@@ -124,18 +143,68 @@ struct service_image_copy_options {
     size_t n_image_tags;
     const struct registry_tag *snapshot_tags; /* put on every new snapshot */
     size_t n_snapshot_tags;
+    const struct service_client_token *token; /* or NULL */
 };
 
-/* Copy image `image_id` of `src` into `dst`: every mapped snapshot as by
- * service_snapshot_copy(), then one registry transaction inserting the new
- * snapshot rows and an available image (new id, the source's attributes
- * and mappings, source_image_id and source_region set).  Synchronous: the
- * image is available when this returns.  -EEXIST when the owner already
- * has an image of that name in `dst` (checked before anything is copied);
- * nothing is registered on failure. */
-int service_image_copy(struct region *src, const char *image_id, struct region *dst,
-                       const struct service_image_copy_options *opts,
-                       char ret_id[ID_MAX_SIZE], struct copy_stats *ret);
+/* Accept a copy of available image `image_id` of `src` into `dst`: in one
+ * destination transaction, a pending snapshot for every distinct mapped
+ * snapshot, a pending image (new id, the source's attributes, mappings to
+ * the new snapshots, source_image_id and source_region set), the job, and
+ * the client token when given.  Returns 0 and the new image id, or -errno
+ * with nothing registered: -EEXIST when the owner already has an image of
+ * that name in `dst`; -EALREADY when opts->token was recorded by a
+ * concurrent request in the meantime (read it back). */
+int service_image_copy_start(struct region *src, const char *image_id, struct region *dst,
+                             const struct service_image_copy_options *opts,
+                             char ret_id[ID_MAX_SIZE]);
+
+/* Run job `job_id` of region `dst` (opened writable): copy the chunks of
+ * every source map that dst lacks (verified as they are read), sync, write
+ * the maps, then in one transaction mark the snapshots completed, the
+ * image available and delete the job.  Rows deleted meanwhile are
+ * skipped.  `stop` (may be NULL) is polled between chunks; `chunk_delay_us`
+ * slows each copied chunk down (tests of interruption; 0 normally).
+ * Returns:
+ *    0  done (or nothing left to do)
+ *    1  the copy failed: the snapshots are `error` and the image `failed`
+ *       with a state reason, the job deleted (the failure is in the rows)
+ *   -ECANCELED  stopped at a safe point; the job stays, to be resumed
+ *   other -errno  the registry could not be updated; the job stays */
+int service_job_run(struct region *dst, const char *job_id, const atomic_bool *stop,
+                    unsigned chunk_delay_us, struct copy_stats *ret);
+
+/* The job runner of `kiln serve` (jobs.c): `threads` workers that run the
+ * jobs of the regions served, oldest first.  At start it resumes every job
+ * left in their registries (a stopped or killed serve); afterwards it
+ * looks for new jobs when service_jobs_notify() is called and every few
+ * seconds.  One runner per data directory runs jobs (DATA/jobs.lock); a
+ * second serve's runner waits for that lock. */
+struct job_runner;
+
+struct job_runner_options {
+    const char *data_dir;
+    const char *const *regions; /* the regions served */
+    size_t n_regions;
+    int threads;                /* 1..64 */
+    unsigned chunk_delay_us;    /* see service_job_run() */
+};
+
+int job_runner_new(const struct job_runner_options *o, struct job_runner **ret);
+
+/* Wake this process's runner (if any) to look for new jobs now. */
+void service_jobs_notify(void);
+
+/* Ask every worker to stop at its next safe point (between chunks) and
+ * wait for them; running jobs stay in the registry and resume at the next
+ * start.  Then free.  Accepts NULL. */
+void job_runner_free(struct job_runner *jr);
+
+/* The block maps that pending jobs of any region of the data directory
+ * read from region r, with their chunks, inserted into `live` (gc roots).
+ * A map that is gone is skipped (its job will fail); an unreadable one is
+ * -EBADMSG. */
+struct digest_map;
+int service_job_roots(struct region *r, struct digest_map *live);
 
 /* ---- fsck (fsck.c) ---- */
 

@@ -1,7 +1,11 @@
-/* service_snapshot_copy() and service_image_copy() between two regions of a
- * temporary data directory: the copy reads back identical, a second copy
- * writes no chunk, a corrupt source chunk fails the copy with -EBADMSG and
- * registers nothing. */
+/* Copies between regions of a temporary data directory, accepted by
+ * service_*_copy_start() and run by service_job_run() as `kiln serve`'s job
+ * runner does: the rows are pending until the job runs; the copy reads
+ * back identical; a second copy writes no chunk; a stopped job stays
+ * pending and resumes; the source may be deleted (and gc run) while a copy
+ * is pending; a corrupt source chunk or a vanished source region fails the
+ * copy visibly (snapshot `error`, image `failed` with a reason) and leaves
+ * no job behind. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -11,6 +15,7 @@
 
 #include "common/error.h"
 #include "registry/images.h"
+#include "registry/jobs.h"
 #include "service/service.h"
 #include "tap.h"
 
@@ -45,6 +50,47 @@ static size_t count_snapshots(struct region *r)
     return n;
 }
 
+/* Accept a copy and run its job. */
+static int copy_snapshot(struct region *src, const char *sid, struct region *dst,
+                         const char *desc, char id[ID_MAX_SIZE], struct copy_stats *st)
+{
+    struct service_snapshot_copy_options o = {.owner = OWNER, .description = desc};
+    int e = service_snapshot_copy_start(src, sid, dst, &o, id);
+
+    memset(st, 0, sizeof(*st));
+    return e < 0 ? e : service_job_run(dst, id, NULL, 0, st);
+}
+
+static int copy_image(struct region *src, const char *iid, struct region *dst,
+                      const struct service_image_copy_options *o, char id[ID_MAX_SIZE],
+                      struct copy_stats *st)
+{
+    int e = service_image_copy_start(src, iid, dst, o, id);
+
+    memset(st, 0, sizeof(*st));
+    return e < 0 ? e : service_job_run(dst, id, NULL, 0, st);
+}
+
+static bool job_exists(struct region *r, const char *id)
+{
+    struct registry_job *j = NULL;
+    int e = registry_job_get(r->reg, id, &j);
+
+    registry_job_free(j);
+    return e == 0;
+}
+
+static int snapshot_state(struct region *r, const char *id)
+{
+    struct registry_snapshot *row = NULL;
+    int e = registry_snapshot_get(r->reg, id, &row);
+
+    if (e == 0)
+        e = (int)row->state;
+    registry_snapshot_free(row);
+    return e;
+}
+
 int main(void)
 {
     struct region *east = NULL, *west = NULL, *north = NULL;
@@ -72,7 +118,7 @@ int main(void)
     is_int(e, 0, "imported a snapshot into us-east-1");
 
     /* Snapshot copy: everything moves the first time. */
-    e = service_snapshot_copy(east, sid, west, OWNER, "copied", copy, &st);
+    e = copy_snapshot(east, sid, west, "copied", copy, &st);
     is_int(e, 0, "copied the snapshot to us-west-2");
     ok(strcmp(copy, sid) != 0, "the copy has a new id");
     ok(st.chunks_copied > 0 && st.chunks_copied == ist.chunks_new, "every chunk was copied (%llu)",
@@ -92,7 +138,7 @@ int main(void)
     blockmap_free(m);
 
     /* A second copy writes nothing. */
-    e = service_snapshot_copy(east, sid, west, OWNER, NULL, copy2, &st);
+    e = copy_snapshot(east, sid, west, NULL, copy2, &st);
     is_int(e, 0, "copied again");
     is_int(st.chunks_copied, 0, "no chunk copied the second time");
     ok(st.chunks_present > 0, "every chunk was present");
@@ -116,8 +162,20 @@ int main(void)
         snprintf(src.id, sizeof(src.id), "ami-0123456789abcdef0");
         snprintf(dev.snapshot_id, sizeof(dev.snapshot_id), "%s", sid);
         is_int(registry_image_insert(east->reg, &src, NULL, 0), 0, "registered a source image");
-        e = service_image_copy(east, src.id, west, &o, ami, &st);
-        is_int(e, 0, "copied the image");
+        e = service_image_copy_start(east, src.id, west, &o, ami);
+        is_int(e, 0, "accepted the image copy");
+        e = copy_image(east, src.id, west, &o, copy, &st);
+        is_int(e, -EEXIST, "a second copy under the same name is -EEXIST at once");
+        e = registry_image_get(west->reg, ami, &img);
+        ok(e == 0 && img->state == IMAGE_PENDING && img->n_devices == 1 &&
+               snapshot_state(west, img->devices[0].snapshot_id) == SNAPSHOT_PENDING,
+           "the image and its snapshot are pending until the job runs");
+        registry_image_free(img);
+        img = NULL;
+        ok(job_exists(west, ami), "a job is recorded");
+        e = service_job_run(west, ami, NULL, 0, &st);
+        is_int(e, 0, "ran the image copy job");
+        ok(!job_exists(west, ami), "the job is gone once done");
         is_int(st.chunks_copied, 0, "the image copy wrote no chunk");
         e = registry_image_get(west->reg, ami, &img);
         is_int(e, 0, "the image copy is registered");
@@ -130,8 +188,113 @@ int main(void)
                "maps a new snapshot of us-west-2");
         }
         registry_image_free(img);
-        e = service_image_copy(east, src.id, west, &o, ami, &st);
+        e = service_image_copy_start(east, src.id, west, &o, copy);
         is_int(e, -EEXIST, "the same name again is -EEXIST");
+
+        /* A stopped job stays pending with its job row, and resumes. */
+        {
+            atomic_bool stop;
+            struct service_image_copy_options o2 = {.owner = OWNER, .name = "stopped-copy"};
+            atomic_init(&stop, true);
+            e = service_image_copy_start(east, src.id, north, &o2, ami);
+            is_int(e, 0, "accepted a copy into eu-north-1");
+            e = service_job_run(north, ami, &stop, 0, &st);
+            is_int(e, -ECANCELED, "a stopped job returns -ECANCELED");
+            e = registry_image_get(north->reg, ami, &img);
+            ok(e == 0 && img->state == IMAGE_PENDING && job_exists(north, ami),
+               "it stays pending with its job");
+            registry_image_free(img);
+            img = NULL;
+            e = service_job_run(north, ami, NULL, 0, &st);
+            is_int(e, 0, "the job runs again");
+            e = registry_image_get(north->reg, ami, &img);
+            ok(e == 0 && img->state == IMAGE_AVAILABLE && !job_exists(north, ami),
+               "and the image is available");
+            registry_image_free(img);
+            img = NULL;
+        }
+    }
+
+    /* The source may be deleted while a copy is pending: the job reads the
+     * map it recorded, and gc in the source region keeps that map and its
+     * chunks (job roots) until the job is done. */
+    {
+        struct region *sa = NULL, *ca = NULL;
+        struct gc_report rep;
+        char sa_sid[ID_MAX_SIZE], ca_sid[ID_MAX_SIZE];
+        ok(region_open(tmpdir, "sa-east-1", false, &sa) == 0 &&
+               region_open(tmpdir, "ca-central-1", false, &ca) == 0,
+           "opened sa-east-1 and ca-central-1");
+        e = service_snapshot_import(sa, path, &io, sa_sid, &ist);
+        is_int(e, 0, "imported a snapshot into sa-east-1");
+        {
+            struct service_snapshot_copy_options o = {.owner = OWNER};
+            e = service_snapshot_copy_start(sa, sa_sid, ca, &o, ca_sid);
+        }
+        is_int(e, 0, "accepted a copy to ca-central-1");
+        is_int(snapshot_state(ca, ca_sid), SNAPSHOT_PENDING, "the copy is pending");
+        is_int(service_snapshot_delete(sa, sa_sid), 0, "deleted the source snapshot");
+        e = service_gc(sa, false, 0, &rep);
+        is_int(e, 0, "gc in the source region");
+        is_int(rep.chunks_freed, 0, "gc kept the chunks the pending copy reads");
+        e = service_job_run(ca, ca_sid, NULL, 0, &st);
+        is_int(e, 0, "the copy of a deleted source completes");
+        ok(st.chunks_copied > 0, "its chunks came from the source (%llu)",
+           (unsigned long long)st.chunks_copied);
+        e = service_snapshot_get(ca, ca_sid, &row, &m);
+        ok(e == 0 && row->state == SNAPSHOT_COMPLETED &&
+               snapshot_read(ca->store, m, back, DISK_SIZE, 0) == 0 &&
+               memcmp(back, data, DISK_SIZE) == 0,
+           "and reads back identical");
+        registry_snapshot_free(row);
+        row = NULL;
+        blockmap_free(m);
+        m = NULL;
+        e = service_gc(sa, false, 0, &rep);
+        ok(e == 0 && rep.chunks_freed > 0, "with the job done, gc frees the source's chunks");
+
+        /* A source region that vanished fails the copy cleanly. */
+        e = service_snapshot_import(sa, path, &io, sa_sid, &ist);
+        is_int(e, 0, "imported again into sa-east-1");
+        {
+            struct registry_image_device dev = {.device_name = (char *)"/dev/sda1"};
+            struct registry_image src2 = {
+                .owner = OWNER,
+                .name = (char *)"vanishing",
+                .architecture = (char *)"x86_64",
+                .root_device_name = (char *)"/dev/sda1",
+                .root_device_type = (char *)"ebs",
+                .virtualization_type = (char *)"hvm",
+                .state = IMAGE_AVAILABLE,
+                .creation_date = 1,
+                .devices = &dev,
+                .n_devices = 1,
+            };
+            struct service_image_copy_options o = {.owner = OWNER, .name = "of-vanishing"};
+            snprintf(src2.id, sizeof(src2.id), "ami-00000000000000aa1");
+            snprintf(dev.snapshot_id, sizeof(dev.snapshot_id), "%s", sa_sid);
+            is_int(registry_image_insert(sa->reg, &src2, NULL, 0), 0, "registered an image");
+            e = service_image_copy_start(sa, src2.id, ca, &o, ami);
+            is_int(e, 0, "accepted its copy");
+        }
+        region_free(sa);
+        snprintf(cmd, sizeof(cmd), "rm -rf '%s/regions/sa-east-1'", tmpdir);
+        ok(system(cmd) == 0, "removed the source region");
+        e = service_job_run(ca, ami, NULL, 0, &st);
+        is_int(e, 1, "the copy fails");
+        e = registry_image_get(ca->reg, ami, &img);
+        ok(e == 0 && img->state == IMAGE_FAILED && img->state_reason_code &&
+               img->state_reason_message && strstr(img->state_reason_message, "sa-east-1"),
+           "the image is failed with a reason: %s: %s",
+           img && img->state_reason_code ? img->state_reason_code : "",
+           img && img->state_reason_message ? img->state_reason_message : "");
+        if (e == 0)
+            is_int(snapshot_state(ca, img->devices[0].snapshot_id), SNAPSHOT_ERROR,
+                   "its snapshot is in error");
+        registry_image_free(img);
+        img = NULL;
+        ok(!job_exists(ca, ami), "no job left behind");
+        region_free(ca);
     }
 
     /* Corrupt a source chunk: a copy into a region lacking it fails. */
@@ -144,13 +307,24 @@ int main(void)
         fd = open(cmd, O_WRONLY);
         ok(fd >= 0 && pwrite(fd, "garbage!", 8, 40) == 8 && close(fd) == 0, "damaged chunk %.12s",
            hex);
-        e = service_snapshot_copy(east, sid, north, OWNER, NULL, copy, &st);
-        is_int(e, -EBADMSG, "copying a corrupt chunk fails with -EBADMSG");
-        ok(error_message() && strstr(error_message(), "corrupt") && strstr(error_message(), hex),
-           "the message names the chunk: %s", error_message() ? error_message() : "");
-        is_int(count_snapshots(north), 0, "nothing registered in eu-north-1");
+        {
+            struct region *fresh = NULL;
+            struct registry_snapshot *bad = NULL;
+            ok(region_open(tmpdir, "ap-south-1", false, &fresh) == 0, "opened ap-south-1");
+            e = copy_snapshot(east, sid, fresh, NULL, copy, &st);
+            is_int(e, 1, "copying a corrupt chunk fails the job");
+            e = registry_snapshot_get(fresh->reg, copy, &bad);
+            ok(e == 0 && bad->state == SNAPSHOT_ERROR && !bad->has_map && bad->state_message &&
+                   strstr(bad->state_message, "corrupt") && strstr(bad->state_message, hex),
+               "the copy is in error, its message names the chunk: %s",
+               bad && bad->state_message ? bad->state_message : "");
+            ok(!job_exists(fresh, copy), "no job left behind");
+            is_int(count_snapshots(fresh), 1, "one snapshot registered, in error");
+            registry_snapshot_free(bad);
+            region_free(fresh);
+        }
         /* us-west-2 already has every chunk: its copy does not read them. */
-        e = service_snapshot_copy(east, sid, west, OWNER, NULL, copy, &st);
+        e = copy_snapshot(east, sid, west, NULL, copy, &st);
         is_int(e, 0, "a destination that has the chunks still copies");
     }
     blockmap_free(m2);
