@@ -67,5 +67,6 @@ int cmd_gc(struct cli *cli, int argc, char **argv);
 int cmd_du(struct cli *cli, int argc, char **argv);
 int cmd_serve(struct cli *cli, int argc, char **argv);
 int cmd_account(struct cli *cli, int argc, char **argv);
+int cmd_nbd(struct cli *cli, int argc, char **argv);
 
 #endif

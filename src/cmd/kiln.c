@@ -25,6 +25,7 @@ static const char usage[] =
     "  gc                       free chunks no snapshot uses\n"
     "  du                       storage use, per snapshot and in total\n"
     "  serve                    serve the EC2 API (`kiln serve --help`)\n"
+    "  nbd SNAP --socket PATH   serve a snapshot over NBD (`kiln nbd --help`)\n"
     "  account create NAME      create an account and its first access key\n"
     "  account list             list accounts and their access key ids\n"
     "\n"
@@ -100,6 +101,8 @@ int main(int argc, char **argv)
         r = cmd_serve(&cli, argc, argv);
     else if (strcmp(verb, "account") == 0)
         r = cmd_account(&cli, argc, argv);
+    else if (strcmp(verb, "nbd") == 0)
+        r = cmd_nbd(&cli, argc, argv);
     else if (strcmp(verb, "help") == 0) {
         fputs(usage, stdout);
         r = 0;

@@ -1,0 +1,190 @@
+/* `kiln nbd`: serve one snapshot (read-only, lazily, never materialised)
+ * over NBD in the foreground until SIGTERM or SIGINT.  The server is
+ * src/nbd/; this file picks the backend and waits for the signal. */
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cmd/cli.h"
+#include "common/cleanup.h"
+#include "common/error.h"
+#include "common/log.h"
+#include "common/util.h"
+#include "nbd/nbd.h"
+
+static const char nbd_usage[] =
+    "usage: kiln nbd SNAPSHOT --socket PATH [--readonly] [--tcp ADDR:PORT]\n"
+    "                [--threads N] [--cache-size SIZE]\n"
+    "\n"
+    "Serve a completed snapshot over NBD until SIGTERM or SIGINT.  The snapshot\n"
+    "is served read-only and lazily: each read fetches (and verifies) only the\n"
+    "chunks it touches, through a cache of decoded chunks.  Clients connect to\n"
+    "nbd+unix:///?socket=PATH (the export name is the snapshot id, and the\n"
+    "empty name selects it too).  On a stop signal the server stops accepting,\n"
+    "answers the requests in flight and exits 0.\n"
+    "\n"
+    "  --socket PATH      unix socket to listen on (created; removed on exit)\n"
+    "  --tcp ADDR:PORT    also listen on TCP (an IPv4 address, e.g. 127.0.0.1;\n"
+    "                     port 0 picks a free one)\n"
+    "  --readonly         serve read-only (snapshots always are)\n"
+    "  --threads N        requests in flight per connection (default 8, 1-64)\n"
+    "  --cache-size SIZE  decoded chunk cache (default 64M)\n";
+
+enum { OPT_SOCKET = 1000, OPT_READONLY, OPT_TCP, OPT_THREADS, OPT_CACHE };
+
+struct nbd_args {
+    const char *socket;
+    const char *tcp;
+    bool readonly;
+    int threads;
+    uint64_t cache;
+    char **pos;
+};
+
+static int nbd_option(int opt, const char *arg, void *ud)
+{
+    struct nbd_args *a = ud;
+    char *end;
+    long n;
+
+    switch (opt) {
+    case OPT_SOCKET: a->socket = arg; break;
+    case OPT_TCP: a->tcp = arg; break;
+    case OPT_READONLY: a->readonly = true; break;
+    case OPT_THREADS:
+        n = strtol(arg, &end, 10);
+        if (*end || n < 1 || n > 64) {
+            fprintf(stderr, "kiln: --threads wants a number from 1 to 64\n");
+            return EXIT_USAGE;
+        }
+        a->threads = (int)n;
+        break;
+    case OPT_CACHE:
+        if (parse_size(arg, &a->cache) < 0 || a->cache < (1 << 20) || a->cache > (1ULL << 40)) {
+            fprintf(stderr, "kiln: --cache-size wants a size from 1M to 1T, not '%s'\n", arg);
+            return EXIT_USAGE;
+        }
+        break;
+    }
+    return -1;
+}
+
+int cmd_nbd(struct cli *cli, int argc, char **argv)
+{
+    static const struct option options[] = {
+        CLI_COMMON_OPTIONS,
+        { "socket", required_argument, NULL, OPT_SOCKET },
+        { "tcp", required_argument, NULL, OPT_TCP },
+        { "readonly", no_argument, NULL, OPT_READONLY },
+        { "threads", required_argument, NULL, OPT_THREADS },
+        { "cache-size", required_argument, NULL, OPT_CACHE },
+        { NULL, 0, NULL, 0 },
+    };
+    struct nbd_args a = { 0 };
+    _cleanup_(region_freep) struct region *r = NULL;
+    struct registry_snapshot *row = NULL;
+    struct blockmap *map = NULL;
+    struct nbd_backend be = { 0 }, stats_be;
+    struct nbd_server *srv = NULL;
+    struct nbd_server_stats st;
+    struct nbd_snapshot_cache_stats cs;
+    sigset_t sigs;
+    int ex, e, sig = 0;
+    const char *id;
+
+    ex = cli_parse(cli, argc, argv, options, nbd_usage, "socket tcp readonly threads cache-size",
+                   1, nbd_option, &a, &a.pos);
+    if (ex >= 0)
+        return ex;
+    id = a.pos[0];
+    if (!a.socket && !a.tcp) {
+        fprintf(stderr, "kiln: nbd needs --socket PATH (or --tcp ADDR:PORT)\n\n%s", nbd_usage);
+        return EXIT_USAGE;
+    }
+    if (a.socket && !*a.socket) {
+        fprintf(stderr, "kiln: --socket must not be empty\n");
+        return EXIT_USAGE;
+    }
+    if (id_is_valid("vol", id)) {
+        fprintf(stderr, "kiln: cannot serve volume '%s': volumes are not available in this "
+                        "build yet (serve a snapshot)\n", id);
+        return 1;
+    }
+    if (!id_is_valid("snap", id)) {
+        fprintf(stderr, "kiln: '%s' is not a snapshot id (snap- and 17 hex digits)\n", id);
+        return EXIT_USAGE;
+    }
+    if (!cli->quiet && log_get_level() < LOG_INFO)
+        log_set_level(LOG_INFO);
+
+    e = cli_open_region(cli, &r);
+    /* Shared store lock for as long as we serve: gc must not sweep the
+     * chunks of a snapshot deleted while it is being served. */
+    if (e == 0)
+        e = store_lock(r->store, false, 60000);
+    if (e == 0)
+        e = service_snapshot_get(r, id, &row, &map);
+    if (e == 0 && row->state != SNAPSHOT_COMPLETED) {
+        e = error_set(EINVAL, "snapshot '%s' is %s, not completed", id,
+                      snapshot_state_to_string(row->state));
+    }
+    registry_snapshot_free(row);
+    if (e < 0) {
+        blockmap_free(map);
+        cli_error(e, "cannot serve '%s'", id);
+        return 1;
+    }
+    nbd_snapshot_backend_new(r->store, map, (size_t)a.cache, &be);
+    stats_be = be; /* the handle stays valid until nbd_server_free */
+
+    /* Stop signals are taken by sigwait() here; every server thread
+     * inherits the blocked mask. */
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    struct nbd_server_options o = {
+        .export_name = id,
+        .description = "kiln snapshot (read-only)",
+        .socket_path = a.socket,
+        .tcp_listen = a.tcp,
+        .threads = a.threads,
+    };
+    e = nbd_server_new(&o, &be, &srv);
+    if (e < 0) {
+        cli_error(e, "cannot serve '%s'", id);
+        return 1;
+    }
+    if (a.tcp)
+        fprintf(stderr, "kiln: serving '%s' (read-only) on %s%s, TCP port %u\n", id,
+                a.socket ? a.socket : "", a.socket ? " and" : "", nbd_server_port(srv));
+    else
+        fprintf(stderr, "kiln: serving '%s' (read-only) on nbd+unix:///?socket=%s\n", id,
+                a.socket);
+    fflush(stderr);
+    while (sigwait(&sigs, &sig) != 0)
+        ;
+    fprintf(stderr, "kiln: %s: finishing requests in flight, then stopping\n",
+            sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    e = nbd_server_shutdown(srv);
+    nbd_server_get_stats(srv, &st);
+    nbd_snapshot_backend_stats(&stats_be, &cs);
+    nbd_server_free(srv);
+    if (e < 0) {
+        cli_error(e, "unclean shutdown");
+        return 1;
+    }
+    if (!cli->quiet)
+        fprintf(stderr,
+                "kiln: stopped: %" PRIu64 " connections, %" PRIu64 " requests (%" PRIu64
+                " errors), chunk cache %" PRIu64 " hits, %" PRIu64 " misses, %" PRIu64
+                " bytes fetched\n",
+                st.connections, st.requests, st.errors, cs.hits, cs.misses, cs.bytes_fetched);
+    return 0;
+}
