@@ -63,7 +63,8 @@ while True:
 PY
 
 status=0
-(cd "$here" && python3 -m unittest -v test_ec2 test_snapshots test_images test_copy test_sharing) || status=$?
+(cd "$here" && python3 -m unittest -v test_ec2 test_snapshots test_images test_copy test_sharing \
+    test_golden) || status=$?
 
 kill -TERM "$pid"
 rc=0
