@@ -1,13 +1,21 @@
 """CopyImage and CopySnapshot between regions against a real `kiln serve`
-(started by run.sh, serving us-east-1 and us-west-2): the copy is a new,
-available image with new ids in the signed region, records its source,
-exports byte-identical, and a second copy moves no chunk; botocore's
-CopySnapshot (which injects PresignedUrl and DestinationRegion); the
-errors for unknown or invisible sources and unknown regions; and the
-destination region's fsck stays clean.
+(started by run.sh, serving us-east-1 and us-west-2, with each copied chunk
+slowed down by KILN_TEST_JOB_CHUNK_DELAY_US so that a copy is seen
+pending): the copy is a new image with new ids in the signed region,
+pending with pending snapshots until its job is done, then available
+(boto3's image_available waiter); it records its source, exports
+byte-identical, and a second copy moves no chunk; the source may be
+deleted while the copy is pending; a corrupt source chunk makes the image
+`failed` with a StateReason and its snapshot `error`; ClientToken repeats
+return the first ImageId and a reuse with other parameters is
+IdempotentParameterMismatch; botocore's CopySnapshot (which injects
+PresignedUrl and DestinationRegion), pending then completed; the errors for
+unknown or invisible sources and unknown regions; and the destination
+region's fsck stays clean.
 
 Snapshots come from `kiln snapshot import` in us-east-1 and belong to the
 data directory's default account (see test_snapshots.py)."""
+import glob
 import json
 import os
 import subprocess
@@ -15,7 +23,7 @@ import tempfile
 import unittest
 import uuid
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, WaiterError
 
 from test_ec2 import error_code, signed
 from test_snapshots import DATA, KILN, bob_keys, client, default_keys, import_snapshot
@@ -35,6 +43,10 @@ def kiln(region, *args):
 
 def dst_chunks():
     return json.loads(kiln(DST, "du", "--json"))["Chunks"]
+
+
+def chunk_files(region):
+    return set(glob.glob(os.path.join(DATA, "regions", region, "store", "chunks", "*", "*")))
 
 
 def export(region, sid, path):
@@ -89,6 +101,13 @@ class Copy(unittest.TestCase):
                                    ClientToken=uuid.uuid4().hex)["ImageId"]
         self.assertRegex(new, r"^ami-[0-9a-f]{17}$")
         self.assertNotEqual(new, iid)
+        # Accepted at once: pending, with pending snapshots, until the job
+        # has copied the data.
+        img = self.west.describe_images(ImageIds=[new])["Images"][0]
+        self.assertEqual(img["State"], "pending")
+        snap = self.west.describe_snapshots(
+            SnapshotIds=[self.root_snapshot(self.west, new)])["Snapshots"][0]
+        self.assertEqual(snap["State"], "pending")
         self.west.get_waiter("image_available").wait(ImageIds=[new],
                                                      WaiterConfig={"Delay": 1})
         img = self.west.describe_images(ImageIds=[new])["Images"][0]
@@ -104,6 +123,7 @@ class Copy(unittest.TestCase):
         self.assertNotEqual(new_sid, sid)
         snap = self.west.describe_snapshots(SnapshotIds=[new_sid])["Snapshots"][0]
         self.assertEqual(snap["State"], "completed")
+        self.assertEqual(snap["Progress"], "100%")
         a = export(SRC, sid, os.path.join(self.tmp.name, "a.raw"))
         b = export(DST, new_sid, os.path.join(self.tmp.name, "b.raw"))
         self.assertEqual(a, b)
@@ -114,6 +134,8 @@ class Copy(unittest.TestCase):
         again = self.west.copy_image(SourceImageId=iid, SourceRegion=SRC,
                                      Name=unique_name())["ImageId"]
         self.assertNotEqual(again, new)
+        self.west.get_waiter("image_available").wait(ImageIds=[again],
+                                                     WaiterConfig={"Delay": 1})
         self.assertEqual(dst_chunks(), after)
         img = self.west.describe_images(ImageIds=[again])["Images"][0]
         self.assertEqual(img["State"], "available")
@@ -133,6 +155,8 @@ class Copy(unittest.TestCase):
             TagSpecifications=[{"ResourceType": "image", "Tags": [{"Key": "A", "Value": "1"}]},
                                {"ResourceType": "snapshot",
                                 "Tags": [{"Key": "S", "Value": "2"}]}])["ImageId"]
+        self.west.get_waiter("image_available").wait(ImageIds=[new],
+                                                     WaiterConfig={"Delay": 1})
         img = self.west.describe_images(ImageIds=[new])["Images"][0]
         self.assertEqual(img["Tags"], [{"Key": "A", "Value": "1"}])
         snap = self.west.describe_snapshots(
@@ -146,6 +170,83 @@ class Copy(unittest.TestCase):
         img = self.east.describe_images(ImageIds=[new])["Images"][0]
         self.assertEqual(img["SourceImageRegion"], SRC)
         self.assertNotEqual(self.root_snapshot(self.east, new), sid)
+
+    def test_copy_image_client_token(self):
+        iid, _ = self.register()
+        token = uuid.uuid4().hex
+        name = unique_name()
+        first = self.west.copy_image(SourceImageId=iid, SourceRegion=SRC, Name=name,
+                                     ClientToken=token)["ImageId"]
+        # The same request again: the first answer, no second copy.
+        again = self.west.copy_image(SourceImageId=iid, SourceRegion=SRC, Name=name,
+                                     ClientToken=token)["ImageId"]
+        self.assertEqual(again, first)
+        named = self.west.describe_images(Filters=[{"Name": "name", "Values": [name]}])
+        self.assertEqual([i["ImageId"] for i in named["Images"]], [first])
+        # The same token with other parameters.
+        self.assertCode("IdempotentParameterMismatch", self.west.copy_image,
+                        SourceImageId=iid, SourceRegion=SRC, Name=unique_name(),
+                        ClientToken=token)
+        self.assertCode("IdempotentParameterMismatch", self.west.copy_image,
+                        SourceImageId=iid, SourceRegion=SRC, Name=name,
+                        Description="other", ClientToken=token)
+        # Tokens are per region: us-east-1 has not seen it (the name is
+        # free there too).
+        other = self.east.copy_image(SourceImageId=iid, SourceRegion=SRC, Name=name,
+                                     ClientToken=token)["ImageId"]
+        self.assertNotEqual(other, first)
+        self.assertCode("InvalidParameterValue", self.west.copy_image,
+                        SourceImageId=iid, SourceRegion=SRC, Name=unique_name(),
+                        ClientToken="x" * 65)
+        self.west.get_waiter("image_available").wait(ImageIds=[first],
+                                                     WaiterConfig={"Delay": 1})
+        # Still the first answer once the copy is done.
+        self.assertEqual(self.west.copy_image(SourceImageId=iid, SourceRegion=SRC, Name=name,
+                                              ClientToken=token)["ImageId"], first)
+        self.east.get_waiter("image_available").wait(ImageIds=[other],
+                                                     WaiterConfig={"Delay": 1})
+
+    def test_copy_image_source_deleted_while_pending(self):
+        iid, sid = self.register()
+        a = export(SRC, sid, os.path.join(self.tmp.name, "del-a.raw"))
+        new = self.west.copy_image(SourceImageId=iid, SourceRegion=SRC,
+                                   Name=unique_name())["ImageId"]
+        self.east.deregister_image(ImageId=iid)
+        self.east.delete_snapshot(SnapshotId=sid)
+        self.west.get_waiter("image_available").wait(ImageIds=[new],
+                                                     WaiterConfig={"Delay": 1})
+        b = export(DST, self.root_snapshot(self.west, new),
+                   os.path.join(self.tmp.name, "del-b.raw"))
+        self.assertEqual(a, b)
+
+    def test_copy_image_failure_is_visible(self):
+        before = chunk_files(SRC)
+        iid, sid = self.register()
+        new_chunks = sorted(chunk_files(SRC) - before)
+        self.assertTrue(new_chunks)
+        victim = new_chunks[0]
+        with open(victim, "rb") as f:
+            good = f.read()
+        try:
+            with open(victim, "r+b") as f:
+                f.seek(len(good) // 2)
+                f.write(bytes(b ^ 0xff for b in good[len(good) // 2:len(good) // 2 + 8]))
+            new = self.west.copy_image(SourceImageId=iid, SourceRegion=SRC,
+                                       Name=unique_name())["ImageId"]
+            with self.assertRaises(WaiterError):
+                self.west.get_waiter("image_available").wait(
+                    ImageIds=[new], WaiterConfig={"Delay": 1, "MaxAttempts": 120})
+        finally:
+            with open(victim, "wb") as f:
+                f.write(good)
+        img = self.west.describe_images(ImageIds=[new])["Images"][0]
+        self.assertEqual(img["State"], "failed")
+        self.assertTrue(img["StateReason"]["Code"])
+        self.assertIn("corrupt", img["StateReason"]["Message"])
+        snap = self.west.describe_snapshots(
+            SnapshotIds=[self.root_snapshot(self.west, new)])["Snapshots"][0]
+        self.assertEqual(snap["State"], "error")
+        self.assertIn("corrupt", snap.get("StateMessage", ""))
 
     def test_copy_image_errors(self):
         iid, _ = self.register()
@@ -192,6 +293,8 @@ class Copy(unittest.TestCase):
         new = new["SnapshotId"]
         self.assertRegex(new, r"^snap-[0-9a-f]{17}$")
         self.assertNotEqual(new, sid)
+        s = self.west.describe_snapshots(SnapshotIds=[new])["Snapshots"][0]
+        self.assertEqual(s["State"], "pending")
         self.west.get_waiter("snapshot_completed").wait(SnapshotIds=[new],
                                                         WaiterConfig={"Delay": 1})
         s = self.west.describe_snapshots(SnapshotIds=[new])["Snapshots"][0]
