@@ -258,11 +258,75 @@ static const char migration_4[] =
     "    PRIMARY KEY (account, token)\n"
     ") STRICT, WITHOUT ROWID;\n";
 
+/* Uploads through the EBS direct API (src/registry/ebs-uploads.c): per
+ * snapshot started with StartSnapshot, its ClientToken (unique per owner;
+ * SQLite lets several rows have none), a digest of the request's
+ * parameters (a repeated token with other parameters is a conflict) and
+ * its Timeout.  The row outlives the upload so that a retried
+ * StartSnapshot finds its snapshot; the blocks themselves are staged
+ * outside the registry (docs/formats.md). */
+static const char migration_5[] =
+    "CREATE TABLE ebs_uploads (\n"
+    "    snapshot_id     TEXT NOT NULL PRIMARY KEY\n"
+    "                    CHECK (length(snapshot_id) = 22 AND substr(snapshot_id, 1, 5) = 'snap-'\n"
+    "                           AND substr(snapshot_id, 6) NOT GLOB '*[^0-9a-f]*'),\n"
+    "    owner           TEXT NOT NULL\n"
+    "                    CHECK (length(owner) = 12 AND owner NOT GLOB '*[^0-9]*'),\n"
+    "    client_token    TEXT CHECK (client_token IS NULL\n"
+    "                                OR length(client_token) BETWEEN 1 AND 255),\n"
+    "    request_digest  TEXT NOT NULL\n"
+    "                    CHECK (length(request_digest) = 64\n"
+    "                           AND request_digest NOT GLOB '*[^0-9a-f]*'),\n"
+    "    timeout_minutes INTEGER NOT NULL CHECK (timeout_minutes BETWEEN 10 AND 4320),\n"
+    "    UNIQUE (owner, client_token)\n"
+    ") STRICT, WITHOUT ROWID;\n";
+
+/* Volumes (src/registry/volumes.c).  Ids are "vol-" and 17 hex digits;
+ * sizes in GiB (gp3: 1..16384); times unix milliseconds.  base_map_id is
+ * the block map of the snapshot the volume was created from: gc keeps it
+ * while the row exists, even if the snapshot is deleted.  The attachment
+ * columns (instance, device, time) are for the instances issue. */
+static const char migration_6[] =
+    "CREATE TABLE volumes (\n"
+    "    id                TEXT NOT NULL PRIMARY KEY\n"
+    "                      CHECK (length(id) = 21 AND substr(id, 1, 4) = 'vol-'\n"
+    "                             AND substr(id, 5) NOT GLOB '*[^0-9a-f]*'),\n"
+    "    owner             TEXT NOT NULL\n"
+    "                      CHECK (length(owner) = 12 AND owner NOT GLOB '*[^0-9]*'),\n"
+    "    availability_zone TEXT NOT NULL CHECK (length(availability_zone) BETWEEN 1 AND 64),\n"
+    "    size_gib          INTEGER NOT NULL CHECK (size_gib BETWEEN 1 AND 16384),\n"
+    "    snapshot_id       TEXT\n"
+    "                      CHECK (snapshot_id IS NULL OR (length(snapshot_id) = 22\n"
+    "                             AND substr(snapshot_id, 1, 5) = 'snap-'\n"
+    "                             AND substr(snapshot_id, 6) NOT GLOB '*[^0-9a-f]*')),\n"
+    "    base_map_id       TEXT\n"
+    "                      CHECK (base_map_id IS NULL OR (length(base_map_id) = 64\n"
+    "                             AND base_map_id NOT GLOB '*[^0-9a-f]*')),\n"
+    "    state             TEXT NOT NULL\n"
+    "                      CHECK (state IN ('creating', 'available', 'in-use', 'deleting',\n"
+    "                                       'deleted', 'error')),\n"
+    "    create_time       INTEGER NOT NULL CHECK (create_time >= 0),\n"
+    "    volume_type       TEXT NOT NULL CHECK (volume_type = 'gp3'),\n"
+    "    iops              INTEGER NOT NULL CHECK (iops >= 0),\n"
+    "    throughput        INTEGER NOT NULL CHECK (throughput >= 0),\n"
+    "    instance_id       TEXT CHECK (instance_id IS NULL OR length(instance_id) BETWEEN 3 AND 31),\n"
+    "    device            TEXT CHECK (device IS NULL OR length(device) BETWEEN 1 AND 64),\n"
+    "    attach_time       INTEGER CHECK (attach_time > 0),\n"
+    "    CHECK ((snapshot_id IS NULL) = (base_map_id IS NULL)),\n"
+    "    CHECK ((instance_id IS NULL) = (device IS NULL))\n"
+    ") STRICT;\n"
+    "\n"
+    "CREATE INDEX volumes_create ON volumes (create_time, id);\n"
+    "CREATE INDEX volumes_owner ON volumes (owner, create_time, id);\n"
+    "CREATE INDEX volumes_snapshot ON volumes (snapshot_id);\n";
+
 static const struct reg_migration migrations[] = {
     { 1, "snapshots, tags and settings", migration_1 },
     { 2, "images, block devices and launch permissions", migration_2 },
     { 3, "snapshot create-volume permissions", migration_3 },
     { 4, "copy jobs and client tokens", migration_4 },
+    { 5, "EBS direct API uploads", migration_5 },
+    { 6, "volumes", migration_6 },
 };
 
 _Static_assert(REGISTRY_APPLICATION_ID == 1802071150, "migration 1 stamps this application id");

@@ -94,6 +94,11 @@ int service_gc(struct region *r, bool dry_run, time_t grace, struct gc_report *r
     e = service_job_roots(r, &live);
     if (e < 0)
         goto out;
+    /* Volumes read their snapshot's map lazily, even after the snapshot
+     * is deleted (service_volume_roots(), volumes.c). */
+    e = service_volume_roots(r, &live);
+    if (e < 0)
+        goto out;
 
     c = (struct sweep_ctx){
         .store = r->store, .kind = STORE_CHUNK, .live = &live,
@@ -114,6 +119,9 @@ int service_gc(struct region *r, bool dry_run, time_t grace, struct gc_report *r
     rep.maps_freed = c.freed;
     rep.bytes_freed += c.bytes;
 
+    e = service_volume_sweep_orphans(r, dry_run, &rep.volume_dirs_freed);
+    if (e < 0)
+        goto out;
     e = store_sweep_temporaries(r->store, grace, dry_run, &rep.temporaries_freed,
                                 &rep.temporary_bytes_freed);
     if (e == 0 && !dry_run)

@@ -19,6 +19,7 @@
 #include <time.h>
 
 #include "registry/registry.h"
+#include "registry/volumes.h"
 #include "snapshot/snapshot.h"
 #include "store/store.h"
 
@@ -248,6 +249,7 @@ struct gc_report {
     uint64_t chunks_kept, chunks_freed, bytes_freed;
     uint64_t maps_freed;
     uint64_t temporaries_freed, temporary_bytes_freed;
+    uint64_t volume_dirs_freed; /* directories of deleted volumes */
 };
 
 /* Mark every chunk reachable from a registered snapshot's map, sweep the
@@ -277,5 +279,78 @@ struct du_report {
 
 int service_du(struct region *r, struct du_report *ret);
 void du_report_release(struct du_report *d);
+
+/* ---- volumes (volumes.c) ---- */
+
+struct volume;               /* volume/volume.h */
+struct volume_snapshot_stats;
+
+/* A volume's directory: DATA/regions/<r>/volumes/<id> (a new string). */
+char *service_volume_dir(struct region *r, const char *id);
+
+/* The row of volume `id`; -ENOENT naming the region if absent. */
+int service_volume_get(struct region *r, const char *id, struct registry_volume **ret);
+
+struct service_volume_create_options {
+    const char *owner;             /* account id; NULL: the default account */
+    const char *snapshot_id;       /* snap-..., or NULL for a blank volume */
+    uint32_t size_gib;             /* 0: the snapshot's size (required if blank) */
+    const char *availability_zone; /* NULL: the region's zone "<region>a" */
+    const char *volume_type;       /* NULL or "gp3" */
+    int iops, throughput;          /* 0: gp3's defaults (3000, 125 MiB/s) */
+};
+
+/* Create an available volume: an empty directory and a row; no data is
+ * copied (the volume reads its snapshot lazily).  -EINVAL for a size below
+ * the snapshot's or above 16384 GiB, an unknown zone or type, a snapshot
+ * that is not completed; -ENOENT for an unknown snapshot. */
+int service_volume_create(struct region *r, const struct service_volume_create_options *o,
+                          char ret_id[ID_MAX_SIZE]);
+
+/* Delete a volume: row, then directory.  -EBUSY while it is attached to an
+ * instance or open by another process. */
+int service_volume_delete(struct region *r, const char *id);
+
+/* Grow a volume to `size_gib` (ModifyVolume).  Smaller is -EINVAL; the same
+ * size is success.  A handle open elsewhere sees the new size on reopen. */
+int service_volume_grow(struct region *r, const char *id, uint32_t size_gib);
+
+/* Open volume `id` (flags from volume/volume.h; writable opens create the
+ * volume's files on first use).  Close with volume_close(); the region must
+ * outlive the handle.  This is what the NBD server serves. */
+int service_volume_open(struct region *r, const char *id, unsigned flags, struct volume **ret);
+
+/* A read-only view of completed snapshot `snap_id` through the volume read
+ * path and a private cache (`kiln nbd SNAPSHOT`).  The region must outlive
+ * the handle. */
+int service_volume_open_snapshot(struct region *r, const char *snap_id, struct volume **ret);
+
+struct service_volume_snapshot_options {
+    const char *owner;       /* NULL: the volume's owner */
+    const char *description; /* or NULL */
+};
+
+/* CreateSnapshot of a volume: incremental (volume_snapshot()), registered
+ * pending, then completed with its map; its parent is the volume's
+ * snapshot.  Opens the volume read-only: -EBUSY when another process has it
+ * open for writing (use service_volume_snapshot_open() with that handle).
+ * On failure no row remains. */
+int service_volume_snapshot(struct region *r, const char *vol_id,
+                            const struct service_volume_snapshot_options *o,
+                            char ret_id[ID_MAX_SIZE], struct volume_snapshot_stats *ret);
+/* The same over a handle the caller has open (writes are held off while
+ * the map is built). */
+int service_volume_snapshot_open(struct region *r, struct volume *v, const char *vol_id,
+                                 const struct service_volume_snapshot_options *o,
+                                 char ret_id[ID_MAX_SIZE], struct volume_snapshot_stats *ret);
+
+/* gc: mark the block maps volumes were created from, and their chunks. */
+struct digest_map;
+int service_volume_roots(struct region *r, struct digest_map *live);
+
+/* gc: remove volume directories that have no row (a delete interrupted
+ * between the row and the directory).  Call with the store's lock held
+ * exclusively (creation holds it shared from directory to row). */
+int service_volume_sweep_orphans(struct region *r, bool dry_run, uint64_t *ret_removed);
 
 #endif

@@ -1,0 +1,418 @@
+/* Volumes of a region: create (from a snapshot or blank), delete, grow,
+ * open for the NBD server, snapshot incrementally, and the gc roots they
+ * hold.
+ *
+ * Layout: DATA/regions/<r>/volumes/<vol-id>/ holds the volume's files
+ * (src/volume/volume.h, docs/formats.md); the registry row holds its
+ * metadata, including the block map id of the snapshot it was created from.
+ *
+ * Design notes:
+ *   - Creating a volume copies nothing: an empty directory, then one row
+ *     (the volume reads its snapshot lazily).  The row is inserted while
+ *     the store's lock is held shared, so a gc running at the same time
+ *     sees either the snapshot or the volume as the root of the map.
+ *   - Delete removes the row (the volume is gone for every reader), then
+ *     the directory; a crash in between leaves a directory without a row,
+ *     which gc removes.  A volume attached to an instance, or open by
+ *     another process (its directory lock), is refused with -EBUSY.
+ *   - CreateSnapshot: a pending row, then (store lock shared) the volume's
+ *     new chunks, store_sync(), its block map, and the row completed with
+ *     the map, as one update.  On failure the pending row is deleted:
+ *     nothing refers to what was written, and gc reclaims it.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/cleanup.h"
+#include "common/digest-map.h"
+#include "common/error.h"
+#include "common/log.h"
+#include "common/util.h"
+#include "service/internal.h"
+#include "volume/volume.h"
+
+#define LOCK_TIMEOUT_MS (10 * 60 * 1000)
+#define GiB (1ULL << 30)
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+char *service_volume_dir(struct region *r, const char *id)
+{
+    return xasprintf("%s/volumes/%s", r->dir, id);
+}
+
+int service_volume_get(struct region *r, const char *id, struct registry_volume **ret)
+{
+    int e = registry_volume_get(r->reg, id, ret);
+    if (e == -ENOENT)
+        return error_set(ENOENT, "volume '%s' does not exist in region '%s'", id, r->name);
+    return e;
+}
+
+int service_volume_create(struct region *r, const struct service_volume_create_options *o,
+                          char ret_id[ID_MAX_SIZE])
+{
+    struct registry_volume row = {
+        .state = VOLUME_AVAILABLE,
+        .iops = o->iops ? o->iops : 3000,
+        .throughput = o->throughput ? o->throughput : 125,
+    };
+    _cleanup_free_ char *zone = xasprintf("%sa", r->name);
+    _cleanup_free_ char *vols = xasprintf("%s/volumes", r->dir);
+    _cleanup_free_ char *dir = NULL;
+    struct registry_snapshot *snap = NULL;
+    uint32_t size_gib = o->size_gib;
+    int e;
+
+    if (r->read_only)
+        return error_set(EROFS, "region '%s' is open read-only", r->name);
+    if (o->availability_zone && strcmp(o->availability_zone, zone) != 0)
+        return error_set(EINVAL, "availability zone '%s' does not exist in region '%s' (it has '%s')",
+                         o->availability_zone, r->name, zone);
+    snprintf(row.availability_zone, sizeof(row.availability_zone), "%s", zone);
+    if (o->volume_type && strcmp(o->volume_type, "gp3") != 0)
+        return error_set(EINVAL, "volume type '%s' is not supported (only gp3)", o->volume_type);
+    snprintf(row.volume_type, sizeof(row.volume_type), "gp3");
+    if (o->iops < 0 || o->throughput < 0)
+        return error_set(EINVAL, "iops and throughput cannot be negative");
+    if (!o->snapshot_id && size_gib == 0)
+        return error_set(EINVAL, "a blank volume needs a size");
+    if (size_gib > VOLUME_SIZE_GIB_MAX)
+        return error_set(EINVAL, "a volume of %u GiB is larger than the largest (%d GiB)",
+                         size_gib, VOLUME_SIZE_GIB_MAX);
+    if (o->owner)
+        snprintf(row.owner, sizeof(row.owner), "%s", o->owner);
+    else if ((e = service_default_account(r->data_dir, row.owner)) < 0)
+        return e;
+    e = id_generate("vol", row.id, sizeof(row.id));
+    if (e < 0)
+        return e;
+    row.create_time = now_ms();
+
+    e = mkdir_p(vols);
+    if (e < 0)
+        return error_set(e, "cannot create '%s': %s", vols, strerror(-e));
+    dir = service_volume_dir(r, row.id);
+
+    /* From the directory to the row: gc (exclusive) sweeps directories
+     * without a row, and must not see this one in between. */
+    e = store_lock(r->store, false, LOCK_TIMEOUT_MS);
+    if (e < 0)
+        return e;
+    if (mkdir(dir, 0755) < 0) {
+        e = error_set(errno, "cannot create volume directory '%s': %m", dir);
+        store_unlock(r->store);
+        return e;
+    }
+    e = fsync_dir(vols);
+    if (e < 0)
+        e = error_set(e, "cannot sync '%s': %s", vols, strerror(-e));
+    if (e == 0 && o->snapshot_id) {
+        e = service_snapshot_get(r, o->snapshot_id, &snap, NULL);
+        if (e == 0 && (snap->state != SNAPSHOT_COMPLETED || !snap->has_map))
+            e = error_set(EINVAL, "snapshot '%s' is %s, not completed", o->snapshot_id,
+                          snapshot_state_to_string(snap->state));
+        if (e == 0) {
+            uint32_t snap_gib = (uint32_t)DIV_ROUND_UP(snap->volume_size, GiB);
+            if (snap_gib == 0)
+                snap_gib = 1;
+            if (size_gib == 0)
+                size_gib = snap_gib;
+            else if (size_gib < snap_gib)
+                e = error_set(EINVAL,
+                              "volume size %u GiB is smaller than snapshot '%s' (%u GiB)",
+                              size_gib, o->snapshot_id, snap_gib);
+            snprintf(row.snapshot_id, sizeof(row.snapshot_id), "%s", snap->id);
+            row.has_base = true;
+            row.base_map_id = snap->map_id;
+        }
+        registry_snapshot_free(snap);
+    }
+    row.size_gib = size_gib;
+    if (e == 0)
+        e = registry_volume_insert(r->reg, &row);
+    if (e < 0)
+        rmdir(dir);
+    store_unlock(r->store);
+    if (e < 0)
+        return e;
+    memcpy(ret_id, row.id, ID_MAX_SIZE);
+    return 0;
+}
+
+/* Remove a volume's directory and the files kiln keeps in it. */
+static int remove_volume_dir(const char *dir)
+{
+    _cleanup_close_ int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    DIR *d;
+    struct dirent *de;
+
+    if (dfd < 0)
+        return errno == ENOENT ? 0 : -errno;
+    d = fdopendir(dup(dfd));
+    if (!d)
+        return -errno;
+    while ((de = readdir(d)))
+        if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0)
+            unlinkat(dfd, de->d_name, 0);
+    closedir(d);
+    if (rmdir(dir) < 0 && errno != ENOENT)
+        return -errno;
+    return 0;
+}
+
+int service_volume_delete(struct region *r, const char *id)
+{
+    _cleanup_(registry_volume_freep) struct registry_volume *row = NULL;
+    _cleanup_free_ char *dir = NULL, *lock = NULL;
+    _cleanup_close_ int fd = -1;
+    int e;
+
+    if (r->read_only)
+        return error_set(EROFS, "region '%s' is open read-only", r->name);
+    e = service_volume_get(r, id, &row);
+    if (e < 0)
+        return e;
+    if (row->instance_id[0] || row->state == VOLUME_IN_USE)
+        return error_set(EBUSY, "volume '%s' is attached to instance '%s'", id,
+                         row->instance_id[0] ? row->instance_id : "(unknown)");
+    dir = service_volume_dir(r, id);
+    lock = xasprintf("%s/lock", dir);
+    /* Held until the directory is gone: nobody opens it meanwhile. */
+    fd = open(lock, O_RDWR | O_CLOEXEC);
+    if (fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) < 0)
+        return error_set(EBUSY, "volume '%s' is in use (open by another process)", id);
+    e = registry_volume_delete(r->reg, id);
+    if (e < 0)
+        return e;
+    e = remove_volume_dir(dir);
+    if (e < 0)
+        log_warning("volume '%s' deleted, but its directory '%s' was not removed: %s "
+                    "(gc removes it)", id, dir, strerror(-e));
+    return 0;
+}
+
+int service_volume_grow(struct region *r, const char *id, uint32_t size_gib)
+{
+    _cleanup_(registry_volume_freep) struct registry_volume *row = NULL;
+    int e;
+
+    if (r->read_only)
+        return error_set(EROFS, "region '%s' is open read-only", r->name);
+    e = service_volume_get(r, id, &row);
+    if (e < 0)
+        return e;
+    if (size_gib > VOLUME_SIZE_GIB_MAX)
+        return error_set(EINVAL, "a volume of %u GiB is larger than the largest (%d GiB)",
+                         size_gib, VOLUME_SIZE_GIB_MAX);
+    if (size_gib < row->size_gib)
+        return error_set(EINVAL, "volume '%s' cannot shrink from %u to %u GiB", id,
+                         row->size_gib, size_gib);
+    if (size_gib == row->size_gib)
+        return 0;
+    row->size_gib = size_gib;
+    return registry_volume_update(r->reg, row);
+}
+
+static int open_row(struct region *r, const struct registry_volume *row, unsigned flags,
+                    struct volume **ret)
+{
+    _cleanup_free_ char *dir = service_volume_dir(r, row->id);
+    struct blockmap *base = NULL;
+    int e;
+
+    if (row->state != VOLUME_AVAILABLE && row->state != VOLUME_IN_USE)
+        return error_set(EINVAL, "volume '%s' is %s", row->id,
+                         volume_state_to_string(row->state));
+    if (row->has_base) {
+        e = blockmap_load(r->store, &row->base_map_id, &base);
+        if (e < 0)
+            return error_set(e, "volume '%s': cannot load the block map of snapshot '%s': %s",
+                             row->id, row->snapshot_id, error_message());
+    }
+    if (!(flags & VOLUME_OPEN_READ_ONLY))
+        flags |= VOLUME_OPEN_CREATE;
+    return volume_open(r->store, dir, base, row->has_base ? &row->base_map_id : NULL,
+                       (uint64_t)row->size_gib * GiB, flags, ret);
+}
+
+int service_volume_open(struct region *r, const char *id, unsigned flags, struct volume **ret)
+{
+    _cleanup_(registry_volume_freep) struct registry_volume *row = NULL;
+    int e;
+
+    if (r->read_only)
+        flags |= VOLUME_OPEN_READ_ONLY;
+    e = service_volume_get(r, id, &row);
+    if (e < 0)
+        return e;
+    return open_row(r, row, flags, ret);
+}
+
+int service_volume_open_snapshot(struct region *r, const char *snap_id, struct volume **ret)
+{
+    struct registry_snapshot *row = NULL;
+    struct blockmap *map = NULL;
+    int e;
+
+    e = service_snapshot_get(r, snap_id, &row, &map);
+    if (e < 0)
+        return e;
+    if (row->state != SNAPSHOT_COMPLETED) {
+        e = error_set(EINVAL, "snapshot '%s' is %s, not completed", snap_id,
+                      snapshot_state_to_string(row->state));
+        blockmap_free(map);
+    } else {
+        e = volume_open_snapshot(r->store, r->dir, map, &row->map_id, ret);
+    }
+    registry_snapshot_free(row);
+    return e;
+}
+
+int service_volume_snapshot_open(struct region *r, struct volume *v, const char *vol_id,
+                                 const struct service_volume_snapshot_options *o,
+                                 char ret_id[ID_MAX_SIZE], struct volume_snapshot_stats *ret)
+{
+    _cleanup_(registry_volume_freep) struct registry_volume *vol = NULL;
+    struct registry_snapshot row = { .state = SNAPSHOT_PENDING };
+    struct volume_snapshot_stats st;
+    int e;
+
+    if (r->read_only)
+        return error_set(EROFS, "region '%s' is open read-only", r->name);
+    e = service_volume_get(r, vol_id, &vol);
+    if (e < 0)
+        return e;
+    e = id_generate("snap", row.id, sizeof(row.id));
+    if (e < 0)
+        return e;
+    if (o && o->owner)
+        snprintf(row.owner, sizeof(row.owner), "%s", o->owner);
+    else
+        memcpy(row.owner, vol->owner, sizeof(row.owner));
+    snprintf(row.parent_id, sizeof(row.parent_id), "%s", vol->snapshot_id);
+    row.volume_size = volume_size(v);
+    row.volume_size_gib = vol->size_gib;
+    row.description = o ? (char *)o->description : NULL;
+    row.start_time = now_ms();
+
+    e = store_lock(r->store, false, LOCK_TIMEOUT_MS);
+    if (e < 0)
+        return e;
+    e = registry_snapshot_insert(r->reg, &row);
+    if (e < 0)
+        goto out;
+    e = volume_snapshot(v, &row.map_id, NULL, &st);
+    if (e == 0) {
+        row.has_map = true;
+        row.state = SNAPSHOT_COMPLETED;
+        row.progress = 100;
+        row.completion_time = now_ms();
+        e = registry_snapshot_update(r->reg, &row);
+    }
+    if (e < 0) {
+        char why[512];
+        snprintf(why, sizeof(why), "%s", error_message() ? error_message() : "");
+        registry_snapshot_delete(r->reg, row.id);
+        error_set(e, "%s", why);
+    }
+out:
+    store_unlock(r->store);
+    if (e < 0)
+        return e;
+    memcpy(ret_id, row.id, ID_MAX_SIZE);
+    if (ret)
+        *ret = st;
+    return 0;
+}
+
+int service_volume_snapshot(struct region *r, const char *vol_id,
+                            const struct service_volume_snapshot_options *o,
+                            char ret_id[ID_MAX_SIZE], struct volume_snapshot_stats *ret)
+{
+    _cleanup_(volume_closep) struct volume *v = NULL;
+    int e;
+
+    /* Read-only: takes the directory lock shared, so a volume that another
+     * process has open for writing is refused (-EBUSY). */
+    e = service_volume_open(r, vol_id, VOLUME_OPEN_READ_ONLY, &v);
+    if (e < 0)
+        return e;
+    return service_volume_snapshot_open(r, v, vol_id, o, ret_id, ret);
+}
+
+int service_volume_roots(struct region *r, struct digest_map *live)
+{
+    struct registry_volume **list = NULL;
+    size_t n = 0;
+    int e;
+
+    e = registry_volume_list(r->reg, &list, &n);
+    if (e < 0)
+        return e;
+    for (size_t i = 0; i < n && e == 0; i++) {
+        struct blockmap *m = NULL;
+        if (!list[i]->has_base || digest_map_find(live, &list[i]->base_map_id))
+            continue;
+        e = blockmap_load(r->store, &list[i]->base_map_id, &m);
+        if (e < 0) {
+            e = error_set(EBADMSG,
+                          "cannot mark the chunks of volume '%s': the block map of its "
+                          "snapshot is unreadable; run 'kiln fsck'",
+                          list[i]->id);
+            break;
+        }
+        digest_map_insert(live, &list[i]->base_map_id, NULL);
+        for (size_t j = 0; j < m->n; j++)
+            digest_map_insert(live, &m->ext[j].id, NULL);
+        blockmap_free(m);
+    }
+    registry_volume_list_free(list, n);
+    return e;
+}
+
+int service_volume_sweep_orphans(struct region *r, bool dry_run, uint64_t *ret_removed)
+{
+    _cleanup_free_ char *vols = xasprintf("%s/volumes", r->dir);
+    DIR *d = opendir(vols);
+    struct dirent *de;
+    uint64_t removed = 0;
+    int e = 0;
+
+    if (!d)
+        return errno == ENOENT ? 0 : error_set(errno, "cannot list '%s': %m", vols);
+    while ((de = readdir(d))) {
+        struct registry_volume *row = NULL;
+        if (!id_is_valid("vol", de->d_name))
+            continue;
+        e = registry_volume_get(r->reg, de->d_name, &row);
+        registry_volume_free(row);
+        if (e == 0)
+            continue;
+        if (e != -ENOENT)
+            break;
+        e = 0;
+        removed++;
+        if (!dry_run) {
+            _cleanup_free_ char *dir = service_volume_dir(r, de->d_name);
+            remove_volume_dir(dir);
+        }
+    }
+    closedir(d);
+    if (e == 0 && ret_removed)
+        *ret_removed = removed;
+    return e;
+}
