@@ -26,6 +26,9 @@ static const char usage[] =
     "  du                       storage use, per snapshot and in total\n"
     "  serve                    serve the EC2 API (`kiln serve --help`)\n"
     "  nbd SNAP --socket PATH   serve a snapshot over NBD (`kiln nbd --help`)\n"
+    "  volume create --snapshot SNAP | --size GIB  create a copy-on-write volume\n"
+    "  volume list|show|delete|grow  list, show, delete or grow volumes\n"
+    "  volume snapshot VOL      snapshot a volume incrementally\n"
     "  account create NAME      create an account and its first access key\n"
     "  account list             list accounts and their access key ids\n"
     "\n"
@@ -103,6 +106,8 @@ int main(int argc, char **argv)
         r = cmd_account(&cli, argc, argv);
     else if (strcmp(verb, "nbd") == 0)
         r = cmd_nbd(&cli, argc, argv);
+    else if (strcmp(verb, "volume") == 0)
+        r = cmd_volume(&cli, argc, argv);
     else if (strcmp(verb, "help") == 0) {
         fputs(usage, stdout);
         r = 0;

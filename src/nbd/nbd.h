@@ -16,9 +16,9 @@
  * serves WRITE_ZEROES by writing zeros, a NULL extents reports everything
  * as data, a NULL cache answers CACHE with success and no effect.
  *
- * Backends today: a completed snapshot (nbd_snapshot_backend_new, read-only,
+ * Backends: a completed snapshot (nbd_snapshot_backend_new, read-only,
  * served lazily from the chunk store through a bounded cache of decoded
- * chunks) and, once src/volume lands, volumes.
+ * chunks) and a volume (nbd_volume_backend_new, src/volume/).
  */
 #ifndef KILN_NBD_NBD_H
 #define KILN_NBD_NBD_H
@@ -128,7 +128,16 @@ struct nbd_snapshot_cache_stats {
 int nbd_snapshot_backend_new(struct store *store, struct blockmap *map, size_t cache_bytes,
                              struct nbd_backend *ret);
 
-/* The cache counters of a backend made by nbd_snapshot_backend_new. */
+/* The cache counters of a backend made by nbd_snapshot_backend_new (valid
+ * until the server that took the backend is freed). */
 void nbd_snapshot_backend_stats(const struct nbd_backend *b, struct nbd_snapshot_cache_stats *ret);
+
+struct volume;
+
+/* A volume (volume/volume.h) as a backend: every callback is the matching
+ * volume_*() call.  Read-only when `read_only` or when the handle is.
+ * Takes ownership of `v` (closed, which flushes, when the server is
+ * freed). */
+int nbd_volume_backend_new(struct volume *v, bool read_only, struct nbd_backend *ret);
 
 #endif

@@ -18,6 +18,7 @@
 #include "nbd/proto.h"
 #include "snapshot/snapshot.h"
 #include "tap.h"
+#include "volume/volume.h"
 
 static const char NAME[] = "snap-0123456789abcdef0";
 
@@ -820,6 +821,72 @@ static void test_snapshot_backend(const char *dir)
     is_int(be.ops->extents(be.handle, 4096, 4096 * 100, ext, 1), 1, "one extent when max is 1");
     ok(be.ops->cache(be.handle, 1 << 20, 0) == 0, "cache a range");
     be.ops->close(be.handle);
+
+    /* A writable volume over the same snapshot, through the server. */
+    char vdir[256], sock[256];
+    struct volume *v = NULL;
+    struct nbd_server *srv = NULL;
+    struct client c;
+    struct result res;
+    uint64_t vsize = 32ULL << 20; /* grown past the snapshot */
+    snprintf(vdir, sizeof(vdir), "%s/vol", dir);
+    snprintf(sock, sizeof(sock), "%s/v.sock", dir);
+    mkdir_p(vdir);
+    blockmap_load(s, &id, &map);
+    ok(volume_open(s, vdir, map, &id, vsize, VOLUME_OPEN_CREATE, &v) == 0, "open a volume");
+    nbd_volume_backend_new(v, false, &be);
+    ok(!be.read_only && be.ops->pwrite && be.ops->trim && be.size == vsize,
+       "volume backend: writable, %llu bytes", (unsigned long long)be.size);
+    struct nbd_server_options o = { .export_name = "vol-0123456789abcdef0", .socket_path = sock };
+    ok(nbd_server_new(&o, &be, &srv) == 0, "serve the volume");
+    ok(client_open(&c, sock, true) == 0, "negotiate");
+    ok(c.tflags & NBD_FLAG_SEND_TRIM && c.tflags & NBD_FLAG_CAN_MULTI_CONN &&
+           !(c.tflags & NBD_FLAG_READ_ONLY), "volume transmission flags");
+    uint8_t *w = xmalloc(1 << 20);
+    memset(w, 0x77, 1 << 20);
+    is_int(do_req(&c, NBD_CMD_WRITE, 0, 100000, 70000, w, NULL), 0, "unaligned write");
+    is_int(do_req(&c, NBD_CMD_WRITE_ZEROES, 0, 4096 * 100, 8192, NULL, NULL), 0, "write zeroes");
+    is_int(do_req(&c, NBD_CMD_TRIM, NBD_CMD_FLAG_FUA, 5 << 20, 4096, NULL, NULL), 0, "trim");
+    is_int(do_req(&c, NBD_CMD_WRITE, 0, 20 << 20, 4096, w, NULL), 0, "write past the snapshot");
+    is_int(do_req(&c, NBD_CMD_FLUSH, 0, 0, 0, NULL, NULL), 0, "flush");
+    memcpy(w, img, 300000); /* expected: the image, then our changes */
+    memset(w + 100000, 0x77, 70000);
+    memset(w + 4096 * 100, 0, 8192);
+    is_int(do_req(&c, NBD_CMD_READ, 0, 0, 300000, got, NULL), 0, "read the start back");
+    ok(memcmp(got, w, 300000) == 0, "base data, our write and our zeros");
+    is_int(do_req(&c, NBD_CMD_READ, 0, 5 << 20, 12288, got, NULL), 0, "read the trimmed range");
+    ok(buf_is_zero(got, 4096) && memcmp(got + 4096, img + (5 << 20) + 4096, 8192) == 0,
+       "trimmed block reads zeros, its neighbours base data");
+    is_int(do_req(&c, NBD_CMD_BLOCK_STATUS, 0, (16 << 20) + 8192, 8 << 20, NULL, &res), 0,
+           "block status past the snapshot");
+    ok(res.nbs >= 4 && (res.bs[1] & NBD_STATE_ZERO) && res.bs[0] == (4 << 20) - 8192 &&
+           res.bs[2] == 4096 && res.bs[3] == 0,
+       "zeros up to our write, then data (%u %u %u %u)", res.bs[0], res.bs[1], res.bs[2],
+       res.bs[3]);
+    if (access("/usr/bin/qemu-io", X_OK) == 0) {
+        char cmd[1024];
+        snprintf(cmd, sizeof(cmd),
+                 "qemu-io -f raw -c 'write -P 0x3c 24M 1M' -c 'write -z 25M 64k' "
+                 "-c 'discard 26M 64k' -c 'read -P 0x3c 24M 1M' -c 'read -P 0 25M 128k' "
+                 "-c flush 'nbd+unix:///?socket=%s' > %s/qemu-io.out 2>&1 && "
+                 "! grep -q 'verification failed' %s/qemu-io.out",
+                 sock, dir, dir);
+        is_int(system(cmd), 0, "qemu-io write/zero/discard/read patterns on a volume");
+    } else {
+        ok(1, "# SKIP qemu-io not installed");
+    }
+    close(c.fd);
+    is_int(nbd_server_shutdown(srv), 0, "shutdown flushes the volume");
+    nbd_server_free(srv);
+    /* Reopened, the flushed writes are there. */
+    blockmap_load(s, &id, &map);
+    ok(volume_open(s, vdir, map, &id, vsize, 0, &v) == 0, "reopen the volume");
+    ok(volume_read(v, got, 4096, 24 << 20) == 0 && got[0] == 0x3c && got[4095] == 0x3c,
+       "qemu-io's write persisted");
+    ok(volume_read(v, got, 70000, 100000) == 0 && got[0] == 0x77 && got[69999] == 0x77,
+       "our write persisted");
+    volume_close(v);
+    free(w);
     store_free(s);
     free(img);
     free(got);
