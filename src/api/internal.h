@@ -365,4 +365,49 @@ int api_permission_parse_legacy(struct api_ctx *ctx, const struct query *q,
 int api_copy_image(struct api_ctx *ctx, const struct query *q, struct xml *x);
 int api_copy_snapshot(struct api_ctx *ctx, const struct query *q, struct xml *x);
 
+
+/* ebs.c: the EBS direct API (rest-json) on the same listener.  server.c
+ * hands it every request whose path is under /snapshots, after SigV4
+ * (service `ebs`) and the region check; the handler fills *resp (status,
+ * headers, body) for success and for every error. */
+struct sigv4_header;
+
+struct api_ebs_request {
+    const char *method, *path, *query; /* raw path and query (no '?') */
+    const struct sigv4_header *headers;
+    size_t n_headers;
+    const void *body;
+    size_t body_len;
+};
+
+#define API_EBS_MAX_HEADERS 6
+
+struct api_ebs_response {
+    int status;
+    const char *error_code; /* x-amzn-ErrorType of an error, else NULL */
+    const char *content_type;
+    void *body; /* owned: api_ebs_response_release() */
+    size_t body_len;
+    struct {
+        const char *name;
+        char value[128];
+    } headers[API_EBS_MAX_HEADERS];
+    size_t n_headers;
+};
+
+/* true for the paths the EBS direct API serves (/snapshots...). */
+bool api_ebs_path(const char *path);
+/* The largest body a request may carry: a block for PUT, small JSON else. */
+size_t api_ebs_max_body(const char *method, const char *path);
+void api_ebs_handle(struct api_ctx *ctx, const struct api_ebs_request *rq,
+                    struct api_ebs_response *resp);
+/* A failed authentication (403 AccessDeniedException) and any other error
+ * the server answers before the handler runs, in the rest-json form. */
+void api_ebs_auth_failure(struct api_ebs_response *resp, const char *message);
+void api_ebs_fail(struct api_ebs_response *resp, int status, const char *code,
+                  const char *reason, const char *message);
+void api_ebs_response_release(struct api_ebs_response *resp);
+/* Cancel the timed-out uploads of every region (at server start). */
+void api_ebs_sweep(const char *data_dir, const char *const *regions, size_t n);
+
 #endif

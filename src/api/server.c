@@ -66,6 +66,8 @@ struct request {
     char rid[API_REQUEST_ID_SIZE];
     struct api_buf body;
     bool started, counted, too_large;
+    bool ebs;        /* a path of the EBS direct API */
+    size_t max_body; /* this request's body cap */
     uint64_t t0;
 };
 
@@ -132,6 +134,56 @@ static enum MHD_Result send_error(struct request *rq, struct MHD_Connection *c, 
     log_info("%s: %s -> %d %s (%.1f ms)", rq->rid, what, reply.status, reply.code,
              (double)(now_ns() - rq->t0) / 1e6);
     return send_xml(rq, c, reply.status, &x);
+}
+
+/* Answer an EBS direct API request (rest-json: JSON or raw block bytes). */
+static enum MHD_Result send_ebs(struct request *rq, struct MHD_Connection *c,
+                                struct api_ebs_response *resp, const char *what)
+{
+    struct MHD_Response *r;
+    enum MHD_Result ret;
+
+    r = MHD_create_response_from_buffer(resp->body_len, resp->body ? resp->body : (void *)"",
+                                        resp->body ? MHD_RESPMEM_MUST_FREE
+                                                   : MHD_RESPMEM_PERSISTENT);
+    if (!r) {
+        api_ebs_response_release(resp);
+        return MHD_NO;
+    }
+    resp->body = NULL;
+    MHD_add_response_header(r, "Content-Type",
+                            resp->content_type ? resp->content_type : "application/json");
+    for (size_t i = 0; i < resp->n_headers; i++)
+        MHD_add_response_header(r, resp->headers[i].name, resp->headers[i].value);
+    MHD_add_response_header(r, "x-amzn-RequestId", rq->rid);
+    MHD_add_response_header(r, "Server", "kiln");
+    if (atomic_load(&rq->srv->stopping))
+        MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
+    log_info("%s: %s -> %d%s%s (%.1f ms)", rq->rid, what, resp->status,
+             resp->error_code ? " " : "", resp->error_code ? resp->error_code : "",
+             (double)(now_ns() - rq->t0) / 1e6);
+    ret = MHD_queue_response(c, (unsigned)resp->status, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+/* An error before the EBS handler runs (authentication, region, size). */
+static enum MHD_Result send_ebs_error(struct request *rq, struct MHD_Connection *c, int status,
+                                      const char *code, const char *reason, int err,
+                                      const char *what)
+{
+    struct api_ebs_response resp = { 0 };
+    char detail[600];
+
+    error_describe(err, detail, sizeof(detail));
+    if (status == 403)
+        log_warning("%s: authentication failed: %s", rq->rid, detail);
+    if (status == 403)
+        api_ebs_auth_failure(&resp, "The request signature or credentials are not valid for "
+                                    "the EBS direct API.");
+    else
+        api_ebs_fail(&resp, status, code, reason, detail);
+    return send_ebs(rq, c, &resp, what);
 }
 
 /* ---- request pipeline ---- */
@@ -209,10 +261,56 @@ static enum MHD_Result process(struct request *rq, struct MHD_Connection *c, con
         .n_headers = hl.n, .body = rq->body.data, .body_len = rq->body.len, .now = time(NULL),
     };
     r = sigv4_verify(&sreq, srv->opts.lookup, srv->opts.ud, &auth);
+    if (api_ebs_path(path)) {
+        /* The EBS direct API: rest-json errors, service `ebs`. */
+        if (r == 0 && strcmp(auth.service, "ebs") != 0)
+            r = error_set(EACCES, "credential scope service '%s' is not 'ebs'", auth.service);
+        if (r == 0 && auth.unsigned_payload &&
+            (strcmp(method, "PUT") != 0 || !auth.checksum_signed))
+            r = error_set(EACCES, "UNSIGNED-PAYLOAD is accepted only for PutSnapshotBlock "
+                                  "with a signed x-amz-checksum");
+        if (r == -EACCES)
+            return send_ebs_error(rq, c, 403, NULL, NULL, r, what);
+        if (r < 0)
+            return send_ebs_error(rq, c, 500, "InternalServerException", NULL, r, what);
+        if (!region_served(srv, auth.region)) {
+            region_list(srv, regions, sizeof(regions));
+            return send_ebs_error(rq, c, 400, "ValidationException", "INVALID_PARAMETER_VALUE",
+                                  error_set(EINVAL,
+                                            "The region '%s' (from the request's credential "
+                                            "scope) is not served by this endpoint; its "
+                                            "regions are: %s", auth.region, regions),
+                                  what);
+        }
+        snprintf(what, sizeof(what), "%s %.100s (%s, %s)", method, rq->uri, auth.account,
+                 auth.region);
+        struct api_ebs_request erq = {
+            .method = method, .path = path, .query = raw_query, .headers = hl.h,
+            .n_headers = hl.n, .body = rq->body.data, .body_len = rq->body.len,
+        };
+        struct api_ebs_response eresp = { 0 };
+        host = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_HOST);
+        endpoint = xasprintf("http://%s", host && *host ? host : srv->opts.listen);
+        ctx.account = auth.account;
+        ctx.region = auth.region;
+        ctx.data_dir = srv->opts.data_dir;
+        ctx.endpoint = endpoint;
+        ctx.regions = srv->regions;
+        ctx.n_regions = srv->n_regions;
+        api_ebs_handle(&ctx, &erq, &eresp);
+        if (ctx.action)
+            snprintf(what, sizeof(what), "%s %.60s (%s, %s)", ctx.action, path, auth.account,
+                     auth.region);
+        return send_ebs(rq, c, &eresp, what);
+    }
     if (r == -EACCES)
         return send_error(rq, c, r, API_ERR_AUTH_FAILURE, API_RES_NONE, what);
     if (r < 0)
         return send_error(rq, c, r, API_ERR_INTERNAL, API_RES_NONE, what);
+    if (auth.unsigned_payload)
+        return send_error(rq, c,
+                          error_set(EACCES, "UNSIGNED-PAYLOAD is not accepted for EC2 requests"),
+                          API_ERR_AUTH_FAILURE, API_RES_NONE, what);
     if (strcmp(auth.service, "ec2") != 0)
         return send_error(rq, c,
                           error_set(EACCES, "credential scope service '%s' is not 'ec2'",
@@ -362,23 +460,35 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         rq->counted = true;
         atomic_fetch_add(&srv->in_flight, 1);
         error_clear();
-        if (strcmp(method, "GET") != 0 && strcmp(method, "POST") != 0)
+        /* The EBS direct API (paths under /snapshots) has its own methods
+         * and a body cap per route: one block for PUT, small JSON else. */
+        rq->ebs = api_ebs_path(url);
+        rq->max_body = rq->ebs ? api_ebs_max_body(method, url) : srv->opts.max_body;
+        if (rq->ebs && strcmp(method, "GET") != 0 && strcmp(method, "POST") != 0 &&
+            strcmp(method, "PUT") != 0)
+            return send_ebs_error(rq, c, 405, "ValidationException", "INVALID_PARAMETER_VALUE",
+                                  error_set(EINVAL, "method %.20s is not supported here",
+                                            method), method);
+        if (!rq->ebs && strcmp(method, "GET") != 0 && strcmp(method, "POST") != 0)
             return send_error(rq, c,
                               error_set(EINVAL, "method %.20s is not supported; use POST or GET",
                                         method),
                               API_ERR_METHOD_NOT_ALLOWED, API_RES_NONE, method);
         cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
-        if (cl && strtoull(cl, NULL, 10) > srv->opts.max_body)
-            return send_error(rq, c,
-                              error_set(EMSGSIZE, "The request body of %.20s bytes exceeds the "
-                                                  "limit of %zu bytes", cl, srv->opts.max_body),
-                              API_ERR_REQUEST_TOO_LARGE, API_RES_NONE, method);
+        if (cl && strtoull(cl, NULL, 10) > rq->max_body) {
+            int e = error_set(EMSGSIZE, "The request body of %.20s bytes exceeds the limit of "
+                                        "%zu bytes", cl, rq->max_body);
+            if (rq->ebs)
+                return send_ebs_error(rq, c, 400, "ValidationException",
+                                      "INVALID_PARAMETER_VALUE", e, method);
+            return send_error(rq, c, e, API_ERR_REQUEST_TOO_LARGE, API_RES_NONE, method);
+        }
         return MHD_YES;
     }
     if (*upload_data_size) {
         /* A chunked body has no Content-Length to check up front: keep
          * reading but stop storing once it is too large. */
-        if (!rq->too_large && rq->body.len + *upload_data_size > srv->opts.max_body) {
+        if (!rq->too_large && rq->body.len + *upload_data_size > rq->max_body) {
             rq->too_large = true;
             api_buf_release(&rq->body);
         }
@@ -387,10 +497,14 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         *upload_data_size = 0;
         return MHD_YES;
     }
+    if (rq->too_large && rq->ebs)
+        return send_ebs_error(rq, c, 400, "ValidationException", "INVALID_PARAMETER_VALUE",
+                              error_set(EMSGSIZE, "The request body exceeds the limit of %zu "
+                                                  "bytes", rq->max_body), method);
     if (rq->too_large)
         return send_error(rq, c,
                           error_set(EMSGSIZE, "The request body exceeds the limit of %zu bytes",
-                                    srv->opts.max_body),
+                                    rq->max_body),
                           API_ERR_REQUEST_TOO_LARGE, API_RES_NONE, method);
     return process(rq, c, method);
 }
@@ -476,6 +590,9 @@ int api_server_new(const struct api_server_options *opts, struct api_server **re
     r = parse_listen(s->opts.listen, &addr, &v6);
     if (r < 0)
         return r;
+    /* EBS uploads whose Timeout passed while the server was down. */
+    if (s->opts.data_dir)
+        api_ebs_sweep(s->opts.data_dir, s->regions, s->n_regions);
     s->quiesced_fd = MHD_INVALID_SOCKET;
 
     flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL |

@@ -509,7 +509,7 @@ int sigv4_verify(const struct sigv4_request *req, sigv4_lookup_fn lookup, void *
 {
     struct sigv4_auth auth;
     struct query q = { 0 };
-    const char *authorization, *amz_date, *token;
+    const char *authorization, *amz_date, *token, *content_sha;
     char secret[SIGV4_SECRET_SIZE] = "", account[SIGV4_ACCOUNT_SIZE] = "", expected[65];
     bool query_auth;
     time_t t = 0;
@@ -640,6 +640,24 @@ int sigv4_verify(const struct sigv4_request *req, sigv4_lookup_fn lookup, void *
         r = AUTH_FAIL("signature mismatch for access key id '%s'", auth.access_key_id);
         goto out;
     }
+    /* The signature covers X-Amz-Content-SHA256 in place of the body: it
+     * must be the body's hash, unless it says the body is unsigned. */
+    r = single_header(req, "x-amz-content-sha256", &content_sha);
+    if (r < 0)
+        goto out;
+    ret->unsigned_payload = false;
+    if (content_sha && strcmp(content_sha, "UNSIGNED-PAYLOAD") == 0) {
+        ret->unsigned_payload = true;
+    } else if (content_sha) {
+        struct digest d;
+        char hex[DIGEST_HEX_SIZE];
+        sha256(req->body ? req->body : "", req->body_len, &d);
+        if (strcasecmp(content_sha, digest_to_hex(&d, hex)) != 0) {
+            r = AUTH_FAIL("X-Amz-Content-SHA256 does not match the body");
+            goto out;
+        }
+    }
+    ret->checksum_signed = list_has(auth.signed_headers, "x-amz-checksum");
     snprintf(ret->access_key_id, sizeof(ret->access_key_id), "%s", auth.access_key_id);
     snprintf(ret->account, sizeof(ret->account), "%s", account);
     snprintf(ret->region, sizeof(ret->region), "%s", auth.region);

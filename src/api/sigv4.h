@@ -54,6 +54,13 @@ struct sigv4_result {
     char region[SIGV4_SCOPE_PART_SIZE];
     char service[SIGV4_SCOPE_PART_SIZE];
     bool query_auth; /* signed in the query string */
+    /* X-Amz-Content-SHA256 was UNSIGNED-PAYLOAD: the body is not covered
+     * by the signature (the EBS direct API's PutSnapshotBlock, whose signed
+     * x-amz-checksum header protects it instead; the caller decides where
+     * that is acceptable).  Any other X-Amz-Content-SHA256 value must be
+     * the body's hash, or the request fails. */
+    bool unsigned_payload;
+    bool checksum_signed; /* x-amz-checksum is among the signed headers */
 };
 
 /* The parts of an Authorization header (or of the X-Amz-* query

@@ -353,4 +353,7 @@ int service_volume_roots(struct region *r, struct digest_map *live);
  * exclusively (creation holds it shared from directory to row). */
 int service_volume_sweep_orphans(struct region *r, bool dry_run, uint64_t *ret_removed);
 
+/* ---- the EBS direct API's uploads (ebs.c) ---- */
+#include "service/ebs.h"
+
 #endif

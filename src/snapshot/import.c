@@ -356,9 +356,10 @@ const char *image_format_to_string(enum image_format f)
     }
 }
 
-int snapshot_import(struct store *s, const char *path, const struct import_options *opts,
-                    struct digest *ret_map_id, struct blockmap **ret_map,
-                    struct import_stats *ret_stats)
+/* The import proper, over an open source (which it releases). */
+static int import_source(struct store *s, struct source *src, const struct import_options *opts,
+                         struct digest *ret_map_id, struct blockmap **ret_map,
+                         struct import_stats *ret_stats)
 {
     _cleanup_free_ struct importer *im = xcalloc(1, sizeof(*im));
     pthread_t threads[64];
@@ -368,9 +369,7 @@ int snapshot_import(struct store *s, const char *path, const struct import_optio
     int r;
 
     nthreads = MAX(1, MIN(nthreads, (int)ARRAY_SIZE(threads)));
-    r = source_open(path, opts->format, &im->src);
-    if (r < 0)
-        return r;
+    im->src = *src;
     im->params = opts->chunker ? opts->chunker : &chunker_default_params;
     if (im->params->min_blocks < 1 || im->params->max_blocks > MAX_CHUNK_BLOCKS ||
         im->params->min_blocks > im->params->max_blocks || im->params->avg_blocks == 0 ||
@@ -459,4 +458,28 @@ int snapshot_import(struct store *s, const char *path, const struct import_optio
     else
         blockmap_free(im->map);
     return 0;
+}
+
+int snapshot_import(struct store *s, const char *path, const struct import_options *opts,
+                    struct digest *ret_map_id, struct blockmap **ret_map,
+                    struct import_stats *ret_stats)
+{
+    struct source src;
+    int r = source_open(path, opts->format, &src);
+
+    if (r < 0)
+        return r;
+    return import_source(s, &src, opts, ret_map_id, ret_map, ret_stats);
+}
+
+int snapshot_import_reader(struct store *s, const struct snapshot_reader *reader,
+                           const struct import_options *opts, struct digest *ret_map_id,
+                           struct blockmap **ret_map, struct import_stats *ret_stats)
+{
+    struct source src;
+    int r = source_from_reader(reader, &src);
+
+    if (r < 0)
+        return r;
+    return import_source(s, &src, opts, ret_map_id, ret_map, ret_stats);
 }

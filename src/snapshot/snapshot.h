@@ -133,6 +133,30 @@ int snapshot_import(struct store *s, const char *path, const struct import_optio
                     struct digest *ret_map_id, struct blockmap **ret_map,
                     struct import_stats *ret_stats);
 
+/* A volume that is not a file: the caller's callbacks give its contents
+ * (the EBS direct API's staged blocks over a parent snapshot).  extent()
+ * answers, for the run starting at `offset` (at most `max_len` bytes),
+ * whether it is data or reads as zeros, and its length (> 0); read() fills
+ * buf with `len` bytes at `offset`.  Both return 0 or -errno with a
+ * message.  `size` is the volume size in bytes (a non-zero multiple of
+ * 512, at most BLOCKMAP_MAX_VOLUME).  The callbacks are called from the
+ * importing thread only. */
+struct snapshot_reader {
+    uint64_t size;
+    int (*extent)(void *userdata, uint64_t offset, uint64_t max_len, bool *ret_data,
+                  uint64_t *ret_len);
+    int (*read)(void *userdata, void *buf, size_t len, uint64_t offset);
+    void *userdata;
+    const char *name; /* for messages */
+};
+
+/* snapshot_import() over a reader instead of a file: the same chunking
+ * (file system hints included), dedup against the store, durability order
+ * and results.  opts->format is ignored. */
+int snapshot_import_reader(struct store *s, const struct snapshot_reader *reader,
+                           const struct import_options *opts, struct digest *ret_map_id,
+                           struct blockmap **ret_map, struct import_stats *ret_stats);
+
 /* ---- export (export.c) ---- */
 
 struct export_options {

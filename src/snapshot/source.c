@@ -123,6 +123,22 @@ fail:
     return r;
 }
 
+int source_from_reader(const struct snapshot_reader *reader, struct source *ret)
+{
+    const char *name = reader->name ? reader->name : "volume";
+
+    if (!reader->extent || !reader->read)
+        return error_set(EINVAL, "'%s': a reader needs extent and read callbacks", name);
+    if (reader->size == 0 || reader->size % 512)
+        return error_set(EINVAL, "'%s' is %llu bytes, not a non-zero multiple of 512", name,
+                         (unsigned long long)reader->size);
+    if (reader->size > BLOCKMAP_MAX_VOLUME)
+        return error_set(EINVAL, "'%s' is larger than the 64 TiB kiln supports", name);
+    *ret = (struct source){ .fd = -1, .format = IMAGE_FORMAT_RAW, .size = reader->size,
+                            .reader = reader, .path = name };
+    return 0;
+}
+
 void source_release(struct source *src)
 {
     qcow2_reader_free(src->qcow2);
@@ -139,6 +155,8 @@ int source_extent(struct source *src, uint64_t offset, uint64_t max_len, bool *r
 
     if (src->qcow2)
         return qcow2_reader_extent(src->qcow2, offset, max_len, ret_data, ret_len);
+    if (src->reader)
+        return src->reader->extent(src->reader->userdata, offset, max_len, ret_data, ret_len);
 
     if (offset >= src->data_start && offset < src->data_end) {
         *ret_data = true;
@@ -179,6 +197,8 @@ int source_read(struct source *src, void *buf, size_t len, uint64_t offset)
 
     if (src->qcow2)
         return qcow2_reader_read(src->qcow2, buf, len, offset);
+    if (src->reader)
+        return src->reader->read(src->reader->userdata, buf, len, offset);
     n = pread_full(src->fd, buf, len, (off_t)offset);
     if (n < 0)
         return error_set((int)n, "cannot read '%s': %s", src->path, strerror((int)-n));

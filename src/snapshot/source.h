@@ -14,6 +14,7 @@ struct source {
     enum image_format format;
     uint64_t size;
     struct qcow2_reader *qcow2;
+    const struct snapshot_reader *reader; /* borrowed; set for a caller's volume */
     const char *path; /* borrowed, for messages */
     /* Raw files: [data_start, data_end) is known to be data, so that a
      * dense file costs one SEEK_HOLE, not one per window (each of which
@@ -26,6 +27,11 @@ struct source {
  * other kind (other disk formats, archives) are refused in AUTO mode. */
 int source_open(const char *path, enum image_format format, struct source *ret);
 void source_release(struct source *src);
+
+/* A source over a caller's reader (snapshot_import_reader()): checks the
+ * size the same way source_open() does.  Nothing to release but the
+ * struct itself (source_release() is harmless). */
+int source_from_reader(const struct snapshot_reader *reader, struct source *ret);
 
 /* Like qcow2_reader_extent(): the run from offset that is uniformly data or
  * uniformly zero (holes). */
