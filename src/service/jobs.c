@@ -256,6 +256,11 @@ static void *worker(void *arg)
             pthread_cond_broadcast(&jr->cond);
             continue;
         }
+        if (jr->scanning) {
+            /* Another worker scans; it broadcasts when done. */
+            pthread_cond_wait(&jr->cond, &jr->lock);
+            continue;
+        }
         {
             uint64_t until = jr->next_scan_ns;
             struct timespec ts = { .tv_sec = (time_t)(until / 1000000000ull),

@@ -60,6 +60,16 @@ root_snapshot() {
         --query 'Images[0].BlockDeviceMappings[0].Ebs.SnapshotId' --output text
 }
 
+# --jobs takes 1 to 64 threads; anything else is a usage error (exit 2),
+# before anything starts.
+for bad in 0 65 two ''; do
+    st=0
+    "$KILN" serve --listen "127.0.0.1:$port" --jobs "$bad" 2>"$T/err" || st=$?
+    assert_eq "$st" 2 "kiln serve --jobs '$bad'"
+    expect_stderr "--jobs must be a number from 1 to 64"
+done
+"$KILN" serve --help | grep -q -- "--jobs N" || die "serve --help lacks --jobs"
+
 # A 48 MiB disk of random data: every 4 KiB block is data, so the copy
 # moves hundreds of chunks, and the export must equal the file.
 head -c $((48 * 1024 * 1024)) /dev/urandom > "$T/disk.raw"
