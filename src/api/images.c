@@ -522,7 +522,8 @@ static int parse_register(struct api_ctx *ctx, const struct query *q, struct reg
     if (!image_name_is_valid(img->name))
         return api_fail(ctx, API_ERR_AMI_NAME_MALFORMED,
                         "AMI names must be between 3 and 128 characters long, and may contain "
-                        "letters, numbers, '(', ')', '.', '-', '/' and '_' ('%.130s')",
+                        "letters, numbers, spaces, '(', ')', '[', ']', '.', '/', '-', '\'', '@' "
+                        "and '_' ('%.130s')",
                         img->name);
     img->description = (char *)query_get(q, "Description");
     if (img->description && strlen(img->description) > IMAGE_DESCRIPTION_MAX)

@@ -42,7 +42,7 @@ int main(void)
     ok(registry_open(":memory:", &reg) == 0, "open an in-memory registry");
     if (!reg)
         return done_testing();
-    is_int(registry_schema_version(reg), 3, "schema version 3");
+    ok(registry_schema_version(reg) >= 3, "schema version 3 or later");
     is_int(insert_snapshot(reg, SNAP), 0, "insert a snapshot");
     is_int(insert_snapshot(reg, OTHER), 0, "insert another");
 
