@@ -59,6 +59,7 @@ char *api_buf_steal(struct api_buf *b)
     char *p;
 
     reserve(b, 0);
+    b->data[b->len] = '\0'; /* an empty buffer was never written */
     p = b->data;
     b->data = NULL;
     b->len = b->alloc = 0;

@@ -264,6 +264,8 @@ int service_ebs_expire(struct region *r, const char *snap_id, size_t *ret_n)
     size_t n = 0, expired = 0;
     int e;
 
+    if (snap_id && !id_is_valid("snap", snap_id))
+        return error_set(EINVAL, "malformed snapshot id '%.40s'", snap_id);
     if (snap_id) {
         struct registry_ebs_upload u;
         e = registry_ebs_upload_get(r->reg, snap_id, &u);
@@ -605,6 +607,8 @@ int service_ebs_put_block(struct region *r, const char *account, const char *sna
     }
     if (progress > 100)
         return error_set(EINVAL, "progress %d is not 0 to 100", progress);
+    if (!id_is_valid("snap", snap_id))
+        return error_set(EINVAL, "malformed snapshot id '%.40s'", snap_id);
 
     e = staging_lock(r, snap_id, false, false, &lockfd);
     if (e == -ENOENT) {
@@ -851,6 +855,8 @@ int service_ebs_complete(struct region *r, const char *account, const char *snap
 
     if (r->read_only)
         return -EROFS;
+    if (!id_is_valid("snap", snap_id))
+        return error_set(EINVAL, "malformed snapshot id '%.40s'", snap_id);
     e = staging_lock(r, snap_id, true, false, &lockfd);
     if (e == -ENOENT) {
         e = registry_snapshot_get(r->reg, snap_id, &row);
