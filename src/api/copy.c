@@ -353,14 +353,16 @@ int api_copy_image(struct api_ctx *ctx, const struct query *q, struct xml *x)
     r = region_open(ctx->data_dir, ctx->region, false, &dst);
     if (r < 0)
         goto out;
-    for (int attempt = 0;; attempt++) {
-        r = service_image_copy_start(src, id, dst, &o, new_id);
-        if (r != -EALREADY || attempt > 0)
-            break;
-        /* A concurrent request with the same token won: answer as it. */
-        r = token_check(ctx, dst, &token, new_id);
-        if (r < 0 || new_id[0])
-            break;
+    r = service_image_copy_start(src, id, dst, &o, new_id);
+    if ((r == -EALREADY || r == -EEXIST) && o.token) {
+        /* A concurrent request with the same token may have won (its
+         * image then holds the name too): answer as it did. */
+        int e = token_check(ctx, dst, &token, new_id);
+        if (e < 0 || new_id[0])
+            r = e;
+        else if (r == -EALREADY)
+            r = error_set(EIO, "client token '%s' is recorded and cannot be read",
+                          token.token);
     }
     if (r == -EEXIST)
         r = api_fail(ctx, API_ERR_DUPLICATE, "AMI name %s is already in use", o.name);

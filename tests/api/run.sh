@@ -40,9 +40,9 @@ export KILN_TEST_ACCOUNT=123456789012
 export KILN_TEST_DATA_DIR="$T/data"
 export KILN
 
-# Each copied chunk waits 20 ms, so that a copy is seen pending
-# (test_copy.py); docs/operations.md.
-KILN_TEST_JOB_CHUNK_DELAY_US=20000 \
+# Each copied chunk waits 50 ms, so that a copy is seen pending
+# (test_copy.py; a 3 MiB image takes seconds); docs/operations.md.
+KILN_TEST_JOB_CHUNK_DELAY_US=50000 \
 "$KILN" serve --data-dir "$T/data" --listen "127.0.0.1:$port" \
     --access-key "$KILN_TEST_ACCESS_KEY" --secret-key "$KILN_TEST_SECRET_KEY" \
     --account "$KILN_TEST_ACCOUNT" 2>"$T/serve.log" &

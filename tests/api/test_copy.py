@@ -20,6 +20,7 @@ import json
 import os
 import subprocess
 import tempfile
+import threading
 import unittest
 import uuid
 
@@ -204,6 +205,32 @@ class Copy(unittest.TestCase):
         self.assertEqual(self.west.copy_image(SourceImageId=iid, SourceRegion=SRC, Name=name,
                                               ClientToken=token)["ImageId"], first)
         self.east.get_waiter("image_available").wait(ImageIds=[other],
+                                                     WaiterConfig={"Delay": 1})
+
+    def test_copy_image_client_token_concurrent(self):
+        # Four identical requests at once: one copy, one answer.
+        iid, _ = self.register()
+        token = uuid.uuid4().hex
+        name = unique_name()
+        results, errors = [], []
+
+        def copy():
+            try:
+                results.append(self.west.copy_image(SourceImageId=iid, SourceRegion=SRC,
+                                                    Name=name, ClientToken=token)["ImageId"])
+            except ClientError as e:
+                errors.append(e.response["Error"])
+
+        threads = [threading.Thread(target=copy) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        self.assertEqual(errors, [])
+        self.assertEqual(len(set(results)), 1, results)
+        named = self.west.describe_images(Filters=[{"Name": "name", "Values": [name]}])
+        self.assertEqual([i["ImageId"] for i in named["Images"]], results[:1])
+        self.west.get_waiter("image_available").wait(ImageIds=results[:1],
                                                      WaiterConfig={"Delay": 1})
 
     def test_copy_image_source_deleted_while_pending(self):
