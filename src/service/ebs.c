@@ -794,7 +794,8 @@ static int volume_read(void *ud, void *buf, size_t len, uint64_t off)
 static int verify_staged(const char *dir, const uint64_t *staged, size_t n,
                          struct digest *ret_raw, struct digest *ret_b64)
 {
-    _cleanup_free_ uint8_t *buf = xmalloc(STAGED_FILE_SIZE);
+    /* One byte more than a staged file, to see one that is too long. */
+    _cleanup_free_ uint8_t *buf = xmalloc(STAGED_FILE_SIZE + 1);
     struct sha256_ctx *raw = sha256_new(), *b64 = sha256_new();
     int e = 0;
 
