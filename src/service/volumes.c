@@ -117,10 +117,9 @@ int service_volume_create(struct region *r, const struct service_volume_create_o
         store_unlock(r->store);
         return e;
     }
-    e = fsync_dir(vols);
-    if (e < 0)
-        e = error_set(e, "cannot sync '%s': %s", vols, strerror(-e));
-    if (e == 0 && o->snapshot_id) {
+    /* Not fsynced: the row is the commit point, and opening a volume
+     * creates its directory again if a crash lost it. */
+    if (o->snapshot_id) {
         e = service_snapshot_get(r, o->snapshot_id, &snap, NULL);
         if (e == 0 && (snap->state != SNAPSHOT_COMPLETED || !snap->has_map))
             e = error_set(EINVAL, "snapshot '%s' is %s, not completed", o->snapshot_id,
@@ -245,6 +244,8 @@ static int open_row(struct region *r, const struct registry_volume *row, unsigne
     }
     if (!(flags & VOLUME_OPEN_READ_ONLY))
         flags |= VOLUME_OPEN_CREATE;
+    else if (!r->read_only && mkdir(dir, 0755) < 0 && errno != EEXIST)
+        return error_set(errno, "cannot create volume directory '%s': %m", dir);
     return volume_open(r->store, dir, base, row->has_base ? &row->base_map_id : NULL,
                        (uint64_t)row->size_gib * GiB, flags, ret);
 }
