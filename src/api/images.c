@@ -672,10 +672,15 @@ static int check_mapped_snapshots(struct api_ctx *ctx, struct region *rg, struct
  * of the owner's live images does; else 0. */
 static int check_name_free(struct api_ctx *ctx, struct region *rg, const char *name)
 {
-    const char *owners[] = {ctx->account};
+    const char *owners[] = {ctx->account}, *names[] = {name};
+    /* A valid name has no '*', '?' or backslash, so as a pattern it
+     * matches itself only: one index lookup, not every image the owner
+     * has (which made registering N images cost N^2). */
     struct image_query iq = {
         .owners = owners,
         .n_owners = 1,
+        .names = names,
+        .n_names = 1,
         .include_deprecated = true,
         .include_disabled = true,
         .caller = ctx->account,
@@ -857,6 +862,14 @@ static bool has_filter(const struct api_filters *fs, const char *name)
     return false;
 }
 
+static bool has_device_filter(const struct api_filters *fs)
+{
+    for (size_t i = 0; i < fs->n; i++)
+        if (strncmp(fs->f[i].name, "block-device-mapping.", 21) == 0)
+            return true;
+    return false;
+}
+
 static bool match_devices(const struct api_filters *fs, const struct registry_image *img)
 {
     size_t n = img->n_devices;
@@ -918,10 +931,12 @@ static bool match_tags(const struct api_filters *fs, const struct registry_tag *
 static bool match_image(const struct api_ctx *ctx, const struct api_filters *fs,
                         const struct registry_image *img)
 {
-    char created[40], deprecated[40];
+    char created[40] = "", deprecated[40] = "";
     _cleanup_free_ char *location = NULL;
     bool owned = image_owned(ctx, img);
 
+    if (!fs->n)
+        return true;
     /* Nothing here has an owner alias, a platform, product codes, a
      * kernel or ramdisk, or was made from an instance. */
     if (has_filter(fs, "owner-alias") || has_filter(fs, "platform") ||
@@ -939,9 +954,14 @@ static bool match_image(const struct api_ctx *ctx, const struct api_filters *fs,
         (has_filter(fs, "state-reason-code") && !img->state_reason_code) ||
         (has_filter(fs, "state-reason-message") && !img->state_reason_message))
         return false;
-    api_format_time(img->creation_date, created, sizeof(created));
-    format_time_seconds(img->deprecation_time, deprecated, sizeof(deprecated));
-    location = xasprintf("%s/%s", img->owner, img->name);
+    /* Formatted only when a filter looks at them: this runs for every
+     * candidate. */
+    if (has_filter(fs, "creation-date"))
+        api_format_time(img->creation_date, created, sizeof(created));
+    if (has_filter(fs, "deprecation-time"))
+        format_time_seconds(img->deprecation_time, deprecated, sizeof(deprecated));
+    location = has_filter(fs, "manifest-location") ? xasprintf("%s/%s", img->owner, img->name)
+                                                   : xstrdup("");
     return api_filters_match(fs, "architecture", img->architecture) &&
            api_filters_match(fs, "creation-date", created) &&
            api_filters_match(fs, "deprecation-time", deprecated) &&
@@ -972,8 +992,108 @@ static bool match_image(const struct api_ctx *ctx, const struct api_filters *fs,
             api_filters_match(fs, "state-reason-code", img->state_reason_code)) &&
            (!img->state_reason_message ||
             api_filters_match(fs, "state-reason-message", img->state_reason_message)) &&
-           match_devices(fs, img) &&
+           (!has_device_filter(fs) || match_devices(fs, img)) &&
            (owned ? match_tags(fs, img->tags, img->n_tags) : match_tags(fs, NULL, 0));
+}
+
+/* What DescribeImages hands the registry besides ids and owners: the name
+ * and tag filters, as registry patterns (images.h) that match at least
+ * what the API's patterns match, so that the registry returns the few
+ * candidates instead of every image, and match_image() still decides.
+ * The API's patterns are fnmatch's without escapes: '*' and '?' wildcards,
+ * '[' a bracket expression, a backslash literal. */
+struct prefilter {
+    const char *const *names;
+    size_t n_names;
+    struct image_tag_filter *tags;
+    size_t n_tags;
+    char **owned; /* every string and array allocated here */
+    size_t n_owned;
+};
+
+static void *prefilter_own(struct prefilter *p, void *mem)
+{
+    p->owned[p->n_owned++] = mem;
+    return mem;
+}
+
+/* The registry pattern for API pattern `v`, or NULL when there is none
+ * simple enough: a bracket expression, or a non-ASCII byte (where '?'
+ * may mean a byte to one and a character to the other).  A backslash
+ * becomes an escaped backslash; '?' becomes '*', a superset whatever a
+ * character is. */
+static char *prefilter_pattern(const char *v)
+{
+    char *out = xmalloc(2 * strlen(v) + 1), *o = out;
+
+    for (const unsigned char *c = (const unsigned char *)v; *c; c++) {
+        if (*c == '[' || *c >= 0x80) {
+            free(out);
+            return NULL;
+        }
+        if (*c == '\\')
+            *o++ = '\\';
+        *o++ = *c == '?' ? '*' : (char)*c;
+    }
+    *o = '\0';
+    return out;
+}
+
+/* Registry patterns for every value of `f` into a new array (owned by p),
+ * or NULL when one of them has none: the filter is then left to
+ * match_image() alone. */
+static const char **prefilter_values(struct prefilter *p, const struct api_filter *f)
+{
+    const char **vals = prefilter_own(p, xcalloc(f->n_values + 1, sizeof(*vals)));
+
+    for (size_t i = 0; i < f->n_values; i++) {
+        char *g = prefilter_pattern(f->values[i]);
+        if (!g)
+            return NULL;
+        vals[i] = prefilter_own(p, g);
+    }
+    return vals;
+}
+
+/* Fill p from the filters: the first "name" filter (the registry ORs one
+ * list of names), and every tag:KEY and tag-key filter (ANDed, as the API
+ * does).  A filter without values matches nothing in the API; it is not
+ * passed on (the registry reads an empty list as "no restriction"). */
+static void prefilter_build(struct prefilter *p, const struct api_filters *fs)
+{
+    size_t n_strings = 0;
+
+    for (size_t i = 0; i < fs->n; i++)
+        n_strings += fs->f[i].n_values + 1;
+    p->owned = xcalloc(n_strings + 1, sizeof(*p->owned));
+    p->tags = prefilter_own(p, xcalloc(fs->n + 1, sizeof(*p->tags)));
+    for (size_t i = 0; i < fs->n; i++) {
+        const struct api_filter *f = &fs->f[i];
+        bool is_tag = strncmp(f->name, "tag:", 4) == 0, is_key = strcmp(f->name, "tag-key") == 0;
+        const char **vals;
+
+        if (!f->n_values || (strcmp(f->name, "name") != 0 && !is_tag && !is_key))
+            continue;
+        if (!is_tag && !is_key && p->n_names)
+            continue;
+        vals = prefilter_values(p, f);
+        if (!vals)
+            continue;
+        if (is_tag || is_key) {
+            p->tags[p->n_tags++] = (struct image_tag_filter){
+                .key = is_tag ? f->name + 4 : NULL, .values = vals, .n_values = f->n_values};
+        } else {
+            p->names = vals;
+            p->n_names = f->n_values;
+        }
+    }
+}
+
+static void prefilter_release(struct prefilter *p)
+{
+    for (size_t i = 0; i < p->n_owned; i++)
+        free(p->owned[i]);
+    free(p->owned);
 }
 
 static bool is_owner_alias(const char *o)
@@ -1025,9 +1145,10 @@ int api_describe_images(struct api_ctx *ctx, const struct query *q, struct xml *
     _cleanup_free_ const char **ids = NULL, **owners = NULL, **users = NULL, **accounts = NULL;
     _cleanup_free_ const char **missing = NULL;
     _cleanup_free_ char *after = NULL, *token = NULL;
-    _cleanup_(region_freep) struct region *rg = NULL;
+    struct region *rg = NULL; /* kept open between requests: region-cache.c */
     struct registry_image **rows = NULL;
     struct api_filters fs = {0};
+    struct prefilter pf = {0};
     size_t n_ids, n_owners, n_users, n_accounts = 0, n_rows = 0, max, n_missing = 0;
     bool include_deprecated, include_disabled;
     int64_t now = wall_ms();
@@ -1063,9 +1184,13 @@ int api_describe_images(struct api_ctx *ctx, const struct query *q, struct xml *
     r = api_dry_run(ctx);
     if (r < 0)
         goto out;
-    r = api_region_open(ctx, &rg);
+    r = api_region_acquire(ctx, &rg);
     if (r < 0)
         goto out;
+    /* Ids asked for must be told apart from missing ones, below, so the
+     * registry filters only lists. */
+    if (!n_ids)
+        prefilter_build(&pf, &fs);
     /* Only aliases asked for: they own nothing here. */
     if (rg && !(n_owners && n_accounts == 0)) {
         struct image_query iq = {
@@ -1075,6 +1200,10 @@ int api_describe_images(struct api_ctx *ctx, const struct query *q, struct xml *
             .n_owners = n_accounts,
             .executable_by = users,
             .n_executable_by = n_users,
+            .names = pf.names,
+            .n_names = pf.n_names,
+            .tags = pf.tags,
+            .n_tags = pf.n_tags,
             .include_deprecated = include_deprecated,
             .caller = ctx->account,
             .now = now,
@@ -1153,6 +1282,8 @@ int api_describe_images(struct api_ctx *ctx, const struct query *q, struct xml *
     r = 0;
 out:
     registry_image_list_free(rows, n_rows);
+    api_region_release(rg, r >= 0);
+    prefilter_release(&pf);
     api_filters_release(&fs);
     return r;
 }

@@ -214,6 +214,17 @@ struct registry_tag;
  * -errno. */
 int api_region_open(struct api_ctx *ctx, struct region **ret);
 
+/* region-cache.c: a read-only region handle that outlives the request, for
+ * read-only handlers (DescribeImages).  api_region_acquire() is
+ * api_region_open() but may hand out a handle an earlier request released
+ * (*ret NULL for an empty region, as there); give it back with
+ * api_region_release(rg, keep), keep = whether the request succeeded (a
+ * failed one's handle is closed).  Release accepts NULL. */
+int api_region_acquire(struct api_ctx *ctx, struct region **ret);
+void api_region_release(struct region *rg, bool keep);
+/* Close every idle handle (at shutdown, and in tests). */
+void api_region_cache_clear(void);
+
 /* 0 for a well-formed snapshot id, else InvalidSnapshotID.Malformed. */
 int api_snapshot_id_check(struct api_ctx *ctx, const char *id);
 

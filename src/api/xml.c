@@ -25,6 +25,12 @@ void xml_release(struct xml *x)
     x->depth = 0;
 }
 
+/* true for a byte that is copied as it is. */
+static bool plain(unsigned char c)
+{
+    return c >= 0x20 && c < 0x7f && c != '&' && c != '<' && c != '>' && c != '"';
+}
+
 static void escape(struct xml *x, const char *s)
 {
     static const char replacement[] = "\xef\xbf\xbd"; /* U+FFFD */
@@ -32,7 +38,16 @@ static void escape(struct xml *x, const char *s)
 
     while (*p) {
         unsigned char c = *p;
-        size_t n;
+        size_t n = 0;
+
+        /* Runs of plain ASCII in one copy: most text is nothing else. */
+        while (plain(p[n]))
+            n++;
+        if (n) {
+            api_buf_add(buf(x), p, n);
+            p += n;
+            continue;
+        }
 
         switch (c) {
         case '&': api_buf_adds(buf(x), "&amp;"); p++; continue;
@@ -66,10 +81,19 @@ static void escape(struct xml *x, const char *s)
     }
 }
 
+/* "<name>" or "</name>": without printf, which cost a fifth of a large
+ * DescribeImages. */
+static void tag(struct xml *x, const char *open, const char *name)
+{
+    api_buf_adds(buf(x), open);
+    api_buf_adds(buf(x), name);
+    api_buf_addc(buf(x), '>');
+}
+
 void xml_open(struct xml *x, const char *name)
 {
     assert(x->depth < XML_MAX_DEPTH);
-    api_buf_printf(buf(x), "<%s>", name);
+    tag(x, "<", name);
     x->stack[x->depth++] = name;
 }
 
@@ -85,7 +109,7 @@ void xml_open_attr(struct xml *x, const char *name, const char *attr, const char
 void xml_close(struct xml *x)
 {
     assert(x->depth > 0);
-    api_buf_printf(buf(x), "</%s>", x->stack[--x->depth]);
+    tag(x, "</", x->stack[--x->depth]);
 }
 
 void xml_text(struct xml *x, const char *text)
@@ -97,9 +121,9 @@ void xml_element(struct xml *x, const char *name, const char *text)
 {
     if (!text)
         return;
-    api_buf_printf(buf(x), "<%s>", name);
+    tag(x, "<", name);
     escape(x, text);
-    api_buf_printf(buf(x), "</%s>", name);
+    tag(x, "</", name);
 }
 
 void xml_element_bool(struct xml *x, const char *name, bool v)

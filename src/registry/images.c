@@ -968,7 +968,10 @@ static int build_query(const struct image_query *q, struct sqlbuf *sql, struct b
     for (size_t f = 0; f < q->n_tags; f++) {
         const struct image_tag_filter *t = &q->tags[f];
 
-        sql_add(sql, " AND EXISTS (SELECT 1 FROM tags t WHERE t.resource_id = images.id");
+        /* "id IN (the tagged ids)", not a correlated EXISTS: SQLite then
+         * reads the few matching tags through tags_key_value (one range)
+         * instead of probing the tags of every image. */
+        sql_add(sql, " AND id IN (SELECT t.resource_id FROM tags t WHERE 1");
         if (t->key) {
             sql_add(sql, " AND t.key = ?");
             bind_push(b, t->key, 0);
