@@ -89,6 +89,48 @@ bool api_filters_match(const struct api_filters *fs, const char *name, const cha
     return true;
 }
 
+bool api_filters_has(const struct api_filters *fs, const char *name)
+{
+    for (size_t i = 0; i < fs->n; i++)
+        if (strcmp(fs->f[i].name, name) == 0)
+            return true;
+    return false;
+}
+
+static bool is_tag_filter(const char *name)
+{
+    return strncmp(name, "tag:", 4) == 0 || strcmp(name, "tag-key") == 0;
+}
+
+bool api_filters_need_tags(const struct api_filters *fs)
+{
+    for (size_t i = 0; i < fs->n; i++)
+        if (is_tag_filter(fs->f[i].name))
+            return true;
+    return false;
+}
+
+bool api_filters_match_tags(const struct api_filters *fs, const struct registry_tag *tags,
+                            size_t n)
+{
+    for (size_t i = 0; i < fs->n; i++) {
+        const struct api_filter *f = &fs->f[i];
+        bool ok = false;
+
+        if (!is_tag_filter(f->name))
+            continue;
+        /* tag:KEY: the tag is there and its value matches; tag-key: some
+         * key matches. */
+        for (size_t k = 0; k < n && !ok; k++)
+            ok = f->name[3] == ':' ? strcmp(tags[k].key, f->name + 4) == 0 &&
+                                         api_filter_match_one(f, tags[k].value)
+                                   : api_filter_match_one(f, tags[k].key);
+        if (!ok)
+            return false;
+    }
+    return true;
+}
+
 bool api_in_list(const char *const *list, size_t n, const char *s)
 {
     for (size_t i = 0; i < n; i++)

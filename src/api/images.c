@@ -146,17 +146,6 @@ static int begin_write(struct api_ctx *ctx, const char *id, struct region **ret_
     return registry_begin((*ret_rg)->reg);
 }
 
-static int finish_write(struct region *rg, int r)
-{
-    if (r >= 0) {
-        r = registry_commit(rg->reg);
-        if (r >= 0)
-            return r;
-    }
-    registry_rollback(rg->reg);
-    return r;
-}
-
 /* EC2's deprecationTime format: 2030-01-02T03:04:05Z (no milliseconds). */
 static const char *format_time_seconds(int64_t ms, char *buf, size_t size)
 {
@@ -782,7 +771,7 @@ int api_register_image(struct api_ctx *ctx, const struct query *q, struct xml *x
     r = registry_begin(rg->reg);
     if (r < 0)
         goto out;
-    r = finish_write(rg, register_image(ctx, rg, &a));
+    r = registry_end(rg->reg, register_image(ctx, rg, &a));
     if (r < 0)
         goto out;
     xml_element(x, "imageId", a.img.id);
@@ -1375,7 +1364,7 @@ int api_deregister_image(struct api_ctx *ctx, const struct query *q, struct xml 
         r = begin_write(ctx, id, &rg);
     if (r < 0)
         return r;
-    return finish_write(rg, deregister_image(ctx, rg, id, delete_snapshots, x));
+    return registry_end(rg->reg, deregister_image(ctx, rg, id, delete_snapshots, x));
 }
 
 /* ---- DescribeImageAttribute ---- */
@@ -1617,7 +1606,7 @@ int api_modify_image_attribute(struct api_ctx *ctx, const struct query *q, struc
         case MODIFY_NONE: break;
         }
     }
-    r = finish_write(rg, r);
+    r = registry_end(rg->reg, r);
     if (r < 0)
         return r;
     xml_element_bool(x, "return", true);
@@ -1645,7 +1634,7 @@ static int change_owned_image(struct api_ctx *ctx, const char *id, image_change_
         r = api_dry_run(ctx);
     if (r == 0)
         r = change(ctx, rg, img, arg, x);
-    return finish_write(rg, r);
+    return registry_end(rg->reg, r);
 }
 
 static int reset_permissions(struct api_ctx *ctx, struct region *rg,

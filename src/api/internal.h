@@ -177,6 +177,19 @@ bool api_filters_match(const struct api_filters *fs, const char *name, const cha
 /* true when one of the values of filter `f` matches v. */
 bool api_filter_match_one(const struct api_filter *f, const char *v);
 
+/* true when a filter is named `name`. */
+bool api_filters_has(const struct api_filters *fs, const char *name);
+
+/* true when a filter looks at tags (tag:KEY or tag-key). */
+bool api_filters_need_tags(const struct api_filters *fs);
+
+/* The tag filters against a resource's tags[0..n): every tag:KEY filter
+ * needs a tag KEY whose value matches, every tag-key filter a key that
+ * matches.  Other filters do not apply. */
+struct registry_tag;
+bool api_filters_match_tags(const struct api_filters *fs, const struct registry_tag *tags,
+                            size_t n);
+
 bool api_in_list(const char *const *list, size_t n, const char *s);
 
 /* An optional boolean parameter (false when absent). */

@@ -92,6 +92,33 @@ static int load_snapshot(struct api_ctx *ctx, struct region *rg, const char *id,
     return 0;
 }
 
+/* Run `change` on the caller's snapshot `id` in one transaction, after
+ * the owner check (load_snapshot()) and the DryRun answer. */
+typedef int (*snapshot_change_fn)(struct registry *reg, const char *id, const void *arg);
+
+static int change_owned_snapshot(struct api_ctx *ctx, const char *id, snapshot_change_fn change,
+                                 const void *arg)
+{
+    _cleanup_(region_freep) struct region *rg = NULL;
+    struct registry_snapshot *s = NULL;
+    int r = api_region_open(ctx, &rg);
+
+    if (r < 0)
+        return r;
+    if (!rg)
+        return api_snapshot_not_found(ctx, &id, 1);
+    r = registry_begin(rg->reg);
+    if (r < 0)
+        return r;
+    r = load_snapshot(ctx, rg, id, true, &s);
+    registry_snapshot_free(s);
+    if (r == 0)
+        r = api_dry_run(ctx);
+    if (r == 0)
+        r = change(rg->reg, id, arg);
+    return registry_end(rg->reg, r);
+}
+
 /* ---- DescribeSnapshotAttribute ---- */
 
 int api_describe_snapshot_attribute(struct api_ctx *ctx, const struct query *q, struct xml *x)
@@ -143,11 +170,22 @@ int api_describe_snapshot_attribute(struct api_ctx *ctx, const struct query *q, 
 
 /* ---- ModifySnapshotAttribute ---- */
 
+static int apply_changes(struct registry *reg, const char *id, const void *arg)
+{
+    const struct api_permission_changes *changes = arg;
+    int r = 0;
+
+    for (size_t i = 0; i < changes->n && r >= 0; i++) {
+        const struct api_permission_change *c = &changes->v[i];
+        r = c->add ? registry_snapshot_permission_add(reg, id, c->kind, c->value)
+                   : registry_snapshot_permission_remove(reg, id, c->kind, c->value);
+    }
+    return r;
+}
+
 int api_modify_snapshot_attribute(struct api_ctx *ctx, const struct query *q, struct xml *x)
 {
-    _cleanup_(region_freep) struct region *rg = NULL;
     _cleanup_(api_permission_changes_release) struct api_permission_changes changes = { 0 };
-    struct registry_snapshot *s = NULL;
     const char *id = NULL, *attr = query_get(q, "Attribute");
     int r;
 
@@ -180,40 +218,23 @@ int api_modify_snapshot_attribute(struct api_ctx *ctx, const struct query *q, st
     if (changes.adds && changes.removes)
         return api_fail(ctx, API_ERR_INVALID_PARAMETER_COMBINATION,
                         "ModifySnapshotAttribute either adds or removes permissions, not both");
-
-    r = api_region_open(ctx, &rg);
+    r = change_owned_snapshot(ctx, id, apply_changes, &changes);
     if (r < 0)
         return r;
-    if (!rg)
-        return api_snapshot_not_found(ctx, &id, 1);
-    r = registry_begin(rg->reg);
-    if (r < 0)
-        return r;
-    r = load_snapshot(ctx, rg, id, true, &s);
-    registry_snapshot_free(s);
-    if (r == 0)
-        r = api_dry_run(ctx);
-    for (size_t i = 0; i < changes.n && r >= 0; i++) {
-        const struct api_permission_change *c = &changes.v[i];
-        r = c->add ? registry_snapshot_permission_add(rg->reg, id, c->kind, c->value)
-                   : registry_snapshot_permission_remove(rg->reg, id, c->kind, c->value);
-    }
-    if (r >= 0)
-        r = registry_commit(rg->reg);
-    if (r < 0) {
-        registry_rollback(rg->reg);
-        return r;
-    }
     xml_element_bool(x, "return", true);
     return 0;
 }
 
 /* ---- ResetSnapshotAttribute ---- */
 
+static int clear_permissions(struct registry *reg, const char *id, const void *arg)
+{
+    (void)arg;
+    return registry_snapshot_permission_clear(reg, id);
+}
+
 int api_reset_snapshot_attribute(struct api_ctx *ctx, const struct query *q, struct xml *x)
 {
-    _cleanup_(region_freep) struct region *rg = NULL;
-    struct registry_snapshot *s = NULL;
     const char *id = NULL, *attr = NULL;
     int r;
 
@@ -221,26 +242,9 @@ int api_reset_snapshot_attribute(struct api_ctx *ctx, const struct query *q, str
     if (r == 0)
         r = get_attribute(ctx, q, true, &attr);
     if (r == 0)
-        r = api_region_open(ctx, &rg);
+        r = change_owned_snapshot(ctx, id, clear_permissions, NULL);
     if (r < 0)
         return r;
-    if (!rg)
-        return api_snapshot_not_found(ctx, &id, 1);
-    r = registry_begin(rg->reg);
-    if (r < 0)
-        return r;
-    r = load_snapshot(ctx, rg, id, true, &s);
-    registry_snapshot_free(s);
-    if (r == 0)
-        r = api_dry_run(ctx);
-    if (r == 0)
-        r = registry_snapshot_permission_clear(rg->reg, id);
-    if (r >= 0)
-        r = registry_commit(rg->reg);
-    if (r < 0) {
-        registry_rollback(rg->reg);
-        return r;
-    }
     xml_element_bool(x, "return", true);
     return 0;
 }

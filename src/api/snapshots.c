@@ -121,58 +121,13 @@ static int load_tags(struct region *rg, struct candidate *c)
     return 0;
 }
 
-static const char *tag_value(const struct candidate *c, const char *key)
-{
-    for (size_t i = 0; i < c->n_tags; i++)
-        if (strcmp(c->tags[i].key, key) == 0)
-            return c->tags[i].value;
-    return NULL;
-}
-
-/* The filters that look at tags: tag:KEY (the tag exists and its value
- * matches) and tag-key (some key matches). */
-static bool match_tag_filters(const struct api_filters *fs, const struct candidate *c)
-{
-    for (size_t i = 0; i < fs->n; i++) {
-        const struct api_filter *f = &fs->f[i];
-        if (strncmp(f->name, "tag:", 4) == 0) {
-            const char *v = tag_value(c, f->name + 4);
-            if (!v || !api_filter_match_one(f, v))
-                return false;
-        } else if (strcmp(f->name, "tag-key") == 0) {
-            bool any = false;
-            for (size_t k = 0; k < c->n_tags && !any; k++)
-                any = api_filter_match_one(f, c->tags[k].key);
-            if (!any)
-                return false;
-        }
-    }
-    return true;
-}
-
-static bool has_filter(const struct api_filters *fs, const char *name)
-{
-    for (size_t i = 0; i < fs->n; i++)
-        if (strcmp(fs->f[i].name, name) == 0)
-            return true;
-    return false;
-}
-
-static bool needs_tags(const struct api_filters *fs)
-{
-    for (size_t i = 0; i < fs->n; i++)
-        if (strcmp(fs->f[i].name, "tag-key") == 0 || strncmp(fs->f[i].name, "tag:", 4) == 0)
-            return true;
-    return false;
-}
-
 static bool match_fields(const struct api_filters *fs, const struct registry_snapshot *s)
 {
     char size[24], progress[8], start[40];
 
     /* kiln has no owner aliases and makes no time-based copies: a filter
      * on either matches nothing. */
-    if (has_filter(fs, "owner-alias") || has_filter(fs, "transfer-type"))
+    if (api_filters_has(fs, "owner-alias") || api_filters_has(fs, "transfer-type"))
         return false;
     snprintf(size, sizeof(size), "%" PRIu32, s->volume_size_gib);
     snprintf(progress, sizeof(progress), "%d%%", s->progress);
@@ -371,7 +326,7 @@ int api_describe_snapshots(struct api_ctx *ctx, const struct query *q, struct xm
     r = api_filters_parse(ctx, q, snapshot_filters, &fs);
     if (r < 0)
         return r;
-    tag_filters = needs_tags(&fs);
+    tag_filters = api_filters_need_tags(&fs);
     /* DryRun after validation, so that a dry run reports bad parameters
      * (whether unknown ids exist is not checked for a dry run). */
     r = api_dry_run(ctx);
@@ -433,7 +388,7 @@ int api_describe_snapshots(struct api_ctx *ctx, const struct query *q, struct xm
             r = load_tags(rg, c);
             if (r < 0)
                 goto out;
-            if (!match_tag_filters(&fs, c)) {
+            if (!api_filters_match_tags(&fs, c->tags, c->n_tags)) {
                 registry_tag_list_free(c->tags, c->n_tags);
                 memset(c, 0, sizeof(*c));
                 continue;

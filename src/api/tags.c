@@ -358,23 +358,6 @@ static int tag_row_cmp(const void *a, const void *b)
     return strcmp(((const struct tag_row *)a)->sort_key, ((const struct tag_row *)b)->sort_key);
 }
 
-/* tag:KEY filters in DescribeTags select resources having that tag. */
-static bool resource_tag_filters_match(const struct api_filters *fs,
-                                       const struct registry_tag *tags, size_t n)
-{
-    for (size_t i = 0; i < fs->n; i++) {
-        bool ok = false;
-        if (strncmp(fs->f[i].name, "tag:", 4) != 0)
-            continue;
-        for (size_t k = 0; k < n && !ok; k++)
-            ok = strcmp(tags[k].key, fs->f[i].name + 4) == 0 &&
-                 api_filter_match_one(&fs->f[i], tags[k].value);
-        if (!ok)
-            return false;
-    }
-    return true;
-}
-
 int api_describe_tags(struct api_ctx *ctx, const struct query *q, struct xml *x)
 {
     _cleanup_free_ char *after = NULL;
@@ -416,7 +399,7 @@ int api_describe_tags(struct api_ctx *ctx, const struct query *q, struct xml *x)
         r = registry_tag_list(rg->reg, s->id, &tag_lists[i], &tag_counts[i]);
         if (r < 0)
             goto out;
-        if (!resource_tag_filters_match(&fs, tag_lists[i], tag_counts[i]))
+        if (!api_filters_match_tags(&fs, tag_lists[i], tag_counts[i]))
             continue;
         for (size_t k = 0; k < tag_counts[i]; k++) {
             struct registry_tag *t = &tag_lists[i][k];
@@ -453,7 +436,7 @@ int api_describe_tags(struct api_ctx *ctx, const struct query *q, struct xml *x)
         if (img->state == IMAGE_DEREGISTERED ||
             !api_filters_match(&fs, "resource-id", img->id) ||
             !api_filters_match(&fs, "resource-type", "image") ||
-            !resource_tag_filters_match(&fs, img->tags, img->n_tags))
+            !api_filters_match_tags(&fs, img->tags, img->n_tags))
             continue;
         for (size_t k = 0; k < img->n_tags; k++) {
             struct registry_tag *t = &img->tags[k];

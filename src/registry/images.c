@@ -300,37 +300,6 @@ static bool id_arg_is_valid(const char *id)
 
 /* ---- binding and reading --------------------------------------------- */
 
-static void bind_time(sqlite3_stmt *st, int idx, int64_t t)
-{
-    if (t > 0)
-        sqlite3_bind_int64(st, idx, t);
-    else
-        sqlite3_bind_null(st, idx);
-}
-
-static void bind_u32(sqlite3_stmt *st, int idx, uint32_t v)
-{
-    if (v > 0)
-        sqlite3_bind_int64(st, idx, v);
-    else
-        sqlite3_bind_null(st, idx);
-}
-
-static bool copy_column(sqlite3_stmt *st, int col, char *buf, size_t size)
-{
-    const unsigned char *t = sqlite3_column_text(st, col);
-    int len = sqlite3_column_bytes(st, col);
-
-    if (!t) {
-        buf[0] = '\0';
-        return true;
-    }
-    if ((size_t)len >= size || memchr(t, '\0', (size_t)len))
-        return false;
-    memcpy(buf, t, (size_t)len + 1);
-    return true;
-}
-
 static int read_devices(struct registry *reg, struct registry_image *img)
 {
     _cleanup_stmt_ sqlite3_stmt *st = NULL;
@@ -356,7 +325,7 @@ static int read_devices(struct registry *reg, struct registry_image *img)
         memset(d, 0, sizeof(*d));
         img->n_devices++;
         d->device_name = reg_column_strdup(st, 0);
-        if (!d->device_name || !copy_column(st, 1, d->snapshot_id, sizeof(d->snapshot_id)) ||
+        if (!d->device_name || !reg_column_copy(st, 1, d->snapshot_id, sizeof(d->snapshot_id)) ||
             (d->snapshot_id[0] && !id_is_valid("snap", d->snapshot_id)))
             return error_set(EBADMSG, "image '%s' has a malformed block device in registry '%s'",
                              img->id, reg->path);
@@ -394,9 +363,9 @@ static int read_row(struct registry *reg, sqlite3_stmt *st, struct registry_imag
     _cleanup_(registry_image_freep) struct registry_image *img = xcalloc(1, sizeof(*img));
     const char *state;
 
-    if (!copy_column(st, 0, img->id, sizeof(img->id)) || !id_is_valid("ami", img->id))
+    if (!reg_column_copy(st, 0, img->id, sizeof(img->id)) || !id_is_valid("ami", img->id))
         return error_set(EBADMSG, "registry '%s' holds a malformed image id", reg->path);
-    if (!copy_column(st, 1, img->owner, sizeof(img->owner)) || !reg_account_is_valid(img->owner))
+    if (!reg_column_copy(st, 1, img->owner, sizeof(img->owner)) || !reg_account_is_valid(img->owner))
         return error_set(EBADMSG, "image '%s' has a malformed owner in registry '%s'", img->id,
                          reg->path);
     img->name = reg_column_strdup(st, 2);
@@ -414,8 +383,8 @@ static int read_row(struct registry *reg, sqlite3_stmt *st, struct registry_imag
         !img->virtualization_type)
         return error_set(EBADMSG, "image '%s' has a NULL required field in registry '%s'", img->id,
                          reg->path);
-    if (!copy_column(st, 13, img->kernel_id, sizeof(img->kernel_id)) ||
-        !copy_column(st, 14, img->ramdisk_id, sizeof(img->ramdisk_id)))
+    if (!reg_column_copy(st, 13, img->kernel_id, sizeof(img->kernel_id)) ||
+        !reg_column_copy(st, 14, img->ramdisk_id, sizeof(img->ramdisk_id)))
         return error_set(EBADMSG, "image '%s' has a malformed kernel or ramdisk in registry '%s'",
                          img->id, reg->path);
     state = (const char *)sqlite3_column_text(st, 15);
@@ -429,7 +398,7 @@ static int read_row(struct registry *reg, sqlite3_stmt *st, struct registry_imag
     img->deregistration_protection = sqlite3_column_int(st, 20) != 0;
     img->deregistration_cooldown = sqlite3_column_int(st, 21) != 0;
     img->deregistration_blocked_until = sqlite3_column_int64(st, 22);
-    if (!copy_column(st, 23, img->source_image_id, sizeof(img->source_image_id)))
+    if (!reg_column_copy(st, 23, img->source_image_id, sizeof(img->source_image_id)))
         return error_set(EBADMSG, "image '%s' has a malformed source image in registry '%s'",
                          img->id, reg->path);
     img->source_region = reg_column_strdup(st, 24);
@@ -469,12 +438,12 @@ static int insert_device(struct registry *reg, const char *id, size_t pos,
     sqlite3_bind_int64(st, 2, (int64_t)pos);
     reg_bind_text(st, 3, d->device_name);
     reg_bind_text(st, 4, d->snapshot_id[0] ? d->snapshot_id : NULL);
-    bind_u32(st, 5, d->volume_size_gib);
+    reg_bind_positive(st, 5, d->volume_size_gib);
     reg_bind_text(st, 6, d->volume_type);
     sqlite3_bind_int(st, 7, d->delete_on_termination);
     sqlite3_bind_int(st, 8, d->encrypted);
-    bind_u32(st, 9, d->iops);
-    bind_u32(st, 10, d->throughput);
+    reg_bind_positive(st, 9, d->iops);
+    reg_bind_positive(st, 10, d->throughput);
     reg_bind_text(st, 11, d->virtual_name);
     sqlite3_bind_int(st, 12, d->no_device);
     r = reg_step_done(reg, st, "cannot insert block device '%s' of image '%s'", d->device_name, id);
@@ -534,13 +503,13 @@ static int insert_locked(struct registry *reg, const struct registry_image *img,
         reg_bind_text(st, 17, img->state_reason_code);
         reg_bind_text(st, 18, img->state_reason_message);
         sqlite3_bind_int64(st, 19, img->creation_date);
-        bind_time(st, 20, img->deprecation_time);
+        reg_bind_positive(st, 20, img->deprecation_time);
         sqlite3_bind_int(st, 21, img->deregistration_protection);
         sqlite3_bind_int(st, 22, img->deregistration_cooldown);
-        bind_time(st, 23, img->deregistration_blocked_until);
+        reg_bind_positive(st, 23, img->deregistration_blocked_until);
         reg_bind_text(st, 24, img->source_image_id[0] ? img->source_image_id : NULL);
         reg_bind_text(st, 25, img->source_region);
-        bind_time(st, 26, img->last_launched_time);
+        reg_bind_positive(st, 26, img->last_launched_time);
         r = reg_step_done(reg, st, "cannot insert image '%s'", img->id);
         /* The id was free: a uniqueness failure is the (owner, name) index. */
         if (r == -EEXIST)
@@ -587,14 +556,8 @@ int registry_image_insert(struct registry *reg, const struct registry_image *img
     r = registry_begin(reg);
     if (r < 0)
         return r;
-    r = insert_locked(reg, img, tags, n_tags);
-    if (r >= 0)
-        r = registry_commit(reg);
-    if (r < 0) {
-        registry_rollback(reg);
-        return r;
-    }
-    return 0;
+    r = registry_end(reg, insert_locked(reg, img, tags, n_tags));
+    return r < 0 ? r : 0;
 }
 
 int registry_image_get(struct registry *reg, const char *id, struct registry_image **ret)
@@ -678,12 +641,12 @@ static int update_locked(struct registry *reg, const char *id,
     reg_bind_text(st, 3, code);
     reg_bind_text(st, 4, msg);
     reg_bind_text(st, 5, desc);
-    bind_time(st, 6, cur->deprecation_time);
+    reg_bind_positive(st, 6, cur->deprecation_time);
     reg_bind_text(st, 7, imds);
     sqlite3_bind_int(st, 8, cur->deregistration_protection);
     sqlite3_bind_int(st, 9, cur->deregistration_cooldown);
-    bind_time(st, 10, cur->deregistration_blocked_until);
-    bind_time(st, 11, cur->last_launched_time);
+    reg_bind_positive(st, 10, cur->deregistration_blocked_until);
+    reg_bind_positive(st, 11, cur->last_launched_time);
     r = reg_step_done(reg, st, "cannot update image '%s'", id);
     if (r == -EEXIST)
         /* Leaving "deregistered" while a live image holds the name. */
@@ -731,14 +694,8 @@ int registry_image_update(struct registry *reg, const char *id,
     r = registry_begin(reg);
     if (r < 0)
         return r;
-    r = update_locked(reg, id, u);
-    if (r >= 0)
-        r = registry_commit(reg);
-    if (r < 0) {
-        registry_rollback(reg);
-        return r;
-    }
-    return 0;
+    r = registry_end(reg, update_locked(reg, id, u));
+    return r < 0 ? r : 0;
 }
 
 int registry_image_permission_add(struct registry *reg, const char *id,

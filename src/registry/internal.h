@@ -122,6 +122,14 @@ int reg_bind_text(sqlite3_stmt *st, int idx, const char *s);
 /* Copy the text of column `col` into a new string, or NULL for SQL NULL. */
 char *reg_column_strdup(sqlite3_stmt *st, int col);
 
+/* Bind v when it is positive, else SQL NULL (times and counts whose 0
+ * means "unset"). */
+void reg_bind_positive(sqlite3_stmt *st, int idx, int64_t v);
+
+/* Copy the text of column `col` into buf[size] ("" for SQL NULL); false
+ * when it does not fit or holds a NUL. */
+bool reg_column_copy(sqlite3_stmt *st, int col, char *buf, size_t size);
+
 /* registry_open() for a database of another kind: the same settings
  * (WAL, synchronous=FULL, busy timeout, foreign keys), migrated to the
  * newest version of `schema`, which must outlive the handle. */

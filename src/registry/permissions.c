@@ -152,13 +152,8 @@ static int change(struct registry *reg, const struct reg_permission_table *t, co
     if (r >= 0)
         r = op >= 0 ? reg_permission_write(reg, t, id, kind, value, op == 1)
                     : reg_permission_delete_all(reg, t, id);
-    if (r >= 0)
-        r = registry_commit(reg);
-    if (r < 0) {
-        registry_rollback(reg);
-        return r;
-    }
-    return 0;
+    r = registry_end(reg, r);
+    return r < 0 ? r : 0;
 }
 
 int reg_permission_add(struct registry *reg, const struct reg_permission_table *t, const char *id,

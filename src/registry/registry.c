@@ -144,15 +144,9 @@ int reg_delete_resource(struct registry *reg, const char *delete_sql, const char
         r = exec_id(reg, "DELETE FROM tags WHERE resource_id = ?1", id, "the tags of ", what);
     if (r >= 0 && also)
         r = also(reg, id);
-    if (r >= 0)
-        r = registry_commit(reg);
-    if (r < 0) {
-        /* Undo the half-done delete (a savepoint when the caller has a
-         * transaction open).  The first error is what the caller sees. */
-        registry_rollback(reg);
-        return r;
-    }
-    return 0;
+    /* A half-done delete is undone. */
+    r = registry_end(reg, r);
+    return r < 0 ? r : 0;
 }
 
 /* ---- statements ------------------------------------------------------ */
@@ -192,6 +186,29 @@ char *reg_column_strdup(sqlite3_stmt *st, int col)
     const unsigned char *t = sqlite3_column_text(st, col);
 
     return t ? xstrdup((const char *)t) : NULL;
+}
+
+void reg_bind_positive(sqlite3_stmt *st, int idx, int64_t v)
+{
+    if (v > 0)
+        sqlite3_bind_int64(st, idx, v);
+    else
+        sqlite3_bind_null(st, idx);
+}
+
+bool reg_column_copy(sqlite3_stmt *st, int col, char *buf, size_t size)
+{
+    const unsigned char *t = sqlite3_column_text(st, col);
+    int len = sqlite3_column_bytes(st, col);
+
+    if (!t) {
+        buf[0] = '\0';
+        return true;
+    }
+    if ((size_t)len >= size || memchr(t, '\0', (size_t)len))
+        return false;
+    memcpy(buf, t, (size_t)len + 1);
+    return true;
 }
 
 /* Run one statement without values (PRAGMA, BEGIN, ...); the text is ours,
@@ -439,6 +456,20 @@ int registry_rollback(struct registry *reg)
         return r;
     reg->tx_depth = 0;
     return 0;
+}
+
+int registry_end(struct registry *reg, int r)
+{
+    if (r >= 0) {
+        int c = registry_commit(reg);
+        if (c >= 0)
+            return r;
+        r = c;
+    }
+    /* Undo the work (a savepoint inside the caller's transaction); the
+     * first error is what the caller sees. */
+    registry_rollback(reg);
+    return r;
 }
 
 bool registry_in_transaction(struct registry *reg)

@@ -65,6 +65,12 @@ int registry_begin(struct registry *reg);
 int registry_commit(struct registry *reg);
 int registry_rollback(struct registry *reg);
 
+/* End the transaction the caller's registry_begin() opened with the
+ * outcome `r` of its work: commit when r >= 0, else roll back.  Returns r
+ * (>= 0) when the commit succeeded, else the first error: the work's, or
+ * the commit's (after which it rolls back too). */
+int registry_end(struct registry *reg, int r);
+
 /* true between registry_begin() and its matching outermost commit or
  * rollback. */
 bool registry_in_transaction(struct registry *reg);

@@ -121,30 +121,6 @@ static void bind_map(sqlite3_stmt *st, int idx, const struct registry_snapshot *
         sqlite3_bind_null(st, idx);
 }
 
-static void bind_completion(sqlite3_stmt *st, int idx, int64_t t)
-{
-    if (t > 0)
-        sqlite3_bind_int64(st, idx, t);
-    else
-        sqlite3_bind_null(st, idx);
-}
-
-/* Copy column `col` into a fixed array; false if it does not fit. */
-static bool copy_column(sqlite3_stmt *st, int col, char *buf, size_t size)
-{
-    const unsigned char *t = sqlite3_column_text(st, col);
-    int len = sqlite3_column_bytes(st, col);
-
-    if (!t) {
-        buf[0] = '\0';
-        return true;
-    }
-    if ((size_t)len >= size || memchr(t, '\0', (size_t)len))
-        return false;
-    memcpy(buf, t, (size_t)len + 1);
-    return true;
-}
-
 /* Build a snapshot from a row of SNAPSHOT_COLUMNS. */
 static int read_row(struct registry *reg, sqlite3_stmt *st, struct registry_snapshot **ret)
 {
@@ -152,9 +128,9 @@ static int read_row(struct registry *reg, sqlite3_stmt *st, struct registry_snap
     const char *state, *map;
     int64_t size;
 
-    if (!copy_column(st, 0, s->id, sizeof(s->id)) || !id_is_valid("snap", s->id))
+    if (!reg_column_copy(st, 0, s->id, sizeof(s->id)) || !id_is_valid("snap", s->id))
         return error_set(EBADMSG, "registry '%s' holds a malformed snapshot id", reg->path);
-    if (!copy_column(st, 1, s->owner, sizeof(s->owner)) || !reg_account_is_valid(s->owner))
+    if (!reg_column_copy(st, 1, s->owner, sizeof(s->owner)) || !reg_account_is_valid(s->owner))
         return error_set(EBADMSG, "snapshot '%s' has a malformed owner in registry '%s'", s->id,
                          reg->path);
     state = (const char *)sqlite3_column_text(st, 2);
@@ -178,7 +154,7 @@ static int read_row(struct registry *reg, sqlite3_stmt *st, struct registry_snap
                              s->id, reg->path);
         s->has_map = true;
     }
-    if (!copy_column(st, 10, s->parent_id, sizeof(s->parent_id)) ||
+    if (!reg_column_copy(st, 10, s->parent_id, sizeof(s->parent_id)) ||
         (s->parent_id[0] && !id_is_valid("snap", s->parent_id)))
         return error_set(EBADMSG, "snapshot '%s' has a malformed parent in registry '%s'", s->id,
                          reg->path);
@@ -212,7 +188,7 @@ int registry_snapshot_insert(struct registry *reg, const struct registry_snapsho
     sqlite3_bind_int64(st, 6, s->volume_size_gib);
     reg_bind_text(st, 7, s->description);
     sqlite3_bind_int64(st, 8, s->start_time);
-    bind_completion(st, 9, s->completion_time);
+    reg_bind_positive(st, 9, s->completion_time);
     bind_map(st, 10, s, hex);
     reg_bind_text(st, 11, s->parent_id[0] ? s->parent_id : NULL);
     reg_bind_text(st, 12, s->state_message);
@@ -284,7 +260,7 @@ int registry_snapshot_update(struct registry *reg, const struct registry_snapsho
     reg_bind_text(st, 2, snapshot_state_to_string(s->state));
     sqlite3_bind_int(st, 3, s->progress);
     bind_map(st, 4, s, hex);
-    bind_completion(st, 5, s->completion_time);
+    reg_bind_positive(st, 5, s->completion_time);
     reg_bind_text(st, 6, s->state_message);
     r = reg_step_done(reg, st, "cannot update snapshot '%s'", s->id);
     if (r < 0)

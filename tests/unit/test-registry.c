@@ -645,6 +645,30 @@ static void test_transactions(void)
     is_int(n, 1, "its tag is back");
     registry_tag_list_free(tags, n);
 
+    /* registry_end(): the work's outcome decides commit or rollback, and
+     * the work's error is what comes back. */
+    is_int(registry_begin(reg), 0, "begin for registry_end");
+    registry_tag_set(reg, SNAP_B, "end", "kept");
+    is_int(registry_end(reg, 7), 7, "registry_end of success returns the result");
+    ok(!registry_in_transaction(reg), "and commits");
+    is_int(registry_begin(reg), 0, "begin for a failing registry_end");
+    registry_tag_set(reg, SNAP_B, "end2", "dropped");
+    is_int(registry_end(reg, -EEXIST), -EEXIST, "registry_end of a failure returns it");
+    ok(!registry_in_transaction(reg), "and rolls back");
+    registry_tag_list(reg, SNAP_B, &tags, &n);
+    is_int(n, 2, "the committed tag is there, the rolled-back one is not");
+    registry_tag_list_free(tags, n);
+    is_int(registry_begin(reg), 0, "outer begin");
+    is_int(registry_begin(reg), 0, "inner begin");
+    registry_tag_set(reg, SNAP_B, "end3", "inner");
+    is_int(registry_end(reg, -EINVAL), -EINVAL, "a failing inner registry_end");
+    ok(registry_in_transaction(reg), "leaves the outer transaction open");
+    is_int(registry_end(reg, 0), 0, "the outer one commits");
+    registry_tag_list(reg, SNAP_B, &tags, &n);
+    is_int(n, 2, "without the inner work");
+    registry_tag_list_free(tags, n);
+    is_int(registry_end(reg, 0), -EINVAL, "registry_end without a transaction is -EINVAL");
+
     /* Closing with a transaction open rolls it back. */
     registry_begin(reg);
     make_snapshot(&s, SNAP_C, 3);
