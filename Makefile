@@ -6,7 +6,7 @@
 BUILD ?= build
 SAN_BUILD ?= build-san
 
-.PHONY: all deps build demo check sanitize valgrind bench clean
+.PHONY: all deps build demo check sanitize valgrind bench bench-api clean
 
 all: build
 
@@ -37,6 +37,11 @@ valgrind: build
 bench: build
 	@tools/install-deps tools/deps.txt bench/deps.txt
 	bench/run.sh
+	BUILD=$(BUILD) bench/api/run.sh
+
+# DescribeImages against moto_server alone (part of `make bench`).
+bench-api: build
+	BUILD=$(BUILD) bench/api/run.sh
 
 clean:
 	rm -rf $(BUILD) $(SAN_BUILD)

@@ -120,6 +120,22 @@ class PreFilter(Base):
                                   Filters=[{"Name": "name", "Values": [self.images[iid][0]]}]),
                          [iid])
 
+    def test_kept_handles_see_every_write(self):
+        """DescribeImages answers from region handles kept open between
+        requests (region-cache.c): each answer must still show every write
+        committed before it, on any connection."""
+        name = "%s-fresh" % self.p
+        flt = [{"Name": "name", "Values": [name]}]
+        for _ in range(3):  # every idle handle has served a request
+            self.assertEqual(self.ids(Filters=flt), [])
+        iid, _ = self.register(name=name)
+        self.assertEqual(self.ids(Filters=flt), [iid])
+        self.ec2.create_tags(Resources=[iid], Tags=[{"Key": "Fresh", "Value": "yes"}])
+        self.assertEqual(self.ids(Filters=[{"Name": "tag:Fresh", "Values": ["yes"]}]), [iid])
+        self.ec2.deregister_image(ImageId=iid)
+        self.assertEqual(self.ids(Filters=flt), [])
+        self.assertEqual(self.ids(Filters=[{"Name": "tag:Fresh", "Values": ["yes"]}]), [])
+
     def test_paging_with_filters(self):
         flt = [{"Name": "name", "Values": [self.p + "-*"]}]
         seen = []
