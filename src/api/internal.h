@@ -385,6 +385,13 @@ int api_permission_parse_legacy(struct api_ctx *ctx, const struct query *q,
                                 const struct api_permission_form *form,
                                 struct api_permission_changes *ret);
 
+/* volumes.c */
+int api_create_volume(struct api_ctx *ctx, const struct query *q, struct xml *x);
+int api_describe_volumes(struct api_ctx *ctx, const struct query *q, struct xml *x);
+int api_delete_volume(struct api_ctx *ctx, const struct query *q, struct xml *x);
+int api_modify_volume(struct api_ctx *ctx, const struct query *q, struct xml *x);
+int api_create_snapshot(struct api_ctx *ctx, const struct query *q, struct xml *x);
+
 /* copy.c */
 int api_copy_image(struct api_ctx *ctx, const struct query *q, struct xml *x);
 int api_copy_snapshot(struct api_ctx *ctx, const struct query *q, struct xml *x);

@@ -1,0 +1,670 @@
+/* The volume actions: CreateVolume, DescribeVolumes, DeleteVolume,
+ * ModifyVolume (grow) and CreateSnapshot of a volume, over the service
+ * functions of src/service/volumes.c.
+ *
+ * Design notes:
+ *
+ * - Visibility: a volume is its owner's; to every other account it does
+ *   not exist (InvalidVolume.NotFound).  CreateVolume from a snapshot needs
+ *   the snapshot to be usable by the caller (owned, or shared through a
+ *   createVolumePermission or public), else InvalidSnapshot.NotFound.
+ *
+ * - Every parameter is checked before anything is written, and DryRun
+ *   answers after those checks.  Writes open the region writable for the
+ *   one request.
+ *
+ * - Synchronous work: a volume is `available` as soon as CreateVolume
+ *   answers (creating one copies nothing); CreateSnapshot builds the
+ *   snapshot (incremental: only what was written to the volume is read)
+ *   before it answers, the row going from `pending` to `completed`; the
+ *   answer carries the row as it is then.  ModifyVolume's modification is
+ *   `completed` at once (a larger size is only a number: the new blocks
+ *   read as zeros).
+ *
+ * - Paging: volumes are listed by (create time, id); a NextToken is the
+ *   key of the last volume of the previous page.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "api/internal.h"
+#include "common/cleanup.h"
+#include "common/error.h"
+#include "common/ids.h"
+#include "common/util.h"
+#include "service/service.h"
+#include "volume/volume.h"
+
+#define GiB (1ULL << 30)
+
+static const char *const volume_filters[] = {
+    "attachment.attach-time", "attachment.delete-on-termination", "attachment.device",
+    "attachment.instance-id", "attachment.status", "availability-zone", "create-time",
+    "encrypted", "multi-attach-enabled", "fast-restored", "size", "snapshot-id", "status",
+    "volume-id", "volume-type", "tag:", "tag-key", NULL,
+};
+
+static int volume_id_check(struct api_ctx *ctx, const char *id)
+{
+    return api_id_check(ctx, API_RES_VOLUME, "vol", id);
+}
+
+static int volume_not_found(struct api_ctx *ctx, const char *const *ids, size_t n)
+{
+    return api_not_found(ctx, API_RES_VOLUME, ids, n);
+}
+
+/* An optional positive integer parameter no larger than max (0 when
+ * absent). */
+static int get_uint(struct api_ctx *ctx, const struct query *q, const char *name, long max,
+                    long *ret)
+{
+    const char *v = query_get(q, name);
+    char *end;
+
+    *ret = 0;
+    if (!v)
+        return 0;
+    errno = 0;
+    long n = strtol(v, &end, 10);
+    if (errno || end == v || *end || n < 1 || n > max)
+        return api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE,
+                        "Value (%.40s) for parameter %s is invalid. Expected a number from 1 to "
+                        "%ld.",
+                        v, name, max);
+    *ret = n;
+    return 0;
+}
+
+/* TagSpecification.N with ResourceType `type` (the only type this action
+ * tags).  The tags borrow from q; *ret is a new array. */
+static int parse_tag_specs(struct api_ctx *ctx, const struct query *q, const char *type,
+                           struct registry_tag **ret, size_t *ret_n)
+{
+    struct query_item *specs = NULL;
+    struct registry_tag *tags = NULL;
+    size_t n_specs = 0, n = 0;
+    int r;
+
+    *ret = NULL;
+    *ret_n = 0;
+    r = query_get_structs(q, "TagSpecification", &specs, &n_specs);
+    if (r < 0)
+        return api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE, "%s", error_message());
+    for (size_t i = 0; i < n_specs && r >= 0; i++) {
+        const char *rt = query_get(&specs[i].fields, "ResourceType");
+        struct query_item *items = NULL;
+        size_t n_items = 0;
+
+        if (!rt) {
+            r = api_fail(ctx, API_ERR_MISSING_PARAMETER,
+                         "The request must contain the parameter "
+                         "TagSpecification.%lu.ResourceType",
+                         specs[i].index);
+            break;
+        }
+        if (strcmp(rt, type) != 0) {
+            r = api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE,
+                         "'%.40s' is not a valid taggable resource type for this operation.",
+                         rt);
+            break;
+        }
+        r = query_get_structs(&specs[i].fields, "Tag", &items, &n_items);
+        if (r < 0)
+            r = api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE, "%s", error_message());
+        for (size_t k = 0; r >= 0 && k < n_items; k++) {
+            const char *key = query_get(&items[k].fields, "Key");
+            const char *value = query_get(&items[k].fields, "Value");
+            size_t j;
+            if (!key) {
+                r = api_fail(ctx, API_ERR_MISSING_PARAMETER,
+                             "The request must contain the parameter "
+                             "TagSpecification.%lu.Tag.%lu.Key",
+                             specs[i].index, items[k].index);
+                break;
+            }
+            r = api_tag_check(ctx, key, value);
+            if (r < 0)
+                break;
+            for (j = 0; j < n; j++)
+                if (strcmp(tags[j].key, key) == 0)
+                    break;
+            if (j == n)
+                tags = xrealloc(tags, ++n * sizeof(*tags));
+            tags[j].key = (char *)key;
+            tags[j].value = (char *)(value ? value : "");
+        }
+        query_items_free(items, n_items);
+        if (r >= 0 && n > API_TAGS_PER_RESOURCE_MAX)
+            r = api_fail(ctx, API_ERR_TAG_LIMIT_EXCEEDED,
+                         "The maximum number of tags per resource (%d) would be exceeded",
+                         API_TAGS_PER_RESOURCE_MAX);
+    }
+    query_items_free(specs, n_specs);
+    if (r < 0) {
+        free(tags);
+        return r;
+    }
+    *ret = tags;
+    *ret_n = n;
+    return 0;
+}
+
+static int set_tags(struct region *rg, const char *id, const struct registry_tag *tags,
+                    size_t n)
+{
+    int r = 0;
+
+    if (n == 0)
+        return 0;
+    r = registry_begin(rg->reg);
+    for (size_t i = 0; r >= 0 && i < n; i++)
+        r = registry_tag_set(rg->reg, id, tags[i].key, tags[i].value);
+    if (r >= 0)
+        r = registry_commit(rg->reg);
+    if (r < 0)
+        registry_rollback(rg->reg);
+    return r < 0 ? r : 0;
+}
+
+/* The members of one volume (CreateVolume's answer, DescribeVolumes'
+ * item). */
+static void write_volume_fields(struct xml *x, const struct registry_volume *v,
+                                const struct registry_tag *tags, size_t n_tags)
+{
+    char t[40];
+
+    xml_element(x, "volumeId", v->id);
+    xml_element_int(x, "size", v->size_gib);
+    xml_element(x, "snapshotId", v->snapshot_id);
+    xml_element(x, "availabilityZone", v->availability_zone);
+    xml_element(x, "status", volume_state_to_string(v->state));
+    xml_element(x, "createTime", api_format_time(v->create_time, t, sizeof(t)));
+    xml_open(x, "attachmentSet");
+    if (v->instance_id[0]) {
+        xml_open(x, "item");
+        xml_element(x, "volumeId", v->id);
+        xml_element(x, "instanceId", v->instance_id);
+        xml_element(x, "device", v->device);
+        xml_element(x, "status", "attached");
+        xml_element(x, "attachTime", api_format_time(v->attach_time, t, sizeof(t)));
+        xml_element_bool(x, "deleteOnTermination", false);
+        xml_close(x);
+    }
+    xml_close(x);
+    xml_element(x, "volumeType", v->volume_type);
+    xml_element_int(x, "iops", v->iops);
+    xml_element_int(x, "throughput", v->throughput);
+    xml_element_bool(x, "encrypted", false);
+    xml_element_bool(x, "multiAttachEnabled", false);
+    api_write_tag_set(x, tags, n_tags);
+}
+
+/* ---- CreateVolume ---- */
+
+int api_create_volume(struct api_ctx *ctx, const struct query *q, struct xml *x)
+{
+    _cleanup_(region_freep) struct region *rg = NULL;
+    _cleanup_free_ struct registry_tag *tags = NULL;
+    _cleanup_free_ char *zone = xasprintf("%sa", ctx->region);
+    _cleanup_(registry_volume_freep) struct registry_volume *v = NULL;
+    struct registry_snapshot *snap = NULL;
+    const char *az = query_get(q, "AvailabilityZone");
+    const char *snap_id = query_get(q, "SnapshotId");
+    const char *type = query_get(q, "VolumeType");
+    size_t n_tags = 0;
+    long size = 0, iops = 0, throughput = 0;
+    bool encrypted = false, multi = false;
+    char id[ID_MAX_SIZE];
+    int r;
+
+    if (!az || !*az)
+        return api_fail(ctx, API_ERR_MISSING_PARAMETER,
+                        "The request must contain the parameter AvailabilityZone");
+    if (strcmp(az, zone) != 0)
+        return api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE,
+                        "Invalid availability zone: [%.64s]", az);
+    r = get_uint(ctx, q, "Size", VOLUME_SIZE_GIB_MAX, &size);
+    if (r == 0)
+        r = get_uint(ctx, q, "Iops", 16000, &iops);
+    if (r == 0)
+        r = get_uint(ctx, q, "Throughput", 1000, &throughput);
+    if (r == 0)
+        r = api_get_bool(ctx, q, "Encrypted", &encrypted);
+    if (r == 0)
+        r = api_get_bool(ctx, q, "MultiAttachEnabled", &multi);
+    if (r < 0)
+        return r;
+    if (iops && iops < 3000)
+        return api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE,
+                        "Volume iops of %ld is too low; minimum is 3000.", iops);
+    if (throughput && throughput < 125)
+        return api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE,
+                        "Volume throughput of %ld is too low; minimum is 125.", throughput);
+    if (encrypted)
+        return api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE,
+                        "kiln does not support encrypted volumes (Encrypted)");
+    if (multi)
+        return api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE,
+                        "kiln does not support Multi-Attach (MultiAttachEnabled)");
+    if (type && strcmp(type, "gp3") != 0)
+        return api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE,
+                        "Volume type '%.20s' is not supported: kiln offers gp3", type);
+    if (!snap_id && !size)
+        return api_fail(ctx, API_ERR_MISSING_PARAMETER,
+                        "The request must contain the parameter size or snapshotId");
+    if (snap_id && (r = api_snapshot_id_check(ctx, snap_id)) < 0)
+        return r;
+    r = parse_tag_specs(ctx, q, "volume", &tags, &n_tags);
+    if (r < 0)
+        return r;
+
+    r = region_open(ctx->data_dir, ctx->region, false, &rg);
+    if (r < 0)
+        return r;
+    if (snap_id) {
+        enum api_access acc = API_ACCESS_NONE;
+        r = registry_snapshot_get(rg->reg, snap_id, &snap);
+        if (r == 0)
+            r = api_snapshot_access(ctx, rg, snap, &acc);
+        if (r == -ENOENT || (r == 0 && acc == API_ACCESS_NONE))
+            r = api_snapshot_not_found(ctx, &snap_id, 1);
+        if (r == 0 && snap->state != SNAPSHOT_COMPLETED)
+            r = api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE,
+                         "Snapshot '%s' is %s; a volume needs a completed snapshot.", snap_id,
+                         snapshot_state_to_string(snap->state));
+        if (r == 0) {
+            uint64_t need = DIV_ROUND_UP(snap->volume_size, GiB);
+            if (need == 0)
+                need = 1;
+            if (size && (uint64_t)size < need)
+                r = api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE,
+                             "Volume of %ldGiB is too small; minimum is %" PRIu64 "GiB.", size,
+                             need);
+        }
+        registry_snapshot_free(snap);
+        if (r < 0)
+            return r;
+    }
+    r = api_dry_run(ctx);
+    if (r < 0)
+        return r;
+
+    struct service_volume_create_options o = {
+        .owner = ctx->account, .snapshot_id = snap_id, .size_gib = (uint32_t)size,
+        .availability_zone = az, .iops = (int)iops, .throughput = (int)throughput,
+    };
+    r = service_volume_create(rg, &o, id);
+    if (r < 0)
+        return r;
+    r = set_tags(rg, id, tags, n_tags);
+    if (r == 0)
+        r = service_volume_get(rg, id, &v);
+    if (r < 0)
+        return r;
+    write_volume_fields(x, v, tags, n_tags);
+    return 0;
+}
+
+/* ---- DescribeVolumes ---- */
+
+struct vcandidate {
+    char key[64]; /* "<create time, 20 digits>.<id>" */
+    struct registry_volume *v;
+    struct registry_tag *tags;
+    size_t n_tags;
+    bool tags_loaded;
+};
+
+static bool match_fields(const struct api_filters *fs, const struct registry_volume *v)
+{
+    char size[16], t[40];
+
+    snprintf(size, sizeof(size), "%u", v->size_gib);
+    api_format_time(v->create_time, t, sizeof(t));
+    if (api_filters_has(fs, "attachment.instance-id") ||
+        api_filters_has(fs, "attachment.device") || api_filters_has(fs, "attachment.status") ||
+        api_filters_has(fs, "attachment.attach-time") ||
+        api_filters_has(fs, "attachment.delete-on-termination")) {
+        if (!v->instance_id[0])
+            return false;
+        char at[40];
+        api_format_time(v->attach_time, at, sizeof(at));
+        if (!api_filters_match(fs, "attachment.instance-id", v->instance_id) ||
+            !api_filters_match(fs, "attachment.device", v->device) ||
+            !api_filters_match(fs, "attachment.status", "attached") ||
+            !api_filters_match(fs, "attachment.attach-time", at) ||
+            !api_filters_match(fs, "attachment.delete-on-termination", "false"))
+            return false;
+    }
+    return api_filters_match(fs, "availability-zone", v->availability_zone) &&
+           api_filters_match(fs, "create-time", t) && api_filters_match(fs, "encrypted", "false") &&
+           api_filters_match(fs, "multi-attach-enabled", "false") &&
+           api_filters_match(fs, "fast-restored", "false") &&
+           api_filters_match(fs, "size", size) &&
+           api_filters_match(fs, "snapshot-id", v->snapshot_id) &&
+           api_filters_match(fs, "status", volume_state_to_string(v->state)) &&
+           api_filters_match(fs, "volume-id", v->id) &&
+           api_filters_match(fs, "volume-type", v->volume_type);
+}
+
+static int load_tags(struct region *rg, struct vcandidate *c)
+{
+    if (c->tags_loaded)
+        return 0;
+    int r = registry_tag_list(rg->reg, c->v->id, &c->tags, &c->n_tags);
+    c->tags_loaded = r == 0;
+    return r;
+}
+
+int api_describe_volumes(struct api_ctx *ctx, const struct query *q, struct xml *x)
+{
+    _cleanup_free_ const char **ids = NULL;
+    _cleanup_free_ char *after = NULL;
+    _cleanup_(region_freep) struct region *rg = NULL;
+    _cleanup_free_ struct vcandidate *cs = NULL;
+    struct registry_volume **rows = NULL;
+    struct api_filters fs = { 0 };
+    size_t n_ids = 0, n_rows = 0, n_cs = 0, max;
+    int r;
+
+    r = query_get_list(q, "VolumeId", &ids, &n_ids);
+    if (r < 0)
+        return api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE, "%s", error_message());
+    for (size_t i = 0; i < n_ids; i++) {
+        r = volume_id_check(ctx, ids[i]);
+        if (r < 0)
+            return r;
+    }
+    r = api_paging_parse(ctx, q, n_ids > 0, "volumeIds", &max, &after);
+    if (r < 0)
+        return r;
+    r = api_filters_parse(ctx, q, volume_filters, &fs);
+    if (r < 0)
+        return r;
+    r = api_dry_run(ctx);
+    if (r < 0)
+        goto out;
+    r = api_region_open(ctx, &rg);
+    if (r < 0)
+        goto out;
+    if (rg) {
+        r = registry_volume_list(rg->reg, &rows, &n_rows);
+        if (r < 0)
+            goto out;
+    }
+
+    /* Explicit ids must all name the caller's volumes. */
+    if (n_ids) {
+        _cleanup_free_ const char **missing = xcalloc(n_ids, sizeof(*missing));
+        size_t n_missing = 0;
+        for (size_t i = 0; i < n_ids; i++) {
+            bool found = false;
+            for (size_t k = 0; k < n_rows && !found; k++)
+                found = strcmp(rows[k]->id, ids[i]) == 0 &&
+                        strcmp(rows[k]->owner, ctx->account) == 0;
+            if (!found && !api_in_list(missing, n_missing, ids[i]))
+                missing[n_missing++] = ids[i];
+        }
+        if (n_missing) {
+            r = volume_not_found(ctx, missing, n_missing);
+            goto out;
+        }
+    }
+
+    cs = xcalloc(n_rows ? n_rows : 1, sizeof(*cs));
+    for (size_t k = 0; k < n_rows; k++) {
+        struct registry_volume *v = rows[k];
+        struct vcandidate *c = &cs[n_cs];
+        if (strcmp(v->owner, ctx->account) != 0 || (n_ids && !api_in_list(ids, n_ids, v->id)) ||
+            !match_fields(&fs, v))
+            continue;
+        snprintf(c->key, sizeof(c->key), "%020" PRId64 ".%s", v->create_time, v->id);
+        if (after && strcmp(c->key, after) <= 0)
+            continue;
+        c->v = v;
+        if (api_filters_need_tags(&fs)) {
+            r = load_tags(rg, c);
+            if (r < 0)
+                goto out;
+            if (!api_filters_match_tags(&fs, c->tags, c->n_tags)) {
+                registry_tag_list_free(c->tags, c->n_tags);
+                memset(c, 0, sizeof(*c));
+                continue;
+            }
+        }
+        n_cs++;
+    }
+    size_t n_page = max && n_cs > max ? max : n_cs;
+    for (size_t i = 0; i < n_page; i++) {
+        r = load_tags(rg, &cs[i]);
+        if (r < 0)
+            goto out;
+    }
+    xml_open(x, "volumeSet");
+    for (size_t i = 0; i < n_page; i++) {
+        xml_open(x, "item");
+        write_volume_fields(x, cs[i].v, cs[i].tags, cs[i].n_tags);
+        xml_close(x);
+    }
+    xml_close(x);
+    if (n_page < n_cs) {
+        _cleanup_free_ char *token = api_token_make(cs[n_page - 1].key);
+        xml_element(x, "nextToken", token);
+    }
+    r = 0;
+out:
+    for (size_t i = 0; cs && i < n_cs; i++)
+        registry_tag_list_free(cs[i].tags, cs[i].n_tags);
+    registry_volume_list_free(rows, n_rows);
+    api_filters_release(&fs);
+    return r;
+}
+
+/* VolumeId: present and well formed. */
+static int volume_id_param(struct api_ctx *ctx, const struct query *q, const char **ret_id)
+{
+    const char *id = query_get(q, "VolumeId");
+    int r;
+
+    if (!id || !*id)
+        return api_fail(ctx, API_ERR_MISSING_PARAMETER,
+                        "The request must contain the parameter VolumeId");
+    r = volume_id_check(ctx, id);
+    if (r < 0)
+        return r;
+    *ret_id = id;
+    return 0;
+}
+
+/* The caller's volume `id` from the region opened writable, or NotFound. */
+static int open_own_volume(struct api_ctx *ctx, const char *id, struct region **ret_rg,
+                           struct registry_volume **ret_v)
+{
+    struct registry_volume *v = NULL;
+    int r = region_open(ctx->data_dir, ctx->region, false, ret_rg);
+
+    if (r < 0)
+        return r;
+    r = registry_volume_get((*ret_rg)->reg, id, &v);
+    if (r == -ENOENT || (r == 0 && strcmp(v->owner, ctx->account) != 0)) {
+        registry_volume_free(v);
+        return volume_not_found(ctx, &id, 1);
+    }
+    if (r < 0)
+        return r;
+    *ret_v = v;
+    return 0;
+}
+
+/* ---- DeleteVolume ---- */
+
+int api_delete_volume(struct api_ctx *ctx, const struct query *q, struct xml *x)
+{
+    _cleanup_(region_freep) struct region *rg = NULL;
+    _cleanup_(registry_volume_freep) struct registry_volume *v = NULL;
+    const char *id = NULL;
+    int r = volume_id_param(ctx, q, &id);
+
+    if (r < 0)
+        return r;
+    r = open_own_volume(ctx, id, &rg, &v);
+    if (r < 0)
+        return r;
+    if (v->instance_id[0] || v->state == VOLUME_IN_USE) {
+        ctx->resource = API_RES_VOLUME;
+        return api_fail(ctx, API_ERR_IN_USE, "Volume %s is currently attached to %s", id,
+                        v->instance_id);
+    }
+    r = api_dry_run(ctx);
+    if (r < 0)
+        return r;
+    r = service_volume_delete(rg, id);
+    if (r == -EBUSY) {
+        ctx->resource = API_RES_VOLUME;
+        return api_fail(ctx, API_ERR_IN_USE, "Volume %s is in use", id);
+    }
+    if (r < 0)
+        return r;
+    xml_element_bool(x, "return", true);
+    return 0;
+}
+
+/* ---- ModifyVolume ---- */
+
+int api_modify_volume(struct api_ctx *ctx, const struct query *q, struct xml *x)
+{
+    _cleanup_(region_freep) struct region *rg = NULL;
+    _cleanup_(registry_volume_freep) struct registry_volume *v = NULL;
+    const char *id = NULL, *type = query_get(q, "VolumeType");
+    long size = 0, iops = 0, throughput = 0;
+    char t[40];
+    int r = volume_id_param(ctx, q, &id);
+
+    if (r >= 0)
+        r = get_uint(ctx, q, "Size", VOLUME_SIZE_GIB_MAX, &size);
+    if (r >= 0)
+        r = get_uint(ctx, q, "Iops", 16000, &iops);
+    if (r >= 0)
+        r = get_uint(ctx, q, "Throughput", 1000, &throughput);
+    if (r < 0)
+        return r;
+    if (type && strcmp(type, "gp3") != 0)
+        return api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE,
+                        "Volume type '%.20s' is not supported: kiln offers gp3", type);
+    if (query_get(q, "MultiAttachEnabled"))
+        return api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE,
+                        "kiln does not support Multi-Attach (MultiAttachEnabled)");
+    r = open_own_volume(ctx, id, &rg, &v);
+    if (r < 0)
+        return r;
+    if ((iops && iops != v->iops) || (throughput && throughput != v->throughput))
+        return api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE,
+                        "kiln changes only the size of a volume (Iops and Throughput are "
+                        "%d and %d)",
+                        v->iops, v->throughput);
+    if (size && (uint32_t)size < v->size_gib)
+        return api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE,
+                        "New size cannot be smaller than existing size (%uGiB).", v->size_gib);
+    if (!size && !type && !iops && !throughput)
+        return api_fail(ctx, API_ERR_MISSING_PARAMETER,
+                        "The request must contain at least one of Size, VolumeType, Iops or "
+                        "Throughput");
+    r = api_dry_run(ctx);
+    if (r < 0)
+        return r;
+    uint32_t original = v->size_gib, target = size ? (uint32_t)size : v->size_gib;
+    int64_t start = 0;
+    {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        start = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    }
+    r = service_volume_grow(rg, id, target);
+    if (r < 0)
+        return r;
+    xml_open(x, "volumeModification");
+    xml_element(x, "volumeId", id);
+    xml_element(x, "modificationState", "completed");
+    xml_element_int(x, "targetSize", target);
+    xml_element_int(x, "targetIops", v->iops);
+    xml_element(x, "targetVolumeType", v->volume_type);
+    xml_element_int(x, "targetThroughput", v->throughput);
+    xml_element_bool(x, "targetMultiAttachEnabled", false);
+    xml_element_int(x, "originalSize", original);
+    xml_element_int(x, "originalIops", v->iops);
+    xml_element(x, "originalVolumeType", v->volume_type);
+    xml_element_int(x, "originalThroughput", v->throughput);
+    xml_element_bool(x, "originalMultiAttachEnabled", false);
+    xml_element(x, "progress", "100");
+    xml_element(x, "startTime", api_format_time(start, t, sizeof(t)));
+    xml_element(x, "endTime", api_format_time(start, t, sizeof(t)));
+    xml_close(x);
+    return 0;
+}
+
+/* ---- CreateSnapshot ---- */
+
+int api_create_snapshot(struct api_ctx *ctx, const struct query *q, struct xml *x)
+{
+    _cleanup_(region_freep) struct region *rg = NULL;
+    _cleanup_(registry_volume_freep) struct registry_volume *v = NULL;
+    _cleanup_free_ struct registry_tag *tags = NULL;
+    struct registry_snapshot *s = NULL;
+    const char *id = NULL, *desc = query_get(q, "Description");
+    size_t n_tags = 0;
+    char snap_id[ID_MAX_SIZE], t[40], progress[8];
+    int r = volume_id_param(ctx, q, &id);
+
+    if (r < 0)
+        return r;
+    if (desc && strlen(desc) > 255)
+        return api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE,
+                        "The description is longer than 255 characters");
+    if (query_get(q, "OutpostArn") || query_get(q, "Location"))
+        return api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE,
+                        "kiln keeps snapshots in the region (OutpostArn, Location)");
+    r = parse_tag_specs(ctx, q, "snapshot", &tags, &n_tags);
+    if (r < 0)
+        return r;
+    r = open_own_volume(ctx, id, &rg, &v);
+    if (r < 0)
+        return r;
+    r = api_dry_run(ctx);
+    if (r < 0)
+        return r;
+    struct service_volume_snapshot_options o = { .owner = ctx->account, .description = desc };
+    r = service_volume_snapshot(rg, id, &o, snap_id, NULL);
+    if (r == -EBUSY) {
+        ctx->resource = API_RES_VOLUME;
+        return api_fail(ctx, API_ERR_IN_USE,
+                        "Volume %s is open for writing by another process (kiln nbd); "
+                        "snapshot it there",
+                        id);
+    }
+    if (r < 0)
+        return r;
+    r = set_tags(rg, snap_id, tags, n_tags);
+    if (r == 0)
+        r = registry_snapshot_get(rg->reg, snap_id, &s);
+    if (r < 0)
+        return r;
+    snprintf(progress, sizeof(progress), "%d%%", s->progress);
+    xml_element(x, "snapshotId", s->id);
+    xml_element(x, "volumeId", id);
+    xml_element(x, "status", snapshot_state_to_string(s->state));
+    xml_element(x, "startTime", api_format_time(s->start_time, t, sizeof(t)));
+    xml_element(x, "progress", progress);
+    xml_element(x, "ownerId", s->owner);
+    xml_element_int(x, "volumeSize", s->volume_size_gib);
+    xml_element(x, "description", s->description ? s->description : "");
+    xml_element_bool(x, "encrypted", false);
+    xml_element(x, "storageTier", "standard");
+    api_write_tag_set(x, tags, n_tags);
+    registry_snapshot_free(s);
+    return 0;
+}
