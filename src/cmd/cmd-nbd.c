@@ -1,6 +1,7 @@
-/* `kiln nbd`: serve one snapshot (read-only, lazily, never materialised)
- * over NBD in the foreground until SIGTERM or SIGINT.  The server is
- * src/nbd/; this file picks the backend and waits for the signal. */
+/* `kiln nbd`: serve one volume (read-write, or --readonly) or one snapshot
+ * (read-only, lazily, never materialised) over NBD in the foreground until
+ * SIGTERM or SIGINT.  The server is src/nbd/; this file picks the backend
+ * and waits for the signal. */
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
@@ -15,24 +16,27 @@
 #include "common/log.h"
 #include "common/util.h"
 #include "nbd/nbd.h"
+#include "volume/volume.h"
 
 static const char nbd_usage[] =
-    "usage: kiln nbd SNAPSHOT --socket PATH [--readonly] [--tcp ADDR:PORT]\n"
+    "usage: kiln nbd VOLUME|SNAPSHOT --socket PATH [--readonly] [--tcp ADDR:PORT]\n"
     "                [--threads N] [--cache-size SIZE]\n"
     "\n"
-    "Serve a completed snapshot over NBD until SIGTERM or SIGINT.  The snapshot\n"
-    "is served read-only and lazily: each read fetches (and verifies) only the\n"
-    "chunks it touches, through a cache of decoded chunks.  Clients connect to\n"
-    "nbd+unix:///?socket=PATH (the export name is the snapshot id, and the\n"
-    "empty name selects it too).  On a stop signal the server stops accepting,\n"
-    "answers the requests in flight and exits 0.\n"
+    "Serve a volume (vol-...) or a completed snapshot (snap-...) over NBD until\n"
+    "SIGTERM or SIGINT.  A volume is served read-write (unless --readonly):\n"
+    "writes go to its overlay, its snapshot is read lazily.  A snapshot is\n"
+    "always served read-only and lazily: each read fetches (and verifies) only\n"
+    "the chunks it touches, through a cache of decoded chunks.  Clients connect\n"
+    "to nbd+unix:///?socket=PATH (the export name is the id; the empty name\n"
+    "selects it too).  On a stop signal the server stops accepting, answers\n"
+    "the requests in flight, flushes and exits 0.\n"
     "\n"
     "  --socket PATH      unix socket to listen on (created; removed on exit)\n"
     "  --tcp ADDR:PORT    also listen on TCP (an IPv4 address, e.g. 127.0.0.1;\n"
     "                     port 0 picks a free one)\n"
     "  --readonly         serve read-only (snapshots always are)\n"
     "  --threads N        requests in flight per connection (default 8, 1-64)\n"
-    "  --cache-size SIZE  decoded chunk cache (default 64M)\n";
+    "  --cache-size SIZE  a snapshot's decoded chunk cache (default 64M)\n";
 
 enum { OPT_SOCKET = 1000, OPT_READONLY, OPT_TCP, OPT_THREADS, OPT_CACHE };
 
@@ -73,6 +77,89 @@ static int nbd_option(int opt, const char *arg, void *ud)
     return -1;
 }
 
+/* Start the server on `be` (taken), say where, and wait for a stop signal.
+ * Returns 0 with the server in *ret (still to be shut down), or -errno
+ * (reported). */
+static int serve(const struct nbd_args *a, const char *id, const char *description,
+                 struct nbd_backend *be, struct nbd_server **ret)
+{
+    struct nbd_server_options o = {
+        .export_name = id,
+        .description = description,
+        .socket_path = a->socket,
+        .tcp_listen = a->tcp,
+        .threads = a->threads,
+    };
+    bool ro = be->read_only;
+    sigset_t sigs;
+    int e, sig = 0;
+
+    /* Stop signals are taken by sigwait() here; every server thread
+     * inherits the blocked mask. */
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    e = nbd_server_new(&o, be, ret);
+    if (e < 0) {
+        cli_error(e, "cannot serve '%s'", id);
+        return e;
+    }
+    if (a->tcp)
+        fprintf(stderr, "kiln: serving '%s' (%s) on %s%sTCP port %u\n", id,
+                ro ? "read-only" : "read-write", a->socket ? a->socket : "",
+                a->socket ? " and " : "", nbd_server_port(*ret));
+    else
+        fprintf(stderr, "kiln: serving '%s' (%s) on nbd+unix:///?socket=%s\n", id,
+                ro ? "read-only" : "read-write", a->socket);
+    fflush(stderr);
+    while (sigwait(&sigs, &sig) != 0)
+        ;
+    fprintf(stderr, "kiln: %s: finishing requests in flight, then stopping\n",
+            sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    return 0;
+}
+
+static int serve_volume(struct cli *cli, const struct nbd_args *a, const char *id)
+{
+    _cleanup_(region_freep) struct region *r = NULL;
+    struct volume *v = NULL;
+    struct volume_stats vs;
+    struct nbd_backend be;
+    struct nbd_server *srv = NULL;
+    struct nbd_server_stats st;
+    int e;
+
+    e = cli_open_region(cli, &r);
+    if (e == 0)
+        e = service_volume_open(r, id, a->readonly ? VOLUME_OPEN_READ_ONLY : 0, &v);
+    if (e < 0) {
+        cli_error(e, "cannot serve '%s'", id);
+        return 1;
+    }
+    nbd_volume_backend_new(v, a->readonly, &be);
+    if (serve(a, id, "kiln volume", &be, &srv) < 0)
+        return 1;
+    e = nbd_server_shutdown(srv); /* flushes the volume */
+    nbd_server_get_stats(srv, &st);
+    volume_stats(v, &vs);
+    nbd_server_free(srv); /* closes the volume */
+    if (e < 0) {
+        cli_error(e, "unclean shutdown: the last writes may not be durable");
+        return 1;
+    }
+    if (!cli->quiet)
+        fprintf(stderr,
+                "kiln: stopped: %" PRIu64 " connections, %" PRIu64 " requests (%" PRIu64
+                " errors), %" PRIu64 " chunks fetched (%" PRIu64 " bytes), %" PRIu64
+                " cache hits, %" PRIu64 " blocks written\n",
+                st.connections, st.requests, st.errors, vs.chunks_fetched, vs.bytes_fetched,
+                vs.cache_hits, vs.blocks_written);
+    return 0;
+}
+
 int cmd_nbd(struct cli *cli, int argc, char **argv)
 {
     static const struct option options[] = {
@@ -92,8 +179,7 @@ int cmd_nbd(struct cli *cli, int argc, char **argv)
     struct nbd_server *srv = NULL;
     struct nbd_server_stats st;
     struct nbd_snapshot_cache_stats cs;
-    sigset_t sigs;
-    int ex, e, sig = 0;
+    int ex, e;
     const char *id;
 
     ex = cli_parse(cli, argc, argv, options, nbd_usage, "socket tcp readonly threads cache-size",
@@ -109,17 +195,15 @@ int cmd_nbd(struct cli *cli, int argc, char **argv)
         fprintf(stderr, "kiln: --socket must not be empty\n");
         return EXIT_USAGE;
     }
-    if (id_is_valid("vol", id)) {
-        fprintf(stderr, "kiln: cannot serve volume '%s': volumes are not available in this "
-                        "build yet (serve a snapshot)\n", id);
-        return 1;
-    }
-    if (!id_is_valid("snap", id)) {
-        fprintf(stderr, "kiln: '%s' is not a snapshot id (snap- and 17 hex digits)\n", id);
+    if (!id_is_valid("snap", id) && !id_is_valid("vol", id)) {
+        fprintf(stderr, "kiln: '%s' is neither a volume nor a snapshot id (vol- or snap- and "
+                        "17 hex digits)\n", id);
         return EXIT_USAGE;
     }
     if (!cli->quiet && log_get_level() < LOG_INFO)
         log_set_level(LOG_INFO);
+    if (id_is_valid("vol", id))
+        return serve_volume(cli, &a, id);
 
     e = cli_open_region(cli, &r);
     /* Shared store lock for as long as we serve: gc must not sweep the
@@ -140,38 +224,9 @@ int cmd_nbd(struct cli *cli, int argc, char **argv)
     }
     nbd_snapshot_backend_new(r->store, map, (size_t)a.cache, &be);
     stats_be = be; /* the handle stays valid until nbd_server_free */
-
-    /* Stop signals are taken by sigwait() here; every server thread
-     * inherits the blocked mask. */
-    sigemptyset(&sigs);
-    sigaddset(&sigs, SIGTERM);
-    sigaddset(&sigs, SIGINT);
-    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
-    signal(SIGPIPE, SIG_IGN);
-
-    struct nbd_server_options o = {
-        .export_name = id,
-        .description = "kiln snapshot (read-only)",
-        .socket_path = a.socket,
-        .tcp_listen = a.tcp,
-        .threads = a.threads,
-    };
-    e = nbd_server_new(&o, &be, &srv);
-    if (e < 0) {
-        cli_error(e, "cannot serve '%s'", id);
+    e = serve(&a, id, "kiln snapshot (read-only)", &be, &srv);
+    if (e < 0)
         return 1;
-    }
-    if (a.tcp)
-        fprintf(stderr, "kiln: serving '%s' (read-only) on %s%s, TCP port %u\n", id,
-                a.socket ? a.socket : "", a.socket ? " and" : "", nbd_server_port(srv));
-    else
-        fprintf(stderr, "kiln: serving '%s' (read-only) on nbd+unix:///?socket=%s\n", id,
-                a.socket);
-    fflush(stderr);
-    while (sigwait(&sigs, &sig) != 0)
-        ;
-    fprintf(stderr, "kiln: %s: finishing requests in flight, then stopping\n",
-            sig == SIGTERM ? "SIGTERM" : "SIGINT");
     e = nbd_server_shutdown(srv);
     nbd_server_get_stats(srv, &st);
     nbd_snapshot_backend_stats(&stats_be, &cs);

@@ -1,7 +1,7 @@
 # Helpers for the NBD tests (sourced after functions.sh).
 #
 #   nbd_start SNAP SOCK [ARGS...]  start `kiln nbd` in the background, wait
-#                                  for its socket; its pid in $nbd_pid, its
+#                                  until it serves; its pid in $nbd_pid, its
 #                                  stderr in $T/nbd.log
 #   nbd_stop                       SIGTERM, wait, fail unless it exits 0
 #   nbd_uri SOCK                   the nbd+unix URI of a socket
@@ -19,13 +19,17 @@ nbd_uri() {
     echo "nbd+unix:///?socket=$1"
 }
 
+# Ready means it said so in the log (a stale socket left by a killed server
+# may already exist: the new server replaces it).
 nbd_start() {
     _snap=$1 _sock=$2
     shift 2
+    touch "$T/nbd.log"
+    _before=$(grep -c '^kiln: serving' "$T/nbd.log" || true)
     "$KILN" nbd "$_snap" --socket "$_sock" "$@" 2>>"$T/nbd.log" &
     nbd_pid=$!
     _i=0
-    while [ ! -S "$_sock" ]; do
+    while [ "$(grep -c '^kiln: serving' "$T/nbd.log" || true)" = "$_before" ]; do
         kill -0 "$nbd_pid" 2>/dev/null || { cat "$T/nbd.log" >&2; die "kiln nbd exited"; }
         _i=$((_i + 1))
         [ $_i -lt 600 ] || die "kiln nbd did not create $_sock"
