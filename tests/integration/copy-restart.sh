@@ -3,8 +3,10 @@
 # `kill -9`, and one stopped by SIGTERM (serve exits 0, the job stays), are
 # resumed by the next `kiln serve` start and end `available`; the resumed
 # run finds the chunks the first one wrote (it copies only the rest); the
-# copies export byte-identical to the source disk (cmp); no job is left in
-# the registry and fsck is clean.  Each copied chunk is slowed down
+# copies export byte-identical to the source disk (cmp); a copy whose
+# source region is gone when the server comes back fails cleanly (image
+# `failed` with a StateReason, snapshot `error`); no job is left in the
+# registry and fsck is clean.  Each copied chunk is slowed down
 # (KILN_TEST_JOB_CHUNK_DELAY_US, docs/operations.md) so that the server can
 # be stopped in the middle of a copy; nothing here depends on how long
 # anything takes.
@@ -18,7 +20,7 @@ pid=
 
 start_serve() { # LOG [DELAY_US]
     KILN_TEST_JOB_CHUNK_DELAY_US=${2:-0} "$KILN" serve --listen "127.0.0.1:$port" \
-        --jobs 2 2>"$1" &
+        --regions us-east-1,us-west-2,eu-west-1 --jobs 2 2>"$1" &
     pid=$!
     _i=0
     until grep -q "serving the EC2 API" "$1" 2>/dev/null; do
@@ -131,6 +133,38 @@ kiln --region us-west-2 snapshot export "$sid2" "$T/two.raw"
 cmp "$T/disk2.raw" "$T/two.raw" || die "the resumed copy differs from the source"
 state=$(aws_ ec2 describe-snapshots --snapshot-ids "$sid2" --query 'Snapshots[0].State' --output text)
 assert_eq "$state" completed "the copy's snapshot"
+kill -TERM "$pid"
+wait "$pid" || die "serve exited $? on SIGTERM"
+pid=
+
+# ---- the source region vanishes while the server is down ----------------------
+head -c $((48 * 1024 * 1024)) /dev/urandom > "$T/disk3.raw"
+kiln -q --region eu-west-1 image import "$T/disk3.raw" --name doomed > "$T/import3.out"
+src3=$(sed -n 2p "$T/import3.out")
+start_serve "$T/serve5.log" 20000
+base=$(west_chunks)
+new3=$(aws_ ec2 copy-image --source-region eu-west-1 --source-image-id "$src3" \
+    --name copy-three --query ImageId --output text) || die "copy-image failed"
+wait_chunks $((base + 20))
+kill -KILL "$pid"
+wait "$pid" 2>/dev/null || true
+pid=
+rm -rf "$KILN_DATA_DIR/regions/eu-west-1"
+start_serve "$T/serve6.log"
+i=0
+while state=$(sqlite3 "$WEST/registry.db" "SELECT state FROM images WHERE id = '$new3'") &&
+    [ "$state" = pending ]; do
+    i=$((i + 1)); [ $i -lt 600 ] || die "the copy of a vanished source stays pending"
+    sleep 0.1
+done
+state=$(aws_ ec2 describe-images --image-ids "$new3" --query 'Images[0].State' --output text)
+assert_eq "$state" failed "the copy of a vanished source"
+reason=$(aws_ ec2 describe-images --image-ids "$new3" \
+    --query 'Images[0].StateReason.Message' --output text)
+case $reason in *eu-west-1*) ;; *) die "state reason: '$reason'" ;; esac
+sid3=$(root_snapshot "$new3")
+state=$(aws_ ec2 describe-snapshots --snapshot-ids "$sid3" --query 'Snapshots[0].State' --output text)
+assert_eq "$state" error "the failed copy's snapshot"
 kill -TERM "$pid"
 wait "$pid" || die "serve exited $? on SIGTERM"
 pid=
