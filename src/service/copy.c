@@ -599,8 +599,8 @@ int service_job_run(struct region *dst, const char *job_id, const atomic_bool *s
             *ret = r.st;
         goto out;
     }
-    if (e == -ECANCELED)
-        goto out;
+    if (e == -ECANCELED || e == -EBUSY)
+        goto out; /* stopped, or a gc or writer held on too long: later */
 
     /* The copy failed: say so in the rows, keep nothing available. */
     snprintf(why, sizeof(why), "%s", error_message() ? error_message() : strerror(-e));

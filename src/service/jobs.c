@@ -22,7 +22,8 @@
  *
  * - A job whose failure could not even be recorded (the registry refused
  *   the write) is not retried by this process (it would fail the same way
- *   in a loop); it is retried at the next start.
+ *   in a loop); it is retried at the next start.  A registry that was only
+ *   busy (-EBUSY) is tried again at the next scan.
  *
  * - Stopping (job_runner_free(), on SIGTERM): the stop flag is polled by
  *   service_job_run() between chunks, so workers return within a chunk's
@@ -205,6 +206,9 @@ static void run_one(struct job_runner *jr, const struct job_ref *j, bool *ret_re
         log_info("job %s (%s): stopped; it resumes at the next start", j->id, j->region);
     else if (e == -ENOENT && !atomic_load(&jr->stop))
         ; /* finished by someone else between the scan and now */
+    else if (e == -EBUSY)
+        log_warning("job %s (%s): %s; retried shortly", j->id, j->region,
+                    error_message() ? error_message() : strerror(-e));
     else {
         log_error("job %s (%s): %s; retried at the next start", j->id, j->region,
                   error_message() ? error_message() : strerror(-e));

@@ -170,6 +170,8 @@ int service_image_copy_start(struct region *src, const char *image_id, struct re
  *    1  the copy failed: the snapshots are `error` and the image `failed`
  *       with a state reason, the job deleted (the failure is in the rows)
  *   -ECANCELED  stopped at a safe point; the job stays, to be resumed
+ *   -EBUSY  the destination store (a gc) or the registry stayed locked;
+ *           the job stays, to be tried again
  *   other -errno  the registry could not be updated; the job stays */
 int service_job_run(struct region *dst, const char *job_id, const atomic_bool *stop,
                     unsigned chunk_delay_us, struct copy_stats *ret);
