@@ -3,7 +3,10 @@
  * (`kiln account create`); the first start creates the `default` account
  * and writes its key to DATA/credentials in the aws CLI's format.  One more
  * static credential can be given on the command line (--access-key,
- * --secret-key, --account), for tests and scripts. */
+ * --secret-key, --account), for tests and scripts.  Beside the API server
+ * runs the job runner (--jobs N threads, src/service/jobs.c) that does the
+ * copies; on a stop signal the server stops first, so that no new job can
+ * be queued, then the jobs stop at a safe point. */
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
