@@ -182,6 +182,10 @@ static int do_verify(char **argv)
     if (bad)
         printf(" (first at %llu)", (unsigned long long)first);
     printf("\n");
+    free(ref);
+    free(amb);
+    free(now);
+    free(buf);
     return bad ? 1 : 0;
 }
 
