@@ -11,14 +11,20 @@ The restart of the server between PutSnapshotBlock and CompleteSnapshot is
 tests/integration/ebs-restart.sh."""
 import base64
 import hashlib
+import http.client
+import json
 import os
 import shutil
 import subprocess
 import tempfile
 import unittest
+import urllib.parse
 import uuid
 
 import boto3
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
@@ -175,6 +181,9 @@ class Upload(Base):
             out = self.put(sid, k, d, Progress=min(99, 100 * n // len(blocks)))
             self.assertEqual(out["Checksum"], b64sha(d))
             self.assertEqual(out["ChecksumAlgorithm"], "SHA256")
+        # x-amz-Progress is the snapshot's progress while it is pending.
+        self.assertEqual(self.ec2.describe_snapshots(SnapshotIds=[sid])["Snapshots"][0]["Progress"],
+                         "%d%%" % min(99, 100 * (len(blocks) - 1) // len(blocks)))
         self.assertEqual(self.complete(sid, blocks)["Status"], "completed")
         self.ec2.get_waiter("snapshot_completed").wait(
             SnapshotIds=[sid], WaiterConfig={"Delay": 1, "MaxAttempts": 30})
@@ -483,6 +492,67 @@ class BadInput(Base):
                          config=Config(retries={"max_attempts": 1, "mode": "standard"}))
         c.meta.events.register("before-sign.ec2.*", _sign_as_ebs)
         self.assertEbsError("AuthFailure", c.describe_snapshots)
+
+
+def raw_request(keys, method, path, body, service, headers):
+    """Send a request signed with botocore's SigV4 as given (headers
+    included), then return (status, headers, body)."""
+    url = urllib.parse.urlsplit(ENDPOINT)
+    req = AWSRequest(method=method, url=ENDPOINT + path, data=body, headers=dict(headers))
+    SigV4Auth(Credentials(keys[0], keys[1]), service, "us-east-1").add_auth(req)
+    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
+    try:
+        conn.request(method, path, body=body, headers=dict(req.headers))
+        resp = conn.getresponse()
+        return resp.status, dict(resp.getheaders()), resp.read()
+    finally:
+        conn.close()
+
+
+class Signing(Base):
+    def test_unsigned_payload_only_for_blocks(self):
+        # EC2 never takes UNSIGNED-PAYLOAD.
+        status, headers, _ = raw_request(
+            self.keys, "POST", "/", "Action=DescribeRegions&Version=2016-11-15", "ec2",
+            {"Content-Type": "application/x-www-form-urlencoded; charset=utf-8",
+             "X-Amz-Content-SHA256": "UNSIGNED-PAYLOAD"})
+        self.assertEqual(status, 401)
+        # Nor does StartSnapshot: its JSON body would be unprotected.
+        status, headers, _ = raw_request(
+            self.keys, "POST", "/snapshots", json.dumps({"VolumeSize": 1}), "ebs",
+            {"Content-Type": "application/json", "X-Amz-Content-SHA256": "UNSIGNED-PAYLOAD"})
+        self.assertEqual(status, 403)
+        self.assertEqual(headers.get("x-amzn-ErrorType"), "AccessDeniedException")
+        # A body that is not the one X-Amz-Content-SHA256 names is refused.
+        signed = json.dumps({"VolumeSize": 1})
+        status, _, _ = raw_request(
+            self.keys, "POST", "/snapshots", json.dumps({"VolumeSize": 2}), "ebs",
+            {"Content-Type": "application/json",
+             "X-Amz-Content-SHA256": hashlib.sha256(signed.encode()).hexdigest()})
+        self.assertEqual(status, 403)
+        # The same request with its own hash is fine.
+        status, _, body = raw_request(
+            self.keys, "POST", "/snapshots", signed, "ebs",
+            {"Content-Type": "application/json",
+             "X-Amz-Content-SHA256": hashlib.sha256(signed.encode()).hexdigest()})
+        self.assertEqual(status, 201, body)
+        self.assertEqual(json.loads(body)["Status"], "pending")
+
+    def test_malformed_json(self):
+        for body in ("{", "[]", '{"VolumeSize": 1, "VolumeSize": 2}', '{"VolumeSize": 1.5}',
+                     '{"VolumeSize": 1, "Bogus": 1}', '{"VolumeSize": "1"}'):
+            status, headers, out = raw_request(self.keys, "POST", "/snapshots", body, "ebs",
+                                               {"Content-Type": "application/json"})
+            self.assertEqual(status, 400, body)
+            self.assertEqual(headers.get("x-amzn-ErrorType"), "ValidationException")
+            self.assertIn("message", json.loads(out))
+
+    def test_unknown_route(self):
+        status, headers, _ = raw_request(self.keys, "DELETE", "/snapshots/snap-0123456789abcdef0",
+                                         "", "ebs", {})
+        self.assertEqual(status, 405)
+        status, headers, _ = raw_request(self.keys, "GET", "/snapshots/x/y/z/w/v", "", "ebs", {})
+        self.assertEqual(status, 404)
 
 
 def _sign_as_ec2(request, signing_name=None, **kwargs):

@@ -10,6 +10,7 @@
 
 #include "api/sigv4.h"
 #include "common/error.h"
+#include "common/hash.h"
 #include "tap.h"
 
 #define AKID "AKIDEXAMPLE"
@@ -292,11 +293,65 @@ static void test_parse(void)
            "missing components refused");
 }
 
+/* X-Amz-Content-SHA256 stands for the body in the signature: UNSIGNED-PAYLOAD
+ * (the EBS direct API's PutSnapshotBlock) is reported to the caller, who
+ * decides where it is acceptable; any other value must be the body's hash,
+ * or a signed request could carry any body. */
+static void test_content_sha256(void)
+{
+    static const char body[] = "the bytes of a block";
+    static const char sh[] = "host;x-amz-checksum;x-amz-content-sha256;x-amz-date";
+    char auth[400], sig[65], hash[DIGEST_HEX_SIZE], other[sizeof(body)];
+    struct digest d;
+    struct sigv4_header h[] = {
+        { "Host", "127.0.0.1:18081" },
+        { "X-Amz-Date", "20261127T051214Z" },
+        { "X-Amz-Content-SHA256", "UNSIGNED-PAYLOAD" },
+        { "x-amz-checksum", "M7yKq0BwNnjD6+lNLdjyr/8oXdkB+SNOhB5GefggT9U=" },
+        { "Authorization", auth },
+    };
+    struct sigv4_request req = { "PUT", "/snapshots/snap-0123456789abcdef0/blocks/3", "", h, 5,
+                                 body, strlen(body), T_2026 };
+    struct sigv4_result res;
+
+    is_int(sigv4_sign(&req, SECRET, "20261127T051214Z", "us-east-1", "ebs", sh, false, sig), 0,
+           "sign a PutSnapshotBlock with UNSIGNED-PAYLOAD");
+    snprintf(auth, sizeof(auth),
+             "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20261127/us-east-1/ebs/aws4_request, "
+             "SignedHeaders=%s, Signature=%s", sh, sig);
+    is_int(verify(&req, SECRET, &res), 0, "it verifies");
+    ok(res.unsigned_payload, "reported as an unsigned payload");
+    ok(res.checksum_signed, "with x-amz-checksum signed");
+    is_str(res.service, "ebs", "for service ebs");
+    memcpy(other, body, sizeof(body));
+    other[0] ^= 1;
+    req.body = other;
+    is_int(verify(&req, SECRET, &res), 0, "any body verifies: it is not signed");
+    req.body = body;
+
+    sha256(body, strlen(body), &d);
+    h[2].value = digest_to_hex(&d, hash);
+    is_int(sigv4_sign(&req, SECRET, "20261127T051214Z", "us-east-1", "ebs", sh, false, sig), 0,
+           "sign again with the body's hash");
+    snprintf(auth, sizeof(auth),
+             "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20261127/us-east-1/ebs/aws4_request, "
+             "SignedHeaders=%s, Signature=%s", sh, sig);
+    is_int(verify(&req, SECRET, &res), 0, "it verifies");
+    ok(!res.unsigned_payload, "the payload is signed");
+    req.body = other;
+    is_int(verify(&req, SECRET, &res), -EACCES,
+           "another body under the same X-Amz-Content-SHA256 is refused");
+    ok(error_message() && strstr(error_message(), "does not match the body"), "says: %s",
+       error_message());
+    req.body = body;
+}
+
 int main(void)
 {
     test_vanilla();
     test_boto3_post();
     test_query_auth();
     test_parse();
+    test_content_sha256();
     return done_testing();
 }
