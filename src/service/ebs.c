@@ -510,6 +510,8 @@ int service_ebs_start(struct region *r, const struct service_ebs_start_options *
     top = xasprintf("%s/" STAGING_DIR, r->dir);
     dir = staging_path(r, row.id);
     e = mkdir_p(top);
+    if (e == 0)
+        e = fsync_dir(r->dir); /* ebs-uploads/ itself, the first time */
     if (e == 0 && mkdir(dir, 0700) < 0)
         e = -errno;
     if (e == 0)
