@@ -358,6 +358,36 @@ static int tag_row_cmp(const void *a, const void *b)
     return strcmp(((const struct tag_row *)a)->sort_key, ((const struct tag_row *)b)->sort_key);
 }
 
+struct tag_rows {
+    struct tag_row *v;
+    size_t n, cap;
+};
+
+/* Append the tags of one resource that pass the filters (the resource's
+ * own, tag:KEY, then key and value per tag). */
+static void add_resource(struct tag_rows *rows, const struct api_filters *fs, const char *id,
+                         const char *type, struct registry_tag *tags, size_t n)
+{
+    if (!api_filters_match(fs, "resource-id", id) ||
+        !api_filters_match(fs, "resource-type", type) || !api_filters_match_tags(fs, tags, n))
+        return;
+    for (size_t k = 0; k < n; k++) {
+        struct registry_tag *t = &tags[k];
+        if (!api_filters_match(fs, "key", t->key) || !api_filters_match(fs, "value", t->value))
+            continue;
+        if (rows->n == rows->cap) {
+            rows->cap = rows->cap ? 2 * rows->cap : 64;
+            rows->v = xrealloc(rows->v, rows->cap * sizeof(*rows->v));
+        }
+        rows->v[rows->n++] = (struct tag_row){
+            .resource_id = id,
+            .resource_type = type,
+            .tag = t,
+            .sort_key = xasprintf("%s\n%s", id, t->key),
+        };
+    }
+}
+
 int api_describe_tags(struct api_ctx *ctx, const struct query *q, struct xml *x)
 {
     _cleanup_free_ char *after = NULL;
@@ -366,9 +396,10 @@ int api_describe_tags(struct api_ctx *ctx, const struct query *q, struct xml *x)
     struct registry_image **images = NULL;
     struct registry_tag **tag_lists = NULL;
     size_t *tag_counts = NULL;
-    struct tag_row *out = NULL;
+    struct tag_rows found = { 0 };
+    struct tag_row *out;
     struct api_filters fs = { 0 };
-    size_t n_rows = 0, n_images = 0, n_out = 0, cap_out = 0, max, start = 0;
+    size_t n_rows = 0, n_images = 0, n_out, max, start = 0;
     int r;
 
     r = api_paging_parse(ctx, q, false, NULL, &max, &after);
@@ -399,23 +430,7 @@ int api_describe_tags(struct api_ctx *ctx, const struct query *q, struct xml *x)
         r = registry_tag_list(rg->reg, s->id, &tag_lists[i], &tag_counts[i]);
         if (r < 0)
             goto out;
-        if (!api_filters_match_tags(&fs, tag_lists[i], tag_counts[i]))
-            continue;
-        for (size_t k = 0; k < tag_counts[i]; k++) {
-            struct registry_tag *t = &tag_lists[i][k];
-            if (!api_filters_match(&fs, "key", t->key) ||
-                !api_filters_match(&fs, "value", t->value))
-                continue;
-            if (n_out == cap_out) {
-                cap_out = cap_out ? 2 * cap_out : 64;
-                out = xrealloc(out, cap_out * sizeof(*out));
-            }
-            out[n_out].resource_id = s->id;
-            out[n_out].resource_type = "snapshot";
-            out[n_out].tag = t;
-            out[n_out].sort_key = xasprintf("%s\n%s", s->id, t->key);
-            n_out++;
-        }
+        add_resource(&found, &fs, s->id, "snapshot", tag_lists[i], tag_counts[i]);
     }
     /* The caller's images (not deregistered), with their tags. */
     if (rg) {
@@ -433,27 +448,11 @@ int api_describe_tags(struct api_ctx *ctx, const struct query *q, struct xml *x)
     for (size_t i = 0; i < n_images; i++) {
         struct registry_image *img = images[i];
 
-        if (img->state == IMAGE_DEREGISTERED ||
-            !api_filters_match(&fs, "resource-id", img->id) ||
-            !api_filters_match(&fs, "resource-type", "image") ||
-            !api_filters_match_tags(&fs, img->tags, img->n_tags))
-            continue;
-        for (size_t k = 0; k < img->n_tags; k++) {
-            struct registry_tag *t = &img->tags[k];
-            if (!api_filters_match(&fs, "key", t->key) ||
-                !api_filters_match(&fs, "value", t->value))
-                continue;
-            if (n_out == cap_out) {
-                cap_out = cap_out ? 2 * cap_out : 64;
-                out = xrealloc(out, cap_out * sizeof(*out));
-            }
-            out[n_out].resource_id = img->id;
-            out[n_out].resource_type = "image";
-            out[n_out].tag = t;
-            out[n_out].sort_key = xasprintf("%s\n%s", img->id, t->key);
-            n_out++;
-        }
+        if (img->state != IMAGE_DEREGISTERED)
+            add_resource(&found, &fs, img->id, "image", img->tags, img->n_tags);
     }
+    out = found.v;
+    n_out = found.n;
     if (n_out)
         qsort(out, n_out, sizeof(*out), tag_row_cmp);
     if (after)
@@ -479,9 +478,9 @@ int api_describe_tags(struct api_ctx *ctx, const struct query *q, struct xml *x)
     }
     r = 0;
 out:
-    for (size_t i = 0; i < n_out; i++)
-        free(out[i].sort_key);
-    free(out);
+    for (size_t i = 0; i < found.n; i++)
+        free(found.v[i].sort_key);
+    free(found.v);
     for (size_t i = 0; i < n_rows; i++)
         if (tag_lists)
             registry_tag_list_free(tag_lists[i], tag_counts[i]);
