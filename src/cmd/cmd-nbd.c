@@ -26,17 +26,21 @@ static const char nbd_usage[] =
     "SIGTERM or SIGINT.  A volume is served read-write (unless --readonly):\n"
     "writes go to its overlay, its snapshot is read lazily.  A snapshot is\n"
     "always served read-only and lazily: each read fetches (and verifies) only\n"
-    "the chunks it touches, through a cache of decoded chunks.  Clients connect\n"
-    "to nbd+unix:///?socket=PATH (the export name is the id; the empty name\n"
-    "selects it too).  On a stop signal the server stops accepting, answers\n"
-    "the requests in flight, flushes and exits 0.\n"
+    "the chunks it touches, through the volume read path and a private cache\n"
+    "file (freed on exit), or with --cache-size through a bounded in-memory\n"
+    "cache of decoded chunks (no disk used).\n"
+    "\n"
+    "Clients connect to nbd+unix:///?socket=PATH (the export name is the id;\n"
+    "the empty name selects it too).  On a stop signal the server stops\n"
+    "accepting, answers the requests in flight, flushes and exits 0.\n"
     "\n"
     "  --socket PATH      unix socket to listen on (created; removed on exit)\n"
     "  --tcp ADDR:PORT    also listen on TCP (an IPv4 address, e.g. 127.0.0.1;\n"
     "                     port 0 picks a free one)\n"
     "  --readonly         serve read-only (snapshots always are)\n"
     "  --threads N        requests in flight per connection (default 8, 1-64)\n"
-    "  --cache-size SIZE  a snapshot's decoded chunk cache (default 64M)\n";
+    "  --cache-size SIZE  serve a snapshot from an in-memory cache of decoded\n"
+    "                     chunks of at most SIZE (1M to 1T) instead of a cache file\n";
 
 enum { OPT_SOCKET = 1000, OPT_READONLY, OPT_TCP, OPT_THREADS, OPT_CACHE };
 
@@ -122,8 +126,11 @@ static int serve(const struct nbd_args *a, const char *id, const char *descripti
     return 0;
 }
 
+/* Serve a volume, or a snapshot through a read-only volume view (the
+ * volume read path with a private cache file freed on exit). */
 static int serve_volume(struct cli *cli, const struct nbd_args *a, const char *id)
 {
+    bool snap = id_is_valid("snap", id);
     _cleanup_(region_freep) struct region *r = NULL;
     struct volume *v = NULL;
     struct volume_stats vs;
@@ -133,14 +140,19 @@ static int serve_volume(struct cli *cli, const struct nbd_args *a, const char *i
     int e;
 
     e = cli_open_region(cli, &r);
-    if (e == 0)
+    /* Serving a snapshot holds the store's lock shared for as long as it
+     * runs: gc must not sweep the chunks of a snapshot deleted meanwhile.
+     * (A volume's base map stays reachable for gc through its row.) */
+    if (e == 0 && snap && (e = store_lock(r->store, false, 60000)) == 0)
+        e = service_volume_open_snapshot(r, id, &v);
+    else if (e == 0 && !snap)
         e = service_volume_open(r, id, a->readonly ? VOLUME_OPEN_READ_ONLY : 0, &v);
     if (e < 0) {
         cli_error(e, "cannot serve '%s'", id);
         return 1;
     }
-    nbd_volume_backend_new(v, a->readonly, &be);
-    if (serve(a, id, "kiln volume", &be, &srv) < 0)
+    nbd_volume_backend_new(v, a->readonly || snap, &be);
+    if (serve(a, id, snap ? "kiln snapshot (read-only)" : "kiln volume", &be, &srv) < 0)
         return 1;
     e = nbd_server_shutdown(srv); /* flushes the volume */
     nbd_server_get_stats(srv, &st);
@@ -202,9 +214,10 @@ int cmd_nbd(struct cli *cli, int argc, char **argv)
     }
     if (!cli->quiet && log_get_level() < LOG_INFO)
         log_set_level(LOG_INFO);
-    if (id_is_valid("vol", id))
+    if (id_is_valid("vol", id) || !a.cache)
         return serve_volume(cli, &a, id);
 
+    /* A snapshot with --cache-size: the in-memory chunk cache. */
     e = cli_open_region(cli, &r);
     /* Shared store lock for as long as we serve: gc must not sweep the
      * chunks of a snapshot deleted while it is being served. */

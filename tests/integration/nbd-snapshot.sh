@@ -2,7 +2,8 @@
 # `kiln nbd SNAPSHOT` serves a snapshot read-only and lazily to real NBD
 # clients: qemu-img info/convert/compare, qemu-io read patterns, nbdinfo
 # (--map holes match the snapshot's, --list), nbdcopy; writes are refused;
-# SIGTERM stops it cleanly and removes the socket.
+# SIGTERM stops it cleanly and removes the socket.  Both snapshot backends:
+# the volume view (default) and the in-memory chunk cache (--cache-size).
 . "$(dirname "$0")/functions.sh"
 . "$(dirname "$0")/nbd-lib.sh"
 requires qemu-img qemu-io mke2fs cmp truncate python3
@@ -100,6 +101,23 @@ expect_fail kiln nbd not-a-snapshot --socket "$T/x.sock"
 nbd_stop
 [ ! -e "$sock" ] || die "the socket is left behind after SIGTERM"
 grep -q "stopped:" "$T/nbd.log" || die "no clean stop in the log: $(cat "$T/nbd.log")"
+
+# The in-memory chunk cache (--cache-size), 1 MiB: smaller than the data, so
+# chunks are evicted and fetched again; the same bytes and the same map.
+nbd_start "$snap" "$sock" --cache-size 1M --threads 4
+qemu-img convert -f raw -O raw "$uri" "$T/converted2.raw" || die "convert (memory cache) failed"
+cmp "$T/converted2.raw" "$T/disk.img" || die "convert (memory cache) differs"
+qemu-io -r -f raw -c 'read -P 0xc3 33M 256k' -c 'read -P 0 61M 1M' -c 'read -P 0xa1 0 1M' \
+    "$uri" > "$T/qemu-io2.out" || die "qemu-io (memory cache) failed"
+grep -q "verification failed" "$T/qemu-io2.out" && die "qemu-io pattern mismatch (memory cache)"
+qemu-img map -f raw --output=json "$uri" > "$T/map2.json" || die "qemu-img map failed"
+cmp "$T/map.json" "$T/map2.json" || die "the two snapshot backends report different maps"
+if command -v nbdcopy >/dev/null 2>&1; then
+    nbdcopy --connections=4 --requests=16 "$uri" - | cmp - "$T/disk.img" ||
+        die "nbdcopy (memory cache) differs"
+fi
+nbd_stop
+grep -q "chunk cache .* hits" "$T/nbd.log" || die "no cache counters in the log"
 # The store is untouched by serving.
 assert_fsck_clean "after serving"
 echo "PASS"
