@@ -72,6 +72,16 @@ static inline bool volume_block_dirty(struct volume *v, uint64_t b)
 uint64_t volume_next_dirty(struct volume *v, uint64_t b, uint64_t end);
 uint64_t volume_next_clean(struct volume *v, uint64_t b, uint64_t end);
 
+/* Parse the bytes of a bitmap file (docs/formats.md, "Volumes"): `magic`
+ * (8 bytes), written for `base_id`, at most max_blocks blocks, `nmaps`
+ * bitmaps.  On success *ret_words is a new array of nmaps bitmaps of
+ * ceil(*ret_nblocks / 64) words each.  -EBADMSG for anything malformed
+ * (never aborts, whatever the bytes), -EINVAL for more blocks than
+ * max_blocks. */
+int volume_bitmap_parse(const void *data, size_t len, const char *magic,
+                        const struct digest *base_id, uint64_t max_blocks, size_t nmaps,
+                        uint64_t **ret_words, uint64_t *ret_nblocks);
+
 /* The read path without validation (off + len within the volume). */
 int volume_read_locked(struct volume *v, void *buf, size_t len, uint64_t off);
 

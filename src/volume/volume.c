@@ -253,55 +253,85 @@ static int bitmap_file_save(struct volume *v, const char *name, const char *magi
     return 0;
 }
 
-/* Read bitmap file `name` into `nmaps` bitmaps of v's size.  0 when loaded,
- * 1 when the file does not exist, -EBADMSG when damaged or not of this
- * volume, -EINVAL when written for a larger volume. */
+int volume_bitmap_parse(const void *data, size_t len, const char *magic,
+                        const struct digest *base_id, uint64_t max_blocks, size_t nmaps,
+                        uint64_t **ret_words, uint64_t *ret_nblocks)
+{
+    const uint8_t *p = data;
+    struct digest d;
+
+    if (len < BITMAP_HEADER || memcmp(p, magic, 8) != 0 ||
+        get_le32(p + 8) != BITMAP_VERSION || get_le32(p + 12) != BLOCK_SIZE)
+        return error_set(EBADMSG, "not a volume bitmap");
+    if (memcmp(p + 24, base_id->b, DIGEST_SIZE) != 0)
+        return error_set(EBADMSG, "a bitmap of another base snapshot");
+    uint64_t nblocks = get_le64(p + 16);
+    if (nblocks > max_blocks)
+        return error_set(EINVAL, "a bitmap of %llu blocks, more than the volume's %llu",
+                         (unsigned long long)nblocks, (unsigned long long)max_blocks);
+    uint64_t fwords = DIV_ROUND_UP(nblocks, 64);
+    if (nmaps == 0 || fwords > (SIZE_MAX - BITMAP_HEADER) / 8 / nmaps ||
+        len != BITMAP_HEADER + nmaps * fwords * 8)
+        return error_set(EBADMSG, "a bitmap of the wrong size");
+    sha256(p + BITMAP_HEADER, len - BITMAP_HEADER, &d);
+    if (memcmp(p + 56, d.b, DIGEST_SIZE) != 0)
+        return error_set(EBADMSG, "a corrupt bitmap (digest mismatch)");
+    uint64_t *words = xcalloc(fwords * nmaps > 0 ? fwords * nmaps : 1, sizeof(uint64_t));
+    for (size_t m = 0; m < nmaps; m++) {
+        for (uint64_t w = 0; w < fwords; w++)
+            words[m * fwords + w] = get_le64(p + BITMAP_HEADER + (m * fwords + w) * 8);
+        /* Bits past the end are never set by a writer: keep them clear
+         * even in a file whose digest matches. */
+        if (nblocks % 64)
+            words[m * fwords + fwords - 1] &= range_mask(0, nblocks % 64);
+    }
+    *ret_words = words;
+    *ret_nblocks = nblocks;
+    return 0;
+}
+
+/* Read bitmap file `name` into `nmaps` bitmaps of `words` words.  0 when
+ * loaded, 1 when the file does not exist, -EBADMSG when damaged or not of
+ * this volume, -EINVAL when written for a larger volume. */
 static int bitmap_file_load(struct volume *v, const char *name, const char *magic,
-                            _Atomic uint64_t *const *maps, size_t nmaps, size_t words)
+                            uint64_t max_blocks, _Atomic uint64_t *const *maps, size_t nmaps,
+                            size_t words)
 {
     _cleanup_close_ int fd = openat(v->dir_fd, name, O_RDONLY | O_CLOEXEC);
     _cleanup_free_ uint8_t *buf = NULL;
-    uint8_t hdr[BITMAP_HEADER];
+    _cleanup_free_ uint64_t *got = NULL;
+    uint64_t nblocks;
     struct stat st;
-    struct digest d;
     ssize_t n;
+    int r;
 
     if (fd < 0 && errno == ENOENT)
         return 1;
     if (fd < 0 || fstat(fd, &st) < 0)
         return error_set(errno, "cannot open '%s/%s': %m", v->dir, name);
+    /* A bitmap written for a larger volume is refused as such; any other
+     * file larger than a bitmap of this volume is refused unread. */
+    uint8_t hdr[BITMAP_HEADER];
     n = pread_full(fd, hdr, sizeof(hdr), 0);
-    if (n < 0)
-        return error_set((int)n, "cannot read '%s/%s': %s", v->dir, name, strerror((int)-n));
-    if (n != BITMAP_HEADER || memcmp(hdr, magic, 8) != 0 ||
-        get_le32(hdr + 8) != BITMAP_VERSION || get_le32(hdr + 12) != BLOCK_SIZE)
-        return error_set(EBADMSG, "'%s/%s' is not a volume bitmap", v->dir, name);
-    if (memcmp(hdr + 24, v->base_id.b, DIGEST_SIZE) != 0)
-        return error_set(EBADMSG, "'%s/%s' belongs to another base snapshot", v->dir, name);
-    uint64_t nblocks = get_le64(hdr + 16);
-    if (nblocks > v->nblocks)
+    if (n == BITMAP_HEADER && memcmp(hdr, magic, 8) == 0 && get_le64(hdr + 16) > max_blocks)
         return error_set(EINVAL, "'%s/%s' describes %llu blocks, more than the volume's %llu",
-                         v->dir, name, (unsigned long long)nblocks,
-                         (unsigned long long)v->nblocks);
-    size_t fwords = DIV_ROUND_UP(nblocks, 64);
-    size_t len = nmaps * fwords * 8;
-    if ((uint64_t)st.st_size != BITMAP_HEADER + (uint64_t)len)
-        return error_set(EBADMSG, "'%s/%s' has the wrong size", v->dir, name);
-    buf = xmalloc(len ? len : 1);
-    n = pread_full(fd, buf, len, BITMAP_HEADER);
+                         v->dir, name, (unsigned long long)get_le64(hdr + 16),
+                         (unsigned long long)max_blocks);
+    if ((uint64_t)st.st_size > BITMAP_HEADER + (uint64_t)nmaps * words * 8)
+        return error_set(EBADMSG, "'%s/%s' is larger than a bitmap of this volume", v->dir,
+                         name);
+    buf = xmalloc((size_t)st.st_size + 1);
+    n = pread_full(fd, buf, (size_t)st.st_size, 0);
     if (n < 0)
         return error_set((int)n, "cannot read '%s/%s': %s", v->dir, name, strerror((int)-n));
-    sha256(buf, len, &d);
-    if ((size_t)n != len || memcmp(hdr + 56, d.b, DIGEST_SIZE) != 0)
-        return error_set(EBADMSG, "'%s/%s' is corrupt (digest mismatch)", v->dir, name);
-    for (size_t m = 0; m < nmaps; m++) {
+    r = volume_bitmap_parse(buf, (size_t)n, magic, &v->base_id, max_blocks, nmaps, &got,
+                            &nblocks);
+    if (r < 0)
+        return error_set(r, "'%s/%s': %s", v->dir, name, error_message());
+    size_t fwords = DIV_ROUND_UP(nblocks, 64);
+    for (size_t m = 0; m < nmaps; m++)
         for (size_t w = 0; w < fwords && w < words; w++)
-            atomic_store(&maps[m][w], get_le64(buf + (m * fwords + w) * 8));
-        /* Bits past the old end are never set by a writer; keep them clear
-         * even in a damaged-but-digest-correct file. */
-        if (nblocks % 64 && fwords > 0)
-            atomic_fetch_and(&maps[m][fwords - 1], range_mask(0, nblocks % 64));
-    }
+            atomic_store(&maps[m][w], got[m * fwords + w]);
     return 0;
 }
 
@@ -436,7 +466,7 @@ int volume_open(struct store *s, const char *dir, struct blockmap *base,
     }
 
     _Atomic uint64_t *ov[2] = { v->alloc, v->zero };
-    r = bitmap_file_load(v, "bitmap", BITMAP_MAGIC, ov, 2, v->words);
+    r = bitmap_file_load(v, "bitmap", BITMAP_MAGIC, v->nblocks, ov, 2, v->words);
     if (r < 0)
         goto fail;
     bool has_bitmap = r == 0;
@@ -471,7 +501,8 @@ int volume_open(struct store *s, const char *dir, struct blockmap *base,
             goto fail;
         }
         _Atomic uint64_t *cm[1] = { v->cached };
-        r = bitmap_file_load(v, "cache.bitmap", CACHE_MAGIC, cm, 1, v->cache_words);
+        r = bitmap_file_load(v, "cache.bitmap", CACHE_MAGIC, v->base_blocks, cm, 1,
+                             v->cache_words);
         if (r < 0) {
             /* Only a cache: start it again rather than refuse the volume. */
             log_warning("volume '%s': discarding its cache: %s", dir, error_message());
