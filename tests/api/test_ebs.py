@@ -267,6 +267,26 @@ class Upload(Base):
         s = self.ec2.describe_snapshots(SnapshotIds=[child])["Snapshots"][0]
         self.assertEqual(s["State"], "completed")
 
+    def test_parallel_puts(self):
+        # As coldsnap does: many blocks in flight at once, some written twice.
+        from concurrent.futures import ThreadPoolExecutor
+        blocks = [(k * 3, os.urandom(BLOCK)) for k in range(48)]
+        sid = self.start(1)
+        clients = [ebs_client(self.keys) for _ in range(8)]
+        jobs = [(i, k, d) for i, (k, d) in enumerate(blocks)] + \
+            [(i, k, d) for i, (k, d) in enumerate(blocks[:8])]
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            for out in pool.map(lambda j: self.put(sid, j[1], j[2], client=clients[j[0] % 8]),
+                                jobs):
+                self.assertEqual(out["ChecksumAlgorithm"], "SHA256")
+        self.assertEqual(self.complete(sid, blocks)["Status"], "completed")
+        listed, _ = self.list_all(sid)
+        self.assertEqual([b["BlockIndex"] for b in listed], [k for k, _ in blocks])
+        data = dict(blocks)
+        for b in listed[::7]:
+            self.assertEqual(self.get(sid, b["BlockIndex"], b["BlockToken"]),
+                             data[b["BlockIndex"]])
+
     def test_unrelated_snapshots(self):
         a = self.uploaded([(0, os.urandom(BLOCK))])
         b = self.uploaded([(0, os.urandom(BLOCK))])
