@@ -299,8 +299,15 @@ int nbd_request_parse(const uint8_t buf[NBD_REQUEST_SIZE], struct nbd_request *r
     return 0;
 }
 
+#define REFUSE(err, why)                                                      \
+    do {                                                                      \
+        if (ret_why)                                                          \
+            *ret_why = (why);                                                 \
+        return (err);                                                         \
+    } while (0)
+
 uint32_t nbd_request_validate(const struct nbd_request *rq, const struct nbd_export_info *ex,
-                              const struct nbd_session *s)
+                              const struct nbd_session *s, const char **ret_why)
 {
     bool ro = ex->tflags & NBD_FLAG_READ_ONLY;
     uint16_t allowed = (ex->tflags & NBD_FLAG_SEND_FUA) ? NBD_CMD_FLAG_FUA : 0;
@@ -312,49 +319,52 @@ uint32_t nbd_request_validate(const struct nbd_request *rq, const struct nbd_exp
     case NBD_CMD_WRITE:
     case NBD_CMD_TRIM:
         if (ro)
-            return NBD_EPERM;
+            REFUSE(NBD_EPERM, "the export is read-only");
         if (rq->type == NBD_CMD_TRIM && !(ex->tflags & NBD_FLAG_SEND_TRIM))
-            return NBD_EINVAL;
+            REFUSE(NBD_EINVAL, "trim is not supported by this export");
         break;
     case NBD_CMD_WRITE_ZEROES:
         if (ro)
-            return NBD_EPERM;
+            REFUSE(NBD_EPERM, "the export is read-only");
         if (!(ex->tflags & NBD_FLAG_SEND_WRITE_ZEROES))
-            return NBD_EINVAL;
+            REFUSE(NBD_EINVAL, "write zeroes is not supported by this export");
         allowed |= NBD_CMD_FLAG_NO_HOLE;
         break;
     case NBD_CMD_CACHE:
         if (!(ex->tflags & NBD_FLAG_SEND_CACHE))
-            return NBD_EINVAL;
+            REFUSE(NBD_EINVAL, "cache is not supported by this export");
         break;
     case NBD_CMD_BLOCK_STATUS:
         if (!s->structured || !s->base_allocation)
-            return NBD_EINVAL;
+            REFUSE(NBD_EINVAL, "block status needs base:allocation selected in the handshake");
         allowed |= NBD_CMD_FLAG_REQ_ONE;
         break;
     case NBD_CMD_FLUSH:
-        if (!(ex->tflags & NBD_FLAG_SEND_FLUSH) || rq->offset || rq->count)
-            return NBD_EINVAL;
+        if (!(ex->tflags & NBD_FLAG_SEND_FLUSH))
+            REFUSE(NBD_EINVAL, "flush is not supported by this export");
+        if (rq->offset || rq->count)
+            REFUSE(NBD_EINVAL, "flush with a nonzero offset or length");
         ranged = false;
         break;
     case NBD_CMD_DISC:
         return 0;
     default:
-        return NBD_EINVAL;
+        REFUSE(NBD_EINVAL, "unknown command");
     }
     if (rq->flags & ~allowed)
-        return NBD_EINVAL;
+        REFUSE(NBD_EINVAL, "a command flag not valid for this command");
     if (!ranged)
         return 0;
     if (rq->count == 0)
-        return NBD_EINVAL;
+        REFUSE(NBD_EINVAL, "zero length");
     if (rq->offset > ex->size || rq->count > ex->size - rq->offset)
-        return rq->type == NBD_CMD_WRITE || rq->type == NBD_CMD_WRITE_ZEROES ? NBD_ENOSPC
-                                                                            : NBD_EINVAL;
+        REFUSE(rq->type == NBD_CMD_WRITE || rq->type == NBD_CMD_WRITE_ZEROES ? NBD_ENOSPC
+                                                                            : NBD_EINVAL,
+               "offset and length reach past the end of the export");
     /* Payloads are capped; TRIM, WRITE_ZEROES, CACHE and BLOCK_STATUS
      * carry none and take any length within the export. */
     if ((rq->type == NBD_CMD_READ || rq->type == NBD_CMD_WRITE) && rq->count > NBD_MAX_BLOCK)
-        return NBD_EINVAL;
+        REFUSE(NBD_EINVAL, "length above the 32 MiB maximum block size");
     return 0;
 }
 

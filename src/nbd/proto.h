@@ -184,9 +184,10 @@ int nbd_request_parse(const uint8_t buf[NBD_REQUEST_SIZE], struct nbd_request *r
 
 /* Validate a parsed request against the export and the session before
  * dispatch: 0 if it may run, else the NBD error (NBD_EINVAL, NBD_EPERM,
- * NBD_ENOSPC) to reply with. */
+ * NBD_ENOSPC) to reply with, and *ret_why (may be NULL) says why (a static
+ * string for the client and the log). */
 uint32_t nbd_request_validate(const struct nbd_request *rq, const struct nbd_export_info *ex,
-                              const struct nbd_session *s);
+                              const struct nbd_session *s, const char **ret_why);
 
 /* The one errno -> NBD error map (positive or negative errno). */
 uint32_t nbd_errno(int err);

@@ -322,15 +322,12 @@ static size_t get_extents(struct worker *w, uint64_t offset, uint32_t count, siz
         if (r <= 0)
             break;
         size_t got = 0;
-        for (int i = 0; i < r && pos < end; i++) {
+        for (; got < (size_t)r && pos < end; got++) {
             struct nbd_extent *e = &w->ext[n + got];
-            if (i != (int)got)
-                *e = w->ext[n + i];
             if (e->offset != pos || e->length == 0)
                 break; /* not what was asked: report the rest as data */
             e->length = MIN(e->length, end - pos);
             pos += e->length;
-            got++;
         }
         if (got == 0)
             break;
@@ -444,13 +441,14 @@ static void handle(struct worker *w, const struct nbd_request *rq)
     struct nbd_server *srv = c->srv;
     const struct nbd_backend *be = &srv->be;
     bool fua = rq->flags & NBD_CMD_FLAG_FUA;
+    const char *why = NULL;
     uint32_t err;
     int r = 0;
 
     atomic_fetch_add(&srv->st_requests, 1);
-    err = nbd_request_validate(rq, &srv->ex, &c->sess);
+    err = nbd_request_validate(rq, &srv->ex, &c->sess, &why);
     if (err) {
-        reply_error(w, rq, err, "request refused: see docs/nbd.md");
+        reply_error(w, rq, err, why);
         return;
     }
     error_clear();

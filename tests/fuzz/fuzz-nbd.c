@@ -60,7 +60,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (nbd_request_parse(data + pos, &rq) < 0)
             break;
         pos += NBD_REQUEST_SIZE;
-        (void)nbd_request_validate(&rq, &ex, &s);
+        const char *why = NULL;
+        if (nbd_request_validate(&rq, &ex, &s, &why) != 0 && (!why || !*why))
+            __builtin_trap(); /* every refusal says why */
         (void)nbd_cmd_name(rq.type);
         if (rq.type == NBD_CMD_DISC)
             break;

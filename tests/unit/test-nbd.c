@@ -215,7 +215,7 @@ static void test_proto(void)
        "request fields");
 
     struct nbd_session st = { .structured = true, .base_allocation = true };
-#define V(t, f, o, c) nbd_request_validate(&(struct nbd_request){ f, t, 1, o, c }, &ex, &st)
+#define V(t, f, o, c) nbd_request_validate(&(struct nbd_request){ f, t, 1, o, c }, &ex, &st, NULL)
     is_int(V(NBD_CMD_READ, 0, 0, 4096), 0, "read in range");
     is_int(V(NBD_CMD_READ, 0, (1 << 20) - 1, 1), 0, "read of the last byte");
     is_int(V(NBD_CMD_READ, 0, (1 << 20) - 1, 2), NBD_EINVAL, "read past the end: EINVAL");
@@ -232,6 +232,9 @@ static void test_proto(void)
     is_int(V(99, 0, 0, 1), NBD_EINVAL, "unknown command: EINVAL");
     is_int(V(NBD_CMD_CACHE, 0, 0, 1 << 20), 0, "cache");
     is_int(V(NBD_CMD_DISC, 0, 0, 0), 0, "disconnect");
+    const char *why = NULL;
+    nbd_request_validate(&(struct nbd_request){ 0, NBD_CMD_WRITE, 1, 0, 1 }, &ex, &st, &why);
+    is_str(why, "the export is read-only", "a refusal says why");
     st.base_allocation = false;
     is_int(V(NBD_CMD_BLOCK_STATUS, 0, 0, 1), NBD_EINVAL, "block status without a context");
     ex.size = 1ULL << 40;
