@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import unittest
 import urllib.parse
@@ -527,6 +528,45 @@ def raw_request(keys, method, path, body, service, headers):
         return resp.status, dict(resp.getheaders()), resp.read()
     finally:
         conn.close()
+
+
+class Cli(Base):
+    """The aws CLI's `aws ebs` against the same endpoint."""
+
+    def aws(self, *args):
+        env = dict(os.environ, AWS_ACCESS_KEY_ID=self.keys[0],
+                   AWS_SECRET_ACCESS_KEY=self.keys[1], AWS_DEFAULT_REGION="us-east-1",
+                   AWS_CONFIG_FILE="/dev/null", AWS_SHARED_CREDENTIALS_FILE="/dev/null",
+                   AWS_MAX_ATTEMPTS="1")
+        return subprocess.run([sys.executable, "-m", "awscli", "--endpoint-url", ENDPOINT,
+                               "--output", "json", *args], env=env, capture_output=True,
+                              text=True, timeout=60)
+
+    def test_upload_with_the_cli(self):
+        p = self.aws("ebs", "start-snapshot", "--volume-size", "1", "--description", "cli")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        sid = json.loads(p.stdout)["SnapshotId"]
+        data = os.urandom(BLOCK)
+        path = os.path.join(_tmp.name, "cli-block")
+        with open(path, "wb") as f:
+            f.write(data)
+        p = self.aws("ebs", "put-snapshot-block", "--snapshot-id", sid, "--block-index", "4",
+                     "--block-data", path, "--data-length", str(BLOCK),
+                     "--checksum", b64sha(data), "--checksum-algorithm", "SHA256")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(json.loads(p.stdout)["Checksum"], b64sha(data))
+        p = self.aws("ebs", "complete-snapshot", "--snapshot-id", sid,
+                     "--changed-blocks-count", "1")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(json.loads(p.stdout)["Status"], "completed")
+        p = self.aws("ebs", "list-snapshot-blocks", "--snapshot-id", sid)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual([b["BlockIndex"] for b in json.loads(p.stdout)["Blocks"]], [4])
+        # A refusal exits 255 and names the error.
+        p = self.aws("ebs", "complete-snapshot", "--snapshot-id", "snap-0123456789abcdef0",
+                     "--changed-blocks-count", "0")
+        self.assertEqual(p.returncode, 255)
+        self.assertIn("ResourceNotFoundException", p.stderr)
 
 
 class Signing(Base):
