@@ -209,6 +209,7 @@ static int cancel_upload(struct region *r, struct registry_snapshot *row, const 
     int e;
 
     row->state = SNAPSHOT_ERROR;
+    free(row->state_message);
     row->state_message = xstrdup(why);
     e = registry_snapshot_update(r->reg, row);
     if (e < 0)
