@@ -6,8 +6,9 @@
  * As in snapshots.c, every value is checked before it is bound (-EINVAL
  * naming the field) and the CHECK constraints are the second line.  The
  * list query is the one place SQL is assembled at run time: from fixed
- * fragments only, every value bound, and prepared outside the statement
- * cache (its text varies with the query's shape).
+ * fragments only, every value bound, and kept outside the statement
+ * cache (its text varies with the query's shape): the handle keeps the
+ * last one (list_stmt()).
  *
  * Paging: rows are ordered by (creation_date, id), which is unique, and a
  * page token is "<creation_date>_<id>" of the last row returned, so the
@@ -1003,10 +1004,43 @@ static int validate_query(const struct image_query *q)
     return 0;
 }
 
+/* The list query for `sql`: the handle keeps the last one (its text
+ * depends only on the query's shape, and a client tends to repeat one
+ * shape: the handles the API server keeps open then skip SQLite's
+ * compiler).  The statement stays the handle's; *ret is reset and its
+ * bindings cleared when the caller is done (list_stmt_done). */
+static int list_stmt(struct registry *reg, const char *sql, sqlite3_stmt **ret)
+{
+    int rc;
+
+    if (reg->list_sql && strcmp(reg->list_sql, sql) == 0) {
+        *ret = reg->list_stmt;
+        return 0;
+    }
+    sqlite3_finalize(reg->list_stmt);
+    free(reg->list_sql);
+    reg->list_stmt = NULL;
+    reg->list_sql = NULL;
+    rc = sqlite3_prepare_v3(reg->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &reg->list_stmt, NULL);
+    if (rc != SQLITE_OK)
+        return reg_fail(reg, rc, "cannot prepare the image list query");
+    reg->list_sql = xstrdup(sql);
+    *ret = reg->list_stmt;
+    return 0;
+}
+
+static void list_stmt_done(sqlite3_stmt **st)
+{
+    if (*st) {
+        sqlite3_reset(*st);
+        sqlite3_clear_bindings(*st);
+    }
+}
+
 static int list_locked(struct registry *reg, const struct image_query *q,
                        struct registry_image ***ret, size_t *ret_n, char **ret_next_token)
 {
-    _cleanup_(finalizep) sqlite3_stmt *st = NULL;
+    _cleanup_(list_stmt_done) sqlite3_stmt *st = NULL;
     struct sqlbuf sql = {0};
     struct binds b = {0};
     struct registry_image **list = NULL;
@@ -1028,11 +1062,11 @@ static int list_locked(struct registry *reg, const struct image_query *q,
         limit = q->max_results + 1; /* one more: is there a next page? */
     build_query(q, &sql, &b, q->next_token ? &after_date : NULL, after_id, limit);
 
-    rc = sqlite3_prepare_v2(reg->db, sql.s, -1, &st, NULL);
+    r = list_stmt(reg, sql.s, &st);
     free(sql.s);
-    if (rc != SQLITE_OK) {
+    if (r < 0) {
         binds_release(&b);
-        return reg_fail(reg, rc, "cannot prepare the image list query");
+        return r;
     }
     for (size_t i = 0; i < b.n; i++) {
         if (b.text[i])

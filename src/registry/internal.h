@@ -66,6 +66,9 @@ struct registry {
     unsigned tx_depth; /* registry_begin() nesting: 0 outside transactions */
     struct stmt_cache_entry *stmts;
     size_t n_stmts, cap_stmts;
+    /* The last image list query and its SQL text (images.c) */
+    sqlite3_stmt *list_stmt;
+    char *list_sql;
 };
 
 /* Return the cached statement for `sql` (preparing it on first use) in

@@ -353,6 +353,8 @@ void registry_free(struct registry *reg)
     for (size_t i = 0; i < reg->n_stmts; i++)
         sqlite3_finalize(reg->stmts[i].stmt);
     free(reg->stmts);
+    sqlite3_finalize(reg->list_stmt);
+    free(reg->list_sql);
     /* An open transaction is rolled back by the close. */
     sqlite3_close(reg->db);
     free(reg->path);

@@ -753,6 +753,55 @@ static void test_list_in_transaction(void)
     registry_free(reg);
 }
 
+/* The handle keeps the last list statement and reuses it for a query of
+ * the same shape: every call must still see its own values, a change of
+ * shape in between must not confuse it, and a write made between two calls
+ * must show in the second. */
+static void test_list_statement_reuse(void)
+{
+    struct registry *reg = open_mem();
+    const char *web[] = {"web-*"}, *db[] = {"db-*"}, *none[] = {"none-*"};
+    const char *v_web[] = {"web"}, *v_db[] = {"db"}, *keys[] = {"Ro*"};
+    struct image_tag_filter t_web = {"Role", v_web, 1}, t_db = {"Role", v_db, 1};
+    struct image_tag_filter t_key = {NULL, keys, 1};
+    char ids[256];
+
+    insert(reg, 1, OWNER_A, "web-1", 1000);
+    insert(reg, 2, OWNER_A, "db-1", 2000);
+    insert(reg, 3, OWNER_A, "web-2", 3000);
+    registry_tag_set(reg, "ami-00000000000000001", "Role", "web");
+    registry_tag_set(reg, "ami-00000000000000002", "Role", "db");
+
+    for (int pass = 0; pass < 2; pass++) {
+        struct image_query q = {.names = web, .n_names = 1};
+        is_int(run(reg, &q, ids, sizeof(ids)), 2, "names web-* (pass %d)", pass);
+        is_str(ids, "0001 0003", "the web images, by creation date");
+        q.names = db;
+        is_int(run(reg, &q, ids, sizeof(ids)), 1, "same shape, other value: db-*");
+        is_str(ids, "0002", "the db image");
+        q.names = none;
+        is_int(run(reg, &q, ids, sizeof(ids)), 0, "same shape, no match");
+        q = (struct image_query){.tags = &t_web, .n_tags = 1};
+        is_int(run(reg, &q, ids, sizeof(ids)), 1, "another shape: tag Role=web");
+        is_str(ids, "0001", "the tagged web image");
+        q.tags = &t_db;
+        is_int(run(reg, &q, ids, sizeof(ids)), 1, "tag Role=db");
+        is_str(ids, "0002", "the tagged db image");
+        q.tags = &t_key;
+        is_int(run(reg, &q, ids, sizeof(ids)), 2, "tag-key Ro*");
+        is_str(ids, "0001 0002", "both tagged images");
+    }
+    /* A write between two calls of one shape. */
+    {
+        struct image_query q = {.tags = &t_web, .n_tags = 1};
+        is_int(run(reg, &q, ids, sizeof(ids)), 1, "before tagging web-2");
+        registry_tag_set(reg, "ami-00000000000000003", "Role", "web");
+        is_int(run(reg, &q, ids, sizeof(ids)), 2, "after tagging web-2");
+        is_str(ids, "0001 0003", "both web images");
+    }
+    registry_free(reg);
+}
+
 int main(void)
 {
     test_upgrade();
@@ -763,5 +812,6 @@ int main(void)
     test_list();
     test_update();
     test_pagination();
+    test_list_statement_reuse();
     return done_testing();
 }
