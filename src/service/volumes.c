@@ -283,6 +283,26 @@ int service_volume_open_snapshot(struct region *r, const char *snap_id, struct v
     return e;
 }
 
+struct snap_progress {
+    struct region *r;
+    struct registry_snapshot *row;
+};
+
+/* The pending row's progress, in steps of 10% or more (0 to 90: 100 is
+ * for the completed row). */
+static int update_progress(void *userdata, uint64_t done, uint64_t total)
+{
+    struct snap_progress *p = userdata;
+    int pct = total ? (int)(done * 100 / total) : 100;
+
+    if (pct > 90)
+        pct = 90;
+    if (pct < p->row->progress + 10)
+        return 0;
+    p->row->progress = pct;
+    return registry_snapshot_update(p->r->reg, p->row);
+}
+
 int service_volume_snapshot_open(struct region *r, struct volume *v, const char *vol_id,
                                  const struct service_volume_snapshot_options *o,
                                  char ret_id[ID_MAX_SIZE], struct volume_snapshot_stats *ret)
@@ -316,7 +336,8 @@ int service_volume_snapshot_open(struct region *r, struct volume *v, const char 
     e = registry_snapshot_insert(r->reg, &row);
     if (e < 0)
         goto out;
-    e = volume_snapshot(v, &row.map_id, NULL, &st);
+    struct snap_progress prog = { .r = r, .row = &row };
+    e = volume_snapshot_progress(v, update_progress, &prog, &row.map_id, NULL, &st);
     if (e == 0) {
         row.has_map = true;
         row.state = SNAPSHOT_COMPLETED;

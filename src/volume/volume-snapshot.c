@@ -39,7 +39,21 @@ struct builder {
     uint32_t chunk_len;
     uint64_t chunk_first;
     struct volume_snapshot_stats st;
+    volume_progress_fn progress;
+    void *userdata;
+    uint64_t done;
 };
+
+static uint64_t count_dirty(struct volume *v, uint64_t from, uint64_t to)
+{
+    uint64_t n = 0;
+    for (uint64_t b = volume_next_dirty(v, from, to); b < to; b = volume_next_dirty(v, b, to)) {
+        uint64_t e = volume_next_clean(v, b, to);
+        n += e - b;
+        b = e;
+    }
+    return n;
+}
 
 static int emit(struct builder *bd)
 {
@@ -99,6 +113,12 @@ static int chunk_region(struct builder *bd, uint8_t *buf, uint64_t rs, uint64_t 
                 if (r < 0)
                     return r;
             }
+        }
+        if (bd->progress) {
+            bd->done += count_dirty(bd->v, b, b + n);
+            r = bd->progress(bd->userdata, bd->done, bd->st.blocks_dirty);
+            if (r < 0)
+                return r;
         }
         b += n;
     }
@@ -164,6 +184,7 @@ static int build(struct builder *bd)
         r = chunk_region(bd, buf, rs, re);
         if (r < 0)
             return r;
+
         while (ei < nbase && base->ext[ei].block < re)
             ei++;
         c = re;
@@ -174,9 +195,17 @@ static int build(struct builder *bd)
 int volume_snapshot(struct volume *v, struct digest *ret_map_id, struct blockmap **ret_map,
                     struct volume_snapshot_stats *ret_stats)
 {
+    return volume_snapshot_progress(v, NULL, NULL, ret_map_id, ret_map, ret_stats);
+}
+
+int volume_snapshot_progress(struct volume *v, volume_progress_fn fn, void *userdata,
+                             struct digest *ret_map_id, struct blockmap **ret_map,
+                             struct volume_snapshot_stats *ret_stats)
+{
     _cleanup_(blockmap_freep) struct blockmap *map = NULL;
     _cleanup_free_ uint8_t *chunk = NULL;
-    struct builder bd = { .v = v, .params = &chunker_default_params };
+    struct builder bd = { .v = v, .params = &chunker_default_params, .progress = fn,
+                          .userdata = userdata };
     struct digest id;
     int r;
 

@@ -171,4 +171,14 @@ struct volume_snapshot_stats {
 int volume_snapshot(struct volume *v, struct digest *ret_map_id, struct blockmap **ret_map,
                     struct volume_snapshot_stats *ret_stats);
 
+/* volume_snapshot() that calls fn(userdata, done, total) after each 4 MiB
+ * it reads, `done` of the `total` written blocks stored so
+ * far (non-decreasing, ending at total), on the calling thread, while
+ * writes are held off.  A negative return from fn stops the snapshot with
+ * that error.  fn may be NULL. */
+typedef int (*volume_progress_fn)(void *userdata, uint64_t done, uint64_t total);
+int volume_snapshot_progress(struct volume *v, volume_progress_fn fn, void *userdata,
+                             struct digest *ret_map_id, struct blockmap **ret_map,
+                             struct volume_snapshot_stats *ret_stats);
+
 #endif

@@ -128,6 +128,27 @@ static int random_op(struct volume *v, uint8_t *ref, uint64_t size, uint8_t *scr
     return volume_trim(v, len, off, false);
 }
 
+struct progress_log {
+    uint64_t calls, last_done, last_total;
+    bool monotone;
+};
+
+static int on_progress(void *userdata, uint64_t done, uint64_t total)
+{
+    struct progress_log *p = userdata;
+    if (done < p->last_done || done > total)
+        p->monotone = false;
+    p->calls++;
+    p->last_done = done;
+    p->last_total = total;
+    return 0;
+}
+
+static int stop_progress(void *userdata, uint64_t done, uint64_t total)
+{
+    return -ECANCELED;
+}
+
 struct writer {
     struct volume *v;
     uint8_t *ref;
@@ -248,9 +269,20 @@ int main(void)
     is_int(st.chunks_fetched, 0, "from the saved cache: nothing fetched");
 
     /* ---- an incremental snapshot ---- */
+    struct blockmap *none = NULL;
+    struct digest none_id;
+    is_int(volume_snapshot_progress(v, stop_progress, NULL, &none_id, &none, &ss), -ECANCELED,
+           "a progress callback's error stops a snapshot");
+    ok(none == NULL, "and returns no map");
     size_t before = store_chunks(s);
-    e = volume_snapshot(v, &snap_id, &snap, &ss);
+    struct progress_log pl = {.monotone = true};
+    e = volume_snapshot_progress(v, on_progress, &pl, &snap_id, &snap, &ss);
     is_int(e, 0, "snapshot of the volume");
+    ok(pl.calls > 1 && pl.monotone && pl.last_done == ss.blocks_dirty &&
+           pl.last_total == ss.blocks_dirty,
+       "progress was reported %llu times, up to %llu of %llu blocks",
+       (unsigned long long)pl.calls, (unsigned long long)pl.last_done,
+       (unsigned long long)ss.blocks_dirty);
     ok(snap && map_equals(s, snap, ref, VOL_SIZE), "snapshot_read() of it equals the reference");
     ok(digest_equal(&snap->parent, &base_id), "its parent is the base");
     is_int(store_chunks(s) - before, ss.chunks_new, "it stored %llu new chunks",
