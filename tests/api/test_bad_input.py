@@ -13,7 +13,6 @@ that botocore's own client-side validation never stands in for the
 server's."""
 import datetime
 import http.client
-import os
 import unittest
 import urllib.parse
 import uuid
@@ -25,8 +24,7 @@ from botocore.auth import SigV4Auth, SigV4QueryAuth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
-from test_golden import raw
-from test_snapshots import ENDPOINT, bob_keys, client, default_keys, import_snapshot
+from test_snapshots import ENDPOINT, bob_keys, client, default_keys, import_snapshot, raw
 
 V = "2016-11-15"
 UNKNOWN_AMI = "ami-0000000000000beef"

@@ -7,40 +7,15 @@ names are the wire reference's (sections 2.4, 3.2 and 3.3).
 
 Set KILN_GOLDEN_WRITE=1 to write the files from the server's answers
 instead (the test then fails, so that a rewrite is never a pass)."""
-import http.client
 import os
 import re
 import unittest
-import urllib.parse
 import uuid
 
-from botocore.auth import SigV4Auth
-from botocore.awsrequest import AWSRequest
-from botocore.credentials import Credentials
-
-from test_snapshots import ENDPOINT, bob_keys, client, default_keys, import_snapshot
+from test_snapshots import ENDPOINT, bob_keys, client, default_keys, import_snapshot, raw
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 VERSION = "2016-11-15"
-
-
-def raw(params, keys=None, region="us-east-1", body=None, headers=None):
-    """POST form parameters signed with `keys` (the default account's);
-    return (status, body bytes)."""
-    keys = keys or default_keys()
-    data = body if body is not None else urllib.parse.urlencode(params).encode()
-    hdrs = {"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"}
-    hdrs.update(headers or {})
-    req = AWSRequest(method="POST", url=ENDPOINT + "/", data=data, headers=hdrs)
-    SigV4Auth(Credentials(keys[0], keys[1]), "ec2", region).add_auth(req)
-    parts = urllib.parse.urlsplit(ENDPOINT)
-    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
-    try:
-        conn.request("POST", "/", body=req.body, headers=dict(req.headers))
-        resp = conn.getresponse()
-        return resp.status, resp.read()
-    finally:
-        conn.close()
 
 
 def mask(text, replacements):

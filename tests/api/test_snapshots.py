@@ -64,6 +64,25 @@ def import_snapshot(description=None, size=1024 * 1024, region="us-east-1"):
     return out.strip().splitlines()[-1]
 
 
+def raw(params, keys=None, region="us-east-1", body=None, headers=None):
+    """POST form parameters (or `body` as it is) signed by botocore with
+    `keys` (the default account's); return (status, body bytes)."""
+    keys = keys or default_keys()
+    data = body if body is not None else urllib.parse.urlencode(params).encode()
+    hdrs = {"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"}
+    hdrs.update(headers or {})
+    req = AWSRequest(method="POST", url=ENDPOINT + "/", data=data, headers=hdrs)
+    SigV4Auth(Credentials(keys[0], keys[1]), "ec2", region).add_auth(req)
+    parts = urllib.parse.urlsplit(ENDPOINT)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
+    try:
+        conn.request("POST", "/", body=req.body, headers=dict(req.headers))
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
 _bob = None
 
 
@@ -287,19 +306,7 @@ class RawXml(Base):
     """The exact elements on the wire (the reference's 2.4), signed by hand."""
 
     def post(self, params):
-        req = AWSRequest(method="POST", url=ENDPOINT + "/",
-                         data=urllib.parse.urlencode(params).encode(),
-                         headers={"Content-Type":
-                                  "application/x-www-form-urlencoded; charset=utf-8"})
-        SigV4Auth(Credentials(*self.keys), "ec2", "us-east-1").add_auth(req)
-        parts = urllib.parse.urlsplit(ENDPOINT)
-        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
-        try:
-            conn.request("POST", "/", body=req.body, headers=dict(req.headers))
-            resp = conn.getresponse()
-            return resp.status, resp.read()
-        finally:
-            conn.close()
+        return raw(params, keys=self.keys)
 
     def test_describe_snapshots_elements(self):
         sid = import_snapshot("xml")
