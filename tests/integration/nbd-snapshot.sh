@@ -104,7 +104,12 @@ grep -q "stopped:" "$T/nbd.log" || die "no clean stop in the log: $(cat "$T/nbd.
 
 # The in-memory chunk cache (--cache-size), 1 MiB: smaller than the data, so
 # chunks are evicted and fetched again; the same bytes and the same map.
-nbd_start "$snap" "$sock" --cache-size 1M --threads 4
+# Also on TCP (loopback, any free port).
+nbd_start "$snap" "$sock" --cache-size 1M --threads 4 --tcp 127.0.0.1:0
+port=$(sed -n 's/^kiln: serving .* TCP port \([0-9]*\)$/\1/p' "$T/nbd.log" | tail -n 1)
+[ -n "$port" ] || die "no TCP port in the log: $(cat "$T/nbd.log")"
+qemu-img compare -f raw -F raw "nbd://127.0.0.1:$port" "$T/disk.img" >/dev/null ||
+    die "the export over TCP differs"
 qemu-img convert -f raw -O raw "$uri" "$T/converted2.raw" || die "convert (memory cache) failed"
 cmp "$T/converted2.raw" "$T/disk.img" || die "convert (memory cache) differs"
 qemu-io -r -f raw -c 'read -P 0xc3 33M 256k' -c 'read -P 0 61M 1M' -c 'read -P 0xa1 0 1M' \
