@@ -75,6 +75,8 @@ class Base(unittest.TestCase):
             BlockDeviceMappings=[{"DeviceName": "/dev/xvda",
                                   "Ebs": {"SnapshotId": bob_sid}}])["ImageId"]
         cls.west_sid = import_snapshot("bad-input west", region="us-west-2")
+        cls.vid = cls.ec2.create_volume(AvailabilityZone="us-east-1a", Size=2)["VolumeId"]
+        cls.bob_vid = cls.bob.create_volume(AvailabilityZone="us-east-1a", Size=1)["VolumeId"]
 
     # ---- the state that must not change ----
 
@@ -86,6 +88,9 @@ class Base(unittest.TestCase):
         def snapshots(c):
             r = c.describe_snapshots(OwnerIds=["self"])
             return sorted(r["Snapshots"], key=lambda s: s["SnapshotId"])
+
+        def volumes(c):
+            return sorted(c.describe_volumes()["Volumes"], key=lambda v: v["VolumeId"])
 
         def tags(c):
             return sorted(c.describe_tags()["Tags"],
@@ -108,7 +113,8 @@ class Base(unittest.TestCase):
                 for s in (self.sid, self.free_sid)],
             "bpa": self.ec2.get_image_block_public_access_state()[
                 "ImageBlockPublicAccessState"],
-            "bob": images(self.bob),
+            "volumes": volumes(self.ec2),
+            "bob": (images(self.bob), volumes(self.bob)),
             "west": (snapshots(self.west), images(self.west), tags(self.west)),
         }
 
@@ -451,6 +457,68 @@ class Parameters(Base):
             with self.subTest(action=params["Action"]):
                 params = dict(params, DryRun="true")
                 self.refused(412, "DryRunOperation", params)
+
+
+class Volumes(Base):
+    """The volume operations and the two describe-only ones."""
+
+    def test_volumes(self):
+        zone = "us-east-1a"
+        for params, code in (
+            ({"Action": "CreateVolume", "Size": "1"}, "MissingParameter"),
+            ({"Action": "CreateVolume", "AvailabilityZone": zone}, "MissingParameter"),
+            ({"Action": "CreateVolume", "AvailabilityZone": "us-east-1z", "Size": "1"},
+             "InvalidParameterValue"),
+            ({"Action": "CreateVolume", "AvailabilityZone": zone, "Size": "abc"},
+             "InvalidParameterValue"),
+            ({"Action": "CreateVolume", "AvailabilityZone": zone, "Size": "-1"},
+             "InvalidParameterValue"),
+            ({"Action": "CreateVolume", "AvailabilityZone": zone, "SnapshotId": "snap-1"},
+             "InvalidSnapshotID.Malformed"),
+            ({"Action": "CreateVolume", "AvailabilityZone": zone, "SnapshotId": UNKNOWN_SNAP},
+             "InvalidSnapshot.NotFound"),
+            ({"Action": "CreateVolume", "AvailabilityZone": zone, "Size": "1",
+              "TagSpecification.1.ResourceType": "volume",
+              "TagSpecification.1.Tag.1.Key": "ok",
+              "TagSpecification.1.Tag.2.Key": "aws:no"}, "InvalidParameterValue"),
+            ({"Action": "DeleteVolume"}, "MissingParameter"),
+            ({"Action": "DeleteVolume", "VolumeId": "vol-12"}, "InvalidVolumeID.Malformed"),
+            ({"Action": "DeleteVolume", "VolumeId": "vol-0000000000000beef"},
+             "InvalidVolume.NotFound"),
+            ({"Action": "DeleteVolume", "VolumeId": self.bob_vid}, "InvalidVolume.NotFound"),
+            ({"Action": "ModifyVolume", "Size": "4"}, "MissingParameter"),
+            ({"Action": "ModifyVolume", "VolumeId": "vol-zz", "Size": "4"},
+             "InvalidVolumeID.Malformed"),
+            ({"Action": "ModifyVolume", "VolumeId": "vol-0000000000000beef", "Size": "4"},
+             "InvalidVolume.NotFound"),
+            ({"Action": "ModifyVolume", "VolumeId": self.bob_vid, "Size": "4"},
+             "InvalidVolume.NotFound"),
+            ({"Action": "ModifyVolume", "VolumeId": self.vid, "Size": "1"},
+             "InvalidParameterValue"),
+            ({"Action": "ModifyVolume", "VolumeId": self.vid, "Size": "x"},
+             "InvalidParameterValue"),
+            ({"Action": "CreateSnapshot"}, "MissingParameter"),
+            ({"Action": "CreateSnapshot", "VolumeId": "vol-"}, "InvalidVolumeID.Malformed"),
+            ({"Action": "CreateSnapshot", "VolumeId": "vol-0000000000000beef"},
+             "InvalidVolume.NotFound"),
+            ({"Action": "CreateSnapshot", "VolumeId": self.bob_vid}, "InvalidVolume.NotFound"),
+            ({"Action": "DescribeVolumes", "VolumeId.1": "vol-x"}, "InvalidVolumeID.Malformed"),
+            ({"Action": "DescribeVolumes", "VolumeId.1": self.vid,
+              "VolumeId.2": "vol-0000000000000beef"}, "InvalidVolume.NotFound"),
+            ({"Action": "DescribeVolumes", "Filter.1.Name": "colour",
+              "Filter.1.Value.1": "x"}, "InvalidParameterValue"),
+            ({"Action": "DescribeVolumes", "MaxResults": "4"}, "InvalidParameterValue"),
+            ({"Action": "DescribeVolumes", "MaxResults": "5", "VolumeId.1": self.vid},
+             "InvalidParameterCombination"),
+            ({"Action": "DescribeAccountAttributes", "AttributeName.1": "colour"},
+             "InvalidParameterValue"),
+            ({"Action": "DescribeAvailabilityZones", "ZoneName.1": "us-east-1z"},
+             "InvalidParameterValue"),
+            ({"Action": "DescribeAvailabilityZones", "ZoneId.1": "use1-az9"},
+             "InvalidParameterValue"),
+        ):
+            with self.subTest(params=params):
+                self.refused(400, code, params)
 
 
 class Names(Base):
