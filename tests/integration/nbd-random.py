@@ -3,11 +3,12 @@
 reference file, with the reads checked against it along the way.
 
 usage: nbd-random.py SOCKET REFERENCE OPS SEED [--no-flush-at-end] [--disjoint]
+                     [--ready FILE]
        nbd-random.py SOCKET REFERENCE --verify
 
---disjoint: writes only, each to its own 64 KiB slot (no byte written
-twice), so that after a crash every byte is either its old or its new
-value.
+--disjoint: writes only, the i-th to [i * 64 KiB, (i + 1) * 64 KiB) (no byte
+written twice), so that after a crash every byte is either its old or its
+new value.  --ready FILE: create FILE once connected.
 
 The export and the reference file must start equal; afterwards the export
 must equal the reference (the caller compares with cmp after a flush)."""
@@ -70,6 +71,8 @@ class Client:
 def main():
     sock, ref = sys.argv[1], sys.argv[2]
     c = Client(sock)
+    if "--ready" in sys.argv:  # tell the caller we are connected
+        open(sys.argv[sys.argv.index("--ready") + 1], "w").close()
     fd = os.open(ref, os.O_RDWR)
     size = os.fstat(fd).st_size
     assert c.size == size, (c.size, size)
@@ -87,7 +90,8 @@ def main():
     disjoint = "--disjoint" in sys.argv
     for i in range(ops):
         if disjoint:
-            off, data = hot[0] + i * 131072 % (8 << 20), rnd.randbytes(65536)
+            off, data = i * 65536, rnd.randbytes(65536)
+            assert off + 65536 <= size
             c.write(off, data)
             os.pwrite(fd, data, off)
             continue

@@ -2,8 +2,9 @@
 # `kiln nbd VOLUME`: a volume created from a snapshot is served read-write.
 # qemu-io write patterns and their verification; thousands of random writes,
 # trims and zero-writes checked against a reference file; the volume then
-# snapshotted incrementally, exported and compared; kill -9 during writes
-# keeps every flushed write; --readonly refuses writes; fsck stays clean.
+# snapshotted incrementally, exported and compared; SIGTERM during writes
+# keeps every answered write; kill -9 during writes keeps every flushed
+# write; --readonly refuses writes; fsck stays clean.
 . "$(dirname "$0")/functions.sh"
 . "$(dirname "$0")/nbd-lib.sh"
 requires qemu-img qemu-io python3 mke2fs cmp truncate
@@ -57,18 +58,41 @@ qemu-img compare -f raw -F raw "$(nbd_uri "$T/s2.sock")" "$T/ref.img" >/dev/null
     die "the new snapshot served over NBD differs"
 nbd_stop
 
+# SIGTERM during random writes: the requests already read are answered, the
+# volume is flushed, the server exits 0; every write the client saw answered
+# (the reference has exactly those) is there after a restart.
+nbd_start "$vol" "$sock"
+python3 "$(dirname "$0")/nbd-random.py" "$sock" "$T/ref.img" 100000 9 --no-flush-at-end \
+    --ready "$T/writer.ready" 2>"$T/writer.err" &
+writer=$!
+while [ ! -e "$T/writer.ready" ]; do sleep 0.01; done
+sleep 0.5
+nbd_stop
+if wait "$writer"; then
+    die "the writer finished 100000 operations before SIGTERM: nothing was in flight"
+fi
+rm -f "$T/writer.ready"
+nbd_start "$vol" "$sock"
+python3 "$(dirname "$0")/nbd-random.py" "$sock" "$T/ref.img" --verify ||
+    die "an answered write was lost across SIGTERM"
+nbd_stop
+
 # kill -9 during writes: what was flushed survives.
 nbd_start "$vol" "$sock"
 python3 "$(dirname "$0")/nbd-random.py" "$sock" "$T/ref.img" 500 7 ||
     die "random operations (flushed) failed"
 cp "$T/ref.img" "$T/flushed.img"
-python3 "$(dirname "$0")/nbd-random.py" "$sock" "$T/ref.img" 64 8 --no-flush-at-end --disjoint &
+python3 "$(dirname "$0")/nbd-random.py" "$sock" "$T/ref.img" 1024 8 --no-flush-at-end \
+    --disjoint --ready "$T/writer.ready" 2>"$T/writer.err" &
 writer=$!
-sleep 0.2
+while [ ! -e "$T/writer.ready" ]; do sleep 0.01; done
+sleep 0.05
 kill -9 "$nbd_pid"
 wait "$nbd_pid" 2>/dev/null || true
 nbd_pid=
-wait "$writer" 2>/dev/null || true
+if wait "$writer"; then
+    die "the writer finished before kill -9: nothing was in flight"
+fi
 nbd_start "$vol" "$sock"
 # Every byte is either what was flushed or what an unflushed write put there
 # (the unflushed writes never overlap, and the reference has them all).
