@@ -604,7 +604,9 @@ static void test_server(const char *dir)
         pat[i] = (uint8_t)(i * 31 + 7);
     is_int(do_req(&c, NBD_CMD_WRITE, NBD_CMD_FLAG_FUA, 8192, 65536, pat, NULL), 0,
            "write 64 KiB with FUA");
+    pthread_mutex_lock(&m->lock);
     ok(m->flushes == 1 && memcmp(m->data + 8192, pat, 65536) == 0, "the data is in the backend");
+    pthread_mutex_unlock(&m->lock);
     memset(buf, 0xee, 1 << 20);
     is_int(do_req(&c, NBD_CMD_READ, 0, 0, 1 << 20, buf, &res), 0, "read 1 MiB back");
     ok(memcmp(buf + 8192, pat, 65536) == 0 && buf_is_zero(buf, 8192) &&
@@ -708,8 +710,10 @@ static void test_server(const char *dir)
                  sock);
         is_int(system(cmd), 0, "qemu-io write, write -z, read -P, flush");
         int same = 1;
+        pthread_mutex_lock(&m->lock); /* orders us after the server's writes */
         for (uint32_t i = 0; i < 256 * 1024; i++)
             same &= m->data[(6 << 20) + i] == 0x5a;
+        pthread_mutex_unlock(&m->lock);
         ok(same, "qemu-io's pattern is in the backend");
     } else {
         ok(1, "# SKIP qemu-io not installed");
@@ -728,7 +732,9 @@ static void test_server(const char *dir)
     nbd_server_get_stats(srv, &st);
     ok(st.protocol_errors >= 3, "protocol errors counted (%llu)",
        (unsigned long long)st.protocol_errors);
+    pthread_mutex_lock(&m->lock);
     int flushes = m->flushes;
+    pthread_mutex_unlock(&m->lock);
     is_int(nbd_server_shutdown(srv), 0, "shutdown");
     ok(m->flushes == flushes + 1, "shutdown flushes the backend");
     ok(access(sock, F_OK) != 0, "the socket is removed");
