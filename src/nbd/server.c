@@ -12,6 +12,9 @@
  *     connection's write lock with one sendmsg().  So a QD1 client pays no
  *     hand-off between threads, and a QD16 client gets `threads` requests
  *     in flight; replies may go out of order, as the protocol allows.
+ *     A small read with nothing else queued keeps the read lock while it
+ *     runs (worker_main()): at QD1 one thread then serves every request
+ *     and no other thread is woken.
  *   - Each request thread owns its buffers (grown on demand up to
  *     NBD_MAX_BLOCK, then reused): no allocation per request.
  *   - A connection that breaks the protocol (bad magic, an oversized
@@ -32,6 +35,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
@@ -51,6 +55,7 @@
 #define DEFAULT_MAX_CONNECTIONS 64
 #define MAX_CHUNKS 64 /* content chunks of one structured READ reply */
 #define SHUTDOWN_GRACE_S 30
+#define KEEP_MAX (128U << 10) /* see worker_main() */
 
 struct conn;
 
@@ -491,10 +496,13 @@ static void *worker_main(void *arg)
     struct conn *c = w->c;
     uint8_t hdr[NBD_REQUEST_SIZE];
     struct nbd_request rq;
+    bool holding = false;
     int r;
 
     for (;;) {
-        pthread_mutex_lock(&c->rlock);
+        if (!holding)
+            pthread_mutex_lock(&c->rlock);
+        holding = false;
         if (atomic_load(&c->dead)) {
             pthread_mutex_unlock(&c->rlock);
             break;
@@ -540,7 +548,17 @@ static void *worker_main(void *arg)
                 break;
             }
         }
-        pthread_mutex_unlock(&c->rlock);
+        /* Keep the read lock through a small READ or BLOCK_STATUS when
+         * nothing more is queued on the socket (a QD1 client): handing it
+         * over would wake another thread only for it to sleep in recv(),
+         * which costs more than such a request.  Anything else, or with
+         * more requests queued, lets the next thread read at once. */
+        int queued = 1;
+        if ((rq.type == NBD_CMD_READ || rq.type == NBD_CMD_BLOCK_STATUS) &&
+            rq.count <= KEEP_MAX && ioctl(c->fd, FIONREAD, &queued) == 0 && queued == 0)
+            holding = true;
+        else
+            pthread_mutex_unlock(&c->rlock);
         handle(w, &rq);
     }
     return NULL;
