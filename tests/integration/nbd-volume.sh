@@ -25,6 +25,10 @@ qemu-img info --output=json "$uri" | json_get 'j["virtual-size"]' > "$T/vs"
 assert_eq "$(cat "$T/vs")" "$vsize" "the export's size is the volume's"
 qemu-img compare -f raw -F raw "$uri" "$T/ref.img" >/dev/null ||
     die "a new volume does not read as its snapshot"
+# One writer per volume: a second server is refused and creates no socket.
+expect_fail kiln nbd "$vol" --socket "$T/second.sock"
+expect_stderr "in use"
+[ ! -e "$T/second.sock" ] || die "a refused server left a socket"
 
 # qemu-io patterns, mirrored into the reference.
 io_cmds="-c 'write -P 0x5a 1M 3M' -c 'write -P 0x6b 100M 64k' -c 'write -z 2M 512k' \
