@@ -20,10 +20,13 @@
  * block whose data could be lost.  The rename makes the bitmap switch
  * atomic: after a crash the volume reads as of the last completed flush
  * (plus, possibly, later writes to blocks the overlay already held, which
- * is what a disk without a flush promises).  The whole bitmap is rewritten
- * (2 bits per block: 64 KiB per GiB of volume) and only when it changed
- * since the last flush; a journal of dirty pages would make large volumes
- * cheaper and can replace this without changing the format of "bitmap".
+ * is what a disk without a flush promises).  The whole file is rewritten,
+ * only when the bitmaps changed since the last flush, sparse (24 bytes per
+ * 64-block group written) or dense (64 KiB per GiB), whichever is smaller:
+ * a flush costs what was written, not the volume's size, until most of the
+ * volume has been written.  (A journal of dirty pages would bound it for
+ * large, fully written volumes too.)  Copying the bitmaps in memory is a
+ * scan of 16 bytes per 256 KiB of volume.
  *
  * Design notes (cache).  Base blocks are fetched one whole chunk at a time
  * (the store's unit of verification), decoded into the sparse file "cache"
@@ -52,6 +55,8 @@
 #define CACHE_MAGIC "KILNVCA"
 #define BITMAP_VERSION 1
 #define BITMAP_HEADER 96
+#define BITMAP_DENSE 0
+#define BITMAP_SPARSE 1
 
 /* ---- range sets ---- */
 
@@ -212,22 +217,51 @@ static uint64_t get_le64(const uint8_t *p)
 
 /* Write `nmaps` bitmaps of `words` words each (copied atomically word by
  * word) as file `name` of the volume's directory: temporary file,
- * fdatasync, rename, directory fsync. */
+ * fdatasync, rename, directory fsync.  The payload is dense (every word)
+ * or sparse (only the word indexes where some bitmap is not zero),
+ * whichever is smaller, so that the file and the cost of a flush follow
+ * what was written, not the volume's size. */
 static int bitmap_file_save(struct volume *v, const char *name, const char *magic,
                             _Atomic uint64_t *const *maps, size_t nmaps, size_t words,
                             uint64_t nblocks)
 {
-    size_t len = BITMAP_HEADER + nmaps * words * 8;
-    _cleanup_free_ uint8_t *buf = xcalloc(1, len);
+    _cleanup_free_ uint64_t *snap = xcalloc(nmaps * words > 0 ? nmaps * words : 1, 8);
     _cleanup_free_ char *tmp = xasprintf("%s.tmp", name);
+    _cleanup_free_ uint8_t *buf = NULL;
     _cleanup_close_ int fd = -1;
+    size_t nonzero = 0, len, rec = 8 + 8 * nmaps;
     struct digest d;
     int r;
 
-    for (size_t m = 0; m < nmaps; m++)
-        for (size_t w = 0; w < words; w++)
-            put_le64(buf + BITMAP_HEADER + (m * words + w) * 8,
-                     atomic_load_explicit(&maps[m][w], memory_order_acquire));
+    for (size_t w = 0; w < words; w++) {
+        bool any = false;
+        for (size_t m = 0; m < nmaps; m++) {
+            snap[m * words + w] = atomic_load_explicit(&maps[m][w], memory_order_acquire);
+            any = any || snap[m * words + w];
+        }
+        nonzero += any;
+    }
+    bool sparse = nonzero * rec < nmaps * words * 8;
+    len = BITMAP_HEADER + (sparse ? nonzero * rec : nmaps * words * 8);
+    buf = xcalloc(1, len);
+    if (sparse) {
+        uint8_t *p = buf + BITMAP_HEADER;
+        for (size_t w = 0; w < words; w++) {
+            bool any = false;
+            for (size_t m = 0; m < nmaps; m++)
+                any = any || snap[m * words + w];
+            if (!any)
+                continue;
+            put_le64(p, w);
+            for (size_t m = 0; m < nmaps; m++)
+                put_le64(p + 8 + 8 * m, snap[m * words + w]);
+            p += rec;
+        }
+    } else {
+        for (size_t m = 0; m < nmaps; m++)
+            for (size_t w = 0; w < words; w++)
+                put_le64(buf + BITMAP_HEADER + (m * words + w) * 8, snap[m * words + w]);
+    }
     memcpy(buf, magic, 8);
     put_le32(buf + 8, BITMAP_VERSION);
     put_le32(buf + 12, BLOCK_SIZE);
@@ -235,6 +269,7 @@ static int bitmap_file_save(struct volume *v, const char *name, const char *magi
     memcpy(buf + 24, v->base_id.b, DIGEST_SIZE);
     sha256(buf + BITMAP_HEADER, len - BITMAP_HEADER, &d);
     memcpy(buf + 56, d.b, DIGEST_SIZE);
+    put_le32(buf + 88, sparse ? BITMAP_SPARSE : BITMAP_DENSE);
 
     fd = openat(v->dir_fd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0)
@@ -270,15 +305,35 @@ int volume_bitmap_parse(const void *data, size_t len, const char *magic,
         return error_set(EINVAL, "a bitmap of %llu blocks, more than the volume's %llu",
                          (unsigned long long)nblocks, (unsigned long long)max_blocks);
     uint64_t fwords = DIV_ROUND_UP(nblocks, 64);
-    if (nmaps == 0 || fwords > (SIZE_MAX - BITMAP_HEADER) / 8 / nmaps ||
-        len != BITMAP_HEADER + nmaps * fwords * 8)
-        return error_set(EBADMSG, "a bitmap of the wrong size");
+    uint32_t encoding = get_le32(p + 88);
+    size_t rec = 8 + 8 * nmaps;
+    if (nmaps == 0 || nmaps > 8 || fwords > (SIZE_MAX - BITMAP_HEADER) / rec ||
+        get_le32(p + 92) != 0 ||
+        !(encoding == BITMAP_DENSE ? len == BITMAP_HEADER + nmaps * fwords * 8
+          : encoding == BITMAP_SPARSE
+              ? (len - BITMAP_HEADER) % rec == 0 && (len - BITMAP_HEADER) / rec <= fwords
+              : false))
+        return error_set(EBADMSG, "a bitmap of the wrong size or encoding");
     sha256(p + BITMAP_HEADER, len - BITMAP_HEADER, &d);
     if (memcmp(p + 56, d.b, DIGEST_SIZE) != 0)
         return error_set(EBADMSG, "a corrupt bitmap (digest mismatch)");
     uint64_t *words = xcalloc(fwords * nmaps > 0 ? fwords * nmaps : 1, sizeof(uint64_t));
+    if (encoding == BITMAP_SPARSE) {
+        size_t n = (len - BITMAP_HEADER) / rec;
+        const uint8_t *q = p + BITMAP_HEADER;
+        for (size_t i = 0; i < n; i++, q += rec) {
+            uint64_t w = get_le64(q);
+            if (w >= fwords || (i > 0 && w <= get_le64(q - rec))) {
+                free(words);
+                return error_set(EBADMSG, "a sparse bitmap whose word %llu is out of order",
+                                 (unsigned long long)w);
+            }
+            for (size_t m = 0; m < nmaps; m++)
+                words[m * fwords + w] = get_le64(q + 8 + 8 * m);
+        }
+    }
     for (size_t m = 0; m < nmaps; m++) {
-        for (uint64_t w = 0; w < fwords; w++)
+        for (uint64_t w = 0; w < fwords && encoding == BITMAP_DENSE; w++)
             words[m * fwords + w] = get_le64(p + BITMAP_HEADER + (m * fwords + w) * 8);
         /* Bits past the end are never set by a writer: keep them clear
          * even in a file whose digest matches. */
@@ -317,7 +372,7 @@ static int bitmap_file_load(struct volume *v, const char *name, const char *magi
         return error_set(EINVAL, "'%s/%s' describes %llu blocks, more than the volume's %llu",
                          v->dir, name, (unsigned long long)get_le64(hdr + 16),
                          (unsigned long long)max_blocks);
-    if ((uint64_t)st.st_size > BITMAP_HEADER + (uint64_t)nmaps * words * 8)
+    if ((uint64_t)st.st_size > BITMAP_HEADER + (uint64_t)(8 + 8 * nmaps) * words)
         return error_set(EBADMSG, "'%s/%s' is larger than a bitmap of this volume", v->dir,
                          name);
     buf = xmalloc((size_t)st.st_size + 1);

@@ -367,6 +367,11 @@ int main(void)
     snap2 = NULL;
     is_int(volume_close(v), 0, "closed");
     v = NULL;
+    struct stat bst;
+    snprintf(path, sizeof(path), "%s/bitmap", vdir);
+    ok(stat(path, &bst) == 0 && bst.st_size == 96 + 24,
+       "its bitmap is sparse: one record for the one word written (%lld bytes)",
+       (long long)bst.st_size);
     is_int(volume_open(s, vdir, NULL, NULL, 3 * MiB, 0, &v), -EINVAL,
            "opening it smaller than its bitmap: EINVAL");
     is_int(volume_open(s, vdir, NULL, NULL, 5000, 0, &v), -EINVAL,
