@@ -86,11 +86,11 @@ nbd_start "$vol" "$sock"
 python3 "$(dirname "$0")/nbd-random.py" "$sock" "$T/ref.img" 500 7 ||
     die "random operations (flushed) failed"
 cp "$T/ref.img" "$T/flushed.img"
-python3 "$(dirname "$0")/nbd-random.py" "$sock" "$T/ref.img" 1024 8 --no-flush-at-end \
+python3 "$(dirname "$0")/nbd-random.py" "$sock" "$T/ref.img" 16000 8 --no-flush-at-end \
     --disjoint --ready "$T/writer.ready" 2>"$T/writer.err" &
 writer=$!
 while [ ! -e "$T/writer.ready" ]; do sleep 0.01; done
-sleep 0.05
+sleep 0.2 # about 1 GiB to write: it cannot be done by then
 kill -9 "$nbd_pid"
 wait "$nbd_pid" 2>/dev/null || true
 nbd_pid=
