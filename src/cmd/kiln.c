@@ -25,7 +25,7 @@ static const char usage[] =
     "  gc                       free chunks no snapshot uses\n"
     "  du                       storage use, per snapshot and in total\n"
     "  serve                    serve the EC2 API (`kiln serve --help`)\n"
-    "  nbd SNAP --socket PATH   serve a snapshot over NBD (`kiln nbd --help`)\n"
+    "  nbd VOL|SNAP --socket P  serve a volume or a snapshot over NBD\n"
     "  volume create --snapshot SNAP | --size GIB  create a copy-on-write volume\n"
     "  volume list|show|delete|grow  list, show, delete or grow volumes\n"
     "  volume snapshot VOL      snapshot a volume incrementally\n"
