@@ -194,6 +194,8 @@ static const struct api_action ec2_actions[] = {
     { .name = "DescribeSnapshots", .handler = api_describe_snapshots,
       .flags = API_ACTION_OWN_DRY_RUN },
     { .name = "DescribeTags", .handler = api_describe_tags, .flags = API_ACTION_OWN_DRY_RUN },
+    { .name = "DescribeVolumeAttribute", .handler = api_describe_volume_attribute,
+      .flags = API_ACTION_OWN_DRY_RUN },
     { .name = "DescribeVolumes", .handler = api_describe_volumes,
       .flags = API_ACTION_OWN_DRY_RUN },
     { .name = "DisableImage", .handler = api_disable_image, .flags = API_ACTION_OWN_DRY_RUN },

@@ -391,6 +391,7 @@ int api_describe_volumes(struct api_ctx *ctx, const struct query *q, struct xml 
 int api_delete_volume(struct api_ctx *ctx, const struct query *q, struct xml *x);
 int api_modify_volume(struct api_ctx *ctx, const struct query *q, struct xml *x);
 int api_create_snapshot(struct api_ctx *ctx, const struct query *q, struct xml *x);
+int api_describe_volume_attribute(struct api_ctx *ctx, const struct query *q, struct xml *x);
 
 /* copy.c */
 int api_copy_image(struct api_ctx *ctx, const struct query *q, struct xml *x);

@@ -668,3 +668,48 @@ int api_create_snapshot(struct api_ctx *ctx, const struct query *q, struct xml *
     registry_snapshot_free(s);
     return 0;
 }
+
+/* ---- DescribeVolumeAttribute ---- */
+
+/* autoEnableIO (always false: kiln never suspends I/O) and productCodes
+ * (always empty). */
+int api_describe_volume_attribute(struct api_ctx *ctx, const struct query *q, struct xml *x)
+{
+    _cleanup_(region_freep) struct region *rg = NULL;
+    _cleanup_(registry_volume_freep) struct registry_volume *v = NULL;
+    const char *id = NULL, *attr = query_get(q, "Attribute");
+    int r = volume_id_param(ctx, q, &id);
+
+    if (r < 0)
+        return r;
+    if (!attr || !*attr)
+        return api_fail(ctx, API_ERR_MISSING_PARAMETER,
+                        "The request must contain the parameter Attribute");
+    if (strcmp(attr, "autoEnableIO") != 0 && strcmp(attr, "productCodes") != 0)
+        return api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE,
+                        "Value (%.40s) for parameter attribute is invalid. Expected "
+                        "autoEnableIO or productCodes.",
+                        attr);
+    r = api_region_open(ctx, &rg);
+    if (r < 0)
+        return r;
+    if (rg)
+        r = registry_volume_get(rg->reg, id, &v);
+    if (!rg || r == -ENOENT || (r == 0 && strcmp(v->owner, ctx->account) != 0))
+        return volume_not_found(ctx, &id, 1);
+    if (r < 0)
+        return r;
+    r = api_dry_run(ctx);
+    if (r < 0)
+        return r;
+    xml_element(x, "volumeId", id);
+    if (strcmp(attr, "autoEnableIO") == 0) {
+        xml_open(x, "autoEnableIO");
+        xml_element_bool(x, "value", false);
+        xml_close(x);
+    } else {
+        xml_open(x, "productCodes");
+        xml_close(x);
+    }
+    return 0;
+}

@@ -243,6 +243,25 @@ class ModifyDelete(Base):
         self.assertCode("InvalidVolume.NotFound", self.ec2.modify_volume,
                         VolumeId="vol-0123456789abcdef0", Size=5)
 
+    def test_attribute(self):
+        vid = self.ec2.create_volume(AvailabilityZone=ZONE, Size=1)["VolumeId"]
+        r = self.ec2.describe_volume_attribute(VolumeId=vid, Attribute="autoEnableIO")
+        self.assertEqual((r["VolumeId"], r["AutoEnableIO"]["Value"]), (vid, False))
+        r = self.ec2.describe_volume_attribute(VolumeId=vid, Attribute="productCodes")
+        self.assertEqual(r["ProductCodes"], [])
+        self.assertCode("InvalidParameterValue", self.ec2.describe_volume_attribute,
+                        VolumeId=vid, Attribute="size")
+        self.assertCode("InvalidVolume.NotFound", self.ec2.describe_volume_attribute,
+                        VolumeId="vol-0123456789abcdef0", Attribute="autoEnableIO")
+        self.assertCode("InvalidVolume.NotFound", client(other_keys()).describe_volume_attribute,
+                        VolumeId=vid, Attribute="autoEnableIO")
+
+    def test_deleted_waiter(self):
+        vid = self.ec2.create_volume(AvailabilityZone=ZONE, Size=1)["VolumeId"]
+        self.ec2.delete_volume(VolumeId=vid)
+        self.ec2.get_waiter("volume_deleted").wait(
+            VolumeIds=[vid], WaiterConfig={"Delay": 1, "MaxAttempts": 5})
+
     def test_delete(self):
         vid = self.ec2.create_volume(AvailabilityZone=ZONE, Size=1)["VolumeId"]
         self.assertCode("DryRunOperation", self.ec2.delete_volume, VolumeId=vid, DryRun=True)
