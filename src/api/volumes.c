@@ -94,7 +94,8 @@ static int parse_tag_specs(struct api_ctx *ctx, const struct query *q, const cha
     *ret_n = 0;
     r = query_get_structs(q, "TagSpecification", &specs, &n_specs);
     if (r < 0)
-        return api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE, "%s", error_message());
+        return api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE, "%s",
+                            error_message() ? error_message() : "malformed list");
     for (size_t i = 0; i < n_specs && r >= 0; i++) {
         const char *rt = query_get(&specs[i].fields, "ResourceType");
         struct query_item *items = NULL;
@@ -115,7 +116,8 @@ static int parse_tag_specs(struct api_ctx *ctx, const struct query *q, const cha
         }
         r = query_get_structs(&specs[i].fields, "Tag", &items, &n_items);
         if (r < 0)
-            r = api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE, "%s", error_message());
+            r = api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE, "%s",
+                            error_message() ? error_message() : "malformed list");
         for (size_t k = 0; r >= 0 && k < n_items; k++) {
             const char *key = query_get(&items[k].fields, "Key");
             const char *value = query_get(&items[k].fields, "Value");
@@ -374,7 +376,8 @@ int api_describe_volumes(struct api_ctx *ctx, const struct query *q, struct xml 
 
     r = query_get_list(q, "VolumeId", &ids, &n_ids);
     if (r < 0)
-        return api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE, "%s", error_message());
+        return api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE, "%s",
+                            error_message() ? error_message() : "malformed list");
     for (size_t i = 0; i < n_ids; i++) {
         r = volume_id_check(ctx, ids[i]);
         if (r < 0)

@@ -159,9 +159,11 @@ static int read_row(struct registry *reg, sqlite3_stmt *st, struct registry_volu
     v->iops = sqlite3_column_int(st, 9);
     v->throughput = sqlite3_column_int(st, 10);
     v->attach_time = sqlite3_column_int64(st, 13);
-    if (validate_all(v) < 0)
-        return error_set(EBADMSG, "volume '%s' in registry '%s': %s", v->id, reg->path,
-                         error_message());
+    if (validate_all(v) < 0) {
+        char why[256]; /* error_set() reuses error_message()'s buffer */
+        snprintf(why, sizeof(why), "%s", error_message() ? error_message() : "invalid");
+        return error_set(EBADMSG, "volume '%s' in registry '%s': %s", v->id, reg->path, why);
+    }
     *ret = TAKE_PTR(v);
     return 0;
 }

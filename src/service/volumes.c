@@ -238,9 +238,12 @@ static int open_row(struct region *r, const struct registry_volume *row, unsigne
                          volume_state_to_string(row->state));
     if (row->has_base) {
         e = blockmap_load(r->store, &row->base_map_id, &base);
-        if (e < 0)
+        if (e < 0) {
+            char why[256]; /* error_set() reuses error_message()'s buffer */
+            snprintf(why, sizeof(why), "%s", error_message() ? error_message() : strerror(-e));
             return error_set(e, "volume '%s': cannot load the block map of snapshot '%s': %s",
-                             row->id, row->snapshot_id, error_message());
+                             row->id, row->snapshot_id, why);
+        }
     }
     if (!(flags & VOLUME_OPEN_READ_ONLY))
         flags |= VOLUME_OPEN_CREATE;

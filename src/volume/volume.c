@@ -381,8 +381,12 @@ static int bitmap_file_load(struct volume *v, const char *name, const char *magi
         return error_set((int)n, "cannot read '%s/%s': %s", v->dir, name, strerror((int)-n));
     r = volume_bitmap_parse(buf, (size_t)n, magic, &v->base_id, max_blocks, nmaps, &got,
                             &nblocks);
-    if (r < 0)
-        return error_set(r, "'%s/%s': %s", v->dir, name, error_message());
+    if (r < 0) {
+        /* error_set() writes the buffer error_message() returns: copy. */
+        char why[256];
+        snprintf(why, sizeof(why), "%s", error_message() ? error_message() : strerror(-r));
+        return error_set(r, "'%s/%s': %s", v->dir, name, why);
+    }
     size_t fwords = DIV_ROUND_UP(nblocks, 64);
     for (size_t m = 0; m < nmaps; m++)
         for (size_t w = 0; w < fwords && w < words; w++)
