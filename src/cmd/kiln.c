@@ -29,6 +29,8 @@ static const char usage[] =
     "  volume create --snapshot SNAP | --size GIB  create a copy-on-write volume\n"
     "  volume list|show|delete|grow  list, show, delete or grow volumes\n"
     "  volume snapshot VOL      snapshot a volume incrementally\n"
+    "  vm boot VOLUME           boot a volume under QEMU (`kiln vm --help`)\n"
+    "  base-image build tiny    build and register a base image from Debian packages\n"
     "  account create NAME      create an account and its first access key\n"
     "  account list             list accounts and their access key ids\n"
     "\n"
@@ -108,6 +110,10 @@ int main(int argc, char **argv)
         r = cmd_nbd(&cli, argc, argv);
     else if (strcmp(verb, "volume") == 0)
         r = cmd_volume(&cli, argc, argv);
+    else if (strcmp(verb, "vm") == 0)
+        r = cmd_vm(&cli, argc, argv);
+    else if (strcmp(verb, "base-image") == 0)
+        r = cmd_base_image(&cli, argc, argv);
     else if (strcmp(verb, "help") == 0) {
         fputs(usage, stdout);
         r = 0;

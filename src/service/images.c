@@ -82,10 +82,15 @@ int service_image_import(struct region *r, const char *path,
         .devices = &dev,
         .n_devices = 1,
     };
+    struct registry_permission all = { .kind = REGISTRY_PERMISSION_GROUP, .value = "all" };
     char owner[ACCOUNT_ID_SIZE], snap[ID_MAX_SIZE];
     struct import_stats st;
     int e;
 
+    if (opts->is_public) {
+        img.permissions = &all;
+        img.n_permissions = 1;
+    }
     if (!image_name_is_valid(opts->name))
         return error_set(EINVAL,
                          "invalid image name '%s': 3 to 128 letters, digits and ( ) [ ] space "

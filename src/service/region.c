@@ -116,6 +116,40 @@ int service_default_account(const char *data_dir, char ret[ACCOUNT_ID_SIZE])
     return 0;
 }
 
+int service_provider_account(const char *data_dir, char ret[ACCOUNT_ID_SIZE])
+{
+    _cleanup_free_ char *path = accounts_path(data_dir);
+    struct accounts *a = NULL;
+    struct account acct = { 0 };
+    struct account_credentials c;
+    int e;
+
+    e = mkdir_p(data_dir);
+    if (e < 0)
+        return error_set(e, "cannot create '%s': %s", data_dir, strerror(-e));
+    e = accounts_open(path, &a);
+    if (e < 0)
+        return e;
+    e = accounts_get_by_name(a, SERVICE_PROVIDER_ACCOUNT, &acct);
+    if (e == 0) {
+        memcpy(ret, acct.id, ACCOUNT_ID_SIZE);
+        account_release(&acct);
+    } else if (e == -ENOENT) {
+        e = accounts_create(a, SERVICE_PROVIDER_ACCOUNT, &c);
+        if (e == 0) {
+            memcpy(ret, c.account_id, ACCOUNT_ID_SIZE);
+        } else if (e == -EEXIST) { /* another process created it first */
+            e = accounts_get_by_name(a, SERVICE_PROVIDER_ACCOUNT, &acct);
+            if (e == 0) {
+                memcpy(ret, acct.id, ACCOUNT_ID_SIZE);
+                account_release(&acct);
+            }
+        }
+    }
+    accounts_free(a);
+    return e < 0 ? e : 0;
+}
+
 int service_snapshot_get(struct region *r, const char *id, struct registry_snapshot **ret_row,
                          struct blockmap **ret_map)
 {

@@ -54,6 +54,13 @@ DEFINE_CLEANUP_FREE(struct region, region_free)
  * on its first start. */
 int service_default_account(const char *data_dir, char ret[ACCOUNT_ID_SIZE]);
 
+/* The provider account: kiln's equivalent of the `amazon` owner, which owns
+ * the base images `kiln base-image build` registers (public).  An account
+ * named SERVICE_PROVIDER_ACCOUNT, created on first use (its access key is
+ * not needed by anyone; a race between processes ends with one account). */
+#define SERVICE_PROVIDER_ACCOUNT "kiln"
+int service_provider_account(const char *data_dir, char ret[ACCOUNT_ID_SIZE]);
+
 /* Load a snapshot's row and block map (either out-parameter may be NULL). */
 int service_snapshot_get(struct region *r, const char *id, struct registry_snapshot **ret_row,
                          struct blockmap **ret_map);
@@ -80,6 +87,7 @@ struct service_image_import_options {
     const char *architecture; /* NULL: x86_64 */
     const char *boot_mode;    /* legacy-bios, uefi, uefi-preferred or NULL */
     const char *owner;        /* account id; NULL: the default account */
+    bool is_public;           /* launch permission for everyone (group "all") */
     enum image_format format;
     bool progress;
     int threads;
