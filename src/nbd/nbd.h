@@ -82,6 +82,8 @@ struct nbd_server_options {
     const char *tcp_listen;   /* "127.0.0.1:PORT" (port 0: any); NULL: none */
     int threads;              /* request threads per connection; 0: default */
     int max_connections;      /* 0: default */
+    int handshake_timeout_ms; /* a client silent this long in the handshake is
+                               * dropped; 0: the default (30 s) */
 };
 
 /* Start serving `backend` (the server takes ownership of it and closes it

@@ -38,6 +38,7 @@
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <sys/uio.h>
 #include <sys/un.h>
 #include <time.h>
@@ -55,6 +56,7 @@
 #define DEFAULT_MAX_CONNECTIONS 64
 #define MAX_CHUNKS 64 /* content chunks of one structured READ reply */
 #define SHUTDOWN_GRACE_S 30
+#define DEFAULT_HANDSHAKE_TIMEOUT_MS 30000
 #define KEEP_MAX (128U << 10) /* see worker_main() */
 
 struct conn;
@@ -66,7 +68,7 @@ struct nbd_server {
     int unix_fd, tcp_fd;
     int wake[2];
     unsigned port;
-    int threads, max_conns;
+    int threads, max_conns, handshake_timeout_ms;
     bool accepting; /* the accept thread runs */
     pthread_t accept_thread;
 
@@ -176,19 +178,28 @@ static void conn_send(struct conn *c, struct iovec *iov, int n)
 
 /* ---- handshake ---- */
 
-/* Returns 1 to enter transmission, 0 to close. */
+static void set_recv_timeout(int fd, int ms)
+{
+    struct timeval tv = { .tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000 };
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+}
+
+/* Returns 1 to enter transmission, 0 to close.  A client that stays silent
+ * for the handshake timeout is dropped: idle connections must not use up
+ * the connection limit. */
 static int handshake(struct conn *c)
 {
     struct nbd_server *srv = c->srv;
     struct nbd_buf out = { 0 };
     _cleanup_free_ uint8_t *data = NULL;
     uint8_t hdr[NBD_OPTION_HEADER_SIZE];
-    int result = 0, r;
+    int result = 0, r = 0;
 
+    set_recv_timeout(c->fd, srv->handshake_timeout_ms);
     nbd_greeting(&out);
-    if (send_all(c->fd, out.data, out.len) < 0)
+    if ((r = send_all(c->fd, out.data, out.len)) < 0)
         goto done;
-    if (recv_all(c->fd, hdr, 4) < 0)
+    if ((r = recv_all(c->fd, hdr, 4)) < 0)
         goto done;
     if (nbd_client_flags_parse(hdr, &c->sess) < 0) {
         log_warning("nbd: connection %" PRIu64 ": unknown client flags 0x%08x, closing", c->id,
@@ -200,7 +211,7 @@ static int handshake(struct conn *c)
     for (;;) {
         uint32_t option, len;
 
-        if (recv_all(c->fd, hdr, sizeof(hdr)) < 0)
+        if ((r = recv_all(c->fd, hdr, sizeof(hdr))) < 0)
             goto done;
         r = nbd_option_header_parse(hdr, &option, &len);
         if (r < 0) {
@@ -209,7 +220,7 @@ static int handshake(struct conn *c)
             atomic_fetch_add(&srv->st_protocol, 1);
             goto done;
         }
-        if (recv_all(c->fd, data, len) < 0)
+        if ((r = recv_all(c->fd, data, len)) < 0)
             goto done;
         out.len = 0;
         r = nbd_option_handle(&c->sess, &srv->ex, option, data, len, &out);
@@ -231,6 +242,13 @@ static int handshake(struct conn *c)
         }
     }
 done:
+    if (r == -EAGAIN) {
+        log_warning("nbd: connection %" PRIu64 ": silent for %d ms in the handshake, closing",
+                    c->id, srv->handshake_timeout_ms);
+        result = 0;
+    }
+    if (result)
+        set_recv_timeout(c->fd, 0); /* transmission: a client may idle */
     nbd_buf_release(&out);
     return result;
 }
@@ -782,6 +800,8 @@ int nbd_server_new(const struct nbd_server_options *opts, struct nbd_backend *ba
                                         .size = backend->size, .tflags = f };
     srv->threads = opts->threads ? opts->threads : DEFAULT_THREADS;
     srv->max_conns = opts->max_connections > 0 ? opts->max_connections : DEFAULT_MAX_CONNECTIONS;
+    srv->handshake_timeout_ms = opts->handshake_timeout_ms > 0 ? opts->handshake_timeout_ms
+                                                               : DEFAULT_HANDSHAKE_TIMEOUT_MS;
     srv->unix_fd = srv->tcp_fd = srv->wake[0] = srv->wake[1] = -1;
     pthread_mutex_init(&srv->lock, NULL);
     pthread_cond_init(&srv->cond, NULL);

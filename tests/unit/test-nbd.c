@@ -8,6 +8,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -757,6 +758,26 @@ static void test_server(const char *dir)
     struct nbd_server_options o2 = { .export_name = NAME, .socket_path = sock };
     struct nbd_server *srv2 = NULL;
     is_int(nbd_server_new(&o2, &be2, &srv2), -EADDRINUSE, "a socket in use is refused");
+    nbd_server_free(srv);
+
+    /* A client silent in the handshake is dropped after the timeout. */
+    struct nbd_backend be3 = { .ops = &mem_ro_ops, .handle = m, .size = MEM_SIZE };
+    struct nbd_server_options o3 = { .export_name = NAME, .socket_path = sock,
+                                     .handshake_timeout_ms = 200 };
+    ok(nbd_server_new(&o3, &be3, &srv) == 0, "a server with a 200 ms handshake timeout");
+    c2.fd = dial(sock);
+    struct timeval tv = { .tv_sec = 20 };
+    setsockopt(c2.fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    ok(rd(c2.fd, buf, 18) == 0 && read(c2.fd, buf, 1) == 0,
+       "a silent client is disconnected (not left to hold a connection slot)");
+    close(c2.fd);
+    ok(client_open(&c, sock, true) == 0 &&
+           do_req(&c, NBD_CMD_READ, 0, 65536, 4096, buf, NULL) == 0,
+       "a client that talks is served, and may idle in transmission");
+    usleep(400 * 1000);
+    is_int(do_req(&c, NBD_CMD_READ, 0, 65536, 4096, buf, NULL), 0,
+           "after 400 ms idle the connection still works");
+    close(c.fd);
     nbd_server_free(srv);
 
     free(m->data);
