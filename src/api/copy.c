@@ -13,8 +13,10 @@
  *
  * - The caller must be able to see the source (an image it owns, one that
  *   is public or shared with it; a snapshot it owns): anything else is
- *   NotFound, as in DescribeImages.  The copy belongs to the caller, is
- *   private, and has new ids.
+ *   NotFound, as in DescribeImages.  An image it does not own is copied
+ *   only when it may also read every mapped snapshot (createVolumePermission
+ *   for it or "all"), as in EC2; else AuthFailure.  The copy belongs to the
+ *   caller, is private, and has new ids.
  *
  * - CopyImageTags copies the source image's tags only when the caller owns
  *   it (the tags are the owner's); TagSpecification tags are added and
@@ -366,6 +368,8 @@ int api_copy_image(struct api_ctx *ctx, const struct query *q, struct xml *x)
     }
     if (r == -EEXIST)
         r = api_fail(ctx, API_ERR_DUPLICATE, "AMI name %s is already in use", o.name);
+    else if (r == -EACCES)
+        r = api_fail(ctx, API_ERR_RESOURCE_AUTH_FAILURE, "%s", error_message());
     if (r < 0) {
         ctx->resource = API_RES_IMAGE;
         goto out;

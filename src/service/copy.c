@@ -57,6 +57,7 @@
 #include "common/util.h"
 #include "registry/images.h"
 #include "registry/jobs.h"
+#include "registry/snapshot-permissions.h"
 #include "service/internal.h"
 
 /* How long _start waits for a gc running in the source region, and a job
@@ -87,6 +88,30 @@ static int load_source(struct region *src, const char *id, struct registry_snaps
         return e;
     }
     *ret = row;
+    return 0;
+}
+
+/* Whether `account` may read the storage of snapshot s: it owns it, or a
+ * createVolumePermission names it or the group "all".  A launch
+ * permission on an image is not enough to copy it: EC2 refuses such a
+ * copy ("You do not have permission to access the storage of this ami"),
+ * and the copy would hand the caller snapshots the owner never shared. */
+static int check_storage_readable(struct region *src, const struct registry_snapshot *s,
+                                  const char *account, const char *image_id)
+{
+    bool user = false, all = false;
+    int e;
+
+    if (strcmp(s->owner, account) == 0)
+        return 0;
+    e = registry_snapshot_permission_check(src->reg, s->id, account, &user, &all);
+    if (e < 0)
+        return e;
+    if (!user && !all)
+        return error_set(EACCES, "You do not have permission to access the storage of this "
+                                 "ami: image '%s' maps snapshot '%s', which is not shared with "
+                                 "account %s",
+                         image_id, s->id, account);
     return 0;
 }
 
@@ -262,10 +287,15 @@ int service_image_copy_start(struct region *src, const char *image_id, struct re
         if (k == n) {
             e = load_source(src, sid, &srcs[n]);
             if (e >= 0)
+                e = check_storage_readable(src, srcs[n], opts->owner, image_id);
+            if (e >= 0)
                 e = new_pending(srcs[n], opts->owner, srcs[n]->description, &rows[n],
                                 &job.items[n]);
-            if (e < 0)
+            if (e < 0) {
+                registry_snapshot_free(srcs[n]);
+                srcs[n] = NULL;
                 goto out;
+            }
             n++;
         }
         memcpy(devs[i].snapshot_id, rows[k].id, ID_MAX_SIZE);

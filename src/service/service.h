@@ -161,8 +161,11 @@ struct service_image_copy_options {
  * the new snapshots, source_image_id and source_region set), the job, and
  * the client token when given.  Returns 0 and the new image id, or -errno
  * with nothing registered: -EEXIST when the owner already has an image of
- * that name in `dst`; -EALREADY when opts->token was recorded by a
- * concurrent request in the meantime (read it back). */
+ * that name in `dst`; -EACCES when opts->owner does not own a mapped
+ * snapshot and no createVolumePermission names it (or "all"): the image's
+ * launch permission does not give its storage away; -EALREADY when
+ * opts->token was recorded by a concurrent request in the meantime (read it
+ * back). */
 int service_image_copy_start(struct region *src, const char *image_id, struct region *dst,
                              const struct service_image_copy_options *opts,
                              char ret_id[ID_MAX_SIZE]);

@@ -298,9 +298,27 @@ class Copy(unittest.TestCase):
                                             "Tags": [{"Key": "A", "Value": "1"}]}])
 
     def test_copy_shared_image(self):
-        iid, _ = self.register()
+        iid, sid = self.register()
         self.east.modify_image_attribute(
             ImageId=iid, LaunchPermission={"Add": [{"UserId": bob_keys()[2]}]})
+        # A launch permission alone does not give the storage away (EC2:
+        # "You do not have permission to access the storage of this ami"),
+        # and the refused copy registers nothing.
+        before = self.bob_west.describe_images(Owners=["self"])["Images"]
+        self.assertCode("AuthFailure", self.bob_west.copy_image, SourceImageId=iid,
+                        SourceRegion=SRC, Name=unique_name())
+        self.assertEqual(self.bob_west.describe_images(Owners=["self"])["Images"], before)
+        # Public images too: their snapshots must be public as well.
+        self.east.modify_image_attribute(
+            ImageId=iid, LaunchPermission={"Add": [{"Group": "all"}]})
+        self.assertCode("AuthFailure", self.bob_west.copy_image, SourceImageId=iid,
+                        SourceRegion=SRC, Name=unique_name())
+        self.east.modify_image_attribute(
+            ImageId=iid, LaunchPermission={"Remove": [{"Group": "all"}]})
+        # Once the snapshot is shared with bob, the copy is his.
+        self.east.modify_snapshot_attribute(
+            SnapshotId=sid, Attribute="createVolumePermission", OperationType="add",
+            UserIds=[bob_keys()[2]])
         new = self.bob_west.copy_image(SourceImageId=iid, SourceRegion=SRC,
                                        Name=unique_name(), CopyImageTags=True)["ImageId"]
         img = self.bob_west.describe_images(ImageIds=[new])["Images"][0]
