@@ -26,7 +26,7 @@
 # Environment: KILN (default build/src/cmd/kiln), LOADGEN (default
 # build/bench/api/loadgen), KILN_BENCH_API_COUNT (10000),
 # KILN_BENCH_API_SECONDS (10 per cell), KILN_BENCH_API_CLIENTS ("1 8 32"),
-# KILN_BENCH_API_MOTO_CAP (90).  DIR defaults to a new temporary directory
+# KILN_BENCH_API_MOTO_CAP (90), KILN_BENCH_API_MOTO (0: kiln alone).  DIR defaults to a new temporary directory
 # under ${TMPDIR:-/var/tmp}, removed at the end.  Progress goes to stderr,
 # the report (Markdown) to stdout.  moto_server comes with the machine's
 # python3, like boto3; without it the kiln rows are still measured.
@@ -122,7 +122,9 @@ load_moto() {
 	python3 "$HERE/load.py" "http://127.0.0.1:$MPORT" testing testing "$COUNT" \
 		>"$DIR/results/moto-load" 2>"$DIR/moto-load.log"
 }
-if command -v moto_server >/dev/null && python3 -c 'import moto.server' 2>/dev/null; then
+if [[ ${KILN_BENCH_API_MOTO:-1} == 0 ]]; then
+	log "KILN_BENCH_API_MOTO=0: measuring kiln alone"
+elif command -v moto_server >/dev/null && python3 -c 'import moto.server' 2>/dev/null; then
 	MOTO=$(python3 -c 'import importlib.metadata as m; print(m.version("moto"))')
 	start_moto
 else

@@ -837,6 +837,20 @@ static char *ec2_pattern_to_glob(const char *p)
     return out;
 }
 
+/* "COL = ?" for a pattern without wildcards, else "COL GLOB ?", with the
+ * value pushed.  The same rows either way; but SQLite plans a GLOB on a
+ * bound pattern anew whenever the pattern is bound (to turn its prefix
+ * into an index range), while an equality is planned once for a kept
+ * statement (list_stmt()). */
+static void sql_match(struct sqlbuf *sql, struct binds *b, const char *col, const char *pattern)
+{
+    char *glob = ec2_pattern_to_glob(pattern);
+
+    sql_add(sql, col);
+    sql_add(sql, strpbrk(glob, "*?[") ? " GLOB ?" : " = ?");
+    bind_pattern(b, glob);
+}
+
 static int64_t now_ms(void)
 {
     struct timespec ts;
@@ -911,8 +925,8 @@ static int build_query(const struct image_query *q, struct sqlbuf *sql, struct b
     if (q->n_names) {
         sql_add(sql, " AND (");
         for (size_t i = 0; i < q->n_names; i++) {
-            sql_add(sql, i ? " OR name GLOB ?" : "name GLOB ?");
-            bind_pattern(b, ec2_pattern_to_glob(q->names[i]));
+            sql_add(sql, i ? " OR " : "");
+            sql_match(sql, b, "name", q->names[i]);
         }
         sql_add(sql, ")");
     }
@@ -938,8 +952,7 @@ static int build_query(const struct image_query *q, struct sqlbuf *sql, struct b
             sql_add(sql, " AND (");
             for (size_t i = 0; i < t->n_values; i++) {
                 sql_add(sql, i ? " OR " : "");
-                sql_add(sql, t->key ? "t.value GLOB ?" : "t.key GLOB ?");
-                bind_pattern(b, ec2_pattern_to_glob(t->values[i]));
+                sql_match(sql, b, t->key ? "t.value" : "t.key", t->values[i]);
             }
             sql_add(sql, ")");
         }

@@ -14,6 +14,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "agent/proto.h"
@@ -189,8 +190,14 @@ int agent_client_connect(const char *socket_path, int timeout_ms, struct agent_c
     a->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (a->fd < 0)
         return error_set(errno, "agent: socket: %m");
-    if (connect(a->fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
-        return error_set(errno, "agent: cannot connect to '%s': %m", socket_path);
+    /* QEMU may not have created its socket yet: retry until the deadline. */
+    while (connect(a->fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+        int e = errno;
+        struct timespec ts = { 0, 100 * 1000000L };
+        if ((e != ENOENT && e != ECONNREFUSED) || now_ns() >= deadline)
+            return error_set(e, "agent: cannot connect to '%s': %s", socket_path, strerror(e));
+        nanosleep(&ts, NULL);
+    }
     /* Ids start at a random point: frames of an earlier connection are
      * unlikely to carry the ids this one uses. */
     random_bytes(&rnd, sizeof(rnd));

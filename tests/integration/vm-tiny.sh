@@ -1,0 +1,137 @@
+#!/bin/sh
+# The tiny base image boots for real under TCG: `kiln base-image build tiny`
+# registers it under the provider account; a volume of its snapshot boots
+# with `kiln vm boot`; the agent answers hello, runs commands (output and
+# exit status), puts and gets files, syncs, freezes and thaws; a file put in
+# the first boot is there in the second; the guest powers off through the
+# agent and through QMP, and QEMU exits 0 both times; the console shows the
+# banner with an SMBIOS uuid beginning with ec2.  Bad input is refused
+# precisely.
+#
+# The .debs are cached in $KILN_VM_CACHE (the build directory's vm-cache):
+# the first run downloads them (apt-get download), later runs are offline.
+. "$(dirname "$0")/functions.sh"
+requires qemu-system-x86_64 dpkg-deb mkfs.ext4 python3 cmp
+export KILN_ACCEL=tcg
+cache=${KILN_VM_CACHE:-$T/cache}
+mkdir -p "$cache"
+if ! ls "$cache"/linux-image-*.deb >/dev/null 2>&1; then
+    requires apt-get
+fi
+
+# ---- bad input, before anything exists ----
+expect_fail kiln base-image build huge
+expect_stderr "unknown base image 'huge'"
+expect_fail kiln vm boot vol-0123456789abcdef0
+expect_stderr "vol-0123456789abcdef0"
+expect_fail kiln vm agent "$T/nonexistent.sock" hello --timeout 2
+expect_stderr "cannot connect"
+expect_fail kiln vm qmp "$T/nonexistent.sock" status
+expect_stderr "cannot connect"
+expect_fail kiln vm agent "$T/x.sock" frobnicate
+expect_stderr "bad verb"
+blank=$(kiln volume create --size 1 | tail -n 1)
+expect_fail kiln vm boot "$blank" --dir "$T/blank"
+expect_stderr "no ext4 file system"
+
+# ---- build and register ----
+kiln base-image build tiny --cache-dir "$cache" > "$T/ids" 2> "$T/build.err" ||
+    { cat "$T/build.err" >&2; die "base-image build failed"; }
+ami=$(sed -n 1p "$T/ids")
+snap=$(sed -n 2p "$T/ids")
+echo "$ami" | grep -Eq '^ami-[0-9a-f]{17}$' || die "build printed '$ami'"
+echo "$snap" | grep -Eq '^snap-[0-9a-f]{17}$' || die "build printed '$snap'"
+grep -q "registered 'kiln/images/tiny-x86_64-" "$T/build.err" || die "no registration line"
+kiln image list > "$T/images"
+grep "$ami" "$T/images" | grep -q "kiln/images/tiny-x86_64-" || die "the image is not listed"
+kiln account list > "$T/accounts"
+grep -q "kiln" "$T/accounts" || die "no provider account 'kiln': $(cat "$T/accounts")"
+
+# ---- first boot ----
+vol=$(kiln volume create --snapshot "$snap" | tail -n 1)
+dir=$T/i
+boot_pid=
+kill_boot() { [ -z "$boot_pid" ] || kill -9 "$boot_pid" 2>/dev/null || true; }
+on_cleanup kill_boot
+kill_qemu() { [ -f "$dir/qemu.pid" ] && kill -9 "$(cat "$dir/qemu.pid")" 2>/dev/null || true; }
+on_cleanup kill_qemu
+
+boot() {
+    kiln vm boot "$vol" --dir "$dir" 2> "$T/boot.err" &
+    boot_pid=$!
+}
+wait_boot() {
+    _rc=0
+    wait "$boot_pid" || _rc=$?
+    boot_pid=
+    [ "$_rc" = 0 ] || { cat "$T/boot.err" "$dir/qemu.log" >&2; die "kiln vm boot exited $_rc ($1)"; }
+    grep -q "qemu exited with status 0" "$T/boot.err" || die "qemu did not exit 0 ($1)"
+}
+agent() {
+    kiln vm agent "$dir/agent.sock" "$@"
+}
+
+boot
+agent hello --timeout 600 > "$T/hello" || { cat "$T/boot.err" >&2; die "no hello"; }
+grep -q "^kiln-agent 1 on Linux .* x86_64$" "$T/hello" || die "hello said '$(cat "$T/hello")'"
+kver=$(cat "$cache/kernel-package" | sed 's/^linux-image-//')
+assert_eq "$(agent exec uname -r)" "$kver" "uname -r in the guest"
+agent exec cat /proc/cmdline > "$T/cmdline"
+grep -q "console=ttyS0 root=/dev/vda" "$T/cmdline" || die "cmdline: $(cat "$T/cmdline")"
+
+# exec: both streams and the exit status.
+rc=0
+agent exec sh -c 'echo out; echo err >&2; exit 3' > "$T/out" 2> "$T/err" || rc=$?
+assert_eq "$rc" 3 "exit status of the guest command"
+assert_eq "$(cat "$T/out")" "out" "guest stdout"
+assert_eq "$(cat "$T/err")" "err" "guest stderr"
+expect_fail agent exec /no/such/program
+expect_stderr "cannot run '/no/such/program': No such file or directory"
+
+# put (several 64 KiB chunks), get, compare; mode kept; refusals.
+head -c 300000 /dev/urandom > "$T/blob"
+agent put "$T/blob" /root/blob 600 || die "put failed"
+agent get /root/blob "$T/blob.back" || die "get failed"
+cmp "$T/blob" "$T/blob.back" || die "the file read back differs"
+assert_eq "$(agent exec stat -c %a /root/blob)" 600 "mode of the put file"
+expect_fail agent get /root/nonexistent "$T/none"
+expect_stderr "cannot open '/root/nonexistent'"
+[ ! -e "$T/none" ] || die "a failed get left a file"
+expect_fail agent put "$T/blob" /no/such/dir/f
+expect_stderr "cannot create '/no/such/dir/f'"
+expect_fail agent get /proc "$T/none"
+expect_stderr "not a regular file"
+agent sync || die "sync failed"
+agent freeze / || die "freeze failed"
+agent thaw / || die "thaw failed"
+
+# A host that vanishes mid-frame: the agent skips the debris.
+python3 - "$dir/agent.sock" <<'PY' || die "cannot send a partial frame"
+import socket, struct, sys
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+s.sendall(b'junk' + struct.pack('>IHHII', 0x4b414731, 2, 0, 1, 100) + b'part')
+s.close()
+PY
+agent hello --timeout 60 > /dev/null || die "no hello after a broken connection"
+assert_eq "$(agent exec echo still here)" "still here" "the agent after a reconnect"
+
+# Console: the banner, and the SMBIOS uuid as EC2's.
+assert_eq "$(kiln vm qmp "$dir/qmp.sock" status)" running "QMP query-status"
+grep -q "=== kiln tiny: booted (uuid ec2" "$dir/console.log" ||
+    die "no banner with an ec2 uuid: $(tail -n 20 "$dir/console.log")"
+
+# Power off through the agent.
+agent poweroff || die "agent poweroff failed"
+wait_boot "agent poweroff"
+
+# ---- second boot: the file is still there; QMP powers it off ----
+boot
+agent hello --timeout 600 > /dev/null || die "no hello in the second boot"
+agent get /root/blob "$T/blob.2" || die "get in the second boot failed"
+cmp "$T/blob" "$T/blob.2" || die "the file differs after a reboot"
+kiln vm qmp "$dir/qmp.sock" powerdown || die "QMP powerdown failed"
+wait_boot "QMP powerdown"
+[ ! -e "$dir/qemu.pid" ] || die "the pidfile outlived QEMU"
+
+assert_fsck_clean "after two boots"
