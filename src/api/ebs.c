@@ -780,7 +780,7 @@ static int list_changed_blocks(struct call *c, const char *second)
     uint8_t key[32];
     char tok[64], next[64];
     int64_t expiry = (int64_t)time(NULL) + TOKEN_LIFETIME;
-    size_t n = 0, from, shown = 0;
+    size_t n = 0;
     bool more = false, related = true;
     int r;
 
@@ -817,27 +817,17 @@ static int list_changed_blocks(struct call *c, const char *second)
     r = parse_paging(c, key, "changed", second, first, &pg);
     if (r < 0)
         goto out;
-    if (m1) {
-        r = snapshot_diff(rg->store, m1, m2, &changed, &n);
-    } else {
-        /* Without a first snapshot every block of the second counts. */
-        r = service_ebs_blocks(m2, 0, SIZE_MAX, &changed, &n, &more);
-        more = false;
-    }
+    /* Only this page's blocks are read (without a first snapshot, every
+     * block of the second counts). */
+    r = service_ebs_changed_blocks(rg, m1, m2, pg.start, pg.max, &changed, &n, &more);
     if (r < 0) {
         r = fail_errno(c, r, NULL);
         goto out;
     }
-    for (from = 0; from < n && changed[from] < pg.start; from++)
-        ;
     api_buf_adds(&b, "{\"ChangedBlocks\":[");
-    for (size_t i = from; i < n; i++) {
+    for (size_t i = 0; i < n; i++) {
         uint64_t k = changed[i];
-        if (shown == pg.max) {
-            more = true;
-            break;
-        }
-        api_buf_printf(&b, "%s{\"BlockIndex\":%" PRIu64, shown ? "," : "", k);
+        api_buf_printf(&b, "%s{\"BlockIndex\":%" PRIu64, i ? "," : "", k);
         if (m1 && service_ebs_block_present(m1, k)) {
             block_token(key, first, k, expiry, tok);
             api_buf_adds(&b, ",\"FirstBlockToken\":");
@@ -849,11 +839,10 @@ static int list_changed_blocks(struct call *c, const char *second)
             json_write_string(&b, tok);
         }
         api_buf_adds(&b, "}");
-        shown++;
     }
     api_buf_adds(&b, "]");
     if (more)
-        page_token(key, "changed", second, first, changed[from + shown - 1] + 1, next);
+        page_token(key, "changed", second, first, changed[n - 1] + 1, next);
     list_tail(&b, row2, expiry, more ? next : NULL);
     set_json(c->resp, 200, &b);
     r = 0;

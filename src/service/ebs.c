@@ -1027,6 +1027,56 @@ int service_ebs_read_block(struct region *r, const struct blockmap *m, uint64_t 
                          (size_t)MIN((uint64_t)EBS_BLOCK_SIZE, m->volume_size - start), start);
 }
 
+/* Block `index` of m, zeros past the end of its volume. */
+static int read_block_or_zeros(struct region *r, const struct blockmap *m, uint64_t index,
+                               void *buf)
+{
+    if (index >= DIV_ROUND_UP(m->volume_size, EBS_BLOCK_SIZE)) {
+        memset(buf, 0, EBS_BLOCK_SIZE);
+        return 0;
+    }
+    return service_ebs_read_block(r, m, index, buf);
+}
+
+int service_ebs_changed_blocks(struct region *r, const struct blockmap *a,
+                               const struct blockmap *b, uint64_t start, size_t max,
+                               uint64_t **ret, size_t *ret_n, bool *ret_more)
+{
+    _cleanup_free_ uint64_t *cand = NULL, *out = NULL;
+    _cleanup_free_ uint8_t *ba = NULL, *bb = NULL;
+    size_t n = 0, kept = 0, i;
+    bool more = false;
+    int e;
+
+    if (!a)
+        return service_ebs_blocks(b, start, max, ret, ret_n, ret_more);
+    e = snapshot_diff_candidates(a, b, &cand, &n);
+    if (e < 0)
+        return e;
+    for (i = 0; i < n && cand[i] < start; i++)
+        ;
+    ba = xmalloc(EBS_BLOCK_SIZE);
+    bb = xmalloc(EBS_BLOCK_SIZE);
+    out = xcalloc(MIN(max, n - i) + 1, sizeof(*out));
+    for (; i < n; i++) {
+        if (kept == max) {
+            more = true;
+            break;
+        }
+        e = read_block_or_zeros(r, a, cand[i], ba);
+        if (e == 0)
+            e = read_block_or_zeros(r, b, cand[i], bb);
+        if (e < 0)
+            return e;
+        if (memcmp(ba, bb, EBS_BLOCK_SIZE) != 0)
+            out[kept++] = cand[i];
+    }
+    *ret = TAKE_PTR(out);
+    *ret_n = kept;
+    *ret_more = more;
+    return 0;
+}
+
 /* The chain of snapshot ids from `id` up through its parents. */
 static int lineage(struct region *r, const char *id, char (**ret)[ID_MAX_SIZE], size_t *ret_n)
 {

@@ -89,6 +89,18 @@ int service_ebs_readable(struct region *r, const struct registry_snapshot *s,
 int service_ebs_blocks(const struct blockmap *m, uint64_t start, size_t max, uint64_t **ret,
                        size_t *ret_n, bool *ret_more);
 
+/* A page of ListChangedBlocks: the 512 KiB blocks from index `start` on
+ * whose content differs between a and b (bytes past the end of the shorter
+ * volume read as zeros), at most `max`, into *ret (owned by the caller) and
+ * *ret_n.  With a NULL, every block of b that holds data
+ * (service_ebs_blocks()).  The maps name the candidates; only the
+ * candidates up to the end of this page are read and compared, so a page
+ * costs what it lists, not the whole difference.  *ret_more when
+ * candidates are left after the page (the next page may come out empty). */
+int service_ebs_changed_blocks(struct region *r, const struct blockmap *a,
+                               const struct blockmap *b, uint64_t start, size_t max,
+                               uint64_t **ret, size_t *ret_n, bool *ret_more);
+
 /* Whether 512 KiB block `index` of m holds data. */
 bool service_ebs_block_present(const struct blockmap *m, uint64_t index);
 

@@ -10,6 +10,7 @@ input, each answering its documented error and changing nothing.
 The restart of the server between PutSnapshotBlock and CompleteSnapshot is
 tests/integration/ebs-restart.sh."""
 import base64
+import glob
 import hashlib
 import http.client
 import json
@@ -267,6 +268,46 @@ class Upload(Base):
         # EC2 records the lineage.
         s = self.ec2.describe_snapshots(SnapshotIds=[child])["Snapshots"][0]
         self.assertEqual(s["State"], "completed")
+
+    def test_changed_blocks_page_reads_only_its_blocks(self):
+        # A page of ListChangedBlocks reads the blocks it lists, not the
+        # whole difference: with the chunks of block 200 (on the second
+        # page) out of the store, the first page still answers.
+        from concurrent.futures import ThreadPoolExecutor
+        parent = self.uploaded([])
+        first = [(k, os.urandom(BLOCK)) for k in range(100)]
+        c1 = self.start(1, ParentSnapshotId=parent)
+        clients = [ebs_client(self.keys) for _ in range(4)]
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            list(pool.map(lambda j: self.put(c1, j[1][0], j[1][1], client=clients[j[0] % 4]),
+                          enumerate(first)))
+        self.assertEqual(self.complete(c1, first)["Status"], "completed")
+        chunks = os.path.join(DATA, "regions", "us-east-1", "store", "chunks", "*", "*")
+        before = set(glob.glob(chunks))
+        # Blocks 0..99 dedup against c1; block 200 (after zeros) is all new.
+        c2 = self.uploaded([(200, os.urandom(BLOCK))], ParentSnapshotId=c1)
+        new = sorted(set(glob.glob(chunks)) - before)
+        self.assertTrue(new)
+        aside = tempfile.mkdtemp(dir=_tmp.name)
+        moved = [(p, os.path.join(aside, os.path.basename(p))) for p in new]
+        for p, q in moved:
+            shutil.move(p, q)
+        try:
+            r = self.ebs.list_changed_blocks(FirstSnapshotId=parent, SecondSnapshotId=c2,
+                                             MaxResults=100)
+            self.assertEqual([b["BlockIndex"] for b in r["ChangedBlocks"]], list(range(100)))
+            token = r["NextToken"]
+            # The second page does need block 200.
+            with self.assertRaises(ClientError):
+                self.ebs.list_changed_blocks(FirstSnapshotId=parent, SecondSnapshotId=c2,
+                                             MaxResults=100, NextToken=token)
+        finally:
+            for p, q in moved:
+                shutil.move(q, p)
+        r = self.ebs.list_changed_blocks(FirstSnapshotId=parent, SecondSnapshotId=c2,
+                                         MaxResults=100, NextToken=token)
+        self.assertEqual([b["BlockIndex"] for b in r["ChangedBlocks"]], [200])
+        self.assertNotIn("NextToken", r)
 
     def test_parallel_puts(self):
         # As coldsnap does: many blocks in flight at once, some written twice.
