@@ -235,6 +235,10 @@ int vm_argv_build(const struct vm_config *c, char ***ret_argv)
     addf(&a, "socket,id=agent,path=%s,server=on,wait=off", agent);
     add(&a, "-device");
     add(&a, "virtserialport,bus=vser.0,chardev=agent,name=org.kiln.agent.0");
+    /* User networking (slirp).  Known gap until the metadata service
+     * exists (docs/vm.md): slirp forwards the guest's connections to
+     * 169.254.169.254 to the host's own network.  guestfwd cannot catch
+     * that address while the guest network is 10.0.2.0/24. */
     add(&a, "-netdev");
     if (c->ssh_address)
         addf(&a, "user,id=net0,hostfwd=tcp:%s:%u-:22", c->ssh_address, c->ssh_port);
