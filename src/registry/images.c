@@ -103,11 +103,6 @@ void registry_image_list_free(struct registry_image **list, size_t n)
 
 DEFINE_CLEANUP_FREE(struct registry_image, registry_image_free)
 
-static inline void finalizep(sqlite3_stmt **st)
-{
-    sqlite3_finalize(*st);
-}
-
 /* ---- validation ------------------------------------------------------ */
 
 static bool one_of(const char *s, const char *const *set, size_t n)
