@@ -1,5 +1,5 @@
 /* EBS direct API uploads: typed insert, get, token lookup, delete and the
- * pending list over the `ebs_uploads` table (schema version 4).  Values
+ * pending list over the `ebs_uploads` table (schema versions 5 and 7).  Values
  * are checked before they are bound, and rows read back are checked again
  * (-EBADMSG), like the other tables. */
 #include <errno.h>
@@ -41,13 +41,14 @@ static int check_upload(const struct registry_ebs_upload *u)
 int registry_ebs_upload_insert(struct registry *reg, const struct registry_ebs_upload *u)
 {
     _cleanup_stmt_ sqlite3_stmt *st = NULL;
+    char hex[DIGEST_HEX_SIZE];
     int r = check_upload(u);
 
     if (r < 0)
         return r;
     r = reg_prepare(reg,
                     "INSERT INTO ebs_uploads (snapshot_id, owner, client_token, request_digest,"
-                    " timeout_minutes) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    " timeout_minutes, parent_map_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                     &st);
     if (r < 0)
         return r;
@@ -56,18 +57,25 @@ int registry_ebs_upload_insert(struct registry *reg, const struct registry_ebs_u
     reg_bind_text(st, 3, u->client_token[0] ? u->client_token : NULL);
     reg_bind_text(st, 4, u->request_digest);
     sqlite3_bind_int(st, 5, u->timeout_minutes);
+    if (u->has_parent_map)
+        sqlite3_bind_text(st, 6, digest_to_hex(&u->parent_map_id, hex), -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(st, 6);
     r = reg_step_done(reg, st, "cannot record the upload of snapshot '%s'", u->snapshot_id);
     return r < 0 ? r : 0;
 }
 
-/* Fill *ret from a row of (snapshot_id, owner, client_token,
- * request_digest, timeout_minutes). */
+#define UPLOAD_COLUMNS \
+    "snapshot_id, owner, client_token, request_digest, timeout_minutes, parent_map_id"
+
+/* Fill *ret from a row of UPLOAD_COLUMNS. */
 static int read_row(sqlite3_stmt *st, struct registry_ebs_upload *ret)
 {
     const char *id = (const char *)sqlite3_column_text(st, 0);
     const char *owner = (const char *)sqlite3_column_text(st, 1);
     const char *token = (const char *)sqlite3_column_text(st, 2);
     const char *digest = (const char *)sqlite3_column_text(st, 3);
+    const char *parent = (const char *)sqlite3_column_text(st, 5);
     struct registry_ebs_upload u = { .timeout_minutes = sqlite3_column_int(st, 4) };
 
     if (!id || !owner || !digest || strlen(id) >= sizeof(u.snapshot_id) ||
@@ -78,6 +86,12 @@ static int read_row(sqlite3_stmt *st, struct registry_ebs_upload *ret)
     snprintf(u.owner, sizeof(u.owner), "%s", owner);
     snprintf(u.client_token, sizeof(u.client_token), "%s", token ? token : "");
     snprintf(u.request_digest, sizeof(u.request_digest), "%s", digest);
+    if (parent) {
+        if (digest_from_hex(parent, &u.parent_map_id) < 0)
+            return error_set(EBADMSG, "malformed parent map in the upload row for '%s'",
+                             u.snapshot_id);
+        u.has_parent_map = true;
+    }
     if (check_upload(&u) < 0)
         return error_set(EBADMSG, "malformed upload row for '%s'", u.snapshot_id);
     *ret = u;
@@ -104,8 +118,7 @@ int registry_ebs_upload_get(struct registry *reg, const char *snapshot_id,
     int r;
 
     r = reg_prepare(reg,
-                    "SELECT snapshot_id, owner, client_token, request_digest, timeout_minutes"
-                    " FROM ebs_uploads WHERE snapshot_id = ?1",
+                    "SELECT " UPLOAD_COLUMNS " FROM ebs_uploads WHERE snapshot_id = ?1",
                     &st);
     if (r < 0)
         return r;
@@ -121,8 +134,8 @@ int registry_ebs_upload_find_token(struct registry *reg, const char *owner, cons
     int r;
 
     r = reg_prepare(reg,
-                    "SELECT snapshot_id, owner, client_token, request_digest, timeout_minutes"
-                    " FROM ebs_uploads WHERE owner = ?1 AND client_token = ?2",
+                    "SELECT " UPLOAD_COLUMNS " FROM ebs_uploads"
+                    " WHERE owner = ?1 AND client_token = ?2",
                     &st);
     if (r < 0)
         return r;
@@ -154,7 +167,7 @@ int registry_ebs_uploads_pending(struct registry *reg, struct registry_ebs_uploa
 
     r = reg_prepare(reg,
                     "SELECT u.snapshot_id, u.owner, u.client_token, u.request_digest,"
-                    " u.timeout_minutes FROM ebs_uploads u JOIN snapshots s"
+                    " u.timeout_minutes, u.parent_map_id FROM ebs_uploads u JOIN snapshots s"
                     " ON s.id = u.snapshot_id WHERE s.state = 'pending' ORDER BY u.snapshot_id",
                     &st);
     if (r < 0)
@@ -172,6 +185,36 @@ int registry_ebs_uploads_pending(struct registry *reg, struct registry_ebs_uploa
     if (rc != SQLITE_DONE)
         return reg_fail(reg, rc, "cannot list pending uploads");
     *ret = list ? TAKE_PTR(list) : xcalloc(1, sizeof(**ret));
+    *ret_n = n;
+    return 0;
+}
+
+int registry_ebs_upload_parent_maps(struct registry *reg, struct digest **ret, size_t *ret_n)
+{
+    _cleanup_stmt_ sqlite3_stmt *st = NULL;
+    _cleanup_free_ struct digest *maps = NULL;
+    size_t n = 0;
+    int r, rc;
+
+    r = reg_prepare(reg,
+                    "SELECT DISTINCT u.parent_map_id FROM ebs_uploads u JOIN snapshots s"
+                    " ON s.id = u.snapshot_id"
+                    " WHERE s.state = 'pending' AND u.parent_map_id IS NOT NULL",
+                    &st);
+    if (r < 0)
+        return r;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        const char *hex = (const char *)sqlite3_column_text(st, 0);
+        struct digest d;
+        if (!hex || digest_from_hex(hex, &d) < 0)
+            return error_set(EBADMSG, "registry '%s' holds a malformed upload parent map id",
+                             reg->path);
+        maps = xrealloc(maps, (n + 1) * sizeof(*maps));
+        maps[n++] = d;
+    }
+    if (rc != SQLITE_DONE)
+        return reg_fail(reg, rc, "cannot list the parent maps of pending uploads");
+    *ret = TAKE_PTR(maps);
     *ret_n = n;
     return 0;
 }

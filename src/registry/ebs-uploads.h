@@ -1,5 +1,5 @@
 /* Uploads through the EBS direct API: the `ebs_uploads` table of schema
- * version 4 (docs/registry-schema.md).  A row records, for a snapshot
+ * versions 5 and 7 (docs/formats.md).  A row records, for a snapshot
  * started with StartSnapshot, what a repeated StartSnapshot with the same
  * ClientToken must find (the token and a digest of the request's
  * parameters) and the Timeout after which a snapshot left pending is
@@ -14,6 +14,7 @@
 #ifndef KILN_REGISTRY_EBS_UPLOADS_H
 #define KILN_REGISTRY_EBS_UPLOADS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "registry/registry.h"
@@ -29,6 +30,11 @@ struct registry_ebs_upload {
     char client_token[EBS_CLIENT_TOKEN_MAX + 1]; /* "" when none */
     char request_digest[DIGEST_HEX_SIZE];        /* hex SHA-256 of the parameters */
     int timeout_minutes;                         /* EBS_TIMEOUT_MIN..MAX */
+    /* The block map of ParentSnapshotId when the upload started (schema
+     * version 7; false for uploads without a parent, and for those started
+     * by an older kiln). */
+    bool has_parent_map;
+    struct digest parent_map_id;
 };
 
 /* Insert a row (in the caller's transaction when one is open).  -EEXIST
@@ -45,6 +51,11 @@ int registry_ebs_upload_find_token(struct registry *reg, const char *owner, cons
 
 /* Delete the row of snapshot `snapshot_id` (absent is success). */
 int registry_ebs_upload_delete(struct registry *reg, const char *snapshot_id);
+
+/* The distinct parent block maps of the uploads whose snapshot is still
+ * pending: gc roots (the parent snapshot may be deleted meanwhile).  *ret
+ * (free()) may be NULL when *ret_n is 0. */
+int registry_ebs_upload_parent_maps(struct registry *reg, struct digest **ret, size_t *ret_n);
 
 /* The uploads whose snapshot is still pending, by snapshot id: *ret is an
  * array of *ret_n rows the caller frees with free(). */

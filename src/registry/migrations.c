@@ -320,6 +320,16 @@ static const char migration_6[] =
     "CREATE INDEX volumes_owner ON volumes (owner, create_time, id);\n"
     "CREATE INDEX volumes_snapshot ON volumes (snapshot_id);\n";
 
+/* The parent's block map of an EBS upload (src/registry/ebs-uploads.c),
+ * recorded by StartSnapshot with ParentSnapshotId: completion imports the
+ * staged blocks over that map, and gc keeps it (and its chunks) while the
+ * upload is pending, so deleting the parent snapshot meanwhile loses
+ * nothing.  NULL for uploads without a parent and for rows of migration 5. */
+static const char migration_7[] =
+    "ALTER TABLE ebs_uploads ADD COLUMN parent_map_id TEXT\n"
+    "    CHECK (parent_map_id IS NULL\n"
+    "           OR (length(parent_map_id) = 64 AND parent_map_id NOT GLOB '*[^0-9a-f]*'));\n";
+
 static const struct reg_migration migrations[] = {
     { 1, "snapshots, tags and settings", migration_1 },
     { 2, "images, block devices and launch permissions", migration_2 },
@@ -327,6 +337,7 @@ static const struct reg_migration migrations[] = {
     { 4, "copy jobs and client tokens", migration_4 },
     { 5, "EBS direct API uploads", migration_5 },
     { 6, "volumes", migration_6 },
+    { 7, "the parent block map of EBS uploads", migration_7 },
 };
 
 _Static_assert(REGISTRY_APPLICATION_ID == 1802071150, "migration 1 stamps this application id");

@@ -52,6 +52,7 @@
 #include <openssl/evp.h>
 
 #include "common/cleanup.h"
+#include "common/digest-map.h"
 #include "common/error.h"
 #include "common/ids.h"
 #include "common/log.h"
@@ -327,6 +328,37 @@ int service_ebs_expire(struct region *r, const char *snap_id, size_t *ret_n)
     return 0;
 }
 
+/* ---- gc roots ---- */
+
+int service_ebs_roots(struct region *r, struct digest_map *live)
+{
+    _cleanup_free_ struct digest *maps = NULL;
+    size_t n = 0;
+    char hex[DIGEST_HEX_SIZE];
+    int e;
+
+    e = registry_ebs_upload_parent_maps(r->reg, &maps, &n);
+    for (size_t i = 0; i < n && e >= 0; i++) {
+        struct blockmap *m = NULL;
+        e = blockmap_load(r->store, &maps[i], &m);
+        if (e == -ENOENT) { /* gone already: that completion will fail */
+            error_clear();
+            e = 0;
+            continue;
+        }
+        if (e < 0)
+            return error_set(EBADMSG,
+                             "cannot mark the chunks of block map %s, the parent of a pending "
+                             "EBS upload: it is unreadable; run 'kiln fsck'",
+                             digest_to_hex(&maps[i], hex));
+        digest_map_insert(live, &maps[i], NULL);
+        for (size_t k = 0; k < m->n; k++)
+            digest_map_insert(live, &m->ext[k].id, NULL);
+        blockmap_free(m);
+    }
+    return e < 0 ? e : 0;
+}
+
 /* ---- access ---- */
 
 int service_ebs_readable(struct region *r, const struct registry_snapshot *s,
@@ -451,6 +483,7 @@ int service_ebs_start(struct region *r, const struct service_ebs_start_options *
     struct registry_ebs_upload u = { .timeout_minutes = o->timeout_minutes };
     struct registry_snapshot *parent = NULL;
     _cleanup_free_ char *top = NULL, *dir = NULL;
+    bool locked = false;
     int e;
 
     if (r->read_only)
@@ -473,6 +506,13 @@ int service_ebs_start(struct region *r, const struct service_ebs_start_options *
     }
     if (o->parent_id) {
         bool readable = false;
+        /* The store's lock, shared, from reading the parent's map id until
+         * the upload row that names it is committed: a gc sees the parent
+         * snapshot or the upload (service_ebs_roots()), never neither. */
+        e = store_lock(r->store, false, LOCK_TIMEOUT_MS);
+        if (e < 0)
+            return e;
+        locked = true;
         e = registry_snapshot_get(r->reg, o->parent_id, &parent);
         if (e == 0)
             e = service_ebs_readable(r, parent, o->owner, &readable);
@@ -488,15 +528,21 @@ int service_ebs_start(struct region *r, const struct service_ebs_start_options *
                           "volume size %" PRIu64 " GiB is smaller than parent snapshot "
                           "'%s' (%u GiB)",
                           o->volume_size_gib, o->parent_id, parent->volume_size_gib);
+        if (e == 0 && !parent->has_map)
+            e = error_set(EBADMSG, "parent snapshot '%s' has no block map", o->parent_id);
+        if (e == 0) {
+            u.has_parent_map = true;
+            u.parent_map_id = parent->map_id;
+        }
         registry_snapshot_free(parent);
         if (e < 0)
-            return e;
+            goto out;
         snprintf(row.parent_id, sizeof(row.parent_id), "%s", o->parent_id);
     }
 
     e = id_generate("snap", row.id, sizeof(row.id));
     if (e < 0)
-        return e;
+        goto out;
     snprintf(row.owner, sizeof(row.owner), "%s", o->owner);
     row.volume_size = o->volume_size_gib << 30;
     row.volume_size_gib = (uint32_t)o->volume_size_gib;
@@ -517,8 +563,10 @@ int service_ebs_start(struct region *r, const struct service_ebs_start_options *
         e = -errno;
     if (e == 0)
         e = fsync_dir(top);
-    if (e < 0)
-        return error_set(e, "cannot create staging directory '%s': %s", dir, strerror(-e));
+    if (e < 0) {
+        e = error_set(e, "cannot create staging directory '%s': %s", dir, strerror(-e));
+        goto out;
+    }
 
     e = registry_begin(r->reg);
     if (e == 0)
@@ -535,13 +583,16 @@ int service_ebs_start(struct region *r, const struct service_ebs_start_options *
         if (e == -EEXIST && o->client_token) {
             /* Another start with the same token won the race. */
             e = start_retry(r, o, u.request_digest, ret);
-            if (e != -ENOENT)
-                return e;
-            return error_set(EEXIST, "client token '%.64s' is in use", o->client_token);
+            if (e == -ENOENT)
+                e = error_set(EEXIST, "client token '%.64s' is in use", o->client_token);
         }
-        return e;
+        goto out;
     }
-    return registry_snapshot_get(r->reg, row.id, ret);
+    e = registry_snapshot_get(r->reg, row.id, ret);
+out:
+    if (locked)
+        store_unlock(r->store);
+    return e;
 }
 
 /* ---- PutSnapshotBlock ---- */
@@ -854,7 +905,9 @@ int service_ebs_complete(struct region *r, const char *account, const char *snap
     struct digest agg_raw, agg_b64, map_id;
     struct upload_volume vol;
     struct snapshot_reader reader;
+    struct registry_ebs_upload upload;
     size_t n = 0;
+    bool locked = false;
     int lockfd = -1, e;
 
     if (r->read_only)
@@ -925,7 +978,31 @@ int service_ebs_complete(struct region *r, const char *account, const char *snap
                               "written (LINEAR: %s)", want, n, got);
         goto out;
     }
-    if (row->parent_id[0]) {
+    /* From the first chunk (and the parent's map) to the row's commit. */
+    e = store_lock(r->store, false, LOCK_TIMEOUT_MS);
+    if (e < 0)
+        goto out;
+    locked = true;
+    e = registry_ebs_upload_get(r->reg, snap_id, &upload);
+    if (e < 0)
+        goto out;
+    if (upload.has_parent_map) {
+        /* The parent's map as it was at StartSnapshot: a gc root while the
+         * upload is pending, so it is there even if the parent snapshot
+         * was deleted since. */
+        e = blockmap_load(r->store, &upload.parent_map_id, &parent);
+        if (e < 0) {
+            char hex[DIGEST_HEX_SIZE];
+            e = error_set(e == -ENOENT ? EBADMSG : e,
+                          "cannot read block map %s of parent snapshot '%s': %s",
+                          digest_to_hex(&upload.parent_map_id, hex), row->parent_id,
+                          e == -ENOENT ? "it is missing" : strerror(-e));
+            goto out;
+        }
+        io.parent = parent;
+        io.parent_id = upload.parent_map_id;
+    } else if (row->parent_id[0]) {
+        /* An upload started before schema version 7 recorded no map. */
         e = service_snapshot_get(r, row->parent_id, &prow, &parent);
         if (e < 0)
             goto out;
@@ -942,9 +1019,6 @@ int service_ebs_complete(struct region *r, const char *account, const char *snap
         .size = row->volume_size, .extent = volume_extent, .read = volume_read,
         .userdata = &vol, .name = snap_id,
     };
-    e = store_lock(r->store, false, LOCK_TIMEOUT_MS);
-    if (e < 0)
-        goto out;
     e = snapshot_import_reader(r->store, &reader, &io, &map_id, &map, NULL);
     if (vol.fd >= 0)
         close(vol.fd);
@@ -957,6 +1031,7 @@ int service_ebs_complete(struct region *r, const char *account, const char *snap
         e = registry_snapshot_update(r->reg, row);
     }
     store_unlock(r->store);
+    locked = false;
     if (e < 0)
         goto out;
     if (staging_remove(dir) < 0)
@@ -966,6 +1041,8 @@ int service_ebs_complete(struct region *r, const char *account, const char *snap
         *ret_state = SNAPSHOT_COMPLETED;
     e = 0;
 out:
+    if (locked)
+        store_unlock(r->store);
     close(lockfd);
     registry_snapshot_free(row);
     return e;

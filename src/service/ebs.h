@@ -69,6 +69,14 @@ int service_ebs_complete(struct region *r, const char *account, const char *snap
                          uint64_t changed_blocks, const struct digest *aggregate,
                          enum snapshot_state *ret_state);
 
+/* The parent block maps of the region's pending uploads (recorded by
+ * StartSnapshot), with their chunks, inserted into `live`: gc roots, so a
+ * parent snapshot deleted during an upload leaves what its completion
+ * reads.  A map that is gone is skipped (that completion will fail); an
+ * unreadable one is -EBADMSG (gc stops rather than sweep). */
+struct digest_map;
+int service_ebs_roots(struct region *r, struct digest_map *live);
+
 /* Cancel uploads past their Timeout (no block written and no completion
  * for that long): the row turns error with a message and the staged
  * blocks are removed.  Also removes staging directories of snapshots that

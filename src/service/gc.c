@@ -16,7 +16,10 @@
  * not the source snapshot is still registered, so those maps and their
  * chunks are marked (service_job_roots(), copy.c).  A job is committed
  * while its creator holds this store's lock shared, so gc sees either the
- * source snapshot or the job.
+ * source snapshot or the job.  Likewise the parent map of a pending EBS
+ * upload (service_ebs_roots(), ebs.c), recorded by StartSnapshot under the
+ * same shared lock: its completion imports over it even if the parent
+ * snapshot is deleted meanwhile.
  */
 #include <errno.h>
 #include <string.h>
@@ -92,6 +95,10 @@ int service_gc(struct region *r, bool dry_run, time_t grace, struct gc_report *r
             digest_map_insert(&live, &set.maps[s]->ext[i].id, NULL);
     }
     e = service_job_roots(r, &live);
+    if (e < 0)
+        goto out;
+    /* An EBS upload's parent map, read at its completion (ebs.c). */
+    e = service_ebs_roots(r, &live);
     if (e < 0)
         goto out;
     /* Volumes read their snapshot's map lazily, even after the snapshot

@@ -133,6 +133,54 @@ static void test_checksums(void)
     is_int(service_ebs_checksum_parse("", &back), -EINVAL, "empty is refused");
 }
 
+/* A parent snapshot deleted (and its chunks collected) while a child's
+ * upload is pending: the upload recorded the parent's map, which gc keeps
+ * while the child is pending, so the child completes with the parent's
+ * content. */
+static void test_parent_deleted(struct region *r, const uint8_t *a, uint8_t *got)
+{
+    struct service_ebs_start_options o = { .owner = OWNER, .volume_size_gib = 1 };
+    struct registry_snapshot *row = NULL;
+    struct gc_report rep = { 0 };
+    uint8_t *e = malloc(EBS_BLOCK_SIZE);
+    char parent[ID_MAX_SIZE] = "", child[ID_MAX_SIZE] = "";
+    enum snapshot_state st;
+    struct digest agg;
+
+    fill(e, 4);
+    is_int(service_ebs_start(r, &o, &row), 0, "start a parent");
+    if (row)
+        snprintf(parent, sizeof(parent), "%s", row->id);
+    registry_snapshot_free(row);
+    row = NULL;
+    is_int(put(r, OWNER, parent, 3, e), 0, "its block 3");
+    agg = linear((const uint8_t *const[]){ e }, 1, false);
+    is_int(service_ebs_complete(r, OWNER, parent, 1, &agg, &st), 0, "complete it");
+
+    o.parent_id = parent;
+    is_int(service_ebs_start(r, &o, &row), 0, "start its child");
+    if (row)
+        snprintf(child, sizeof(child), "%s", row->id);
+    registry_snapshot_free(row);
+    row = NULL;
+    is_int(put(r, OWNER, child, 9, a), 0, "the child's block 9");
+    is_int(service_snapshot_delete(r, parent), 0, "delete the parent meanwhile");
+    is_int(service_gc(r, false, 0, &rep), 0, "gc with no grace period");
+    agg = linear((const uint8_t *const[]){ a }, 1, false);
+    is_int(service_ebs_complete(r, OWNER, child, 1, &agg, &st), 0,
+           "the child completes without its parent snapshot");
+    is_int(read_block(r, child, 3, got), 0, "read the child's block 3");
+    ok(memcmp(got, e, EBS_BLOCK_SIZE) == 0, "the deleted parent's content");
+    is_int(read_block(r, child, 9, got), 0, "read the child's block 9");
+    ok(memcmp(got, a, EBS_BLOCK_SIZE) == 0, "its own");
+    /* Completed, the child no longer holds the parent's map. */
+    is_int(service_gc(r, false, 0, &rep), 0, "gc again");
+    ok(rep.maps_freed >= 1, "the parent's map goes now");
+    is_int(read_block(r, child, 3, got), 0, "the child still reads block 3");
+    ok(memcmp(got, e, EBS_BLOCK_SIZE) == 0, "from its own map");
+    free(e);
+}
+
 int main(void)
 {
     struct region *r = NULL;
@@ -261,6 +309,7 @@ int main(void)
     ok(memcmp(got, c, EBS_BLOCK_SIZE) == 0, "the parent's");
     is_int(service_ebs_related(r, id, child, &related), 0, "lineage of parent and child");
     ok(related, "related");
+    test_parent_deleted(r, a, got);
     o.parent_id = NULL;
     is_int(service_ebs_start(r, &o, &row), 0, "start an unrelated one");
     is_int(service_ebs_related(r, row ? row->id : id, child, &related), 0, "lineage");
