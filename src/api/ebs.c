@@ -439,6 +439,18 @@ static void list_tail(struct api_buf *b, const struct registry_snapshot *row, in
     api_buf_adds(b, "}");
 }
 
+/* The snapshot id and block index of /snapshots/{id}/blocks/{index}. */
+static int check_block_path(struct call *c, const char *snap, const char *index_s,
+                            uint64_t *ret_index)
+{
+    if (!id_is_valid("snap", snap))
+        return VALIDATION(c, "INVALID_SNAPSHOT_ID", "The snapshot id '%.64s' is malformed.", snap);
+    if (!parse_u64(index_s, 0, INT32_MAX, ret_index))
+        return VALIDATION(c, "INVALID_BLOCK", "Block index '%.40s' is not a number from 0 to %d.",
+                          index_s, INT32_MAX);
+    return 0;
+}
+
 /* ---- StartSnapshot ---- */
 
 static const char *const start_members[] = {
@@ -620,11 +632,9 @@ static int put_block(struct call *c, const char *snap, const char *index_s)
 
     /* Everything about the request is checked before the snapshot is
      * looked up, and nothing is stored unless all of it holds. */
-    if (!id_is_valid("snap", snap))
-        return VALIDATION(c, "INVALID_SNAPSHOT_ID", "The snapshot id '%.64s' is malformed.", snap);
-    if (!parse_u64(index_s, 0, INT32_MAX, &index))
-        return VALIDATION(c, "INVALID_BLOCK", "Block index '%.40s' is not a number from 0 to %d.",
-                          index_s, INT32_MAX);
+    r = check_block_path(c, snap, index_s, &index);
+    if (r < 0)
+        return r;
     if (!len_s)
         return VALIDATION(c, "INVALID_PARAMETER_VALUE", "x-amz-Data-Length is required.");
     if (!parse_u64(len_s, 0, UINT32_MAX, &len) || len != EBS_BLOCK_SIZE)
@@ -867,11 +877,9 @@ static int get_block(struct call *c, const char *snap, const char *index_s)
     uint8_t *buf;
     int r;
 
-    if (!id_is_valid("snap", snap))
-        return VALIDATION(c, "INVALID_SNAPSHOT_ID", "The snapshot id '%.64s' is malformed.", snap);
-    if (!parse_u64(index_s, 0, INT32_MAX, &index))
-        return VALIDATION(c, "INVALID_BLOCK", "Block index '%.40s' is not a number from 0 to %d.",
-                          index_s, INT32_MAX);
+    r = check_block_path(c, snap, index_s, &index);
+    if (r < 0)
+        return r;
     if (!tok)
         return VALIDATION(c, "INVALID_BLOCK_TOKEN", "blockToken is required.");
     r = open_region(c, false, &rg);

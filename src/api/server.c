@@ -226,6 +226,23 @@ static void region_list(const struct api_server *s, char *buf, size_t size)
         o += (size_t)snprintf(buf + o, size - o, "%s%s", i ? ", " : "", s->regions[i]);
 }
 
+/* The authenticated caller and the server's settings, for a handler.
+ * Returns the endpoint URL ctx->endpoint points at (the caller frees it). */
+static char *fill_ctx(struct api_ctx *ctx, const struct api_server *srv,
+                      const struct sigv4_result *auth, struct MHD_Connection *c)
+{
+    const char *host = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_HOST);
+    char *endpoint = xasprintf("http://%s", host && *host ? host : srv->opts.listen);
+
+    ctx->account = auth->account;
+    ctx->region = auth->region;
+    ctx->data_dir = srv->opts.data_dir;
+    ctx->endpoint = endpoint;
+    ctx->regions = srv->regions;
+    ctx->n_regions = srv->n_regions;
+    return endpoint;
+}
+
 static enum MHD_Result process(struct request *rq, struct MHD_Connection *c, const char *method)
 {
     struct api_server *srv = rq->srv;
@@ -234,7 +251,7 @@ static enum MHD_Result process(struct request *rq, struct MHD_Connection *c, con
     struct query params = { 0 }, body_params = { 0 };
     struct api_ctx ctx = { .request_id = rq->rid };
     const struct api_action *act;
-    const char *raw_query, *action, *version, *host, *dry;
+    const char *raw_query, *action, *version, *dry;
     _cleanup_free_ char *path = NULL, *endpoint = NULL;
     char what[320], regions[512];
     struct xml x;
@@ -289,14 +306,7 @@ static enum MHD_Result process(struct request *rq, struct MHD_Connection *c, con
             .n_headers = hl.n, .body = rq->body.data, .body_len = rq->body.len,
         };
         struct api_ebs_response eresp = { 0 };
-        host = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_HOST);
-        endpoint = xasprintf("http://%s", host && *host ? host : srv->opts.listen);
-        ctx.account = auth.account;
-        ctx.region = auth.region;
-        ctx.data_dir = srv->opts.data_dir;
-        ctx.endpoint = endpoint;
-        ctx.regions = srv->regions;
-        ctx.n_regions = srv->n_regions;
+        endpoint = fill_ctx(&ctx, srv, &auth, c);
         api_ebs_handle(&ctx, &erq, &eresp);
         if (ctx.action)
             snprintf(what, sizeof(what), "%s %.60s (%s, %s)", ctx.action, path, auth.account,
@@ -380,14 +390,7 @@ static enum MHD_Result process(struct request *rq, struct MHD_Connection *c, con
         goto fail;
     }
 
-    host = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_HOST);
-    endpoint = xasprintf("http://%s", host && *host ? host : srv->opts.listen);
-    ctx.account = auth.account;
-    ctx.region = auth.region;
-    ctx.data_dir = srv->opts.data_dir;
-    ctx.endpoint = endpoint;
-    ctx.regions = srv->regions;
-    ctx.n_regions = srv->n_regions;
+    endpoint = fill_ctx(&ctx, srv, &auth, c);
 
     xml_init(&x);
     {
