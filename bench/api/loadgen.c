@@ -94,6 +94,10 @@ static int connect_to(struct client *c)
 {
     int one = 1;
 
+    if (!c->buf) {
+        c->cap = 65536;
+        c->buf = xmalloc(c->cap);
+    }
     if (c->fd >= 0)
         close(c->fd);
     c->fd = socket(c->ai->ai_family, c->ai->ai_socktype | SOCK_CLOEXEC, c->ai->ai_protocol);

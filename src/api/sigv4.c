@@ -308,7 +308,8 @@ static int canonical_query(struct api_buf *b, const char *query, bool query_auth
         s = e + 1;
     }
     if (r == 0) {
-        qsort(v, n, sizeof(*v), cmp_qpair);
+        if (n) /* an empty query has no array (qsort wants one) */
+            qsort(v, n, sizeof(*v), cmp_qpair);
         for (size_t i = 0; i < n; i++)
             api_buf_printf(b, "%s%s=%s", i ? "&" : "", v[i].k, v[i].v);
     }
