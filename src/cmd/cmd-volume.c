@@ -3,6 +3,7 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "cmd/cli.h"
 #include "common/cleanup.h"
@@ -234,6 +235,17 @@ static int do_show(struct cli *cli, int argc, char **argv)
     if (v->instance_id[0])
         printf("Attachment:       %s on %s\n", v->instance_id, v->device);
     printf("Directory:        %s\n", dir);
+    /* Space on disk: what was written, and what was fetched. */
+    static const char *const files[][2] = { { "overlay", "Overlay:          " },
+                                             { "cache", "Cache:            " } };
+    for (size_t i = 0; i < ARRAY_SIZE(files); i++) {
+        _cleanup_free_ char *f = xasprintf("%s/%s", dir, files[i][0]);
+        struct stat st;
+        char b[32];
+        if (stat(f, &st) == 0)
+            printf("%s%s on disk\n", files[i][1],
+                   format_bytes((uint64_t)st.st_blocks * 512, b, sizeof(b)));
+    }
     return 0;
 }
 

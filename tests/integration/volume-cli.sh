@@ -30,6 +30,7 @@ grep -q "^$blank available *2GiB  -" "$T/list" || die "list: $(cat "$T/list")"
 assert_eq "$(kiln volume list --json | json_get 'len(j)')" 2 "volumes listed"
 assert_eq "$(kiln volume show "$vol" --json | json_get 'j["SnapshotId"]')" "$snap" "show --json"
 kiln volume show "$vol" | grep -q "^AvailabilityZone: us-east-1a" || die "show: no zone"
+kiln volume show "$vol" | grep -q "^Directory: *$REGION_DIR/volumes/$vol" || die "show: no directory"
 
 # --- bad input: exit 2 or 1, precise, nothing created ----------------------------
 expect_exit 2 kiln volume create
