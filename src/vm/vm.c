@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -252,7 +253,11 @@ int vm_argv_build(const struct vm_config *c, char ***ret_argv)
 
 /* ---- the process ---- */
 
-static int spawn(char **argv, const char *log_path, pid_t *ret)
+/* Fork and exec argv, stdout and stderr to log_path.  With `tied`, the
+ * child is killed when the calling thread's process dies (the probe: a
+ * hung probe guest must not outlive a killed kiln); an instance's QEMU is
+ * not tied, so that a daemon restart can find it again. */
+static int spawn(char **argv, const char *log_path, bool tied, pid_t *ret)
 {
     int logfd = open(log_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     pid_t pid;
@@ -270,6 +275,8 @@ static int spawn(char **argv, const char *log_path, pid_t *ret)
         if (null < 0 || dup2(null, 0) < 0 || dup2(logfd, 1) < 0 || dup2(logfd, 2) < 0)
             _exit(127);
         setsid(); /* a terminal's ^C goes to kiln, which stops the VM */
+        if (tied && prctl(PR_SET_PDEATHSIG, SIGKILL) < 0)
+            _exit(127);
         signal(SIGPIPE, SIG_DFL);
         execvp(argv[0], argv);
         fprintf(stderr, "cannot run '%s': %s\n", argv[0], strerror(errno));
@@ -296,7 +303,7 @@ int vm_start(const struct vm_config *c, struct vm **ret)
             log_debug("qemu argv: %s", *p);
     }
     log_path = xasprintf("%s/qemu.log", c->dir);
-    r = spawn(argv, log_path, &pid);
+    r = spawn(argv, log_path, false, &pid);
     vm_strv_free(argv);
     if (r < 0)
         return r;
@@ -412,7 +419,7 @@ static int probe_kvm(const char *dir, const char *kernel, const char *initrd, in
     }
     add(&a, "-serial");
     add(&a, serial);
-    r = spawn(a.v, log, &v.pid);
+    r = spawn(a.v, log, true, &v.pid);
     vm_strv_free(a.v);
     if (r < 0)
         return r;

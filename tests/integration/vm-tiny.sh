@@ -4,8 +4,9 @@
 # with `kiln vm boot`; the agent answers hello, runs commands (output and
 # exit status), puts and gets files, syncs, freezes and thaws; a file put in
 # the first boot is there in the second; the guest powers off through the
-# agent and through QMP, and QEMU exits 0 both times; the console shows the
-# banner with an SMBIOS uuid beginning with ec2.  Bad input is refused
+# agent, through QMP and on SIGTERM to kiln (a third boot, whose
+# accelerator the KVM probe chose and cached), and QEMU exits 0 each time;
+# the console shows the banner with an SMBIOS uuid beginning with ec2.  Bad input is refused
 # precisely.
 #
 # The .debs are cached in $KILN_VM_CACHE (the build directory's vm-cache):
@@ -56,8 +57,10 @@ on_cleanup kill_boot
 kill_qemu() { [ -f "$dir/qemu.pid" ] && kill -9 "$(cat "$dir/qemu.pid")" 2>/dev/null || true; }
 on_cleanup kill_qemu
 
+# "$KILN" itself in the background (not the kiln function, whose subshell
+# would take the signals meant for kiln).
 boot() {
-    kiln vm boot "$vol" --dir "$dir" 2> "$T/boot.err" &
+    "$KILN" vm boot "$vol" --dir "$dir" 2> "$T/boot.err" &
     boot_pid=$!
 }
 wait_boot() {
@@ -133,5 +136,20 @@ cmp "$T/blob" "$T/blob.2" || die "the file differs after a reboot"
 kiln vm qmp "$dir/qmp.sock" powerdown || die "QMP powerdown failed"
 wait_boot "QMP powerdown"
 [ ! -e "$dir/qemu.pid" ] || die "the pidfile outlived QEMU"
+
+# ---- third boot: no KILN_ACCEL, so the probe decides (and caches its
+# verdict for this host boot); SIGTERM to kiln powers the guest off ----
+rm -f "$KILN_DATA_DIR/vm/accel"
+KILN_ACCEL= # empty: as if unset
+boot
+KILN_ACCEL=tcg
+agent hello --timeout 600 > /dev/null || die "no hello in the third boot"
+read -r cached_boot verdict < "$KILN_DATA_DIR/vm/accel" || die "no cached accelerator verdict"
+assert_eq "$cached_boot" "$(cat /proc/sys/kernel/random/boot_id)" "the verdict's boot id"
+grep -q "booting '$vol' (q35, $verdict," "$T/boot.err" ||
+    die "booted with another accelerator than the verdict '$verdict': $(cat "$T/boot.err")"
+kill -TERM "$boot_pid"
+wait_boot "SIGTERM"
+grep -q "SIGTERM: powering the guest off" "$T/boot.err" || die "SIGTERM was not reported"
 
 assert_fsck_clean "after two boots"
