@@ -215,31 +215,13 @@ static int begin_write(struct api_ctx *ctx, struct region **ret_rg)
     return registry_begin((*ret_rg)->reg);
 }
 
-static int finish_write(struct region *rg, int r)
-{
-    if (!rg)
-        return r;
-    if (r >= 0) {
-        r = registry_commit(rg->reg);
-        if (r >= 0)
-            return r;
-    }
-    registry_rollback(rg->reg);
-    return r;
-}
-
 /* ---- CreateTags ---- */
 
 static int create_tags(struct api_ctx *ctx, struct region *rg, const char **ids, size_t n_ids,
                        const struct tag_arg *tags, size_t n_tags)
 {
-    int r = check_resources_visible(ctx, rg, ids, n_ids);
+    int r;
 
-    if (r < 0)
-        return r;
-    r = api_dry_run(ctx);
-    if (r < 0)
-        return r;
     for (size_t i = 0; i < n_ids; i++) {
         struct registry_tag *now = NULL;
         size_t n_now = 0;
@@ -265,8 +247,9 @@ static int create_tags(struct api_ctx *ctx, struct region *rg, const char **ids,
 typedef int (*tag_write_fn)(struct api_ctx *ctx, struct region *rg, const char **ids,
                             size_t n_ids, const struct tag_arg *tags, size_t n_tags);
 
-/* CreateTags (create) and DeleteTags: parse the ids and tags, then
- * `write` them in one registry transaction. */
+/* CreateTags (create) and DeleteTags: parse the ids and tags, then, in
+ * one registry transaction, check that the caller owns every resource,
+ * answer DryRun and `write` them. */
 static int tag_write(struct api_ctx *ctx, const struct query *q, struct xml *x, bool create,
                      tag_write_fn write)
 {
@@ -286,7 +269,12 @@ static int tag_write(struct api_ctx *ctx, const struct query *q, struct xml *x, 
         return r;
     if (!rg)
         return check_resources_visible(ctx, NULL, ids, n_ids);
-    r = finish_write(rg, write(ctx, rg, ids, n_ids, tags, n_tags));
+    r = check_resources_visible(ctx, rg, ids, n_ids);
+    if (r == 0)
+        r = api_dry_run(ctx);
+    if (r == 0)
+        r = write(ctx, rg, ids, n_ids, tags, n_tags);
+    r = registry_end(rg->reg, r);
     if (r < 0)
         return r;
     xml_element_bool(x, "return", true);
@@ -303,13 +291,8 @@ int api_create_tags(struct api_ctx *ctx, const struct query *q, struct xml *x)
 static int delete_tags(struct api_ctx *ctx, struct region *rg, const char **ids, size_t n_ids,
                        const struct tag_arg *tags, size_t n_tags)
 {
-    int r = check_resources_visible(ctx, rg, ids, n_ids);
+    int r = 0;
 
-    if (r < 0)
-        return r;
-    r = api_dry_run(ctx);
-    if (r < 0)
-        return r;
     for (size_t i = 0; i < n_ids; i++) {
         if (n_tags == 0) {
             /* No Tag.N: every (user) tag of the resource goes. */
