@@ -33,7 +33,7 @@ static const char vm_usage[] =
     "                           [--ssh ADDR:PORT] [--append ARGS]\n"
     "       kiln vm agent SOCKET hello|exec CMD [ARG...]|put LOCAL REMOTE [MODE]|\n"
     "                            get REMOTE LOCAL|sync|freeze MOUNT|thaw MOUNT|\n"
-    "                            poweroff|reboot   [--timeout SECONDS]\n"
+    "                            poweroff|reboot   [--timeout SECONDS] [--stdin FILE]\n"
     "       kiln vm qmp SOCKET status|powerdown|quit\n"
     "\n"
     "Debugging verbs over the VM launcher (docs/vm.md).\n"
@@ -53,7 +53,8 @@ static const char vm_usage[] =
     "\n"
     "`vm agent` connects to a guest's agent socket and waits (--timeout, default\n"
     "120 s) for its hello; `exec` passes the command's stdout and stderr through\n"
-    "and exits with its status; `put` writes a file durably (mode default 0644).\n";
+    "and exits with its status (its stdin is FILE with --stdin, else /dev/null);\n"
+    "`put` writes a file durably (mode default 0644).\n";
 
 /* ---- boot ---- */
 
@@ -335,6 +336,7 @@ static int do_agent(struct cli *cli, int argc, char **argv)
     _cleanup_(agent_client_freep) struct agent_client *ac = NULL;
     _cleanup_free_ char *desc = NULL;
     int timeout_ms = 120000, e, n = 0;
+    const char *stdin_path = NULL;
     char *pos[260];
 
     /* Manual parsing: exec's arguments are the guest's, options and all. */
@@ -346,6 +348,8 @@ static int do_agent(struct cli *cli, int argc, char **argv)
                 return EXIT_USAGE;
             }
             timeout_ms = (int)s * 1000;
+        } else if (n <= 2 && strcmp(argv[i], "--stdin") == 0 && i + 1 < argc) {
+            stdin_path = argv[++i];
         } else if (n < (int)ARRAY_SIZE(pos) - 1) {
             pos[n++] = argv[i];
         } else {
@@ -394,7 +398,12 @@ static int do_agent(struct cli *cli, int argc, char **argv)
         printf("%s\n", desc);
     } else if (strcmp(verb, "exec") == 0) {
         struct agent_exec_result res;
-        e = agent_client_exec(ac, pos + 2, NULL, 0, timeout_ms, &res);
+        _cleanup_free_ char *in = NULL;
+        size_t in_len = 0;
+        e = stdin_path ? read_local(stdin_path, &in, &in_len) : 0;
+        if (e >= 0)
+            e = agent_client_exec(ac, pos + 2, stdin_path ? (in ? in : "") : NULL, in_len,
+                                  timeout_ms, &res);
         if (e < 0) {
             cli_fail(e);
             return 1;

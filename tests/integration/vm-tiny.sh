@@ -104,6 +104,12 @@ expect_fail agent put "$T/blob" /no/such/dir/f
 expect_stderr "cannot create '/no/such/dir/f'"
 expect_fail agent get /proc "$T/none"
 expect_stderr "not a regular file"
+# exec with stdin: several 64 KiB chunks in, the digest out.
+want=$(sha256sum < "$T/blob" | cut -d' ' -f1)
+got=$(agent --stdin "$T/blob" exec sha256sum | cut -d' ' -f1)
+assert_eq "$got" "$want" "sha256sum of stdin in the guest"
+: > "$T/empty"
+assert_eq "$(agent --stdin "$T/empty" exec wc -c)" 0 "an empty stdin"
 agent sync || die "sync failed"
 agent freeze / || die "freeze failed"
 agent thaw / || die "thaw failed"
