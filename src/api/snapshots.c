@@ -43,8 +43,8 @@
 #include "registry/snapshot-permissions.h"
 #include "service/service.h"
 
-/* What AWS reports as the volume of a snapshot that was imported rather
- * than taken from a volume. */
+/* What AWS reports as the volume of a snapshot that was imported, copied
+ * or uploaded rather than taken from a volume (a row's volume_id is ""). */
 #define IMPORTED_VOLUME_ID "vol-ffffffff"
 
 int api_region_open(struct api_ctx *ctx, struct region **ret)
@@ -141,7 +141,8 @@ static bool match_fields(const struct api_filters *fs, const struct registry_sna
            api_filters_match(fs, "start-time", start) &&
            api_filters_match(fs, "encrypted", "false") &&
            api_filters_match(fs, "storage-tier", "standard") &&
-           api_filters_match(fs, "volume-id", IMPORTED_VOLUME_ID);
+           api_filters_match(fs, "volume-id",
+                             s->volume_id[0] ? s->volume_id : IMPORTED_VOLUME_ID);
 }
 
 /* Owner.N: self, account ids, or the aliases AWS knows (which own nothing
@@ -266,7 +267,7 @@ static void write_snapshot(struct xml *x, const struct candidate *c)
     snprintf(progress, sizeof(progress), "%d%%", s->progress);
     xml_open(x, "item");
     xml_element(x, "snapshotId", s->id);
-    xml_element(x, "volumeId", IMPORTED_VOLUME_ID);
+    xml_element(x, "volumeId", s->volume_id[0] ? s->volume_id : IMPORTED_VOLUME_ID);
     xml_element(x, "status", snapshot_state_to_string(s->state));
     if (s->state == SNAPSHOT_ERROR)
         xml_element(x, "statusMessage", s->state_message ? s->state_message : "");

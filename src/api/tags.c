@@ -1,5 +1,7 @@
 /* The tag actions: CreateTags, DeleteTags and DescribeTags (the wire
- * reference's 4.36), for the resources kiln has: snapshots and images.
+ * reference's 4.36), for the resources kiln has: snapshots, images and
+ * volumes (resource type `volume`; another account's volume is
+ * InvalidVolume.NotFound, as everywhere else).
  *
  * Rules enforced here, before anything is written: keys are 1 to 128
  * characters and do not start with "aws:" (reserved), values at most 256
@@ -73,6 +75,12 @@ static int check_resource_ids(struct api_ctx *ctx, const char **ids, size_t n)
                 return r;
             continue;
         }
+        if (strncmp(ids[i], "vol-", 4) == 0) {
+            int r = api_id_check(ctx, API_RES_VOLUME, "vol", ids[i]);
+            if (r < 0)
+                return r;
+            continue;
+        }
         return api_fail(ctx, API_ERR_INVALID_ID, "The ID '%.100s' is not valid", ids[i]);
     }
     return 0;
@@ -107,6 +115,33 @@ static int check_images_visible(struct api_ctx *ctx, struct region *rg, const ch
     return 0;
 }
 
+/* Every volume among ids exists and is the caller's; else
+ * InvalidVolume.NotFound naming the ones that are not. */
+static int check_volumes_visible(struct api_ctx *ctx, struct region *rg, const char **ids,
+                                 size_t n)
+{
+    _cleanup_free_ const char **missing = xcalloc(n ? n : 1, sizeof(*missing));
+    size_t n_missing = 0;
+
+    for (size_t i = 0; i < n; i++) {
+        struct registry_volume *v = NULL;
+        int r;
+
+        if (strncmp(ids[i], "vol-", 4) != 0)
+            continue;
+        r = rg ? registry_volume_get(rg->reg, ids[i], &v) : -ENOENT;
+        if (r < 0 && r != -ENOENT)
+            return r;
+        if (r == -ENOENT || strcmp(v->owner, ctx->account) != 0)
+            if (!api_in_list(missing, n_missing, ids[i]))
+                missing[n_missing++] = ids[i];
+        registry_volume_free(v);
+    }
+    if (n_missing)
+        return api_not_found(ctx, API_RES_VOLUME, missing, n_missing);
+    return 0;
+}
+
 /* Every resource exists and is the caller's; else NotFound naming the
  * ones that are not.  rg may be NULL (an empty region). */
 static int check_resources_visible(struct api_ctx *ctx, struct region *rg, const char **ids,
@@ -116,13 +151,15 @@ static int check_resources_visible(struct api_ctx *ctx, struct region *rg, const
     size_t n_missing = 0;
     int r0 = check_images_visible(ctx, rg, ids, n);
 
+    if (r0 >= 0)
+        r0 = check_volumes_visible(ctx, rg, ids, n);
     if (r0 < 0)
         return r0;
     for (size_t i = 0; i < n; i++) {
         struct registry_snapshot *s = NULL;
         int r;
 
-        if (strncmp(ids[i], "ami-", 4) == 0)
+        if (strncmp(ids[i], "ami-", 4) == 0 || strncmp(ids[i], "vol-", 4) == 0)
             continue;
         r = rg ? registry_snapshot_get(rg->reg, ids[i], &s) : -ENOENT;
 
@@ -330,7 +367,7 @@ static const char *const tag_filters[] = {
 };
 
 struct tag_row {
-    const char *resource_id; /* borrowed from the snapshot or image rows */
+    const char *resource_id; /* borrowed from the snapshot, image or volume rows */
     const char *resource_type;
     struct registry_tag *tag; /* borrowed from the tag lists */
     char *sort_key; /* resource id, newline, key: ids of one kind have one length */
@@ -377,8 +414,9 @@ int api_describe_tags(struct api_ctx *ctx, const struct query *q, struct xml *x)
     _cleanup_(region_freep) struct region *rg = NULL;
     struct registry_snapshot **rows = NULL;
     struct registry_image **images = NULL;
-    struct registry_tag **tag_lists = NULL;
-    size_t *tag_counts = NULL;
+    struct registry_volume **vols = NULL;
+    struct registry_tag **tag_lists = NULL, **vtag_lists = NULL;
+    size_t *tag_counts = NULL, *vtag_counts = NULL, n_vols = 0;
     struct tag_rows found = { 0 };
     struct tag_row *out;
     struct api_filters fs = { 0 };
@@ -434,6 +472,26 @@ int api_describe_tags(struct api_ctx *ctx, const struct query *q, struct xml *x)
         if (img->state != IMAGE_DEREGISTERED)
             add_resource(&found, &fs, img->id, "image", img->tags, img->n_tags);
     }
+    /* The caller's volumes, with their tags. */
+    if (rg) {
+        r = registry_volume_list(rg->reg, &vols, &n_vols);
+        if (r < 0)
+            goto out;
+    }
+    vtag_lists = xcalloc(n_vols ? n_vols : 1, sizeof(*vtag_lists));
+    vtag_counts = xcalloc(n_vols ? n_vols : 1, sizeof(*vtag_counts));
+    for (size_t i = 0; i < n_vols; i++) {
+        const struct registry_volume *v = vols[i];
+
+        if (strcmp(v->owner, ctx->account) != 0 ||
+            !api_filters_match(&fs, "resource-id", v->id) ||
+            !api_filters_match(&fs, "resource-type", "volume"))
+            continue;
+        r = registry_tag_list(rg->reg, v->id, &vtag_lists[i], &vtag_counts[i]);
+        if (r < 0)
+            goto out;
+        add_resource(&found, &fs, v->id, "volume", vtag_lists[i], vtag_counts[i]);
+    }
     out = found.v;
     n_out = found.n;
     if (n_out)
@@ -469,6 +527,12 @@ out:
             registry_tag_list_free(tag_lists[i], tag_counts[i]);
     free(tag_lists);
     free(tag_counts);
+    for (size_t i = 0; i < n_vols; i++)
+        if (vtag_lists)
+            registry_tag_list_free(vtag_lists[i], vtag_counts[i]);
+    free(vtag_lists);
+    free(vtag_counts);
+    registry_volume_list_free(vols, n_vols);
     registry_snapshot_list_free(rows, n_rows);
     registry_image_list_free(images, n_images);
     api_filters_release(&fs);

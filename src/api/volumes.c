@@ -13,11 +13,14 @@
  *   answers after those checks.  Writes open the region writable for the
  *   one request.
  *
- * - Synchronous work: a volume is `available` as soon as CreateVolume
- *   answers (creating one copies nothing); CreateSnapshot builds the
- *   snapshot (incremental: only what was written to the volume is read)
- *   before it answers, the row going from `pending` to `completed`; the
- *   answer carries the row as it is then.  ModifyVolume's modification is
+ * - Timing: a volume is `available` as soon as CreateVolume answers
+ *   (creating one copies nothing), but the answer says `creating`, as
+ *   EC2's does (clients wait with the volume_available waiter).
+ *   CreateSnapshot captures the volume's data before it answers (point in
+ *   time: only what was written to the volume is read and chunked) and
+ *   answers with the snapshot `pending`; the job runner of `kiln serve`
+ *   verifies the new chunks and makes it `completed`
+ *   (service_volume_snapshot_start()).  ModifyVolume's modification is
  *   `completed` at once (a larger size is only a number: the new blocks
  *   read as zeros).
  *
@@ -174,9 +177,10 @@ static int set_tags(struct region *rg, const char *id, const struct registry_tag
 }
 
 /* The members of one volume (CreateVolume's answer, DescribeVolumes'
- * item). */
+ * item); `state` overrides the row's (NULL: the row's). */
 static void write_volume_fields(struct xml *x, const struct registry_volume *v,
-                                const struct registry_tag *tags, size_t n_tags)
+                                const char *state, const struct registry_tag *tags,
+                                size_t n_tags)
 {
     char t[40];
 
@@ -184,7 +188,7 @@ static void write_volume_fields(struct xml *x, const struct registry_volume *v,
     xml_element_int(x, "size", v->size_gib);
     xml_element(x, "snapshotId", v->snapshot_id);
     xml_element(x, "availabilityZone", v->availability_zone);
-    xml_element(x, "status", volume_state_to_string(v->state));
+    xml_element(x, "status", state ? state : volume_state_to_string(v->state));
     xml_element(x, "createTime", api_format_time(v->create_time, t, sizeof(t)));
     xml_open(x, "attachmentSet");
     if (v->instance_id[0]) {
@@ -308,7 +312,9 @@ int api_create_volume(struct api_ctx *ctx, const struct query *q, struct xml *x)
         r = service_volume_get(rg, id, &v);
     if (r < 0)
         return r;
-    write_volume_fields(x, v, tags, n_tags);
+    /* EC2 answers `creating`; the volume is `available` from the next
+     * DescribeVolumes on (what the volume_available waiter expects). */
+    write_volume_fields(x, v, "creating", tags, n_tags);
     return 0;
 }
 
@@ -451,7 +457,7 @@ int api_describe_volumes(struct api_ctx *ctx, const struct query *q, struct xml 
     xml_open(x, "volumeSet");
     for (size_t i = 0; i < n_page; i++) {
         xml_open(x, "item");
-        write_volume_fields(x, cs[i].v, cs[i].tags, cs[i].n_tags);
+        write_volume_fields(x, cs[i].v, NULL, cs[i].tags, cs[i].n_tags);
         xml_close(x);
     }
     xml_close(x);
@@ -641,12 +647,16 @@ int api_create_snapshot(struct api_ctx *ctx, const struct query *q, struct xml *
     if (r < 0)
         return r;
     struct service_volume_snapshot_options o = { .owner = ctx->account, .description = desc };
-    r = service_volume_snapshot(rg, id, &o, snap_id, NULL);
+    r = service_volume_snapshot_start(rg, id, &o, snap_id);
     if (r == -EBUSY) {
+        /* EC2 snapshots in-use volumes; kiln cannot hold another
+         * process's writes off for a point-in-time capture (docs/api.md,
+         * "Known differences"). */
         ctx->resource = API_RES_VOLUME;
         return api_fail(ctx, API_ERR_IN_USE,
-                        "Volume %s is open for writing by another process (kiln nbd); "
-                        "snapshot it there",
+                        "Volume %s is open for writing by another process (kiln nbd), "
+                        "which kiln cannot pause for a point-in-time snapshot; stop that "
+                        "process or snapshot the volume through it",
                         id);
     }
     if (r < 0)

@@ -16,6 +16,7 @@
 static const char *const kind_names[] = {
     [JOB_COPY_IMAGE] = "copy-image",
     [JOB_COPY_SNAPSHOT] = "copy-snapshot",
+    [JOB_VOLUME_SNAPSHOT] = "volume-snapshot",
 };
 
 const char *registry_job_kind_to_string(enum registry_job_kind k)
@@ -75,6 +76,7 @@ static bool region_ok(const char *s, size_t size)
 static int validate_header(const struct registry_job *j)
 {
     const char *prefix = j->kind == JOB_COPY_IMAGE ? "ami" : "snap";
+    const char *source = j->kind == JOB_VOLUME_SNAPSHOT ? "vol" : prefix;
 
     if (!registry_job_kind_to_string(j->kind))
         return error_set(EINVAL, "job has an invalid kind %d", (int)j->kind);
@@ -85,7 +87,7 @@ static int validate_header(const struct registry_job *j)
         return error_set(EINVAL, "job '%s' has a malformed owner", j->id);
     if (!region_ok(j->source_region, sizeof(j->source_region)))
         return error_set(EINVAL, "job '%s' has a malformed source region", j->id);
-    if (!field_ok(j->source_id, sizeof(j->source_id)) || !id_is_valid(prefix, j->source_id))
+    if (!field_ok(j->source_id, sizeof(j->source_id)) || !id_is_valid(source, j->source_id))
         return error_set(EINVAL, "job '%s' has a malformed source id", j->id);
     if (j->created < 0)
         return error_set(EINVAL, "job '%s' has a negative creation time", j->id);

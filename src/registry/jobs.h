@@ -33,9 +33,12 @@
 enum registry_job_kind {
     JOB_COPY_IMAGE,    /* id is the new ami-, source_id the source image */
     JOB_COPY_SNAPSHOT, /* id is the new snap-, source_id the source snapshot */
+    JOB_VOLUME_SNAPSHOT, /* id is the new snap-, source_id the vol- it was taken of;
+                          * one item: source and target the new snap-, source_map_id
+                          * the map captured at request time (migration 8) */
 };
 
-/* "copy-image", "copy-snapshot"; NULL outside the enum. */
+/* "copy-image", "copy-snapshot", "volume-snapshot"; NULL outside the enum. */
 const char *registry_job_kind_to_string(enum registry_job_kind k);
 
 struct registry_job_item {

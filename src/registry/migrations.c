@@ -330,6 +330,62 @@ static const char migration_7[] =
     "    CHECK (parent_map_id IS NULL\n"
     "           OR (length(parent_map_id) = 64 AND parent_map_id NOT GLOB '*[^0-9a-f]*'));\n";
 
+/* Snapshots of volumes as jobs, and the volume a snapshot was made from.
+ * snapshots.volume_id is the volume CreateSnapshot read (NULL for imported,
+ * copied and uploaded snapshots: DescribeSnapshots says vol-ffffffff).
+ * jobs gains the kind 'volume-snapshot' (src/service/volumes.c): its id is
+ * the new snap-, its source the vol-, and its one item names the block map
+ * captured at request time (gc keeps it while the job is pending).  SQLite
+ * cannot change a CHECK constraint, so jobs and job_items are rebuilt:
+ * new tables, the rows copied, the old tables dropped (items first, so the
+ * drop of jobs cascades to nothing), the new ones renamed (SQLite >= 3.26
+ * renames the foreign key's target with them). */
+static const char migration_8[] =
+    "ALTER TABLE snapshots ADD COLUMN volume_id TEXT\n"
+    "    CHECK (volume_id IS NULL OR (length(volume_id) = 21 AND substr(volume_id, 1, 4) = 'vol-'\n"
+    "           AND substr(volume_id, 5) NOT GLOB '*[^0-9a-f]*'));\n"
+    "\n"
+    "CREATE TABLE jobs_v8 (\n"
+    "    id            TEXT NOT NULL PRIMARY KEY\n"
+    "                  CHECK ((length(id) = 21 AND substr(id, 1, 4) = 'ami-'\n"
+    "                          AND substr(id, 5) NOT GLOB '*[^0-9a-f]*')\n"
+    "                         OR (length(id) = 22 AND substr(id, 1, 5) = 'snap-'\n"
+    "                          AND substr(id, 6) NOT GLOB '*[^0-9a-f]*')),\n"
+    "    kind          TEXT NOT NULL\n"
+    "                  CHECK (kind IN ('copy-image', 'copy-snapshot', 'volume-snapshot')),\n"
+    "    owner         TEXT NOT NULL\n"
+    "                  CHECK (length(owner) = 12 AND owner NOT GLOB '*[^0-9]*'),\n"
+    "    source_region TEXT NOT NULL CHECK (length(source_region) BETWEEN 1 AND 64),\n"
+    "    source_id     TEXT NOT NULL CHECK (length(source_id) BETWEEN 21 AND 22),\n"
+    "    created       INTEGER NOT NULL CHECK (created >= 0)\n"
+    ") STRICT, WITHOUT ROWID;\n"
+    "INSERT INTO jobs_v8 SELECT id, kind, owner, source_region, source_id, created FROM jobs;\n"
+    "\n"
+    "CREATE TABLE job_items_v8 (\n"
+    "    job_id             TEXT NOT NULL REFERENCES jobs_v8 (id) ON DELETE CASCADE,\n"
+    "    position           INTEGER NOT NULL CHECK (position >= 0),\n"
+    "    source_snapshot_id TEXT NOT NULL\n"
+    "                       CHECK (length(source_snapshot_id) = 22\n"
+    "                              AND substr(source_snapshot_id, 1, 5) = 'snap-'\n"
+    "                              AND substr(source_snapshot_id, 6) NOT GLOB '*[^0-9a-f]*'),\n"
+    "    source_map_id      TEXT NOT NULL\n"
+    "                       CHECK (length(source_map_id) = 64\n"
+    "                              AND source_map_id NOT GLOB '*[^0-9a-f]*'),\n"
+    "    target_snapshot_id TEXT NOT NULL\n"
+    "                       CHECK (length(target_snapshot_id) = 22\n"
+    "                              AND substr(target_snapshot_id, 1, 5) = 'snap-'\n"
+    "                              AND substr(target_snapshot_id, 6) NOT GLOB '*[^0-9a-f]*'),\n"
+    "    PRIMARY KEY (job_id, position)\n"
+    ") STRICT, WITHOUT ROWID;\n"
+    "INSERT INTO job_items_v8 SELECT job_id, position, source_snapshot_id, source_map_id,\n"
+    "    target_snapshot_id FROM job_items;\n"
+    "\n"
+    "DROP TABLE job_items;\n"
+    "DROP TABLE jobs;\n"
+    "ALTER TABLE jobs_v8 RENAME TO jobs;\n"
+    "ALTER TABLE job_items_v8 RENAME TO job_items;\n"
+    "CREATE INDEX jobs_source_region ON jobs (source_region);\n";
+
 static const struct reg_migration migrations[] = {
     { 1, "snapshots, tags and settings", migration_1 },
     { 2, "images, block devices and launch permissions", migration_2 },
@@ -338,6 +394,7 @@ static const struct reg_migration migrations[] = {
     { 5, "EBS direct API uploads", migration_5 },
     { 6, "volumes", migration_6 },
     { 7, "the parent block map of EBS uploads", migration_7 },
+    { 8, "volume snapshot jobs, the volume of a snapshot", migration_8 },
 };
 
 _Static_assert(REGISTRY_APPLICATION_ID == 1802071150, "migration 1 stamps this application id");

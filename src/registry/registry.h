@@ -108,6 +108,8 @@ struct registry_snapshot {
     struct digest map_id;             /* block map, valid when has_map */
     char parent_id[ID_MAX_SIZE];      /* "" when none */
     char *state_message;              /* owned, may be NULL */
+    char volume_id[ID_MAX_SIZE];      /* the volume it was taken of; "" when none
+                                       * (imported, copied, uploaded; migration 8) */
 };
 
 /* Frees the strings and the struct itself (a row from _get or _list).

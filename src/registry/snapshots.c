@@ -18,7 +18,7 @@
 
 #define SNAPSHOT_COLUMNS                                                                         \
     "id, owner, state, progress, volume_size, volume_size_gib, description, start_time, "       \
-    "completion_time, map_id, parent_id, state_message"
+    "completion_time, map_id, parent_id, state_message, volume_id"
 
 static const char *const state_names[] = {
     [SNAPSHOT_PENDING] = "pending",
@@ -100,6 +100,10 @@ static int validate_all(const struct registry_snapshot *s)
                          (int)sizeof(s->parent_id) - 1, s->parent_id);
     if (strcmp(s->parent_id, s->id) == 0)
         return error_set(EINVAL, "snapshot '%s' cannot be its own parent", s->id);
+    if (!memchr(s->volume_id, '\0', sizeof(s->volume_id)) ||
+        (s->volume_id[0] && !id_is_valid("vol", s->volume_id)))
+        return error_set(EINVAL, "snapshot '%s' has a malformed volume id '%.*s'", s->id,
+                         (int)sizeof(s->volume_id) - 1, s->volume_id);
     if (s->volume_size > (uint64_t)INT64_MAX)
         return error_set(EINVAL, "snapshot '%s' has a volume size too large", s->id);
     return validate_mutable(s);
@@ -159,6 +163,10 @@ static int read_row(struct registry *reg, sqlite3_stmt *st, struct registry_snap
         return error_set(EBADMSG, "snapshot '%s' has a malformed parent in registry '%s'", s->id,
                          reg->path);
     s->state_message = reg_column_strdup(st, 11);
+    if (!reg_column_copy(st, 12, s->volume_id, sizeof(s->volume_id)) ||
+        (s->volume_id[0] && !id_is_valid("vol", s->volume_id)))
+        return error_set(EBADMSG, "snapshot '%s' has a malformed volume id in registry '%s'",
+                         s->id, reg->path);
     *ret = TAKE_PTR(s);
     return 0;
 }
@@ -176,7 +184,7 @@ int registry_snapshot_insert(struct registry *reg, const struct registry_snapsho
         return r;
     r = reg_prepare(reg,
                     "INSERT INTO snapshots (" SNAPSHOT_COLUMNS ")"
-                    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
                     &st);
     if (r < 0)
         return r;
@@ -192,6 +200,7 @@ int registry_snapshot_insert(struct registry *reg, const struct registry_snapsho
     bind_map(st, 10, s, hex);
     reg_bind_text(st, 11, s->parent_id[0] ? s->parent_id : NULL);
     reg_bind_text(st, 12, s->state_message);
+    reg_bind_text(st, 13, s->volume_id[0] ? s->volume_id : NULL);
     r = reg_step_done(reg, st, "cannot insert snapshot '%s'", s->id);
     if (r == -EEXIST)
         return error_set(EEXIST, "snapshot '%s' already exists", s->id);

@@ -600,6 +600,11 @@ int service_job_run(struct region *dst, const char *job_id, const atomic_bool *s
     e = registry_job_get(dst->reg, job_id, &job);
     if (e < 0)
         return e;
+    if (job->kind == JOB_VOLUME_SNAPSHOT) { /* not a copy: volumes.c */
+        e = service_volume_snapshot_job_run(dst, job, stop, chunk_delay_us);
+        registry_job_free(job);
+        return e;
+    }
     r.job = job;
     items = xcalloc(job->n_items, sizeof(*items));
 

@@ -357,6 +357,32 @@ int service_volume_snapshot_open(struct region *r, struct volume *v, const char 
                                  const struct service_volume_snapshot_options *o,
                                  char ret_id[ID_MAX_SIZE], struct volume_snapshot_stats *ret);
 
+/* CreateSnapshot of a volume as EC2 answers it: returns at once with the
+ * new snapshot `pending`; the job runner of `kiln serve` completes it
+ * (service_volume_snapshot_job_run()).  The data is captured when this is
+ * called (point in time): the volume's written blocks are chunked and
+ * stored and the block map saved here (cost proportional to the data
+ * written since the volume was created, never to its size), then the
+ * pending row and a JOB_VOLUME_SNAPSHOT job naming that map are committed
+ * in one transaction, all under the store's lock held shared.  Writes that
+ * come after this returns are not in the snapshot.  -EBUSY when another
+ * process has the volume open for writing (its directory lock: kiln cannot
+ * hold that process's writes off).  On failure no row and no job remain. */
+int service_volume_snapshot_start(struct region *r, const char *vol_id,
+                                  const struct service_volume_snapshot_options *o,
+                                  char ret_id[ID_MAX_SIZE]);
+
+/* Run a JOB_VOLUME_SNAPSHOT job (called by service_job_run() for that
+ * kind): read back every chunk the captured map added over its parent
+ * (store_chunk_get() checks each digest), updating the row's progress,
+ * then, under the store's lock shared, one transaction: the row
+ * `completed` with the map, the job deleted.  A chunk or map that is
+ * missing or corrupt turns the row `error` with a StateMessage naming it,
+ * and deletes the job.  Returns as service_job_run(). */
+struct registry_job;
+int service_volume_snapshot_job_run(struct region *r, const struct registry_job *job,
+                                    const atomic_bool *stop, unsigned chunk_delay_us);
+
 /* gc: mark the block maps volumes were created from, and their chunks. */
 struct digest_map;
 int service_volume_roots(struct region *r, struct digest_map *live);

@@ -15,10 +15,25 @@
  *     the directory; a crash in between leaves a directory without a row,
  *     which gc removes.  A volume attached to an instance, or open by
  *     another process (its directory lock), is refused with -EBUSY.
- *   - CreateSnapshot: a pending row, then (store lock shared) the volume's
- *     new chunks, store_sync(), its block map, and the row completed with
- *     the map, as one update.  On failure the pending row is deleted:
- *     nothing refers to what was written, and gc reclaims it.
+ *   - CreateSnapshot, synchronous (service_volume_snapshot(), the CLI): a
+ *     pending row, then (store lock shared) the volume's new chunks,
+ *     store_sync(), its block map, and the row completed with the map, as
+ *     one update.  On failure the pending row is deleted: nothing refers
+ *     to what was written, and gc reclaims it.
+ *   - CreateSnapshot as EC2 answers it (service_volume_snapshot_start(),
+ *     the API): the capture is the same work, done at request time so the
+ *     snapshot is the volume at that moment; instead of completing the row
+ *     it commits the row `pending` and a JOB_VOLUME_SNAPSHOT job naming
+ *     the captured map, in one transaction under the store's lock (so gc
+ *     sees the job, which is a root through registry_job_source_maps(),
+ *     or nothing of it at all).  The job runner then reads back every
+ *     chunk the map added over its parent, checking each digest, and
+ *     completes the row and deletes the job in one transaction, under the
+ *     store's lock shared (gc sees the job or the completed row).  A
+ *     stopped or killed serve leaves the job; the next start runs it again
+ *     (reading back is idempotent).  A missing or corrupt chunk turns the
+ *     row `error` with the reason: never `completed` unverified, never
+ *     pending forever.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -35,6 +50,7 @@
 #include "common/error.h"
 #include "common/log.h"
 #include "common/util.h"
+#include "registry/jobs.h"
 #include "service/internal.h"
 #include "volume/volume.h"
 
@@ -328,6 +344,7 @@ int service_volume_snapshot_open(struct region *r, struct volume *v, const char 
     else
         memcpy(row.owner, vol->owner, sizeof(row.owner));
     snprintf(row.parent_id, sizeof(row.parent_id), "%s", vol->snapshot_id);
+    snprintf(row.volume_id, sizeof(row.volume_id), "%s", vol->id);
     row.volume_size = volume_size(v);
     row.volume_size_gib = vol->size_gib;
     row.description = o ? (char *)o->description : NULL;
@@ -377,6 +394,232 @@ int service_volume_snapshot(struct region *r, const char *vol_id,
     if (e < 0)
         return e;
     return service_volume_snapshot_open(r, v, vol_id, o, ret_id, ret);
+}
+
+int service_volume_snapshot_start(struct region *r, const char *vol_id,
+                                  const struct service_volume_snapshot_options *o,
+                                  char ret_id[ID_MAX_SIZE])
+{
+    _cleanup_(volume_closep) struct volume *v = NULL;
+    _cleanup_(registry_volume_freep) struct registry_volume *vol = NULL;
+    struct registry_snapshot row = { .state = SNAPSHOT_PENDING };
+    struct registry_job_item it = { { 0 } };
+    struct registry_job job = { .kind = JOB_VOLUME_SNAPSHOT, .items = &it, .n_items = 1 };
+    int e;
+
+    if (r->read_only)
+        return error_set(EROFS, "region '%s' is open read-only", r->name);
+    e = service_volume_get(r, vol_id, &vol);
+    if (e < 0)
+        return e;
+    /* Read-only: the directory lock shared, so a volume that another
+     * process has open for writing is refused (-EBUSY) and none can open
+     * it for writing until the capture is done. */
+    e = open_row(r, vol, VOLUME_OPEN_READ_ONLY, &v);
+    if (e < 0)
+        return e;
+    e = id_generate("snap", row.id, sizeof(row.id));
+    if (e < 0)
+        return e;
+    if (o && o->owner)
+        snprintf(row.owner, sizeof(row.owner), "%s", o->owner);
+    else
+        memcpy(row.owner, vol->owner, sizeof(row.owner));
+    snprintf(row.parent_id, sizeof(row.parent_id), "%s", vol->snapshot_id);
+    snprintf(row.volume_id, sizeof(row.volume_id), "%s", vol->id);
+    row.volume_size = volume_size(v);
+    row.volume_size_gib = vol->size_gib;
+    row.description = o ? (char *)o->description : NULL;
+    row.start_time = now_ms();
+
+    memcpy(job.id, row.id, sizeof(job.id));
+    memcpy(job.owner, row.owner, sizeof(job.owner));
+    snprintf(job.source_region, sizeof(job.source_region), "%s", r->name);
+    snprintf(job.source_id, sizeof(job.source_id), "%s", vol->id);
+    job.created = row.start_time;
+    memcpy(it.source_snapshot_id, row.id, sizeof(it.source_snapshot_id));
+    memcpy(it.target_snapshot_id, row.id, sizeof(it.target_snapshot_id));
+
+    e = store_lock(r->store, false, LOCK_TIMEOUT_MS);
+    if (e < 0)
+        return e;
+    /* The capture: chunks, store_sync(), the map. */
+    e = volume_snapshot(v, &it.source_map_id, NULL, NULL);
+    if (e >= 0)
+        e = registry_begin(r->reg);
+    if (e >= 0) {
+        e = registry_snapshot_insert(r->reg, &row);
+        if (e >= 0)
+            e = registry_job_insert(r->reg, &job);
+        if (e >= 0)
+            e = registry_commit(r->reg);
+        if (e < 0)
+            registry_rollback(r->reg);
+    }
+    store_unlock(r->store);
+    if (e < 0)
+        return e;
+    service_jobs_notify();
+    memcpy(ret_id, row.id, ID_MAX_SIZE);
+    return 0;
+}
+
+/* One transaction: the row completed with `map_id` (err 0) or `error`
+ * with `why`, and the job deleted.  row may be NULL (gone meanwhile). */
+static int job_finish(struct region *r, const struct registry_job *job,
+                      struct registry_snapshot *row, const struct digest *map_id, int err,
+                      const char *why)
+{
+    int e = registry_begin(r->reg);
+
+    if (e < 0)
+        return e;
+    if (row) {
+        if (err == 0) {
+            row->state = SNAPSHOT_COMPLETED;
+            row->progress = 100;
+            row->has_map = true;
+            row->map_id = *map_id;
+            row->completion_time = now_ms();
+        } else {
+            row->state = SNAPSHOT_ERROR;
+            free(row->state_message);
+            row->state_message = xstrdup(why);
+        }
+        e = registry_snapshot_update(r->reg, row);
+        if (e == -ENOENT) /* deleted meanwhile */
+            e = 0;
+    }
+    if (e >= 0)
+        e = registry_job_delete(r->reg, job->id);
+    if (e >= 0)
+        e = registry_commit(r->reg);
+    if (e < 0)
+        registry_rollback(r->reg);
+    return e;
+}
+
+/* Read back every chunk of `map` that its parent does not have. */
+static int verify_new_chunks(struct region *r, const struct registry_job *job,
+                             struct registry_snapshot *row, const struct blockmap *map,
+                             const atomic_bool *stop, unsigned delay_us)
+{
+    struct digest_map old;
+    struct blockmap *parent = NULL;
+    _cleanup_free_ uint8_t *buf = NULL;
+    size_t bufsize = 0, total = 0, done = 0;
+    char hex[DIGEST_HEX_SIZE];
+    int e = 0;
+
+    digest_map_init(&old);
+    /* The parent is only a shortcut: without it every chunk is read. */
+    if (!digest_is_null(&map->parent) && blockmap_load(r->store, &map->parent, &parent) == 0) {
+        for (size_t i = 0; i < parent->n; i++)
+            digest_map_insert(&old, &parent->ext[i].id, NULL);
+        blockmap_free(parent);
+    }
+    error_clear();
+    for (size_t i = 0; i < map->n; i++)
+        if (!digest_map_find(&old, &map->ext[i].id))
+            total++;
+    for (size_t i = 0; i < map->n && e >= 0; i++) {
+        const struct blockmap_extent *x = &map->ext[i];
+        size_t need = (size_t)x->count << BLOCK_SHIFT;
+        ssize_t got;
+
+        if (digest_map_find(&old, &x->id))
+            continue;
+        if (stop && atomic_load(stop)) {
+            e = -ECANCELED;
+            break;
+        }
+        if (need > bufsize) {
+            free(buf);
+            buf = xmalloc(need);
+            bufsize = need;
+        }
+        got = store_chunk_get(r->store, &x->id, buf, bufsize);
+        if (got < 0) {
+            e = error_set((int)-got, "chunk %s of snapshot '%s' (block %llu), captured from "
+                                     "volume '%s', is %s",
+                          digest_to_hex(&x->id, hex), job->id, (unsigned long long)x->block,
+                          job->source_id,
+                          got == -ENOENT ? "missing" : got == -EBADMSG ? "corrupt"
+                                                                        : strerror((int)-got));
+            break;
+        }
+        if (delay_us)
+            usleep(delay_us);
+        done++;
+        int pct = (int)(done * 90 / total);
+        if (pct >= row->progress + 10) {
+            row->progress = pct;
+            e = registry_snapshot_update(r->reg, row);
+            if (e == -ENOENT) { /* deleted meanwhile: stop reading */
+                error_clear();
+                e = 0;
+                break;
+            }
+        }
+    }
+    digest_map_release(&old);
+    return e;
+}
+
+int service_volume_snapshot_job_run(struct region *r, const struct registry_job *job,
+                                    const atomic_bool *stop, unsigned chunk_delay_us)
+{
+    struct registry_snapshot *row = NULL;
+    struct blockmap *map = NULL;
+    const struct digest *map_id;
+    char why[512], hex[DIGEST_HEX_SIZE];
+    int e, f;
+
+    if (r->read_only)
+        return error_set(EROFS, "region '%s' is open read-only", r->name);
+    if (job->kind != JOB_VOLUME_SNAPSHOT || job->n_items != 1)
+        return error_set(EINVAL, "job '%s' is not a volume snapshot", job->id);
+    map_id = &job->items[0].source_map_id;
+    e = registry_snapshot_get(r->reg, job->id, &row);
+    if (e == -ENOENT) {
+        error_clear();
+        e = 0;
+    } else if (e < 0) {
+        return e;
+    } else if (row->state != SNAPSHOT_PENDING) {
+        registry_snapshot_free(row);
+        row = NULL;
+    }
+    if (!row) /* deleted, or finished by someone else: nothing to do */
+        return job_finish(r, job, NULL, NULL, 0, NULL);
+
+    e = blockmap_load(r->store, map_id, &map);
+    if (e < 0) {
+        snprintf(why, sizeof(why), "%s", error_message() ? error_message() : strerror(-e));
+        e = error_set(e, "cannot read the block map %s captured from volume '%s': %s",
+                      digest_to_hex(map_id, hex), job->source_id, why);
+    }
+    if (e >= 0)
+        e = verify_new_chunks(r, job, row, map, stop, chunk_delay_us);
+    if (e >= 0) {
+        e = store_lock(r->store, false, LOCK_TIMEOUT_MS);
+        if (e >= 0) {
+            e = job_finish(r, job, row, map_id, 0, NULL);
+            store_unlock(r->store);
+        }
+        goto out; /* done, or the registry or a gc: try again later */
+    }
+    if (e == -ECANCELED || e == -EBUSY)
+        goto out;
+    snprintf(why, sizeof(why), "%s", error_message() ? error_message() : strerror(-e));
+    f = job_finish(r, job, row, NULL, e, why);
+    e = f < 0 ? f : 1;
+    if (f >= 0)
+        error_set(EIO, "%s", why); /* for the caller's log */
+out:
+    blockmap_free(map);
+    registry_snapshot_free(row);
+    return e;
 }
 
 int service_volume_roots(struct region *r, struct digest_map *live)

@@ -8,8 +8,10 @@ you."""
 import configparser
 import json
 import os
+import shutil
 import subprocess
 import tempfile
+import time
 import unittest
 
 import boto3
@@ -99,6 +101,8 @@ class CreateVolume(Base):
         self.assertEqual(r["Throughput"], 125)
         self.assertIs(r["Encrypted"], False)
         self.assertEqual(r["Tags"], [{"Key": "Name", "Value": "root"}])
+        # EC2's answer says creating; Describe says available (the waiter).
+        self.assertEqual(r["State"], "creating")
         self.ec2.get_waiter("volume_available").wait(
             VolumeIds=[vid], WaiterConfig={"Delay": 1, "MaxAttempts": 10})
         v = self.ec2.describe_volumes(VolumeIds=[vid])["Volumes"][0]
@@ -306,6 +310,48 @@ class CreateSnapshot(Base):
         v2 = self.ec2.create_volume(AvailabilityZone=ZONE, SnapshotId=sid)["VolumeId"]
         self.assertEqual(self.ec2.describe_volumes(VolumeIds=[v2])["Volumes"][0]["Size"], 2)
 
+    def test_volume_id(self):
+        """DescribeSnapshots names the volume a snapshot was taken of, and
+        vol-ffffffff for an imported one (as AWS does for copies)."""
+        vid = self.ec2.create_volume(AvailabilityZone=ZONE, Size=1)["VolumeId"]
+        sid = self.ec2.create_snapshot(VolumeId=vid)["SnapshotId"]
+        s = self.ec2.describe_snapshots(SnapshotIds=[sid])["Snapshots"][0]
+        self.assertEqual(s["VolumeId"], vid)
+        got = self.ec2.describe_snapshots(
+            Filters=[{"Name": "volume-id", "Values": [vid]}])["Snapshots"]
+        self.assertEqual([x["SnapshotId"] for x in got], [sid])
+        s = self.ec2.describe_snapshots(SnapshotIds=[self.snap])["Snapshots"][0]
+        self.assertEqual(s["VolumeId"], "vol-ffffffff")
+        self.ec2.get_waiter("snapshot_completed").wait(
+            SnapshotIds=[sid], WaiterConfig={"Delay": 1, "MaxAttempts": 20})
+
+    @unittest.skipUnless(shutil.which("qemu-io"), "qemu-io not found")
+    def test_point_in_time(self):
+        """The snapshot is the volume at the moment of CreateSnapshot: a
+        write after the call is not in it, even while the snapshot is still
+        pending.  A volume open for writing by `kiln nbd` is refused
+        (VolumeInUse, a documented difference from EC2)."""
+        vid = self.ec2.create_volume(AvailabilityZone=ZONE, Size=1)["VolumeId"]
+        with Nbd(vid) as n:
+            n.io("write -P 0x11 0 4M")
+            r = self.assertCode("VolumeInUse", self.ec2.create_snapshot, VolumeId=vid)
+            self.assertIn("kiln nbd", r["Error"]["Message"])
+        r = self.ec2.create_snapshot(VolumeId=vid, Description="point in time")
+        sid = r["SnapshotId"]
+        self.assertIn(r["State"], ("pending", "completed"))
+        self.assertEqual(r["VolumeId"], vid)
+        with Nbd(vid) as n:
+            n.io("write -P 0x22 0 4M")
+        self.ec2.get_waiter("snapshot_completed").wait(
+            SnapshotIds=[sid], WaiterConfig={"Delay": 1, "MaxAttempts": 60})
+        s = self.ec2.describe_snapshots(SnapshotIds=[sid])["Snapshots"][0]
+        self.assertEqual((s["State"], s["Progress"], s["VolumeId"]), ("completed", "100%", vid))
+        out = os.path.join(_tmp.name, "pit.raw")
+        kiln("snapshot", "export", sid, out)
+        with open(out, "rb") as f:
+            self.assertEqual(f.read(4 << 20), b"\x11" * (4 << 20))
+        os.unlink(out)
+
     def test_refusals(self):
         before = len(self.ec2.describe_snapshots(OwnerIds=["self"])["Snapshots"])
         self.assertCode("MissingParameter", self.ec2.create_snapshot, VolumeId="")
@@ -320,6 +366,76 @@ class CreateSnapshot(Base):
                                             "Tags": [{"Key": "a", "Value": "b"}]}])
         self.assertEqual(len(self.ec2.describe_snapshots(OwnerIds=["self"])["Snapshots"]),
                          before)
+
+
+class Tags(Base):
+    def test_volume_tags(self):
+        vid = self.ec2.create_volume(AvailabilityZone=ZONE, Size=1)["VolumeId"]
+        self.ec2.create_tags(Resources=[vid], Tags=[{"Key": "env", "Value": "test"}])
+        got = self.ec2.describe_tags(Filters=[{"Name": "resource-id", "Values": [vid]}])["Tags"]
+        self.assertEqual(got, [{"ResourceId": vid, "ResourceType": "volume", "Key": "env",
+                                "Value": "test"}])
+        got = self.ec2.describe_tags(
+            Filters=[{"Name": "resource-type", "Values": ["volume"]}])["Tags"]
+        self.assertIn(vid, [t["ResourceId"] for t in got])
+        self.assertEqual({t["ResourceType"] for t in got}, {"volume"})
+        v = self.ec2.describe_volumes(VolumeIds=[vid])["Volumes"][0]
+        self.assertEqual(v["Tags"], [{"Key": "env", "Value": "test"}])
+        # Another account's volume does not exist for you; a request naming
+        # it changes nothing, not even for the ids it could tag.
+        other = client(other_keys())
+        self.assertCode("InvalidVolume.NotFound", other.create_tags, Resources=[vid],
+                        Tags=[{"Key": "x", "Value": "y"}])
+        self.assertCode("InvalidVolume.NotFound", other.delete_tags, Resources=[vid])
+        self.assertNotIn(vid, [t["ResourceId"] for t in other.describe_tags()["Tags"]])
+        self.assertCode("InvalidVolume.NotFound", self.ec2.create_tags,
+                        Resources=[vid, "vol-0123456789abcdef0"],
+                        Tags=[{"Key": "x", "Value": "y"}])
+        self.assertCode("InvalidVolumeID.Malformed", self.ec2.create_tags, Resources=["vol-zz"],
+                        Tags=[{"Key": "x", "Value": "y"}])
+        v = self.ec2.describe_volumes(VolumeIds=[vid])["Volumes"][0]
+        self.assertEqual(v["Tags"], [{"Key": "env", "Value": "test"}])
+        self.ec2.delete_tags(Resources=[vid], Tags=[{"Key": "env"}])
+        self.assertEqual(self.ec2.describe_tags(
+            Filters=[{"Name": "resource-id", "Values": [vid]}])["Tags"], [])
+        self.assertEqual(self.ec2.describe_volumes(VolumeIds=[vid])["Volumes"][0].get("Tags", []), [])
+
+
+class Nbd:
+    """`kiln nbd VOL` on a unix socket, written with qemu-io."""
+
+    def __init__(self, vid):
+        self.vid = vid
+        self.sock = os.path.join(_tmp.name, vid + ".sock")
+
+    def __enter__(self):
+        self.log = open(os.path.join(_tmp.name, self.vid + ".log"), "w+")
+        self.p = subprocess.Popen([KILN, "--data-dir", DATA, "nbd", self.vid, "--socket",
+                                   self.sock], stderr=self.log)
+        for _ in range(600):
+            self.log.seek(0)
+            if "kiln: serving" in self.log.read():
+                return self
+            if self.p.poll() is not None:
+                break
+            time.sleep(0.05)
+        self.p.kill()
+        self.log.seek(0)
+        raise RuntimeError("kiln nbd did not start: " + self.log.read())
+
+    def io(self, cmd):
+        subprocess.run(["qemu-io", "-f", "raw", "-c", cmd, "-c", "flush",
+                        "nbd+unix:///?socket=" + self.sock], check=True, capture_output=True)
+
+    def __exit__(self, *exc):
+        self.p.terminate()
+        self.assert_rc(self.p.wait())
+        self.log.close()
+
+    def assert_rc(self, rc):
+        if rc != 0:
+            self.log.seek(0)
+            raise RuntimeError("kiln nbd exited %d: %s" % (rc, self.log.read()))
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@
  * requests refused with nothing created. */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +16,7 @@
 
 #include "common/error.h"
 #include "common/util.h"
+#include "registry/jobs.h"
 #include "service/service.h"
 #include "volume/volume.h"
 #include "tap.h"
@@ -244,6 +246,84 @@ int main(void)
     is_int(gr.volume_dirs_freed, 1, "removed it");
     ok(!dir_exists(r, "vol-00000000000000000"), "it is gone");
     ok(dir_exists(r, vid) && dir_exists(r, vid2), "the volumes' directories are not");
+
+    /* ---- CreateSnapshot as a job (service_volume_snapshot_start()) ---- */
+    {
+        struct service_volume_create_options jo = {.owner = OWNER, .size_gib = 1};
+        struct registry_job *job = NULL;
+        struct blockmap *jm = NULL;
+        struct volume *view = NULL;
+        char jv[ID_MAX_SIZE], js[ID_MAX_SIZE], js2[ID_MAX_SIZE];
+        atomic_bool stop = true;
+        uint8_t *ee = malloc(16 * 65536);
+
+        memset(ee, 0xee, 16 * 65536);
+        is_int(service_volume_create(r, &jo, jv), 0, "a volume for snapshot jobs");
+        is_int(service_volume_open(r, jv, 0, &v), 0, "opened it");
+        is_int(volume_write(v, pattern, 16 * 65536, 0, false), 0, "wrote 1 MiB");
+        volume_close(v);
+        v = NULL;
+        is_int(service_volume_snapshot_start(r, jv, NULL, js), 0, "CreateSnapshot as a job");
+        is_int(service_snapshot_get(r, js, &srow, NULL), 0, "its row");
+        ok(srow && srow->state == SNAPSHOT_PENDING && !srow->has_map && srow->progress == 0 &&
+               strcmp(srow->volume_id, jv) == 0,
+           "pending, no map yet, progress 0, the volume's id recorded");
+        registry_snapshot_free(srow);
+        srow = NULL;
+        is_int(registry_job_get(r->reg, js, &job), 0, "its job");
+        ok(job && job->kind == JOB_VOLUME_SNAPSHOT && strcmp(job->source_id, jv) == 0 &&
+               job->n_items == 1 && strcmp(job->items[0].target_snapshot_id, js) == 0,
+           "a volume-snapshot job of that volume");
+
+        /* Writes after the call are not in the snapshot. */
+        is_int(service_volume_open(r, jv, 0, &v), 0, "opened the volume again");
+        is_int(volume_write(v, ee, 16 * 65536, 0, false), 0, "overwrote the 1 MiB");
+        volume_close(v);
+        v = NULL;
+        memset(&gr, 0, sizeof(gr));
+        is_int(service_gc(r, false, 0, &gr), 0, "gc with no grace while the job is pending");
+        is_int(service_job_run(r, js, &stop, 0, NULL), -ECANCELED, "a stopped run: ECANCELED");
+        is_int(service_snapshot_get(r, js, &srow, NULL), 0, "the row after the stopped run");
+        ok(srow && srow->state == SNAPSHOT_PENDING, "still pending");
+        registry_snapshot_free(srow);
+        srow = NULL;
+        is_int(service_job_run(r, js, NULL, 0, NULL), 0, "the job runs to the end");
+        is_int(service_snapshot_get(r, js, &srow, NULL), 0, "the row after the job");
+        ok(srow && srow->state == SNAPSHOT_COMPLETED && srow->has_map && srow->progress == 100 &&
+               srow->completion_time > 0,
+           "completed, with its map");
+        registry_snapshot_free(srow);
+        srow = NULL;
+        registry_job_free(job);
+        job = NULL;
+        is_int(registry_job_get(r->reg, js, &job), -ENOENT, "the job is gone");
+        is_int(service_volume_open_snapshot(r, js, &view), 0, "opened the snapshot");
+        ok(view && volume_read(view, buf, 16 * 65536, 0) == 0 &&
+               memcmp(buf, pattern, 16 * 65536) == 0,
+           "it holds the data of the moment of the call, not the later write");
+        volume_close(view);
+
+        /* A chunk gone before the job runs: the snapshot is `error`. */
+        is_int(service_volume_snapshot_start(r, jv, NULL, js2), 0, "a second snapshot job");
+        is_int(registry_job_get(r->reg, js2, &job), 0, "its job");
+        is_int(job ? blockmap_load(r->store, &job->items[0].source_map_id, &jm) : -1, 0,
+               "its captured map");
+        ok(jm && jm->n >= 1 && jm->ext[0].block == 0 &&
+               store_remove(r->store, STORE_CHUNK, &jm->ext[0].id) == 0,
+           "removed the chunk of the 0xee data");
+        is_int(service_job_run(r, js2, NULL, 0, NULL), 1, "the job fails (1: recorded)");
+        is_int(service_snapshot_get(r, js2, &srow, NULL), 0, "the failed row");
+        ok(srow && srow->state == SNAPSHOT_ERROR && srow->state_message &&
+               strstr(srow->state_message, "missing") && strstr(srow->state_message, jv),
+           "error, with a StateMessage naming the missing chunk's volume");
+        registry_snapshot_free(srow);
+        srow = NULL;
+        registry_job_free(job);
+        job = NULL;
+        is_int(registry_job_get(r->reg, js2, &job), -ENOENT, "its job is gone too");
+        blockmap_free(jm);
+        free(ee);
+    }
 
     (void)v2;
     region_free(r);
