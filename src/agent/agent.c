@@ -55,7 +55,12 @@ static struct {
     bool active;
     uint32_t id;
     pid_t pid;
-    int in, out, err; /* -1 when closed */
+    int in, out, err; /* -1 when closed; `in` is non-blocking */
+    /* Stdin the command has not taken yet: while there is some, no more
+     * frames are read from the port (virtio-serial holds the host back),
+     * so a command that writes before it reads cannot deadlock the agent. */
+    uint8_t *pending;
+    size_t pending_len, pending_off;
 } job = { .in = -1, .out = -1, .err = -1 };
 
 static struct {
@@ -225,6 +230,8 @@ static void do_exec(const struct agent_header *h, const uint8_t *payload)
     job.id = h->id;
     job.pid = pid;
     job.in = in[1];
+    if (job.in >= 0)
+        fcntl(job.in, F_SETFL, fcntl(job.in, F_GETFL) | O_NONBLOCK);
     job.out = out[0];
     job.err = err[0];
     agent_msg_init(&m, AGENT_EXEC_STARTED, h->id);
@@ -241,6 +248,53 @@ fail:
     }
 }
 
+static void drop_pending(void)
+{
+    free(job.pending);
+    job.pending = NULL;
+    job.pending_len = job.pending_off = 0;
+}
+
+/* Write stdin to the command without blocking; keep what it does not take
+ * yet in job.pending. */
+static void feed_stdin(const uint8_t *p, size_t n)
+{
+    size_t done = 0;
+
+    while (job.in >= 0 && done < n) {
+        ssize_t w = write(job.in, p + done, n - done);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0 && errno == EAGAIN) {
+            uint8_t *copy = malloc(n - done);
+            if (!copy) {
+                close_fd(&job.in); /* cannot keep it: the command sees EOF */
+                return;
+            }
+            memcpy(copy, p + done, n - done);
+            job.pending = copy;
+            job.pending_len = n - done;
+            job.pending_off = 0;
+            return;
+        }
+        if (w <= 0) {
+            close_fd(&job.in); /* the command closed its input: drop the rest */
+            return;
+        }
+        done += (size_t)w;
+    }
+}
+
+static void feed_pending(void)
+{
+    uint8_t *buf = job.pending;
+    size_t off = job.pending_off, len = job.pending_len;
+
+    job.pending = NULL;
+    feed_stdin(buf + off, len - off);
+    free(buf);
+}
+
 static void do_stdin(const struct agent_header *h, const uint8_t *payload)
 {
     if (!job.active || h->id != job.id) {
@@ -251,17 +305,7 @@ static void do_stdin(const struct agent_header *h, const uint8_t *payload)
         close_fd(&job.in);
         return;
     }
-    size_t done = 0;
-    while (job.in >= 0 && done < h->length) {
-        ssize_t w = write(job.in, payload + done, h->length - done);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0) {
-            close_fd(&job.in); /* the command closed its input: drop the rest */
-            break;
-        }
-        done += (size_t)w;
-    }
+    feed_stdin(payload, h->length);
 }
 
 static void job_output(int *fd, uint32_t stream)
@@ -289,6 +333,7 @@ static void job_finish(void)
 
     while (waitpid(job.pid, &status, 0) < 0 && errno == EINTR)
         ;
+    drop_pending();
     close_fd(&job.in);
     agent_msg_init(&m, AGENT_EXIT, job.id);
     agent_msg_put_u32(&m, WIFSIGNALED(status) ? 1 : 0);
@@ -553,6 +598,8 @@ static void process_input(void)
         struct agent_header h;
         int r;
 
+        if (job.pending)
+            break; /* the command's stdin first */
         off += agent_resync(inbuf + off, inlen - off);
         if (inlen - off < AGENT_HEADER_SIZE)
             break;
@@ -593,24 +640,38 @@ int main(int argc, char **argv)
     }
     fprintf(stderr, "kiln-agent: listening on %s\n", port_path);
     for (;;) {
-        struct pollfd pfd[3] = { { port, POLLIN, 0 }, { job.out, POLLIN, 0 },
-                                 { job.err, POLLIN, 0 } };
+        struct pollfd pfd[4] = { { port, POLLIN, 0 }, { job.out, POLLIN, 0 },
+                                 { job.err, POLLIN, 0 },
+                                 { job.pending ? job.in : -1, POLLOUT, 0 } };
 
         if (job.active && job.out < 0 && job.err < 0) {
             job_finish();
+            process_input(); /* frames held back by pending stdin */
             continue;
         }
+        if (job.pending && job.in < 0) {
+            drop_pending();
+            process_input();
+            continue;
+        }
+        if (job.pending)
+            pfd[0].fd = -1; /* read no more frames until the command takes its input */
         /* While no host is connected the port reports POLLHUP at once:
          * then wait 100 ms on the command's pipes alone before looking
          * at the port again. */
         if (hung_up)
             pfd[0].fd = -1;
-        if (poll(pfd, 3, hung_up ? 100 : -1) < 0) {
+        if (poll(pfd, 4, hung_up ? 100 : -1) < 0) {
             if (errno == EINTR)
                 continue;
             return 1;
         }
         hung_up = false;
+        if (job.pending && pfd[3].revents) {
+            feed_pending();
+            if (!job.pending)
+                process_input();
+        }
         if (job.out >= 0 && (pfd[1].revents & (POLLIN | POLLHUP)))
             job_output(&job.out, 1);
         if (job.err >= 0 && (pfd[2].revents & (POLLIN | POLLHUP)))

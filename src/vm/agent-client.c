@@ -77,6 +77,56 @@ static int send_msg(struct agent_client *a, struct agent_msg *m)
     return r < 0 ? error_set(r, "agent: cannot send a request: %s", strerror(-r)) : 0;
 }
 
+/* Send a frame while taking in whatever the agent sends meanwhile (kept
+ * in a->buf for read_frame()): stdin going in and output coming out must
+ * not wait for each other, or a command that writes before it reads would
+ * stall both ends. */
+static int send_msg_reading(struct agent_client *a, struct agent_msg *m, uint64_t deadline)
+{
+    size_t done = 0;
+    int r = agent_msg_finish(m);
+
+    while (r >= 0 && done < m->len) {
+        struct pollfd pfd = { a->fd, POLLIN | POLLOUT, 0 };
+        int pr = poll(&pfd, 1, remaining_ms(deadline));
+        if (pr < 0 && errno == EINTR)
+            continue;
+        if (pr <= 0) {
+            r = pr < 0 ? error_set(errno, "agent: poll: %m")
+                       : error_set(ETIMEDOUT, "agent: the guest does not take its input");
+            break;
+        }
+        if (pfd.revents & POLLIN) {
+            if (a->len > (256ULL << 20)) {
+                r = error_set(EFBIG, "agent: too much output while sending input");
+                break;
+            }
+            if (a->cap - a->len < 65536) {
+                a->cap = a->cap ? a->cap * 2 : 2 * (AGENT_HEADER_SIZE + AGENT_MAX_PAYLOAD);
+                a->buf = xrealloc(a->buf, a->cap);
+            }
+            ssize_t n = recv(a->fd, a->buf + a->len, a->cap - a->len, MSG_DONTWAIT);
+            if (n == 0) {
+                r = error_set(ECONNRESET, "agent: the connection closed");
+                break;
+            }
+            if (n > 0)
+                a->len += (size_t)n;
+        }
+        if (pfd.revents & (POLLOUT | POLLERR | POLLHUP)) {
+            ssize_t w = send(a->fd, m->data + done, m->len - done, MSG_DONTWAIT | MSG_NOSIGNAL);
+            if (w < 0 && errno != EAGAIN && errno != EINTR) {
+                r = error_set(errno, "agent: cannot send input: %m");
+                break;
+            }
+            if (w > 0)
+                done += (size_t)w;
+        }
+    }
+    agent_msg_release(m);
+    return r < 0 ? r : 0;
+}
+
 /* The next whole frame, within the deadline: -ETIMEDOUT, -ECONNRESET when
  * QEMU closed the socket. */
 static int read_frame(struct agent_client *a, uint64_t deadline, struct frame *ret)
@@ -300,14 +350,14 @@ int agent_client_exec(struct agent_client *a, char *const *argv, const void *in,
             size_t n = left < AGENT_CHUNK ? left : AGENT_CHUNK;
             agent_msg_init(&m, AGENT_STDIN, id);
             agent_msg_put_bytes(&m, p, n);
-            r = send_msg(a, &m);
+            r = send_msg_reading(a, &m, deadline);
             if (r < 0)
                 return r;
             p += n;
             left -= n;
         }
         agent_msg_init(&m, AGENT_STDIN, id); /* the end of input: an empty chunk */
-        r = send_msg(a, &m);
+        r = send_msg_reading(a, &m, deadline);
         if (r < 0)
             return r;
     }

@@ -108,6 +108,15 @@ expect_stderr "not a regular file"
 want=$(sha256sum < "$T/blob" | cut -d' ' -f1)
 got=$(agent --stdin "$T/blob" exec sha256sum | cut -d' ' -f1)
 assert_eq "$got" "$want" "sha256sum of stdin in the guest"
+# A command that writes 2 MB before it reads its 3 MB of input (far more
+# than the pipes and socket buffers between them hold): input and output
+# must flow at once, neither end waiting for the other.
+head -c 3000000 /dev/urandom > "$T/big"
+agent --stdin "$T/big" exec sh -c 'head -c 2000000 /dev/zero | tr "\0" x; echo; wc -c' \
+    > "$T/mixed" || die "write-before-read exec failed"
+assert_eq "$(tail -n 1 "$T/mixed" | tr -d ' ')" 3000000 "input taken after output"
+assert_eq "$(head -n 1 "$T/mixed" | tr -d x | wc -c)" 1 "output before input"
+assert_eq "$(head -n 1 "$T/mixed" | wc -c)" 2000001 "all of the output"
 : > "$T/empty"
 assert_eq "$(agent --stdin "$T/empty" exec wc -c)" 0 "an empty stdin"
 agent sync || die "sync failed"
