@@ -1096,12 +1096,21 @@ int service_ebs_read_block(struct region *r, const struct blockmap *m, uint64_t 
                            void *buf)
 {
     uint64_t start = index * EBS_BLOCK_SIZE;
+    int e;
 
     if (index >= DIV_ROUND_UP(m->volume_size, EBS_BLOCK_SIZE))
         return error_set(ERANGE, "block index %" PRIu64 " is past the end of the volume", index);
     memset(buf, 0, EBS_BLOCK_SIZE);
-    return snapshot_read(r->store, m, buf,
-                         (size_t)MIN((uint64_t)EBS_BLOCK_SIZE, m->volume_size - start), start);
+    e = snapshot_read(r->store, m, buf,
+                      (size_t)MIN((uint64_t)EBS_BLOCK_SIZE, m->volume_size - start), start);
+    if (e == -ENOENT) {
+        /* The map names the chunk: a missing one is damage to the store,
+         * not a snapshot that does not exist. */
+        char why[512];
+        snprintf(why, sizeof(why), "%s", error_message() ? error_message() : "a chunk is missing");
+        return error_set(EBADMSG, "cannot read block %" PRIu64 ": %s", index, why);
+    }
+    return e;
 }
 
 /* Block `index` of m, zeros past the end of its volume. */

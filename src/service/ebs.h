@@ -114,7 +114,8 @@ bool service_ebs_block_present(const struct blockmap *m, uint64_t index);
 
 /* Read 512 KiB block `index` of m (zeros where it holds none and past the
  * end of the volume) into buf (EBS_BLOCK_SIZE bytes).  -ERANGE past the
- * volume. */
+ * volume; -EBADMSG for a chunk the store lacks or that fails its digest
+ * (damage, never "not found"). */
 int service_ebs_read_block(struct region *r, const struct blockmap *m, uint64_t index,
                            void *buf);
 
