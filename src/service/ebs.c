@@ -283,9 +283,16 @@ int service_ebs_expire(struct region *r, const char *snap_id, size_t *ret_n)
     if (e < 0)
         return e;
     for (size_t i = 0; i < n; i++) {
+        /* One upload that cannot be checked (its staging directory
+         * damaged, the registry busy for it) neither stops the others
+         * being cancelled nor fails the caller's unrelated request. */
         e = expire_one(r, &list[i]);
-        if (e < 0)
-            return e;
+        if (e < 0) {
+            log_warning("cannot check EBS upload '%s' for its timeout: %s",
+                        list[i].snapshot_id, error_message() ? error_message() : strerror(-e));
+            error_clear();
+            continue;
+        }
         expired += (size_t)e;
     }
 

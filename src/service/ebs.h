@@ -81,8 +81,10 @@ int service_ebs_roots(struct region *r, struct digest_map *live);
  * for that long): the row turns error with a message and the staged
  * blocks are removed.  Also removes staging directories of snapshots that
  * are no longer pending (a completion or deletion that stopped half-way).
- * With `snap_id`, only that snapshot is checked.  *ret_n (may be NULL):
- * how many were cancelled. */
+ * With `snap_id`, only that snapshot is checked (and its failure is
+ * returned); without, an upload that cannot be checked is logged and
+ * skipped, so one damaged upload does not stop the sweep.  *ret_n (may be
+ * NULL): how many were cancelled. */
 int service_ebs_expire(struct region *r, const char *snap_id, size_t *ret_n);
 
 /* Whether `account` may read snapshot s through the EBS direct API: it

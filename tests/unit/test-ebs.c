@@ -181,6 +181,71 @@ static void test_parent_deleted(struct region *r, const uint8_t *a, uint8_t *got
     free(e);
 }
 
+/* Make upload `id` look 11 minutes old (row and staging directory). */
+static void age_upload(struct region *r, const char *id)
+{
+    char path[512], sql[300];
+    sqlite3 *db = NULL;
+    struct timespec ts[2];
+
+    snprintf(path, sizeof(path), "%s/registry.db", r->dir);
+    snprintf(sql, sizeof(sql),
+             "UPDATE snapshots SET start_time = start_time - 660000 WHERE id = '%s';"
+             "UPDATE ebs_uploads SET timeout_minutes = 10 WHERE snapshot_id = '%s'",
+             id, id);
+    ok(sqlite3_open(path, &db) == SQLITE_OK && sqlite3_exec(db, sql, 0, 0, 0) == SQLITE_OK,
+       "age the row of '%s'", id);
+    sqlite3_close(db);
+    clock_gettime(CLOCK_REALTIME, &ts[0]);
+    ts[0].tv_sec -= 660;
+    ts[1] = ts[0];
+    snprintf(path, sizeof(path), "%s/ebs-uploads/%s", r->dir, id);
+    is_int(utimensat(AT_FDCWD, path, ts, 0), 0, "and its staging directory");
+}
+
+/* The Timeout sweep (StartSnapshot runs it for the whole region) goes on
+ * past an upload it cannot check: the other expired one is cancelled. */
+static void test_sweep_skips_a_damaged_upload(struct region *r, const uint8_t *a)
+{
+    struct service_ebs_start_options o = { .owner = OWNER, .volume_size_gib = 1 };
+    struct registry_snapshot *x = NULL, *y = NULL;
+    char bad[ID_MAX_SIZE] = "", good[ID_MAX_SIZE] = "", path[512];
+    size_t expired = 0;
+    int fd;
+
+    is_int(service_ebs_start(r, &o, &x), 0, "start two uploads");
+    is_int(service_ebs_start(r, &o, &y), 0, "the second");
+    if (!x || !y)
+        goto out;
+    /* The sweep goes by snapshot id: damage the first one. */
+    snprintf(bad, sizeof(bad), "%s", strcmp(x->id, y->id) < 0 ? x->id : y->id);
+    snprintf(good, sizeof(good), "%s", strcmp(x->id, y->id) < 0 ? y->id : x->id);
+    is_int(put(r, OWNER, good, 0, a), 0, "a block for the good one");
+    age_upload(r, bad);
+    age_upload(r, good);
+    snprintf(path, sizeof(path), "%s/ebs-uploads/%s", r->dir, bad);
+    ok(rmdir(path) == 0 && (fd = open(path, O_CREAT | O_WRONLY, 0600)) >= 0 && close(fd) == 0,
+       "the first one's staging directory is a file now");
+    {
+        struct timespec ts[2];
+        clock_gettime(CLOCK_REALTIME, &ts[0]);
+        ts[0].tv_sec -= 660;
+        ts[1] = ts[0];
+        is_int(utimensat(AT_FDCWD, path, ts, 0), 0, "an old one");
+    }
+    is_int(service_ebs_expire(r, NULL, &expired), 0, "the sweep runs");
+    is_int(expired, 1, "and cancels the other one");
+    is_int(state_of(r, good), SNAPSHOT_ERROR, "which is error");
+    is_int(state_of(r, bad), SNAPSHOT_PENDING, "the damaged one is left");
+    ok(unlink(path) == 0 && mkdir(path, 0700) == 0, "repair it");
+    age_upload(r, bad);
+    is_int(service_ebs_expire(r, NULL, &expired), 0, "the sweep runs again");
+    is_int(expired, 1, "and cancels it too");
+out:
+    registry_snapshot_free(x);
+    registry_snapshot_free(y);
+}
+
 int main(void)
 {
     struct region *r = NULL;
@@ -357,6 +422,7 @@ int main(void)
     }
     registry_snapshot_free(row);
     row = NULL;
+    test_sweep_skips_a_damaged_upload(r, a);
 
     /* Client tokens. */
     o.client_token = "token-1";
