@@ -9,12 +9,14 @@
 # the console shows the banner with an SMBIOS uuid beginning with ec2.  Bad input is refused
 # precisely.
 #
-# The .debs are cached in $KILN_VM_CACHE (the build directory's vm-cache):
-# the first run downloads them (apt-get download), later runs are offline.
+# The .debs are cached in $KILN_VM_CACHE, default
+# ${XDG_CACHE_HOME:-~/.cache}/kiln-test-debs, shared by every build
+# directory (CI's gcc and sanitizer runs): the first run downloads them
+# (apt-get download), later runs are offline.
 . "$(dirname "$0")/functions.sh"
 requires qemu-system-x86_64 dpkg-deb mkfs.ext4 python3 cmp
 export KILN_ACCEL=tcg
-cache=${KILN_VM_CACHE:-$T/cache}
+cache=${KILN_VM_CACHE:-${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/kiln-test-debs}
 mkdir -p "$cache"
 if ! ls "$cache"/linux-image-*.deb >/dev/null 2>&1; then
     requires apt-get
