@@ -714,6 +714,9 @@ static void test_upgrade(void)
             break;
         rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
     }
+    /* And the columns later migrations added to version 1's tables. */
+    if (rc == SQLITE_OK)
+        rc = sqlite3_exec(db, "ALTER TABLE snapshots DROP COLUMN volume_id", NULL, NULL, NULL);
     if (rc == SQLITE_OK)
         rc = sqlite3_exec(db, "PRAGMA user_version = 1", NULL, NULL, NULL);
     sqlite3_close(db);
