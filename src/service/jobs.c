@@ -52,6 +52,7 @@
 struct job_ref {
     char region[JOB_REGION_SIZE];
     char id[ID_MAX_SIZE];
+    enum registry_job_kind kind; /* for the log line of a finished job */
 };
 
 struct job_runner {
@@ -169,6 +170,7 @@ static void scan(struct job_runner *jr, struct job_ref **ret, size_t *ret_n)
             struct job_ref j;
             snprintf(j.region, sizeof(j.region), "%s", name);
             snprintf(j.id, sizeof(j.id), "%s", jobs[k]->id);
+            j.kind = jobs[k]->kind;
             ref_add(&found, &n, &j);
         }
         registry_job_list_free(jobs, n_jobs);
@@ -194,7 +196,9 @@ static void run_one(struct job_runner *jr, const struct job_ref *j, bool *ret_re
         e = service_job_run(dst, j->id, &jr->stop, jr->opts.chunk_delay_us, &st);
     }
     region_free(dst);
-    if (e == 0)
+    if (e == 0 && j->kind == JOB_VOLUME_SNAPSHOT)
+        log_info("job %s (%s): done: volume snapshot completed", j->id, j->region);
+    else if (e == 0)
         log_info("job %s (%s): done: %s copied in %llu chunks, %s already present", j->id,
                  j->region, format_bytes(st.bytes_copied, b1, sizeof(b1)),
                  (unsigned long long)st.chunks_copied,
