@@ -386,6 +386,104 @@ static const char migration_8[] =
     "ALTER TABLE job_items_v8 RENAME TO job_items;\n"
     "CREATE INDEX jobs_source_region ON jobs (source_region);\n";
 
+/* Instances, key pairs and security groups (src/registry/instances.c).
+ * Instance ids are "i-" and 17 hex digits, reservations "r-", key pairs
+ * "key-", security groups "sg-".  address is the instance's own loopback
+ * address (127.x.y.z, docs/api.md): unique among the instances that are not
+ * terminated (a terminated row stays visible a while, as in EC2, but gives
+ * its address back).  user_data is the decoded bytes (at most 16 KiB, EC2's
+ * limit).  The rules of a security group are stored, not enforced (user
+ * networking only forwards port 22 to each instance's own address). */
+static const char migration_9[] =
+    "CREATE TABLE instances (\n"
+    "    id                TEXT NOT NULL PRIMARY KEY\n"
+    "                      CHECK (length(id) = 19 AND substr(id, 1, 2) = 'i-'\n"
+    "                             AND substr(id, 3) NOT GLOB '*[^0-9a-f]*'),\n"
+    "    owner             TEXT NOT NULL\n"
+    "                      CHECK (length(owner) = 12 AND owner NOT GLOB '*[^0-9]*'),\n"
+    "    reservation_id    TEXT NOT NULL\n"
+    "                      CHECK (length(reservation_id) = 19 AND substr(reservation_id, 1, 2) = 'r-'\n"
+    "                             AND substr(reservation_id, 3) NOT GLOB '*[^0-9a-f]*'),\n"
+    "    launch_index      INTEGER NOT NULL CHECK (launch_index >= 0),\n"
+    "    image_id          TEXT NOT NULL\n"
+    "                      CHECK (length(image_id) = 21 AND substr(image_id, 1, 4) = 'ami-'\n"
+    "                             AND substr(image_id, 5) NOT GLOB '*[^0-9a-f]*'),\n"
+    "    instance_type     TEXT NOT NULL CHECK (length(instance_type) BETWEEN 1 AND 32),\n"
+    "    state             TEXT NOT NULL\n"
+    "                      CHECK (state IN ('pending', 'running', 'shutting-down', 'terminated',\n"
+    "                                       'stopping', 'stopped')),\n"
+    "    reason_code       TEXT CHECK (reason_code IS NULL OR length(reason_code) BETWEEN 1 AND 64),\n"
+    "    reason_message    TEXT CHECK (reason_message IS NULL OR length(reason_message) <= 1024),\n"
+    "    launch_time       INTEGER NOT NULL CHECK (launch_time >= 0),\n"
+    "    availability_zone TEXT NOT NULL CHECK (length(availability_zone) BETWEEN 1 AND 64),\n"
+    "    key_name          TEXT CHECK (key_name IS NULL OR length(key_name) BETWEEN 1 AND 255),\n"
+    "    user_data         BLOB CHECK (user_data IS NULL OR length(user_data) <= 16384),\n"
+    "    address           TEXT NOT NULL\n"
+    "                      CHECK (length(address) BETWEEN 9 AND 15 AND address GLOB '127.*'\n"
+    "                             AND address NOT GLOB '*[^0-9.]*'),\n"
+    "    root_device_name  TEXT NOT NULL CHECK (length(root_device_name) BETWEEN 1 AND 64),\n"
+    "    root_volume_id    TEXT\n"
+    "                      CHECK (root_volume_id IS NULL OR (length(root_volume_id) = 21\n"
+    "                             AND substr(root_volume_id, 1, 4) = 'vol-'\n"
+    "                             AND substr(root_volume_id, 5) NOT GLOB '*[^0-9a-f]*')),\n"
+    "    root_delete_on_termination INTEGER NOT NULL CHECK (root_delete_on_termination IN (0, 1)),\n"
+    "    http_tokens       TEXT NOT NULL CHECK (http_tokens IN ('optional', 'required')),\n"
+    "    http_endpoint     TEXT NOT NULL CHECK (http_endpoint IN ('enabled', 'disabled')),\n"
+    "    http_hop_limit    INTEGER NOT NULL CHECK (http_hop_limit BETWEEN 1 AND 64),\n"
+    "    client_token      TEXT CHECK (client_token IS NULL\n"
+    "                                  OR length(client_token) BETWEEN 1 AND 64)\n"
+    ") STRICT;\n"
+    "\n"
+    "CREATE UNIQUE INDEX instances_address ON instances (address) WHERE state <> 'terminated';\n"
+    "CREATE INDEX instances_launch ON instances (launch_time, id);\n"
+    "CREATE INDEX instances_owner ON instances (owner, launch_time, id);\n"
+    "CREATE INDEX instances_reservation ON instances (reservation_id);\n"
+    "CREATE UNIQUE INDEX instances_client_token ON instances (owner, client_token, launch_index)\n"
+    "    WHERE client_token IS NOT NULL;\n"
+    "\n"
+    "CREATE TABLE key_pairs (\n"
+    "    id           TEXT NOT NULL PRIMARY KEY\n"
+    "                 CHECK (length(id) = 21 AND substr(id, 1, 4) = 'key-'\n"
+    "                        AND substr(id, 5) NOT GLOB '*[^0-9a-f]*'),\n"
+    "    owner        TEXT NOT NULL\n"
+    "                 CHECK (length(owner) = 12 AND owner NOT GLOB '*[^0-9]*'),\n"
+    "    name         TEXT NOT NULL CHECK (length(name) BETWEEN 1 AND 255),\n"
+    "    key_type     TEXT NOT NULL CHECK (key_type IN ('rsa', 'ed25519')),\n"
+    "    fingerprint  TEXT NOT NULL CHECK (length(fingerprint) BETWEEN 1 AND 128),\n"
+    "    public_key   TEXT NOT NULL CHECK (length(public_key) BETWEEN 1 AND 16384),\n"
+    "    create_time  INTEGER NOT NULL CHECK (create_time >= 0),\n"
+    "    UNIQUE (owner, name)\n"
+    ") STRICT;\n"
+    "\n"
+    "CREATE TABLE security_groups (\n"
+    "    id           TEXT NOT NULL PRIMARY KEY\n"
+    "                 CHECK (length(id) = 20 AND substr(id, 1, 3) = 'sg-'\n"
+    "                        AND substr(id, 4) NOT GLOB '*[^0-9a-f]*'),\n"
+    "    owner        TEXT NOT NULL\n"
+    "                 CHECK (length(owner) = 12 AND owner NOT GLOB '*[^0-9]*'),\n"
+    "    name         TEXT NOT NULL CHECK (length(name) BETWEEN 1 AND 255),\n"
+    "    description  TEXT NOT NULL CHECK (length(description) BETWEEN 1 AND 255),\n"
+    "    create_time  INTEGER NOT NULL CHECK (create_time >= 0),\n"
+    "    UNIQUE (owner, name)\n"
+    ") STRICT;\n"
+    "\n"
+    "CREATE TABLE security_group_rules (\n"
+    "    group_id     TEXT NOT NULL REFERENCES security_groups (id) ON DELETE CASCADE,\n"
+    "    ip_protocol  TEXT NOT NULL CHECK (ip_protocol IN ('tcp', 'udp', 'icmp', '-1')),\n"
+    "    from_port    INTEGER NOT NULL CHECK (from_port BETWEEN -1 AND 65535),\n"
+    "    to_port      INTEGER NOT NULL CHECK (to_port BETWEEN -1 AND 65535),\n"
+    "    cidr_ip      TEXT NOT NULL CHECK (length(cidr_ip) BETWEEN 9 AND 18),\n"
+    "    PRIMARY KEY (group_id, ip_protocol, from_port, to_port, cidr_ip)\n"
+    ") STRICT, WITHOUT ROWID;\n"
+    "\n"
+    "CREATE TABLE instance_security_groups (\n"
+    "    instance_id  TEXT NOT NULL REFERENCES instances (id) ON DELETE CASCADE,\n"
+    "    group_id     TEXT NOT NULL REFERENCES security_groups (id),\n"
+    "    PRIMARY KEY (instance_id, group_id)\n"
+    ") STRICT, WITHOUT ROWID;\n"
+    "\n"
+    "CREATE INDEX instance_security_groups_group ON instance_security_groups (group_id);\n";
+
 static const struct reg_migration migrations[] = {
     { 1, "snapshots, tags and settings", migration_1 },
     { 2, "images, block devices and launch permissions", migration_2 },
@@ -395,6 +493,7 @@ static const struct reg_migration migrations[] = {
     { 6, "volumes", migration_6 },
     { 7, "the parent block map of EBS uploads", migration_7 },
     { 8, "volume snapshot jobs, the volume of a snapshot", migration_8 },
+    { 9, "instances, key pairs and security groups", migration_9 },
 };
 
 _Static_assert(REGISTRY_APPLICATION_ID == 1802071150, "migration 1 stamps this application id");
