@@ -70,6 +70,7 @@ int cmd_account(struct cli *cli, int argc, char **argv);
 int cmd_nbd(struct cli *cli, int argc, char **argv);
 int cmd_volume(struct cli *cli, int argc, char **argv);
 int cmd_vm(struct cli *cli, int argc, char **argv);
+int cmd_imds_serve(struct cli *cli, int argc, char **argv);
 int cmd_base_image(struct cli *cli, int argc, char **argv);
 
 #endif

@@ -25,12 +25,13 @@
 #include "common/log.h"
 #include "common/util.h"
 #include "nbd/nbd.h"
+#include "imds/imds.h"
 #include "vm/vm.h"
 #include "volume/volume.h"
 
 static const char vm_usage[] =
     "usage: kiln vm boot VOLUME [--dir DIR] [--memory MIB] [--vcpus N]\n"
-    "                           [--ssh ADDR:PORT] [--append ARGS]\n"
+    "                           [--ssh ADDR:PORT] [--append ARGS] [--metadata FILE]\n"
     "       kiln vm agent SOCKET hello|exec CMD [ARG...]|put LOCAL REMOTE [MODE]|\n"
     "                            get REMOTE LOCAL|sync|freeze MOUNT|thaw MOUNT|\n"
     "                            poweroff|reboot   [--timeout SECONDS] [--stdin FILE]\n"
@@ -50,6 +51,9 @@ static const char vm_usage[] =
     "  --vcpus N         virtual CPUs (default 1)\n"
     "  --ssh ADDR:PORT   forward a loopback address and port to the guest's port 22\n"
     "  --append ARGS     extra kernel arguments\n"
+    "  --metadata FILE   serve this instance metadata (the DIR/imds.instance form,\n"
+    "                    docs/imds.md) at 169.254.169.254; without it the address\n"
+    "                    is still caught and answers nothing\n"
     "\n"
     "`vm agent` connects to a guest's agent socket and waits (--timeout, default\n"
     "120 s) for its hello; `exec` passes the command's stdout and stderr through\n"
@@ -62,11 +66,12 @@ struct boot_args {
     const char *dir;
     const char *append;
     const char *ssh;
+    const char *metadata;
     unsigned memory, vcpus;
     char **pos;
 };
 
-enum { OPT_DIR = 1000, OPT_MEMORY, OPT_VCPUS, OPT_SSH, OPT_APPEND };
+enum { OPT_DIR = 1000, OPT_MEMORY, OPT_VCPUS, OPT_SSH, OPT_APPEND, OPT_METADATA };
 
 static int parse_uint(const char *s, unsigned max, unsigned *ret)
 {
@@ -94,6 +99,9 @@ static int boot_option(int opt, const char *arg, void *ud)
         return -1;
     case OPT_SSH:
         a->ssh = arg;
+        return -1;
+    case OPT_METADATA:
+        a->metadata = arg;
         return -1;
     case OPT_MEMORY:
         if (parse_uint(arg, 1U << 20, &a->memory) < 0 || a->memory < 64) {
@@ -152,6 +160,8 @@ static int supervise(struct vm *vm, const char *qmp_path, const sigset_t *sigs, 
     }
 }
 
+static int read_local(const char *path, char **ret, size_t *ret_len);
+
 static int do_boot(struct cli *cli, int argc, char **argv)
 {
     static const struct option options[] = {
@@ -161,12 +171,13 @@ static int do_boot(struct cli *cli, int argc, char **argv)
         { "vcpus", required_argument, NULL, OPT_VCPUS },
         { "ssh", required_argument, NULL, OPT_SSH },
         { "append", required_argument, NULL, OPT_APPEND },
+        { "metadata", required_argument, NULL, OPT_METADATA },
         { NULL, 0, NULL, 0 },
     };
     struct boot_args a = { 0 };
     _cleanup_(region_freep) struct region *r = NULL;
     _cleanup_free_ char *dir = NULL, *nbd_sock = NULL, *kernel = NULL, *initrd = NULL;
-    _cleanup_free_ char *qmp = NULL, *ssh_addr = NULL;
+    _cleanup_free_ char *qmp = NULL, *ssh_addr = NULL, *netdev = NULL, *absdir = NULL;
     struct volume *v = NULL;
     struct nbd_backend be;
     struct nbd_server *srv = NULL;
@@ -178,7 +189,7 @@ static int do_boot(struct cli *cli, int argc, char **argv)
     sigset_t sigs;
     int e, ex, status = 0;
 
-    ex = cli_parse(cli, argc, argv, options, vm_usage, "dir memory vcpus ssh append", 1,
+    ex = cli_parse(cli, argc, argv, options, vm_usage, "dir memory vcpus ssh append metadata", 1,
                    boot_option, &a, &a.pos);
     if (ex >= 0)
         return ex;
@@ -211,6 +222,35 @@ static int do_boot(struct cli *cli, int argc, char **argv)
     if (e < 0) {
         volume_close(v);
         cli_error(e, "cannot boot '%s'", id);
+        return 1;
+    }
+    /* the metadata network (docs/imds.md): always, so that the guest
+     * never reaches the host's 169.254.169.254 */
+    absdir = realpath(dir, NULL);
+    if (!absdir) {
+        volume_close(v);
+        cli_error(-errno, "cannot resolve '%s'", dir);
+        return 1;
+    }
+    if (a.metadata) {
+        _cleanup_free_ char *text = NULL;
+        size_t tlen;
+        struct imds_instance md;
+        e = read_local(a.metadata, &text, &tlen);
+        if (e >= 0)
+            e = imds_instance_parse(text, tlen, &md);
+        if (e >= 0) {
+            e = imds_instance_install(absdir, &md, NULL, &netdev);
+            imds_instance_release(&md);
+        }
+    } else {
+        e = imds_instance_uninstall(absdir);
+        if (e >= 0)
+            e = imds_netdev_options(absdir, NULL, &netdev);
+    }
+    if (e < 0) {
+        volume_close(v);
+        cli_error(e, "cannot set up the metadata service for '%s'", id);
         return 1;
     }
     kernel = xasprintf("%s/vmlinuz", dir);
@@ -252,6 +292,7 @@ static int do_boot(struct cli *cli, int argc, char **argv)
     c.vcpus = a.vcpus;
     c.memory_mib = a.memory;
     c.accel = accel;
+    c.netdev_extra = netdev;
     e = vm_start(&c, &vm);
     if (e < 0) {
         cli_error(e, "cannot start QEMU");

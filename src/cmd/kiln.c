@@ -30,6 +30,8 @@ static const char usage[] =
     "  volume list|show|delete|grow  list, show, delete or grow volumes\n"
     "  volume snapshot VOL      snapshot a volume incrementally\n"
     "  vm boot VOLUME           boot a volume under QEMU (`kiln vm --help`)\n"
+    "  imds-serve DIR           one guest connection to the metadata service\n"
+    "                           (run by QEMU's guestfwd; docs/imds.md)\n"
     "  base-image build tiny    build and register a base image from Debian packages\n"
     "  account create NAME      create an account and its first access key\n"
     "  account list             list accounts and their access key ids\n"
@@ -112,6 +114,8 @@ int main(int argc, char **argv)
         r = cmd_volume(&cli, argc, argv);
     else if (strcmp(verb, "vm") == 0)
         r = cmd_vm(&cli, argc, argv);
+    else if (strcmp(verb, "imds-serve") == 0)
+        r = cmd_imds_serve(&cli, argc, argv);
     else if (strcmp(verb, "base-image") == 0)
         r = cmd_base_image(&cli, argc, argv);
     else if (strcmp(verb, "help") == 0) {

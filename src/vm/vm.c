@@ -178,6 +178,8 @@ int vm_argv_build(const struct vm_config *c, char ***ret_argv)
                          c->ssh_address, c->ssh_port);
     if (c->append && strchr(c->append, '\n'))
         return error_set(EINVAL, "vm: kernel arguments contain a newline");
+    if (c->netdev_extra && strchr(c->netdev_extra, '\n'))
+        return error_set(EINVAL, "vm: netdev options contain a newline");
     qmp = xasprintf("%s/qmp.sock", c->dir);
     agent = xasprintf("%s/agent.sock", c->dir);
     console = xasprintf("%s/console.log", c->dir);
@@ -236,15 +238,17 @@ int vm_argv_build(const struct vm_config *c, char ***ret_argv)
     addf(&a, "socket,id=agent,path=%s,server=on,wait=off", agent);
     add(&a, "-device");
     add(&a, "virtserialport,bus=vser.0,chardev=agent,name=org.kiln.agent.0");
-    /* User networking (slirp).  Known gap until the metadata service
-     * exists (docs/vm.md): slirp forwards the guest's connections to
-     * 169.254.169.254 to the host's own network.  guestfwd cannot catch
-     * that address while the guest network is 10.0.2.0/24. */
+    /* User networking (slirp).  Without netdev_extra the guest network is
+     * slirp's 10.0.2.0/24 and a connection to 169.254.169.254 leaves
+     * through the host's network; callers pass imds_netdev_options()
+     * (docs/imds.md), which moves the guest network onto 169.254.0.0/16
+     * and catches the metadata address with a guestfwd. */
+    _cleanup_free_ char *ssh = c->ssh_address ? xasprintf(",hostfwd=tcp:%s:%u-:22",
+                                                          c->ssh_address, c->ssh_port)
+                                              : xstrdup("");
     add(&a, "-netdev");
-    if (c->ssh_address)
-        addf(&a, "user,id=net0,hostfwd=tcp:%s:%u-:22", c->ssh_address, c->ssh_port);
-    else
-        add(&a, "user,id=net0");
+    addf(&a, "user,id=net0%s%s%s", ssh, c->netdev_extra ? "," : "",
+         c->netdev_extra ? c->netdev_extra : "");
     add(&a, "-device");
     add(&a, "virtio-net-pci,netdev=net0,romfile="); /* no iPXE ROM: -kernel boots */
     *ret_argv = a.v;

@@ -45,6 +45,8 @@ struct vm_config {
     const char *ssh_address;    /* 127.x.y.z forwarded to the guest's port 22, or NULL */
     unsigned ssh_port;          /* host port for ssh_address */
     const char *qemu;           /* NULL: qemu-system-x86_64 from PATH */
+    const char *netdev_extra;   /* appended to `-netdev user,id=net0,` (the metadata
+                                 * network, imds_netdev_options()), or NULL */
 };
 
 /* The argv (NULL-terminated, caller frees with vm_strv_free()) that runs
