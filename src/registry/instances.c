@@ -14,19 +14,22 @@
 #include "registry/instances.h"
 #include "registry/internal.h"
 
-#define INSTANCE_COLUMNS                                                                         \
-    "id, owner, reservation_id, launch_index, image_id, instance_type, state, reason_code, "     \
-    "reason_message, launch_time, availability_zone, key_name, user_data, address, "             \
-    "root_device_name, root_volume_id, root_delete_on_termination, http_tokens, "                \
+#define INSTANCE_COLUMNS                                                                           \
+    "id, owner, reservation_id, launch_index, image_id, instance_type, state, reason_code, "       \
+    "reason_message, launch_time, availability_zone, key_name, user_data, address, "               \
+    "root_device_name, root_volume_id, root_delete_on_termination, http_tokens, "                  \
     "http_endpoint, http_hop_limit, client_token"
 
 static const struct {
     enum instance_state state;
     const char *name;
 } states[] = {
-    {INSTANCE_PENDING, "pending"},       {INSTANCE_RUNNING, "running"},
-    {INSTANCE_SHUTTING_DOWN, "shutting-down"}, {INSTANCE_TERMINATED, "terminated"},
-    {INSTANCE_STOPPING, "stopping"},     {INSTANCE_STOPPED, "stopped"},
+    {INSTANCE_PENDING, "pending"},
+    {INSTANCE_RUNNING, "running"},
+    {INSTANCE_SHUTTING_DOWN, "shutting-down"},
+    {INSTANCE_TERMINATED, "terminated"},
+    {INSTANCE_STOPPING, "stopping"},
+    {INSTANCE_STOPPED, "stopped"},
 };
 
 const char *instance_state_to_string(enum instance_state s)
@@ -106,8 +109,7 @@ static int validate_reason(const char *id, const char *code, const char *message
 {
     if (code && (strlen(code) > INSTANCE_REASON_CODE_MAX || !text_is_printable(code)))
         return error_set(EINVAL, "instance '%s' has a malformed state reason code", id);
-    if (message &&
-        (strlen(message) > INSTANCE_REASON_MESSAGE_MAX || !text_is_printable(message)))
+    if (message && (strlen(message) > INSTANCE_REASON_MESSAGE_MAX || !text_is_printable(message)))
         return error_set(EINVAL, "instance '%s' has a malformed state reason message", id);
     return 0;
 }
@@ -115,8 +117,7 @@ static int validate_reason(const char *id, const char *code, const char *message
 static int validate(const struct registry_instance *in)
 {
     if (!terminated(in->id, sizeof(in->id)) || !id_is_valid("i", in->id))
-        return error_set(EINVAL, "malformed instance id '%.*s'", (int)sizeof(in->id) - 1,
-                         in->id);
+        return error_set(EINVAL, "malformed instance id '%.*s'", (int)sizeof(in->id) - 1, in->id);
     if (!terminated(in->owner, sizeof(in->owner)) || !reg_account_is_valid(in->owner))
         return error_set(EINVAL, "instance '%s' has a malformed owner", in->id);
     if (!terminated(in->reservation_id, sizeof(in->reservation_id)) ||
@@ -144,8 +145,7 @@ static int validate(const struct registry_instance *in)
         return error_set(EINVAL, "instance '%s' has user data over %d bytes", in->id,
                          INSTANCE_USER_DATA_MAX);
     if (!terminated(in->address, sizeof(in->address)) || !address_is_valid(in->address))
-        return error_set(EINVAL, "instance '%s' has a malformed address (want 127.x.y.z)",
-                         in->id);
+        return error_set(EINVAL, "instance '%s' has a malformed address (want 127.x.y.z)", in->id);
     if (!text_ok(in->root_device_name, sizeof(in->root_device_name), false))
         return error_set(EINVAL, "instance '%s' has a malformed root device name", in->id);
     if (!terminated(in->root_volume_id, sizeof(in->root_volume_id)) ||
@@ -186,8 +186,8 @@ static int read_row(struct registry *reg, sqlite3_stmt *st, struct registry_inst
         !reg_column_copy(st, 14, in->root_device_name, sizeof(in->root_device_name)) ||
         !reg_column_copy(st, 15, in->root_volume_id, sizeof(in->root_volume_id)) ||
         !reg_column_copy(st, 20, in->client_token, sizeof(in->client_token)))
-        return error_set(EBADMSG, "instance '%s' has a malformed field in registry '%s'",
-                         in->id, reg->path);
+        return error_set(EBADMSG, "instance '%s' has a malformed field in registry '%s'", in->id,
+                         reg->path);
     in->launch_index = sqlite3_column_int(st, 3);
     in->launch_time = sqlite3_column_int64(st, 9);
     blob = sqlite3_column_blob(st, 12);
@@ -202,10 +202,8 @@ static int read_row(struct registry *reg, sqlite3_stmt *st, struct registry_inst
         in->user_data_len = (size_t)blob_len;
     }
     in->root_delete_on_termination = sqlite3_column_int(st, 16) != 0;
-    in->http_tokens_required =
-        strcmp((const char *)sqlite3_column_text(st, 17), "required") == 0;
-    in->http_endpoint_enabled =
-        strcmp((const char *)sqlite3_column_text(st, 18), "enabled") == 0;
+    in->http_tokens_required = strcmp((const char *)sqlite3_column_text(st, 17), "required") == 0;
+    in->http_endpoint_enabled = strcmp((const char *)sqlite3_column_text(st, 18), "enabled") == 0;
     in->http_hop_limit = sqlite3_column_int(st, 19);
     if (validate(in) < 0) {
         char why[256]; /* error_set() reuses error_message()'s buffer */
@@ -256,8 +254,7 @@ int registry_instance_insert(struct registry *reg, const struct registry_instanc
     reg_bind_text(st, 21, in->client_token[0] ? in->client_token : NULL);
     r = reg_step_done(reg, st, "cannot insert instance '%s'", in->id);
     if (r == -EEXIST)
-        return error_set(EEXIST, "instance '%s' or its address '%s' is taken", in->id,
-                         in->address);
+        return error_set(EEXIST, "instance '%s' or its address '%s' is taken", in->id, in->address);
     return r < 0 ? r : 0;
 }
 
@@ -365,8 +362,8 @@ int registry_instance_list(struct registry *reg, struct registry_instance ***ret
 
 /* ---- addresses ---- */
 
-#define ADDRESS_HOST_FIRST 2   /* .1 is left alone, as a gateway would be */
-#define ADDRESS_HOST_LAST 254  /* .255 looks like a broadcast address */
+#define ADDRESS_HOST_FIRST 2  /* .1 is left alone, as a gateway would be */
+#define ADDRESS_HOST_LAST 254 /* .255 looks like a broadcast address */
 #define ADDRESS_HOSTS (ADDRESS_HOST_LAST - ADDRESS_HOST_FIRST + 1)
 #define ADDRESS_SLOTS (256 * ADDRESS_HOSTS)
 

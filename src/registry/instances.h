@@ -52,28 +52,28 @@ int instance_state_from_string(const char *s, enum instance_state *ret);
 #define INSTANCE_ADDRESS_SECOND_OCTET 100
 
 struct registry_instance {
-    char id[ID_MAX_SIZE];             /* i-<17 hex> */
+    char id[ID_MAX_SIZE]; /* i-<17 hex> */
     char owner[ACCOUNT_ID_SIZE];
     char reservation_id[ID_MAX_SIZE]; /* r-<17 hex> */
     int launch_index;                 /* AmiLaunchIndex: 0.. within the reservation */
     char image_id[ID_MAX_SIZE];
     char instance_type[INSTANCE_TYPE_MAX + 1];
     enum instance_state state;
-    char reason_code[INSTANCE_REASON_CODE_MAX + 1];       /* StateReason, "" when none */
+    char reason_code[INSTANCE_REASON_CODE_MAX + 1]; /* StateReason, "" when none */
     char reason_message[INSTANCE_REASON_MESSAGE_MAX + 1];
-    int64_t launch_time;                                  /* unix milliseconds */
+    int64_t launch_time; /* unix milliseconds */
     char availability_zone[INSTANCE_ZONE_MAX + 1];
-    char key_name[INSTANCE_KEY_NAME_MAX + 1];             /* "" without a key pair */
-    uint8_t *user_data;                                   /* decoded; NULL when none */
+    char key_name[INSTANCE_KEY_NAME_MAX + 1]; /* "" without a key pair */
+    uint8_t *user_data;                       /* decoded; NULL when none */
     size_t user_data_len;
-    char address[INSTANCE_ADDRESS_SIZE];                  /* 127.x.y.z */
+    char address[INSTANCE_ADDRESS_SIZE]; /* 127.x.y.z */
     char root_device_name[INSTANCE_DEVICE_MAX + 1];
-    char root_volume_id[ID_MAX_SIZE];                     /* "" before it exists */
+    char root_volume_id[ID_MAX_SIZE]; /* "" before it exists */
     bool root_delete_on_termination;
-    bool http_tokens_required;                            /* MetadataOptions */
+    bool http_tokens_required; /* MetadataOptions */
     bool http_endpoint_enabled;
-    int http_hop_limit;                                   /* 1..64 */
-    char client_token[INSTANCE_CLIENT_TOKEN_MAX + 1];     /* "" when none */
+    int http_hop_limit;                               /* 1..64 */
+    char client_token[INSTANCE_CLIENT_TOKEN_MAX + 1]; /* "" when none */
 };
 
 void registry_instance_free(struct registry_instance *in);

@@ -17,9 +17,11 @@
 
 static struct registry_instance make(const char *id, const char *address)
 {
-    struct registry_instance in = {.launch_time = 1700000000000, .state = INSTANCE_PENDING,
+    struct registry_instance in = {.launch_time = 1700000000000,
+                                   .state = INSTANCE_PENDING,
                                    .root_delete_on_termination = true,
-                                   .http_endpoint_enabled = true, .http_hop_limit = 1};
+                                   .http_endpoint_enabled = true,
+                                   .http_hop_limit = 1};
     snprintf(in.id, sizeof(in.id), "%s", id);
     snprintf(in.owner, sizeof(in.owner), "123456789012");
     snprintf(in.reservation_id, sizeof(in.reservation_id), "r-0123456789abcdef0");
@@ -92,9 +94,9 @@ int main(void)
     registry_instance_list_free(list, n);
 
     /* State changes. */
-    is_int(registry_instance_set_state(reg, a, INSTANCE_RUNNING, NULL, NULL,
-                                       "vol-0123456789abcdef0"),
-           0, "running, with its root volume");
+    is_int(
+        registry_instance_set_state(reg, a, INSTANCE_RUNNING, NULL, NULL, "vol-0123456789abcdef0"),
+        0, "running, with its root volume");
     is_int(registry_instance_set_state(reg, a, INSTANCE_STOPPED, "Server.InternalError",
                                        "Server.InternalError: QEMU exited with status 1", NULL),
            0, "stopped with a reason");
@@ -106,18 +108,17 @@ int main(void)
        "state, reason and the kept root volume");
     registry_instance_free(got);
     got = NULL;
-    is_int(registry_instance_set_state(reg, a, (enum instance_state)17, NULL, NULL, NULL),
-           -EINVAL, "a state code EC2 does not have: EINVAL");
-    is_int(registry_instance_set_state(reg, a, INSTANCE_RUNNING, NULL, NULL, "vol-nope"),
-           -EINVAL, "a malformed volume id: EINVAL");
-    is_int(registry_instance_set_state(reg, "i-00000000000000000", INSTANCE_RUNNING, NULL, NULL,
-                                       NULL),
-           -ENOENT, "an absent instance: ENOENT");
+    is_int(registry_instance_set_state(reg, a, (enum instance_state)17, NULL, NULL, NULL), -EINVAL,
+           "a state code EC2 does not have: EINVAL");
+    is_int(registry_instance_set_state(reg, a, INSTANCE_RUNNING, NULL, NULL, "vol-nope"), -EINVAL,
+           "a malformed volume id: EINVAL");
+    is_int(
+        registry_instance_set_state(reg, "i-00000000000000000", INSTANCE_RUNNING, NULL, NULL, NULL),
+        -ENOENT, "an absent instance: ENOENT");
 
     /* Terminated gives the address back. */
     is_int(registry_instance_set_state(reg, a, INSTANCE_TERMINATED, "Client.UserInitiatedShutdown",
-                                       "Client.UserInitiatedShutdown: User initiated shutdown",
-                                       ""),
+                                       "Client.UserInitiatedShutdown: User initiated shutdown", ""),
            0, "terminated, the root volume gone");
     is_int(registry_instance_address_allocate(reg, addr), 0, "allocated again");
     is_str(addr, "127.100.0.2", "the terminated instance's address is free again");
