@@ -75,13 +75,15 @@ static enum api_error from_errno(int err)
         return API_ERR_NOT_FOUND;
     case EEXIST:
         return API_ERR_DUPLICATE;
-    case EBUSY:
-        return API_ERR_IN_USE;
     case EROFS:
     case EPERM:
         return API_ERR_OPERATION_NOT_PERMITTED;
     case EACCES:
         return API_ERR_UNAUTHORIZED;
+    /* A bare EBUSY is a lock held too long (the registry's busy timeout,
+     * a store gc holds): retryable, so 503, which SDKs retry.  A resource
+     * in use is named explicitly by its handler (API_ERR_IN_USE). */
+    case EBUSY:
     case ENOSPC:
     case ETIMEDOUT:
     case EAGAIN:

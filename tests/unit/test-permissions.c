@@ -107,6 +107,14 @@ static void test_require(void)
         struct api_error_reply reply;
         api_error_map(-ENOENT, ctx.error, ctx.resource, &reply);
         is_str(reply.code, "InvalidVolume.NotFound", "maps to InvalidVolume.NotFound");
+        /* A bare EBUSY is a lock held too long: retryable 503, not "in use";
+         * a resource in use is named by its handler. */
+        api_error_map(-EBUSY, API_ERR_NONE, API_RES_IMAGE, &reply);
+        is_str(reply.code, "Unavailable", "a bare EBUSY maps to Unavailable");
+        is_int(reply.status, 503, "with 503, which SDKs retry");
+        api_error_map(-EBUSY, API_ERR_IN_USE, API_RES_SNAPSHOT, &reply);
+        is_str(reply.code, "InvalidSnapshot.InUse", "an explicit in-use snapshot");
+        is_int(reply.status, 400, "with 400");
     }
 }
 
