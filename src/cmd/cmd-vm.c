@@ -32,6 +32,7 @@
 static const char vm_usage[] =
     "usage: kiln vm boot VOLUME [--dir DIR] [--memory MIB] [--vcpus N]\n"
     "                           [--ssh ADDR:PORT] [--append ARGS] [--metadata FILE]\n"
+    "                           [--egress]\n"
     "       kiln vm agent SOCKET hello|exec CMD [ARG...]|put LOCAL REMOTE [MODE]|\n"
     "                            get REMOTE LOCAL|sync|freeze MOUNT|thaw MOUNT|\n"
     "                            poweroff|reboot   [--timeout SECONDS] [--stdin FILE]\n"
@@ -54,6 +55,8 @@ static const char vm_usage[] =
     "  --metadata FILE   serve this instance metadata (the DIR/imds.instance form,\n"
     "                    docs/imds.md) at 169.254.169.254; without it the address\n"
     "                    is still caught and answers nothing\n"
+    "  --egress          let the guest open connections out (restrict=off); without\n"
+    "                    it only the metadata address and forwards work (docs/imds.md)\n"
     "\n"
     "`vm agent` connects to a guest's agent socket and waits (--timeout, default\n"
     "120 s) for its hello; `exec` passes the command's stdout and stderr through\n"
@@ -67,11 +70,12 @@ struct boot_args {
     const char *append;
     const char *ssh;
     const char *metadata;
+    bool egress;
     unsigned memory, vcpus;
     char **pos;
 };
 
-enum { OPT_DIR = 1000, OPT_MEMORY, OPT_VCPUS, OPT_SSH, OPT_APPEND, OPT_METADATA };
+enum { OPT_DIR = 1000, OPT_MEMORY, OPT_VCPUS, OPT_SSH, OPT_APPEND, OPT_METADATA, OPT_EGRESS };
 
 static int parse_uint(const char *s, unsigned max, unsigned *ret)
 {
@@ -102,6 +106,9 @@ static int boot_option(int opt, const char *arg, void *ud)
         return -1;
     case OPT_METADATA:
         a->metadata = arg;
+        return -1;
+    case OPT_EGRESS:
+        a->egress = true;
         return -1;
     case OPT_MEMORY:
         if (parse_uint(arg, 1U << 20, &a->memory) < 0 || a->memory < 64) {
@@ -172,6 +179,7 @@ static int do_boot(struct cli *cli, int argc, char **argv)
         { "ssh", required_argument, NULL, OPT_SSH },
         { "append", required_argument, NULL, OPT_APPEND },
         { "metadata", required_argument, NULL, OPT_METADATA },
+        { "egress", no_argument, NULL, OPT_EGRESS },
         { NULL, 0, NULL, 0 },
     };
     struct boot_args a = { 0 };
@@ -183,17 +191,29 @@ static int do_boot(struct cli *cli, int argc, char **argv)
     struct nbd_server *srv = NULL;
     struct vm *vm = NULL;
     struct vm_config c = { 0 };
+    _cleanup_(imds_instance_release) struct imds_instance md = { 0 };
     enum vm_accel accel;
     bool has_initrd = false;
     char uuid[37];
     sigset_t sigs;
     int e, ex, status = 0;
 
-    ex = cli_parse(cli, argc, argv, options, vm_usage, "dir memory vcpus ssh append metadata", 1,
+    ex = cli_parse(cli, argc, argv, options, vm_usage, "dir memory vcpus ssh append metadata egress", 1,
                    boot_option, &a, &a.pos);
     if (ex >= 0)
         return ex;
     const char *id = a.pos[0];
+    if (a.metadata) {
+        _cleanup_free_ char *text = NULL;
+        size_t tlen;
+        e = read_local(a.metadata, &text, &tlen);
+        if (e >= 0)
+            e = imds_instance_parse(text, tlen, &md);
+        if (e < 0) {
+            cli_error(e, "cannot read the metadata '%s'", a.metadata);
+            return 1;
+        }
+    }
     if (a.ssh) {
         const char *colon = strrchr(a.ssh, ':');
         if (!colon || parse_uint(colon + 1, 65535, &c.ssh_port) < 0) {
@@ -233,20 +253,11 @@ static int do_boot(struct cli *cli, int argc, char **argv)
         return 1;
     }
     if (a.metadata) {
-        _cleanup_free_ char *text = NULL;
-        size_t tlen;
-        struct imds_instance md;
-        e = read_local(a.metadata, &text, &tlen);
-        if (e >= 0)
-            e = imds_instance_parse(text, tlen, &md);
-        if (e >= 0) {
-            e = imds_instance_install(absdir, &md, NULL, &netdev);
-            imds_instance_release(&md);
-        }
+        e = imds_instance_install(absdir, &md, NULL, a.egress ? IMDS_NET_EGRESS : 0, &netdev);
     } else {
         e = imds_instance_uninstall(absdir);
         if (e >= 0)
-            e = imds_netdev_options(absdir, NULL, &netdev);
+            e = imds_netdev_options(absdir, NULL, a.egress ? IMDS_NET_EGRESS : 0, &netdev);
     }
     if (e < 0) {
         volume_close(v);

@@ -845,7 +845,7 @@ static bool qemu_safe(const char *s)
     return !strpbrk(s, ", \"'\\\n\t");
 }
 
-int imds_netdev_options(const char *dir, const char *kiln, char **ret_netdev)
+int imds_netdev_options(const char *dir, const char *kiln, unsigned flags, char **ret_netdev)
 {
     char self[PATH_MAX];
     if (!kiln) {
@@ -861,18 +861,24 @@ int imds_netdev_options(const char *dir, const char *kiln, char **ret_netdev)
     if (!qemu_safe(kiln) || !qemu_safe(dir))
         return error_set(EINVAL, "'%s' or '%s' contains a comma, space, quote or backslash",
                          kiln, dir);
+    if (flags & ~IMDS_NET_EGRESS)
+        return error_set(EINVAL, "unknown metadata network flags %#x", flags);
+    /* restrict=on: slirp drops every connection the guest opens except
+     * the guestfwd (DHCP is answered inside slirp; hostfwd still works).
+     * Without it, slirp maps every address of its network but the DNS one
+     * to the host's 127.0.0.1: see docs/imds.md. */
     *ret_netdev = xasprintf("net=169.254.0.0/16,host=169.254.0.2,dns=169.254.0.3,"
-                            "dhcpstart=169.254.0.15,"
+                            "dhcpstart=169.254.0.15,restrict=%s,"
                             "guestfwd=tcp:169.254.169.254:80-cmd:%s imds-serve %s",
-                            kiln, dir);
+                            flags & IMDS_NET_EGRESS ? "off" : "on", kiln, dir);
     return 0;
 }
 
 int imds_instance_install(const char *dir, const struct imds_instance *in, const char *kiln,
-                          char **ret_netdev)
+                          unsigned flags, char **ret_netdev)
 {
     _cleanup_free_ char *netdev = NULL;
-    int r = imds_netdev_options(dir, kiln, &netdev);
+    int r = imds_netdev_options(dir, kiln, flags, &netdev);
     if (r < 0)
         return r;
     _cleanup_free_ char *text = NULL;

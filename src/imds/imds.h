@@ -59,6 +59,9 @@ int imds_instance_parse(const char *text, size_t len, struct imds_instance *ret)
 
 #define IMDS_KEY_SIZE 32
 
+/* imds_instance_install() flags */
+#define IMDS_NET_EGRESS 1u
+
 /* ---- HTTP (pure) ---- */
 
 enum imds_method {
@@ -101,20 +104,24 @@ int imds_token_verify(const uint8_t key[IMDS_KEY_SIZE], time_t now, const char *
  * durably: temp file, fsync, rename, directory fsync) and return, in
  * *ret_netdev (malloc'd), the options to append to `-netdev user,id=net0`
  * (struct vm_config.netdev_extra):
- *   net=169.254.0.0/16,host=169.254.0.2,dns=169.254.0.3,
- *   dhcpstart=169.254.0.15,guestfwd=tcp:169.254.169.254:80-cmd:KILN imds-serve DIR
+ *   net=169.254.0.0/16,host=169.254.0.2,dns=169.254.0.3,dhcpstart=169.254.0.15,
+ *   restrict=on,guestfwd=tcp:169.254.169.254:80-cmd:KILN imds-serve DIR
+ * `flags`: 0, or IMDS_NET_EGRESS for restrict=off: the guest then reaches
+ * the internet, and also (slirp's doing, QEMU cannot turn it off) the
+ * host's 127.0.0.1 through every other address of 169.254.0.0/16 (as it
+ * did through 10.0.2.2 before).  Never the host's link-local network.
  * `kiln` is the absolute path of the kiln executable (NULL: this process's
  * own, /proc/self/exe).  -EINVAL for an incomplete instance or a path with
  * a comma, space or quote (QEMU's option syntax cannot carry them).
  * The guest then gets 169.254.0.15 by DHCP: private_ip should say so. */
 int imds_instance_install(const char *dir, const struct imds_instance *in, const char *kiln,
-                          char **ret_netdev);
+                          unsigned flags, char **ret_netdev);
 
 /* Just the netdev options of imds_instance_install(), for a guest that
  * has no metadata: `kiln imds-serve DIR` then finds no DIR/imds.instance
  * and closes each connection unanswered (the address is still caught, so
  * nothing reaches the host's link-local network). */
-int imds_netdev_options(const char *dir, const char *kiln, char **ret_netdev);
+int imds_netdev_options(const char *dir, const char *kiln, unsigned flags, char **ret_netdev);
 
 /* Remove the files imds_instance_install() wrote (once QEMU is gone; an
  * imds-serve still running has its file open and finishes).  Missing

@@ -330,8 +330,8 @@ static void test_serve(void)
     struct imds_instance in;
     instance_init(&in);
     char *netdev = NULL;
-    is_int(imds_instance_install(dir, &in, "/usr/bin/kiln", &netdev), 0, "install");
-    ok(netdev && strstr(netdev, "net=169.254.0.0/16") &&
+    is_int(imds_instance_install(dir, &in, "/usr/bin/kiln", 0, &netdev), 0, "install");
+    ok(netdev && strstr(netdev, "net=169.254.0.0/16") && strstr(netdev, "restrict=on") &&
            strstr(netdev, "guestfwd=tcp:169.254.169.254:80-cmd:/usr/bin/kiln imds-serve /tmp/"),
        "netdev options: %s", netdev ? netdev : "");
     char *p = xasprintf("%s/imds.key", dir);
@@ -340,8 +340,12 @@ static void test_serve(void)
        "key: 32 bytes, 0600");
     free(p);
     char *nd2 = NULL;
-    is_int(imds_instance_install(dir, &in, "/usr/bin/ki,ln", &nd2), -EINVAL, "comma refused");
-    is_int(imds_instance_install(dir, &in, "kiln", &nd2), -EINVAL, "relative path refused");
+    is_int(imds_instance_install(dir, &in, "/usr/bin/ki,ln", 0, &nd2), -EINVAL, "comma refused");
+    is_int(imds_instance_install(dir, &in, "kiln", 0, &nd2), -EINVAL, "relative path refused");
+    is_int(imds_instance_install(dir, &in, "/k", 2, &nd2), -EINVAL, "unknown flag refused");
+    is_int(imds_netdev_options(dir, "/usr/bin/kiln", IMDS_NET_EGRESS, &nd2), 0, "egress");
+    ok(strstr(nd2, "restrict=off,guestfwd=tcp:169.254.169.254:80-cmd:"), "egress: restrict=off");
+    free(nd2);
 
     int sp[2];
     ok(socketpair(AF_UNIX, SOCK_STREAM, 0, sp) == 0, "socketpair");
