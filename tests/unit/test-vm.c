@@ -74,6 +74,17 @@ static void test_argv(void)
        "user networking without forwards; no -initrd");
     vm_strv_free(v);
 
+    c.netdev_extra = "net=169.254.0.0/16,restrict=on";
+    c.ssh_address = "127.0.3.7";
+    c.ssh_port = 2222;
+    is_int(vm_argv_build(&c, &v), 0, "netdev options");
+    ok(argv_has(v, "-netdev",
+                "user,id=net0,hostfwd=tcp:127.0.3.7:2222-:22,net=169.254.0.0/16,restrict=on"),
+       "netdev options follow the forward");
+    vm_strv_free(v);
+    c.ssh_address = NULL;
+    c.netdev_extra = NULL;
+
     struct vm_config bad = c;
     v = NULL;
     bad.nbd_socket = "/tmp/a,b.sock";
@@ -95,6 +106,9 @@ static void test_argv(void)
     bad = c;
     bad.append = "a\nb";
     is_int(vm_argv_build(&bad, &v), -EINVAL, "a newline in the kernel arguments");
+    bad = c;
+    bad.netdev_extra = "restrict=on\nx";
+    is_int(vm_argv_build(&bad, &v), -EINVAL, "a newline in the netdev options");
     ok(v == NULL, "nothing returned on failure");
 
     char u[37], u2[37];
