@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <poll.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -25,6 +26,7 @@
 #define BODY_MAX (64 * 1024)
 #define INSTANCE_MAX (1024 * 1024)
 #define TTL_MAX 21600
+#define IDLE_MS 10000
 
 /* ---- a growing buffer ---- */
 
@@ -955,6 +957,15 @@ int imds_serve(const char *dir, int in_fd, int out_fd)
         if (r == -EAGAIN) {
             if (have == cap) {
                 r = error_set(EMSGSIZE, "request too large");
+                break;
+            }
+            /* an idle or slow connection holds a process: 10 s, then close */
+            struct pollfd pfd = { .fd = in_fd, .events = POLLIN };
+            int pr = poll(&pfd, 1, IDLE_MS);
+            if (pr < 0 && errno == EINTR)
+                continue;
+            if (pr <= 0) {
+                r = pr < 0 ? error_set(errno, "poll: %s", strerror(errno)) : 0;
                 break;
             }
             ssize_t n = read(in_fd, buf + have, cap - have);

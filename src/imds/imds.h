@@ -128,7 +128,8 @@ int imds_netdev_options(const char *dir, const char *kiln, unsigned flags, char 
  * files are fine. */
 int imds_instance_uninstall(const char *dir);
 
-/* `kiln imds-serve DIR`: serve HTTP on in_fd/out_fd until EOF.  Messages
+/* `kiln imds-serve DIR`: serve HTTP on in_fd/out_fd until EOF, or until
+ * no request has come for 10 s (each connection is a process).  Messages
  * go to DIR/imds.log, never to stderr (QEMU hands the guest's socket as
  * stderr too). */
 int imds_serve(const char *dir, int in_fd, int out_fd);
