@@ -47,20 +47,29 @@ static const struct entry fixed[] = {
     [API_ERR_AMI_NAME_MALFORMED] = { "InvalidAMIName.Malformed", 400, true },
     [API_ERR_INVALID_BLOCK_DEVICE_MAPPING] = { "InvalidBlockDeviceMapping", 400, true },
     [API_ERR_IDEMPOTENT_MISMATCH] = { "IdempotentParameterMismatch", 400, true },
+    [API_ERR_KEY_FORMAT] = { "InvalidKey.Format", 400, true },
+    [API_ERR_PERMISSION_DUPLICATE] = { "InvalidPermission.Duplicate", 400, true },
     [API_ERR_INTERNAL] = { "InternalError", 500, false },
     [API_ERR_UNAVAILABLE] = { "Unavailable", 503, false },
 };
 
 /* Codes that depend on the resource: [condition][resource]. */
-static const char *const by_resource[][4] = {
+static const char *const by_resource[][API_RES_COUNT] = {
     [API_ERR_NOT_FOUND] = { "InvalidParameterValue", "InvalidAMIID.NotFound",
-                            "InvalidSnapshot.NotFound", "InvalidVolume.NotFound" },
+                            "InvalidSnapshot.NotFound", "InvalidVolume.NotFound",
+                            "InvalidInstanceID.NotFound", "InvalidKeyPair.NotFound",
+                            "InvalidGroup.NotFound" },
     [API_ERR_MALFORMED_ID] = { "InvalidParameterValue", "InvalidAMIID.Malformed",
-                               "InvalidSnapshotID.Malformed", "InvalidVolumeID.Malformed" },
+                               "InvalidSnapshotID.Malformed", "InvalidVolumeID.Malformed",
+                               "InvalidInstanceID.Malformed", "InvalidParameterValue",
+                               "InvalidGroupId.Malformed" },
     [API_ERR_IN_USE] = { "IncorrectState", "InvalidAMIID.InUse", "InvalidSnapshot.InUse",
-                         "VolumeInUse" },
+                         "VolumeInUse", "IncorrectInstanceState", "InvalidParameterValue",
+                         "DependencyViolation" },
     [API_ERR_DUPLICATE] = { "InvalidParameterValue", "InvalidAMIName.Duplicate",
-                            "InvalidParameterValue", "InvalidParameterValue" },
+                            "InvalidParameterValue", "InvalidParameterValue",
+                            "InvalidParameterValue", "InvalidKeyPair.Duplicate",
+                            "InvalidGroup.Duplicate" },
 };
 
 /* The condition an errno stands for when the handler named none. */
@@ -101,7 +110,7 @@ void api_error_map(int err, enum api_error e, enum api_resource res,
 {
     if (e == API_ERR_NONE)
         e = from_errno(err);
-    if ((unsigned)res >= 4)
+    if ((unsigned)res >= API_RES_COUNT)
         res = API_RES_NONE;
     if (e == API_ERR_NOT_FOUND || e == API_ERR_MALFORMED_ID || e == API_ERR_IN_USE ||
         e == API_ERR_DUPLICATE) {

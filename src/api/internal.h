@@ -30,7 +30,11 @@ enum api_resource {
     API_RES_IMAGE,
     API_RES_SNAPSHOT,
     API_RES_VOLUME,
+    API_RES_INSTANCE,
+    API_RES_KEY_PAIR,
+    API_RES_SECURITY_GROUP,
 };
+#define API_RES_COUNT (API_RES_SECURITY_GROUP + 1)
 
 /* Conditions a handler or the server names explicitly; API_ERR_NONE means
  * "derive it from the errno". */
@@ -63,6 +67,8 @@ enum api_error {
     API_ERR_AMI_NAME_MALFORMED,       /* InvalidAMIName.Malformed */
     API_ERR_INVALID_BLOCK_DEVICE_MAPPING, /* InvalidBlockDeviceMapping */
     API_ERR_IDEMPOTENT_MISMATCH, /* IdempotentParameterMismatch: ClientToken reused */
+    API_ERR_KEY_FORMAT,          /* InvalidKey.Format: ImportKeyPair's material */
+    API_ERR_PERMISSION_DUPLICATE, /* InvalidPermission.Duplicate: a rule that exists */
     API_ERR_INTERNAL,
     API_ERR_UNAVAILABLE,
 };
@@ -441,5 +447,16 @@ void api_ebs_fail(struct api_ebs_response *resp, int status, const char *code,
 void api_ebs_response_release(struct api_ebs_response *resp);
 /* Cancel the timed-out uploads of every region (at server start). */
 void api_ebs_sweep(const char *data_dir, const char *const *regions, size_t n);
+
+/* keypairs.c: key pairs and security groups */
+int api_create_key_pair(struct api_ctx *ctx, const struct query *q, struct xml *x);
+int api_import_key_pair(struct api_ctx *ctx, const struct query *q, struct xml *x);
+int api_describe_key_pairs(struct api_ctx *ctx, const struct query *q, struct xml *x);
+int api_delete_key_pair(struct api_ctx *ctx, const struct query *q, struct xml *x);
+int api_create_security_group(struct api_ctx *ctx, const struct query *q, struct xml *x);
+int api_describe_security_groups(struct api_ctx *ctx, const struct query *q, struct xml *x);
+int api_delete_security_group(struct api_ctx *ctx, const struct query *q, struct xml *x);
+int api_authorize_security_group_ingress(struct api_ctx *ctx, const struct query *q,
+                                         struct xml *x);
 
 #endif

@@ -94,6 +94,9 @@ static const char *resource_name(enum api_resource res)
     case API_RES_IMAGE: return "image";
     case API_RES_SNAPSHOT: return "snapshot";
     case API_RES_VOLUME: return "volume";
+    case API_RES_INSTANCE: return "instance ID";
+    case API_RES_KEY_PAIR: return "key pair";
+    case API_RES_SECURITY_GROUP: return "security group";
     case API_RES_NONE: break;
     }
     return "resource";
@@ -107,6 +110,9 @@ int api_not_found(struct api_ctx *ctx, enum api_resource res, const char *const 
     case API_RES_IMAGE: return api_image_not_found(ctx, ids, n);
     case API_RES_SNAPSHOT: return api_snapshot_not_found(ctx, ids, n);
     case API_RES_VOLUME:
+    case API_RES_INSTANCE:
+    case API_RES_KEY_PAIR:
+    case API_RES_SECURITY_GROUP:
     case API_RES_NONE: break;
     }
     list = api_join_ids(ids, n);

@@ -401,3 +401,104 @@ int registry_instance_address_allocate(struct registry *reg, char ret[INSTANCE_A
     return error_set(ENOSPC, "every instance address 127.%d.0-255.%d-%d is taken",
                      INSTANCE_ADDRESS_SECOND_OCTET, ADDRESS_HOST_FIRST, ADDRESS_HOST_LAST);
 }
+
+/* ---- security groups ---- */
+
+static int link_group(struct registry *reg, const char *id, const char *group)
+{
+    _cleanup_stmt_ sqlite3_stmt *st = NULL;
+    int r, rc;
+
+    r = reg_prepare(reg, "SELECT 1 FROM security_groups WHERE id = ?1", &st);
+    if (r < 0)
+        return r;
+    reg_bind_text(st, 1, group);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_DONE)
+        return error_set(ENOENT, "the security group '%s' does not exist", group);
+    if (rc != SQLITE_ROW)
+        return reg_fail(reg, rc, "cannot read security group '%s'", group);
+    sqlite3_reset(st);
+    st = NULL;
+    r = reg_prepare(reg,
+                    "INSERT OR IGNORE INTO instance_security_groups (instance_id, group_id)"
+                    " VALUES (?1, ?2)",
+                    &st);
+    if (r < 0)
+        return r;
+    reg_bind_text(st, 1, id);
+    reg_bind_text(st, 2, group);
+    r = reg_step_done(reg, st, "cannot link instance '%s' to '%s'", id, group);
+    return r < 0 ? r : 0;
+}
+
+int registry_instance_security_groups_set(struct registry *reg, const char *id,
+                                          const char *const *ids, size_t n)
+{
+    _cleanup_(registry_instance_freep) struct registry_instance *in = NULL;
+    _cleanup_stmt_ sqlite3_stmt *st = NULL;
+    int r;
+
+    if (!id_arg_is_valid(id))
+        return error_set(EINVAL, "malformed instance id '%s'", id ? id : "");
+    for (size_t i = 0; i < n; i++)
+        if (!ids[i] || !id_is_valid("sg", ids[i]))
+            return error_set(EINVAL, "malformed security group id '%s'", ids[i] ? ids[i] : "");
+    r = registry_begin(reg);
+    if (r < 0)
+        return r;
+    r = registry_instance_get(reg, id, &in);
+    if (r >= 0)
+        r = reg_prepare(reg, "DELETE FROM instance_security_groups WHERE instance_id = ?1", &st);
+    if (r >= 0) {
+        reg_bind_text(st, 1, id);
+        r = reg_step_done(reg, st, "cannot unlink the security groups of '%s'", id);
+    }
+    for (size_t i = 0; r >= 0 && i < n; i++)
+        r = link_group(reg, id, ids[i]);
+    r = registry_end(reg, r);
+    return r < 0 ? r : 0;
+}
+
+void registry_instance_security_groups_free(char **ids, size_t n)
+{
+    if (!ids)
+        return;
+    for (size_t i = 0; i < n; i++)
+        free(ids[i]);
+    free(ids);
+}
+
+int registry_instance_security_groups(struct registry *reg, const char *id, char ***ret,
+                                      size_t *ret_n)
+{
+    _cleanup_stmt_ sqlite3_stmt *st = NULL;
+    char **ids = NULL;
+    size_t n = 0;
+    int r, rc;
+
+    r = reg_prepare(reg,
+                    "SELECT group_id FROM instance_security_groups WHERE instance_id = ?1"
+                    " ORDER BY group_id",
+                    &st);
+    if (r < 0)
+        return r;
+    reg_bind_text(st, 1, id);
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        ids = xrealloc(ids, (n + 1) * sizeof(*ids));
+        ids[n] = reg_column_strdup(st, 0);
+        if (!ids[n] || !id_is_valid("sg", ids[n])) {
+            registry_instance_security_groups_free(ids, n + 1);
+            return error_set(EBADMSG, "registry '%s' links '%s' to a malformed group id", reg->path,
+                             id);
+        }
+        n++;
+    }
+    if (rc != SQLITE_DONE) {
+        registry_instance_security_groups_free(ids, n);
+        return reg_fail(reg, rc, "cannot read the security groups of '%s'", id);
+    }
+    *ret = ids ? ids : xcalloc(1, sizeof(*ids));
+    *ret_n = n;
+    return 0;
+}

@@ -106,4 +106,16 @@ int registry_instance_list(struct registry *reg, struct registry_instance ***ret
  * -ENOSPC when all 256 * 253 are taken. */
 int registry_instance_address_allocate(struct registry *reg, char ret[INSTANCE_ADDRESS_SIZE]);
 
+/* Link instance `id` to the security groups ids[n] (replacing its links),
+ * in one transaction: -ENOENT for an instance or group that does not
+ * exist, -EINVAL for a malformed id. */
+int registry_instance_security_groups_set(struct registry *reg, const char *id,
+                                          const char *const *ids, size_t n);
+
+/* The ids of the security groups of instance `id`, sorted; *ret is an
+ * array of n strings, freed with registry_instance_security_groups_free(). */
+int registry_instance_security_groups(struct registry *reg, const char *id, char ***ret,
+                                      size_t *ret_n);
+void registry_instance_security_groups_free(char **ids, size_t n);
+
 #endif

@@ -13,6 +13,7 @@
 
 #include "common/error.h"
 #include "registry/instances.h"
+#include "registry/keypairs.h"
 #include "tap.h"
 
 static struct registry_instance make(const char *id, const char *address)
@@ -155,6 +156,35 @@ int main(void)
     is_int(registry_instance_get(reg, "i-short", &got), -EINVAL, "malformed id: EINVAL");
     is_int(registry_instance_get(reg, "i-00000000000000000", &got), -ENOENT, "absent: ENOENT");
     ok(got == NULL, "nothing returned on failure");
+
+    /* Security groups: linked, in use, given back on termination. */
+    {
+        struct registry_security_group g = {.create_time = 1};
+        const char *sg = "sg-0123456789abcdef0", *absent = "sg-00000000000000000";
+        const char *both[] = {sg, absent};
+        char **ids = NULL;
+        size_t n_ids = 0;
+
+        snprintf(g.id, sizeof(g.id), "%s", sg);
+        snprintf(g.owner, sizeof(g.owner), "123456789012");
+        snprintf(g.name, sizeof(g.name), "web");
+        snprintf(g.description, sizeof(g.description), "web servers");
+        is_int(registry_security_group_insert(reg, &g), 0, "a security group");
+        is_int(registry_instance_security_groups_set(reg, b, &sg, 1), 0, "linked to it");
+        is_int(registry_instance_security_groups_set(reg, b, both, 2), -ENOENT,
+               "an absent group: ENOENT");
+        is_int(registry_instance_security_groups(reg, b, &ids, &n_ids), 0, "listed the links");
+        ok(n_ids == 1 && strcmp(ids[0], sg) == 0, "the failed change left the link as it was");
+        registry_instance_security_groups_free(ids, n_ids);
+        is_int(registry_security_group_delete(reg, sg), -EBUSY, "a group in use: EBUSY");
+        is_int(registry_instance_set_state(reg, b, INSTANCE_TERMINATED, NULL, NULL, NULL), 0,
+               "its instance terminated");
+        is_int(registry_security_group_delete(reg, sg), 0, "then the group can go");
+        is_int(registry_instance_security_groups(reg, b, &ids, &n_ids), 0, "listed again");
+        ok(n_ids == 0, "the terminated instance lost the link");
+        registry_instance_security_groups_free(ids, n_ids);
+        is_int(registry_security_group_delete(reg, sg), -ENOENT, "deleted again: ENOENT");
+    }
 
     /* Delete takes its tags along. */
     is_int(registry_tag_set(reg, b, "Name", "web"), 0, "tagged");
