@@ -200,12 +200,24 @@ char *accounts_path(const char *data_dir)
 }
 
 /* Create the file, owner-only, before SQLite does (it would use 0644). */
+/* Create the file mode 0600 when it does not exist, and never open() and
+ * close() one that does: closing any descriptor of a file drops every
+ * POSIX lock this process holds on it, those of its other SQLite
+ * connections too (a server's long-lived handle), and the next process to
+ * close its connection would then take the WAL for unused and remove it,
+ * leaving that handle blind to later writes. */
 static int precreate(const char *path)
 {
-    _cleanup_close_ int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOCTTY, 0600);
+    struct stat st;
+    int fd;
 
-    if (fd < 0)
+    if (stat(path, &st) == 0)
+        return 0;
+    fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOCTTY, 0600);
+    if (fd < 0 && errno != EEXIST)
         return error_set(errno, "cannot open accounts database '%s': %s", path, strerror(errno));
+    if (fd >= 0)
+        close(fd);
     return 0;
 }
 

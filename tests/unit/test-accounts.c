@@ -316,6 +316,67 @@ static void test_default_race(void)
     ok(same, "all of them got the same account and key");
 }
 
+/* A second handle on the same file in one process (the server looks the
+ * provider account up beside its own handle) must leave the first one's
+ * locks alone: another process's write and close afterwards must neither
+ * remove the WAL under it nor hide the new key from it. */
+static void test_second_handle(void)
+{
+    const char *path = tmp_path("second.db");
+    char wal[300];
+    struct accounts *a = NULL, *b = NULL;
+    struct account_credentials c1, c2;
+    char secret[ACCOUNT_SECRET_SIZE], id[ACCOUNT_ID_SIZE], key[ACCOUNT_ACCESS_KEY_ID_SIZE] = "";
+    int fds[2], status = 0;
+    pid_t pid;
+
+    snprintf(wal, sizeof(wal), "%s-wal", path);
+    is_int(accounts_open(path, &a), 0, "open the long-lived handle");
+    is_int(accounts_create(a, "first", &c1), 0, "create an account through it");
+    is_int(accounts_open(path, &b), 0, "open a second handle in the same process");
+    is_int(accounts_create(b, "second", &c2), 0, "create one through the second");
+    accounts_free(b);
+    fflush(stdout);
+    /* Another process reads and closes first (`kiln account list`). */
+    pid = fork();
+    if (pid == 0) {
+        struct accounts *o = NULL;
+        struct account *list = NULL;
+        size_t n = 0;
+        int e = accounts_open(path, &o);
+        if (e == 0)
+            e = accounts_list(o, &list, &n);
+        accounts_list_free(list, n);
+        accounts_free(o);
+        _exit(e == 0 ? 0 : 1);
+    }
+    waitpid(pid, &status, 0);
+    ok(WIFEXITED(status) && WEXITSTATUS(status) == 0, "another process lists the accounts");
+    if (pipe(fds) < 0)
+        return;
+    pid = fork();
+    if (pid == 0) {
+        struct accounts *o = NULL;
+        struct account_credentials c;
+        char out[ACCOUNT_ACCESS_KEY_ID_SIZE] = "";
+        if (accounts_open(path, &o) == 0 && accounts_create(o, "third", &c) == 0)
+            snprintf(out, sizeof(out), "%s", c.access_key_id);
+        accounts_free(o);
+        if (write(fds[1], out, sizeof(out)) != (ssize_t)sizeof(out))
+            _exit(2);
+        _exit(out[0] ? 0 : 1);
+    }
+    close(fds[1]);
+    if (read(fds[0], key, sizeof(key)) != (ssize_t)sizeof(key))
+        key[0] = '\0';
+    close(fds[0]);
+    waitpid(pid, &status, 0);
+    ok(WIFEXITED(status) && WEXITSTATUS(status) == 0 && key[0], "another process adds a key");
+    ok(access(wal, F_OK) == 0, "the WAL is still there");
+    is_int(accounts_lookup_key(a, key, secret, id), 0, "the long-lived handle sees the new key");
+    accounts_free(a);
+}
+
 /* ---- concurrent lookups ----------------------------------------------- */
 
 enum { KEYS = 16, THREADS = 4, LOOKUPS = 5000 };
@@ -449,6 +510,7 @@ int main(void)
     test_names();
     test_file();
     test_default_race();
+    test_second_handle();
     test_credentials_file();
     test_threads(":memory:");
     test_threads(tmp_path("threads.db"));
