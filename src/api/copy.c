@@ -59,80 +59,6 @@ struct tag_list {
     size_t n;
 };
 
-static void tag_list_add(struct tag_list *l, const char *key, const char *value)
-{
-    size_t j;
-
-    for (j = 0; j < l->n; j++)
-        if (strcmp(l->t[j].key, key) == 0)
-            break;
-    if (j == l->n) {
-        l->t = xrealloc(l->t, (l->n + 1) * sizeof(*l->t));
-        l->n++;
-    }
-    l->t[j].key = (char *)key;
-    l->t[j].value = (char *)(value ? value : "");
-}
-
-/* TagSpecification.N with ResourceType "image" (into *image, when
- * non-NULL) or "snapshot".  The strings stay borrowed from q. */
-static int parse_tag_specs(struct api_ctx *ctx, const struct query *q, struct tag_list *image,
-                           struct tag_list *snapshot)
-{
-    struct query_item *specs = NULL;
-    size_t n_specs = 0;
-    int r;
-
-    r = query_get_structs(q, "TagSpecification", &specs, &n_specs);
-    if (r < 0)
-        return r;
-    for (size_t i = 0; i < n_specs && r >= 0; i++) {
-        const char *type = query_get(&specs[i].fields, "ResourceType");
-        struct query_item *tags = NULL;
-        size_t n_tags = 0;
-        struct tag_list *l;
-
-        if (!type) {
-            r = api_fail(ctx, API_ERR_MISSING_PARAMETER,
-                         "The request must contain the parameter "
-                         "TagSpecification.%lu.ResourceType",
-                         specs[i].index);
-            break;
-        }
-        if (image && strcmp(type, "image") == 0)
-            l = image;
-        else if (strcmp(type, "snapshot") == 0)
-            l = snapshot;
-        else {
-            r = api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE,
-                         "'%.40s' is not a valid taggable resource type for this operation.", type);
-            break;
-        }
-        r = query_get_structs(&specs[i].fields, "Tag", &tags, &n_tags);
-        for (size_t k = 0; r >= 0 && k < n_tags; k++) {
-            const char *key = query_get(&tags[k].fields, "Key");
-            const char *value = query_get(&tags[k].fields, "Value");
-            if (!key) {
-                r = api_fail(ctx, API_ERR_MISSING_PARAMETER,
-                             "The request must contain the parameter "
-                             "TagSpecification.%lu.Tag.%lu.Key",
-                             specs[i].index, tags[k].index);
-                break;
-            }
-            r = api_tag_check(ctx, key, value);
-            if (r >= 0)
-                tag_list_add(l, key, value);
-        }
-        query_items_free(tags, n_tags);
-        if (r >= 0 && l->n > API_TAGS_PER_RESOURCE_MAX)
-            r = api_fail(ctx, API_ERR_TAG_LIMIT_EXCEEDED,
-                         "The maximum number of tags per resource (%d) would be exceeded",
-                         API_TAGS_PER_RESOURCE_MAX);
-    }
-    query_items_free(specs, n_specs);
-    return r < 0 ? r : 0;
-}
-
 /* SourceRegion: present and one of the regions served. */
 static int get_source_region(struct api_ctx *ctx, const struct query *q, const char **ret)
 {
@@ -284,7 +210,13 @@ int api_copy_image(struct api_ctx *ctx, const struct query *q, struct xml *x)
     r = api_get_bool(ctx, q, "CopyImageTags", &copy_tags);
     if (r < 0)
         return r;
-    r = parse_tag_specs(ctx, q, &image_tags, &snapshot_tags);
+    {
+        const struct api_tag_target targets[] = {
+            {"image", &image_tags.t, &image_tags.n},
+            {"snapshot", &snapshot_tags.t, &snapshot_tags.n},
+        };
+        r = api_tag_specs_parse(ctx, q, targets, 2);
+    }
     if (r < 0)
         goto out;
     token.token = query_get(q, "ClientToken");
@@ -335,9 +267,9 @@ int api_copy_image(struct api_ctx *ctx, const struct query *q, struct xml *x)
     /* Copied tags first: TagSpecification replaces the same keys. */
     if (copy_tags && strcmp(img->owner, ctx->account) == 0)
         for (size_t i = 0; i < img->n_tags; i++)
-            tag_list_add(&all_tags, img->tags[i].key, img->tags[i].value);
+            api_tags_add(&all_tags.t, &all_tags.n, img->tags[i].key, img->tags[i].value);
     for (size_t i = 0; i < image_tags.n; i++)
-        tag_list_add(&all_tags, image_tags.t[i].key, image_tags.t[i].value);
+        api_tags_add(&all_tags.t, &all_tags.n, image_tags.t[i].key, image_tags.t[i].value);
     if (all_tags.n > API_TAGS_PER_RESOURCE_MAX) {
         r = api_fail(ctx, API_ERR_TAG_LIMIT_EXCEEDED,
                      "The maximum number of tags per resource (%d) would be exceeded",
@@ -417,7 +349,7 @@ int api_copy_snapshot(struct api_ctx *ctx, const struct query *q, struct xml *x)
     r = check_common(ctx, q, &desc);
     if (r < 0)
         return r;
-    r = parse_tag_specs(ctx, q, NULL, &tags);
+    r = api_tag_specs_parse(ctx, q, &(struct api_tag_target){"snapshot", &tags.t, &tags.n}, 1);
     if (r < 0)
         goto out;
 

@@ -3,8 +3,9 @@
  * with its opaque tokens (declared in internal.h). */
 #include <errno.h>
 #include <fnmatch.h>
-#include <stdlib.h>
+#include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "api/internal.h"
@@ -12,6 +13,8 @@
 #include "common/error.h"
 #include "common/hash.h"
 #include "common/util.h"
+#include "registry/registry.h"
+#include "service/service.h"
 
 void api_filters_release(struct api_filters *fs)
 {
@@ -228,4 +231,86 @@ int api_paging_parse(struct api_ctx *ctx, const struct query *q, bool have_ids,
     *ret_max = v;
     *ret_after = after;
     return 0;
+}
+
+/* ---- paged listings ---- */
+
+void api_candidates_init(struct api_candidates *cs, size_t n_rows)
+{
+    cs->c = xcalloc(n_rows ? n_rows : 1, sizeof(*cs->c));
+    cs->n = 0;
+}
+
+static int candidate_load_tags(struct region *rg, struct api_candidate *c)
+{
+    int r;
+
+    if (c->tags_loaded)
+        return 0;
+    if (c->owned) {
+        r = registry_tag_list(rg->reg, c->id, &c->tags, &c->n_tags);
+        if (r < 0)
+            return r;
+    }
+    c->tags_loaded = true;
+    return 0;
+}
+
+int api_candidates_add(struct api_candidates *cs, struct region *rg, const struct api_filters *fs,
+                       const char *after, int64_t time, const char *id, void *row, bool owned)
+{
+    struct api_candidate *c = &cs->c[cs->n];
+    int r;
+
+    snprintf(c->key, sizeof(c->key), "%020" PRId64 ".%s", time, id);
+    if (after && strcmp(c->key, after) <= 0)
+        return 0;
+    c->row = row;
+    c->id = id;
+    c->owned = owned;
+    if (api_filters_need_tags(fs)) {
+        r = candidate_load_tags(rg, c);
+        if (r < 0) {
+            memset(c, 0, sizeof(*c));
+            return r;
+        }
+        if (!api_filters_match_tags(fs, c->tags, c->n_tags)) {
+            registry_tag_list_free(c->tags, c->n_tags);
+            memset(c, 0, sizeof(*c));
+            return 0;
+        }
+    }
+    cs->n++;
+    return 1;
+}
+
+int api_candidates_page(struct api_candidates *cs, struct region *rg, size_t max, size_t *ret_n)
+{
+    size_t n_page = max && cs->n > max ? max : cs->n;
+    int r;
+
+    for (size_t i = 0; i < n_page; i++) {
+        r = candidate_load_tags(rg, &cs->c[i]);
+        if (r < 0)
+            return r;
+    }
+    *ret_n = n_page;
+    return 0;
+}
+
+void api_candidates_write_token(struct xml *x, const struct api_candidates *cs, size_t n_page)
+{
+    if (n_page < cs->n) {
+        _cleanup_free_ char *token = api_token_make(cs->c[n_page - 1].key);
+        xml_element(x, "nextToken", token);
+    }
+}
+
+void api_candidates_release(struct api_candidates *cs)
+{
+    for (size_t i = 0; cs->c && i < cs->n; i++)
+        registry_tag_list_free(cs->c[i].tags, cs->c[i].n_tags);
+    free(cs->c);
+    cs->c = NULL;
+    cs->n = 0;
 }

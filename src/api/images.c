@@ -29,6 +29,7 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -212,7 +213,7 @@ static void write_devices(struct xml *x, const struct registry_image *img)
 }
 
 static void write_image(const struct api_ctx *ctx, struct xml *x, const struct registry_image *img,
-                        int64_t now)
+                        const char *provider, int64_t now)
 {
     char t[40], prot[64];
     _cleanup_free_ char *location = xasprintf("%s/%s", img->owner, img->name);
@@ -230,6 +231,8 @@ static void write_image(const struct api_ctx *ctx, struct xml *x, const struct r
         xml_element(x, "kernelId", img->kernel_id);
     if (img->ramdisk_id[0])
         xml_element(x, "ramdiskId", img->ramdisk_id);
+    if (strcmp(img->owner, provider) == 0)
+        xml_element(x, "imageOwnerAlias", SERVICE_PROVIDER_ACCOUNT);
     xml_element(x, "name", img->name);
     if (img->description)
         xml_element(x, "description", img->description);
@@ -418,84 +421,6 @@ static int parse_device(struct api_ctx *ctx, const struct query_item *it,
     return 0;
 }
 
-/* TagSpecification.N: ResourceType image (the image) or snapshot (every
- * snapshot the image maps). */
-static int parse_tag_specs(struct api_ctx *ctx, const struct query *q, struct register_args *a)
-{
-    struct query_item *specs = NULL;
-    size_t n_specs = 0;
-    int r;
-
-    r = query_get_structs(q, "TagSpecification", &specs, &n_specs);
-    if (r < 0)
-        return r;
-    for (size_t i = 0; i < n_specs; i++) {
-        const char *type = query_get(&specs[i].fields, "ResourceType");
-        struct query_item *tags = NULL;
-        size_t n_tags = 0;
-        struct registry_tag **list;
-        size_t *n_list;
-
-        if (!type) {
-            r = api_fail(ctx, API_ERR_MISSING_PARAMETER,
-                         "The request must contain the parameter TagSpecification.%lu."
-                         "ResourceType",
-                         specs[i].index);
-            break;
-        }
-        if (strcmp(type, "image") == 0) {
-            list = &a->image_tags;
-            n_list = &a->n_image_tags;
-        } else if (strcmp(type, "snapshot") == 0) {
-            list = &a->snapshot_tags;
-            n_list = &a->n_snapshot_tags;
-        } else {
-            r = api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE,
-                         "'%.40s' is not a valid taggable resource type for this operation.", type);
-            break;
-        }
-        r = query_get_structs(&specs[i].fields, "Tag", &tags, &n_tags);
-        if (r < 0)
-            break;
-        if (*n_list + n_tags > API_TAGS_PER_RESOURCE_MAX) {
-            query_items_free(tags, n_tags);
-            r = api_fail(ctx, API_ERR_TAG_LIMIT_EXCEEDED,
-                         "The maximum number of tags per resource (%d) would be exceeded",
-                         API_TAGS_PER_RESOURCE_MAX);
-            break;
-        }
-        *list = xrealloc(*list, (*n_list + n_tags + 1) * sizeof(**list));
-        for (size_t k = 0; k < n_tags && r >= 0; k++) {
-            const char *key = query_get(&tags[k].fields, "Key");
-            const char *value = query_get(&tags[k].fields, "Value");
-            if (!key) {
-                r = api_fail(ctx, API_ERR_MISSING_PARAMETER,
-                             "The request must contain the parameter TagSpecification.%lu."
-                             "Tag.%lu.Key",
-                             specs[i].index, tags[k].index);
-                break;
-            }
-            r = api_tag_check(ctx, key, value);
-            if (r < 0)
-                break;
-            /* A repeated key: the last value wins, as in CreateTags. */
-            size_t j;
-            for (j = 0; j < *n_list; j++)
-                if (strcmp((*list)[j].key, key) == 0)
-                    break;
-            (*list)[j].key = (char *)key;
-            (*list)[j].value = (char *)(value ? value : "");
-            if (j == *n_list)
-                (*n_list)++;
-        }
-        query_items_free(tags, n_tags);
-        if (r < 0)
-            break;
-    }
-    query_items_free(specs, n_specs);
-    return r < 0 ? r : 0;
-}
-
 static int parse_register(struct api_ctx *ctx, const struct query *q, struct register_args *a)
 {
     struct registry_image *img = &a->img;
@@ -604,7 +529,12 @@ static int parse_register(struct api_ctx *ctx, const struct query *q, struct reg
     }
     img->devices = a->devices;
     img->n_devices = a->n_devices;
-    r = parse_tag_specs(ctx, q, a);
+    /* TagSpecification.N: the image, or every snapshot the image maps. */
+    const struct api_tag_target targets[] = {
+        {"image", &a->image_tags, &a->n_image_tags},
+        {"snapshot", &a->snapshot_tags, &a->n_snapshot_tags},
+    };
+    r = api_tag_specs_parse(ctx, q, targets, 2);
 out:
     query_items_free(items, n_items);
     return r;
@@ -843,14 +773,6 @@ static bool match_any(const struct api_filters *fs, const char *name, const char
     return true;
 }
 
-static bool has_filter(const struct api_filters *fs, const char *name)
-{
-    for (size_t i = 0; i < fs->n; i++)
-        if (strcmp(fs->f[i].name, name) == 0)
-            return true;
-    return false;
-}
-
 static bool has_device_filter(const struct api_filters *fs)
 {
     for (size_t i = 0; i < fs->n; i++)
@@ -895,30 +817,8 @@ static bool match_devices(const struct api_filters *fs, const struct registry_im
 }
 
 /* tag:KEY and tag-key over the tags the caller may see. */
-static bool match_tags(const struct api_filters *fs, const struct registry_tag *tags, size_t n)
-{
-    for (size_t i = 0; i < fs->n; i++) {
-        const struct api_filter *f = &fs->f[i];
-        bool ok = false;
-
-        if (strncmp(f->name, "tag:", 4) == 0) {
-            for (size_t k = 0; k < n && !ok; k++)
-                ok =
-                    strcmp(tags[k].key, f->name + 4) == 0 && api_filter_match_one(f, tags[k].value);
-        } else if (strcmp(f->name, "tag-key") == 0) {
-            for (size_t k = 0; k < n && !ok; k++)
-                ok = api_filter_match_one(f, tags[k].key);
-        } else {
-            continue;
-        }
-        if (!ok)
-            return false;
-    }
-    return true;
-}
-
 static bool match_image(const struct api_ctx *ctx, const struct api_filters *fs,
-                        const struct registry_image *img)
+                        const struct registry_image *img, const char *provider)
 {
     char created[40] = "", deprecated[40] = "";
     _cleanup_free_ char *location = NULL;
@@ -926,31 +826,35 @@ static bool match_image(const struct api_ctx *ctx, const struct api_filters *fs,
 
     if (!fs->n)
         return true;
-    /* Nothing here has an owner alias, a platform, product codes, a
-     * kernel or ramdisk, or was made from an instance. */
-    if (has_filter(fs, "owner-alias") || has_filter(fs, "platform") ||
-        has_filter(fs, "product-code") || has_filter(fs, "product-code.type") ||
-        has_filter(fs, "kernel-id") || has_filter(fs, "ramdisk-id") ||
-        has_filter(fs, "source-instance-id"))
+    /* Only the provider's images have an owner alias; nothing here has a
+     * platform, product codes, a kernel or ramdisk, or was made from an
+     * instance. */
+    if (api_filters_has(fs, "owner-alias") &&
+        (strcmp(img->owner, provider) != 0 ||
+         !api_filters_match(fs, "owner-alias", SERVICE_PROVIDER_ACCOUNT)))
         return false;
-    if ((has_filter(fs, "boot-mode") && !img->boot_mode) ||
-        (has_filter(fs, "sriov-net-support") && !img->sriov_net_support) ||
-        (has_filter(fs, "imds-support") && !img->imds_support) ||
-        (has_filter(fs, "tpm-support") && !img->tpm_support) ||
-        (has_filter(fs, "deprecation-time") && !img->deprecation_time) ||
-        (has_filter(fs, "source-image-id") && !img->source_image_id[0]) ||
-        (has_filter(fs, "source-image-region") && !img->source_region) ||
-        (has_filter(fs, "state-reason-code") && !img->state_reason_code) ||
-        (has_filter(fs, "state-reason-message") && !img->state_reason_message))
+    if (api_filters_has(fs, "platform") || api_filters_has(fs, "product-code") ||
+        api_filters_has(fs, "product-code.type") || api_filters_has(fs, "kernel-id") ||
+        api_filters_has(fs, "ramdisk-id") || api_filters_has(fs, "source-instance-id"))
+        return false;
+    if ((api_filters_has(fs, "boot-mode") && !img->boot_mode) ||
+        (api_filters_has(fs, "sriov-net-support") && !img->sriov_net_support) ||
+        (api_filters_has(fs, "imds-support") && !img->imds_support) ||
+        (api_filters_has(fs, "tpm-support") && !img->tpm_support) ||
+        (api_filters_has(fs, "deprecation-time") && !img->deprecation_time) ||
+        (api_filters_has(fs, "source-image-id") && !img->source_image_id[0]) ||
+        (api_filters_has(fs, "source-image-region") && !img->source_region) ||
+        (api_filters_has(fs, "state-reason-code") && !img->state_reason_code) ||
+        (api_filters_has(fs, "state-reason-message") && !img->state_reason_message))
         return false;
     /* Formatted only when a filter looks at them: this runs for every
      * candidate. */
-    if (has_filter(fs, "creation-date"))
+    if (api_filters_has(fs, "creation-date"))
         api_format_time(img->creation_date, created, sizeof(created));
-    if (has_filter(fs, "deprecation-time"))
+    if (api_filters_has(fs, "deprecation-time"))
         format_time_seconds(img->deprecation_time, deprecated, sizeof(deprecated));
-    location = has_filter(fs, "manifest-location") ? xasprintf("%s/%s", img->owner, img->name)
-                                                   : xstrdup("");
+    location = api_filters_has(fs, "manifest-location") ? xasprintf("%s/%s", img->owner, img->name)
+                                                        : xstrdup("");
     return api_filters_match(fs, "architecture", img->architecture) &&
            api_filters_match(fs, "creation-date", created) &&
            api_filters_match(fs, "deprecation-time", deprecated) &&
@@ -982,7 +886,8 @@ static bool match_image(const struct api_ctx *ctx, const struct api_filters *fs,
            (!img->state_reason_message ||
             api_filters_match(fs, "state-reason-message", img->state_reason_message)) &&
            (!has_device_filter(fs) || match_devices(fs, img)) &&
-           (owned ? match_tags(fs, img->tags, img->n_tags) : match_tags(fs, NULL, 0));
+           (owned ? api_filters_match_tags(fs, img->tags, img->n_tags)
+                  : api_filters_match_tags(fs, NULL, 0));
 }
 
 /* What DescribeImages hands the registry besides ids and owners: the name
@@ -1085,30 +990,74 @@ static void prefilter_release(struct prefilter *p)
     free(p->owned);
 }
 
-static bool is_owner_alias(const char *o)
+/* The provider account's id (service_provider_account(), which creates it
+ * on first use) into ret, "" without a data directory.  It never changes
+ * once it exists, so it is looked up once per data directory and process:
+ * DescribeImages needs it on every request. */
+static int provider_account(const struct api_ctx *ctx, char ret[ACCOUNT_ID_SIZE])
+{
+    static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+    static char *cached_dir;
+    static char cached_id[ACCOUNT_ID_SIZE];
+    char id[ACCOUNT_ID_SIZE];
+    bool hit = false;
+    int r;
+
+    ret[0] = '\0';
+    if (!ctx->data_dir)
+        return 0;
+    pthread_mutex_lock(&lock);
+    if (cached_dir && strcmp(cached_dir, ctx->data_dir) == 0) {
+        memcpy(ret, cached_id, ACCOUNT_ID_SIZE);
+        hit = true;
+    }
+    pthread_mutex_unlock(&lock);
+    if (hit)
+        return 0;
+    r = service_provider_account(ctx->data_dir, id);
+    if (r < 0)
+        return r;
+    pthread_mutex_lock(&lock);
+    free(cached_dir);
+    cached_dir = xstrdup(ctx->data_dir);
+    memcpy(cached_id, id, ACCOUNT_ID_SIZE);
+    pthread_mutex_unlock(&lock);
+    memcpy(ret, id, ACCOUNT_ID_SIZE);
+    return 0;
+}
+
+/* AWS's own aliases: nothing here is theirs.  kiln's alias is the provider
+ * account's name, SERVICE_PROVIDER_ACCOUNT. */
+static bool is_aws_owner_alias(const char *o)
 {
     return strcmp(o, "amazon") == 0 || strcmp(o, "aws-marketplace") == 0 ||
            strcmp(o, "aws-backup-vault") == 0;
 }
 
-/* Owner.N: self, 12-digit ids, and the aliases (which own nothing here).
- * *ret gets the accounts, *ret_n their number. */
-static int resolve_owners(struct api_ctx *ctx, const char **owners, size_t n, const char **ret,
-                          size_t *ret_n)
+/* Owner.N: self, 12-digit ids, the provider alias (the provider account,
+ * `provider`) and AWS's aliases (which own nothing here).  *ret gets the
+ * accounts, *ret_n their number. */
+static int resolve_owners(struct api_ctx *ctx, const char **owners, size_t n, const char *provider,
+                          const char **ret, size_t *ret_n)
 {
     size_t k = 0;
 
     for (size_t i = 0; i < n; i++) {
         const char *o = owners[i];
-        if (is_owner_alias(o))
+        if (is_aws_owner_alias(o))
             continue;
-        if (strcmp(o, "self") == 0)
+        if (strcmp(o, SERVICE_PROVIDER_ACCOUNT) == 0) {
+            if (!provider[0])
+                continue;
+            o = provider;
+        } else if (strcmp(o, "self") == 0) {
             o = ctx->account;
-        else if (!is_account_id(o))
+        } else if (!is_account_id(o)) {
             return api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE,
                             "Invalid owner: '%.100s' (expecting 'self', an alias or a 12-digit "
                             "account id)",
                             o);
+        }
         ret[k++] = o;
     }
     *ret_n = k;
@@ -1139,6 +1088,7 @@ int api_describe_images(struct api_ctx *ctx, const struct query *q, struct xml *
     struct api_filters fs = {0};
     struct prefilter pf = {0};
     size_t n_ids, n_owners, n_users, n_accounts = 0, n_rows = 0, max, n_missing = 0;
+    char provider[ACCOUNT_ID_SIZE];
     bool include_deprecated, include_disabled;
     int64_t now = wall_ms();
     int r;
@@ -1155,8 +1105,11 @@ int api_describe_images(struct api_ctx *ctx, const struct query *q, struct xml *
         if (r < 0)
             return r;
     }
+    r = provider_account(ctx, provider);
+    if (r < 0)
+        return r;
     accounts = xcalloc(n_owners + 1, sizeof(*accounts));
-    r = resolve_owners(ctx, owners, n_owners, accounts, &n_accounts);
+    r = resolve_owners(ctx, owners, n_owners, provider, accounts, &n_accounts);
     if (r == 0)
         r = resolve_executable_by(ctx, users, n_users);
     if (r == 0)
@@ -1251,7 +1204,7 @@ int api_describe_images(struct api_ctx *ctx, const struct query *q, struct xml *
                 continue;
             if (img->state == IMAGE_DISABLED && !include_disabled)
                 continue;
-            if (!match_image(ctx, &fs, img))
+            if (!match_image(ctx, &fs, img, provider))
                 continue;
             snprintf(k, sizeof(k), "%020" PRId64 ".%s", img->creation_date, img->id);
             if (after && strcmp(k, after) <= 0)
@@ -1260,7 +1213,7 @@ int api_describe_images(struct api_ctx *ctx, const struct query *q, struct xml *
                 token = api_token_make(key);
                 break;
             }
-            write_image(ctx, x, img, now);
+            write_image(ctx, x, img, provider, now);
             written++;
             snprintf(key, sizeof(key), "%s", k);
         }

@@ -220,6 +220,40 @@ int api_paging_parse(struct api_ctx *ctx, const struct query *q, bool have_ids,
  * hex text, so it is safe in any query string.  A new string. */
 char *api_token_make(const char *key);
 
+/* A paged listing (DescribeSnapshots, DescribeVolumes), filters.c: the
+ * rows that pass a handler's own checks, taken in sort-key order (the
+ * registry lists them so), become candidates; the tag filters are applied
+ * as they are added, then the first page of at most `max` (0: all) gets
+ * its tags, and the NextToken is written when more follow.  A candidate
+ * that is not the caller's shows no tags and matches tag filters as a
+ * resource without any. */
+struct api_candidate {
+    char key[64];   /* "<time, 20 digits>.<id>": the paging key */
+    void *row;      /* the handler's registry row (not owned) */
+    const char *id; /* its resource id, for its tags (points into row) */
+    bool owned;     /* the caller's: its tags are shown */
+    struct registry_tag *tags;
+    size_t n_tags;
+    bool tags_loaded;
+};
+
+struct api_candidates {
+    struct api_candidate *c; /* room for every row */
+    size_t n;
+};
+
+struct region;
+void api_candidates_init(struct api_candidates *cs, size_t n_rows);
+/* 1 when added; 0 when its key is not after `after` (may be NULL) or the
+ * tag filters of fs reject it; -errno when its tags cannot be read. */
+int api_candidates_add(struct api_candidates *cs, struct region *rg, const struct api_filters *fs,
+                       const char *after, int64_t time, const char *id, void *row, bool owned);
+/* Load the tags of the first page; *ret_n is its size. */
+int api_candidates_page(struct api_candidates *cs, struct region *rg, size_t max, size_t *ret_n);
+/* The nextToken element when the page of n_page leaves candidates out. */
+void api_candidates_write_token(struct xml *x, const struct api_candidates *cs, size_t n_page);
+void api_candidates_release(struct api_candidates *cs);
+
 /* ---- actions in their own files ---- */
 
 /* snapshots.c */
@@ -280,6 +314,23 @@ int api_image_public_sharing_blocked(const struct api_ctx *ctx, struct region *r
  * (may be NULL) at most 256.  Errors are recorded (api_fail()). */
 int api_tag_check(struct api_ctx *ctx, const char *key, const char *value);
 #define API_TAGS_PER_RESOURCE_MAX 50
+
+/* TagSpecification.N of a creating action: each spec's ResourceType must
+ * be the type of one of targets[0..n) (else InvalidParameterValue), and
+ * its tags are added to that target's list (*tags, *n_tags: an array the
+ * caller frees, whose strings borrow from q; a repeated key: the last
+ * value wins, as in CreateTags), at most API_TAGS_PER_RESOURCE_MAX a
+ * target.  On error the lists are freed and emptied. */
+struct api_tag_target {
+    const char *type; /* "image", "snapshot", "volume" */
+    struct registry_tag **tags;
+    size_t *n_tags;
+};
+int api_tag_specs_parse(struct api_ctx *ctx, const struct query *q,
+                        const struct api_tag_target *targets, size_t n);
+/* Add key=value to *tags[0..*n) (the strings borrowed), replacing the
+ * value of a key it has. */
+void api_tags_add(struct registry_tag **tags, size_t *n, const char *key, const char *value);
 
 int api_create_tags(struct api_ctx *ctx, const struct query *q, struct xml *x);
 int api_delete_tags(struct api_ctx *ctx, const struct query *q, struct xml *x);

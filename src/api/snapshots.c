@@ -95,32 +95,6 @@ static const char *const snapshot_filters[] = {
 
 /* A candidate row and, once loaded, its tags (none for a snapshot the
  * caller does not own: tags are the owner's). */
-struct candidate {
-    struct registry_snapshot *s;
-    bool owned;
-    struct registry_tag *tags;
-    size_t n_tags;
-    bool tags_loaded;
-    char key[64]; /* sort key: zero-padded start time, then id */
-};
-
-static int load_tags(struct region *rg, struct candidate *c)
-{
-    int r;
-
-    if (c->tags_loaded)
-        return 0;
-    if (!c->owned) {
-        c->tags_loaded = true;
-        return 0;
-    }
-    r = registry_tag_list(rg->reg, c->s->id, &c->tags, &c->n_tags);
-    if (r < 0)
-        return r;
-    c->tags_loaded = true;
-    return 0;
-}
-
 static bool match_fields(const struct api_filters *fs, const struct registry_snapshot *s)
 {
     char size[24], progress[8], start[40];
@@ -259,9 +233,9 @@ void api_write_tag_set(struct xml *x, const struct registry_tag *tags, size_t n)
     xml_close(x);
 }
 
-static void write_snapshot(struct xml *x, const struct candidate *c)
+static void write_snapshot(struct xml *x, const struct api_candidate *c)
 {
-    const struct registry_snapshot *s = c->s;
+    const struct registry_snapshot *s = c->row;
     char t[40], progress[8];
 
     snprintf(progress, sizeof(progress), "%d%%", s->progress);
@@ -284,25 +258,17 @@ static void write_snapshot(struct xml *x, const struct candidate *c)
     xml_close(x);
 }
 
-static void candidates_free(struct candidate *cs, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        registry_tag_list_free(cs[i].tags, cs[i].n_tags);
-    free(cs);
-}
-
 int api_describe_snapshots(struct api_ctx *ctx, const struct query *q, struct xml *x)
 {
     _cleanup_free_ const char **ids = NULL, **owners = NULL, **users = NULL;
     _cleanup_free_ char *after = NULL;
     _cleanup_(region_freep) struct region *rg = NULL;
     struct registry_snapshot **rows = NULL;
-    struct candidate *cs = NULL;
+    struct api_candidates cs = {0};
     struct access *as = NULL;
     bool *visible = NULL;
     struct api_filters fs = { 0 };
-    size_t n_ids, n_owners, n_users, n_rows = 0, n_cs = 0, max;
-    bool tag_filters;
+    size_t n_ids, n_owners, n_users, n_rows = 0, n_page = 0, max;
     int r;
 
     r = query_get_list(q, "SnapshotId", &ids, &n_ids);
@@ -327,7 +293,6 @@ int api_describe_snapshots(struct api_ctx *ctx, const struct query *q, struct xm
     r = api_filters_parse(ctx, q, snapshot_filters, &fs);
     if (r < 0)
         return r;
-    tag_filters = api_filters_need_tags(&fs);
     /* DryRun after validation, so that a dry run reports bad parameters
      * (whether unknown ids exist is not checked for a dry run). */
     r = api_dry_run(ctx);
@@ -371,53 +336,30 @@ int api_describe_snapshots(struct api_ctx *ctx, const struct query *q, struct xm
         }
     }
 
-    cs = xcalloc(n_rows ? n_rows : 1, sizeof(*cs));
+    api_candidates_init(&cs, n_rows);
     for (size_t k = 0; k < n_rows; k++) {
         struct registry_snapshot *s = rows[k];
-        struct candidate *c = &cs[n_cs];
 
         if (!visible[k] || (n_ids && !api_in_list(ids, n_ids, s->id)) ||
             !owner_matches(ctx, owners, n_owners, s) ||
             !restorable_by(ctx, users, n_users, s, &as[k]) || !match_fields(&fs, s))
             continue;
-        snprintf(c->key, sizeof(c->key), "%020" PRId64 ".%s", s->start_time, s->id);
-        if (after && strcmp(c->key, after) <= 0)
-            continue;
-        c->s = s;
-        c->owned = api_snapshot_visible(ctx, s);
-        if (tag_filters) {
-            r = load_tags(rg, c);
-            if (r < 0)
-                goto out;
-            if (!api_filters_match_tags(&fs, c->tags, c->n_tags)) {
-                registry_tag_list_free(c->tags, c->n_tags);
-                memset(c, 0, sizeof(*c));
-                continue;
-            }
-        }
-        n_cs++;
+        r = api_candidates_add(&cs, rg, &fs, after, s->start_time, s->id, s,
+                               api_snapshot_visible(ctx, s));
+        if (r < 0)
+            goto out;
     }
-
-    {
-        size_t n_page = max && n_cs > max ? max : n_cs;
-
-        for (size_t i = 0; i < n_page; i++) {
-            r = load_tags(rg, &cs[i]);
-            if (r < 0)
-                goto out;
-        }
-        xml_open(x, "snapshotSet");
-        for (size_t i = 0; i < n_page; i++)
-            write_snapshot(x, &cs[i]);
-        xml_close(x);
-        if (n_page < n_cs) {
-            _cleanup_free_ char *token = api_token_make(cs[n_page - 1].key);
-            xml_element(x, "nextToken", token);
-        }
-    }
+    r = api_candidates_page(&cs, rg, max, &n_page);
+    if (r < 0)
+        goto out;
+    xml_open(x, "snapshotSet");
+    for (size_t i = 0; i < n_page; i++)
+        write_snapshot(x, &cs.c[i]);
+    xml_close(x);
+    api_candidates_write_token(x, &cs, n_page);
     r = 0;
 out:
-    candidates_free(cs, n_cs);
+    api_candidates_release(&cs);
     access_release(as, n_rows);
     free(visible);
     registry_snapshot_list_free(rows, n_rows);

@@ -184,6 +184,95 @@ int api_tag_check(struct api_ctx *ctx, const char *key, const char *value)
     return r;
 }
 
+void api_tags_add(struct registry_tag **tags, size_t *n, const char *key, const char *value)
+{
+    size_t j;
+
+    for (j = 0; j < *n; j++)
+        if (strcmp((*tags)[j].key, key) == 0)
+            break;
+    if (j == *n)
+        *tags = xrealloc(*tags, ++*n * sizeof(**tags));
+    (*tags)[j].key = (char *)key;
+    (*tags)[j].value = (char *)(value ? value : "");
+}
+
+static const struct api_tag_target *tag_target(const struct api_tag_target *targets, size_t n,
+                                               const char *type)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(targets[i].type, type) == 0)
+            return &targets[i];
+    return NULL;
+}
+
+int api_tag_specs_parse(struct api_ctx *ctx, const struct query *q,
+                        const struct api_tag_target *targets, size_t n)
+{
+    struct query_item *specs = NULL;
+    size_t n_specs = 0;
+    int r;
+
+    r = query_get_structs(q, "TagSpecification", &specs, &n_specs);
+    if (r < 0)
+        return api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE, "%s",
+                        error_message() ? error_message() : "malformed list");
+    for (size_t i = 0; i < n_specs && r >= 0; i++) {
+        const char *type = query_get(&specs[i].fields, "ResourceType");
+        const struct api_tag_target *t;
+        struct query_item *items = NULL;
+        size_t n_items = 0;
+
+        if (!type) {
+            r = api_fail(ctx, API_ERR_MISSING_PARAMETER,
+                         "The request must contain the parameter "
+                         "TagSpecification.%lu.ResourceType",
+                         specs[i].index);
+            break;
+        }
+        t = tag_target(targets, n, type);
+        if (!t) {
+            r = api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE,
+                         "'%.40s' is not a valid taggable resource type for this operation.", type);
+            break;
+        }
+        r = query_get_structs(&specs[i].fields, "Tag", &items, &n_items);
+        if (r < 0)
+            r = api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE, "%s",
+                         error_message() ? error_message() : "malformed list");
+        for (size_t k = 0; r >= 0 && k < n_items; k++) {
+            const char *key = query_get(&items[k].fields, "Key");
+            const char *value = query_get(&items[k].fields, "Value");
+
+            if (!key) {
+                r = api_fail(ctx, API_ERR_MISSING_PARAMETER,
+                             "The request must contain the parameter "
+                             "TagSpecification.%lu.Tag.%lu.Key",
+                             specs[i].index, items[k].index);
+                break;
+            }
+            r = api_tag_check(ctx, key, value);
+            if (r >= 0)
+                api_tags_add(t->tags, t->n_tags, key, value);
+        }
+        query_items_free(items, n_items);
+        if (r >= 0 && *t->n_tags > API_TAGS_PER_RESOURCE_MAX)
+            r = api_fail(ctx, API_ERR_TAG_LIMIT_EXCEEDED,
+                         "The maximum number of tags per resource (%d) would be exceeded",
+                         API_TAGS_PER_RESOURCE_MAX);
+    }
+    query_items_free(specs, n_specs);
+    if (r < 0) {
+        for (size_t i = 0; i < n; i++) {
+            free(*targets[i].tags);
+            *targets[i].tags = NULL;
+            *targets[i].n_tags = 0;
+        }
+        return r;
+    }
+    return 0;
+}
+
 struct tag_arg {
     const char *key;
     const char *value; /* NULL: absent */

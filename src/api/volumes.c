@@ -83,82 +83,6 @@ static int get_uint(struct api_ctx *ctx, const struct query *q, const char *name
     return 0;
 }
 
-/* TagSpecification.N with ResourceType `type` (the only type this action
- * tags).  The tags borrow from q; *ret is a new array. */
-static int parse_tag_specs(struct api_ctx *ctx, const struct query *q, const char *type,
-                           struct registry_tag **ret, size_t *ret_n)
-{
-    struct query_item *specs = NULL;
-    struct registry_tag *tags = NULL;
-    size_t n_specs = 0, n = 0;
-    int r;
-
-    *ret = NULL;
-    *ret_n = 0;
-    r = query_get_structs(q, "TagSpecification", &specs, &n_specs);
-    if (r < 0)
-        return api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE, "%s",
-                            error_message() ? error_message() : "malformed list");
-    for (size_t i = 0; i < n_specs && r >= 0; i++) {
-        const char *rt = query_get(&specs[i].fields, "ResourceType");
-        struct query_item *items = NULL;
-        size_t n_items = 0;
-
-        if (!rt) {
-            r = api_fail(ctx, API_ERR_MISSING_PARAMETER,
-                         "The request must contain the parameter "
-                         "TagSpecification.%lu.ResourceType",
-                         specs[i].index);
-            break;
-        }
-        if (strcmp(rt, type) != 0) {
-            r = api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE,
-                         "'%.40s' is not a valid taggable resource type for this operation.",
-                         rt);
-            break;
-        }
-        r = query_get_structs(&specs[i].fields, "Tag", &items, &n_items);
-        if (r < 0)
-            r = api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE, "%s",
-                            error_message() ? error_message() : "malformed list");
-        for (size_t k = 0; r >= 0 && k < n_items; k++) {
-            const char *key = query_get(&items[k].fields, "Key");
-            const char *value = query_get(&items[k].fields, "Value");
-            size_t j;
-            if (!key) {
-                r = api_fail(ctx, API_ERR_MISSING_PARAMETER,
-                             "The request must contain the parameter "
-                             "TagSpecification.%lu.Tag.%lu.Key",
-                             specs[i].index, items[k].index);
-                break;
-            }
-            r = api_tag_check(ctx, key, value);
-            if (r < 0)
-                break;
-            for (j = 0; j < n; j++)
-                if (strcmp(tags[j].key, key) == 0)
-                    break;
-            if (j == n)
-                tags = xrealloc(tags, ++n * sizeof(*tags));
-            tags[j].key = (char *)key;
-            tags[j].value = (char *)(value ? value : "");
-        }
-        query_items_free(items, n_items);
-        if (r >= 0 && n > API_TAGS_PER_RESOURCE_MAX)
-            r = api_fail(ctx, API_ERR_TAG_LIMIT_EXCEEDED,
-                         "The maximum number of tags per resource (%d) would be exceeded",
-                         API_TAGS_PER_RESOURCE_MAX);
-    }
-    query_items_free(specs, n_specs);
-    if (r < 0) {
-        free(tags);
-        return r;
-    }
-    *ret = tags;
-    *ret_n = n;
-    return 0;
-}
-
 static int set_tags(struct region *rg, const char *id, const struct registry_tag *tags,
                     size_t n)
 {
@@ -265,7 +189,7 @@ int api_create_volume(struct api_ctx *ctx, const struct query *q, struct xml *x)
                         "The request must contain the parameter size or snapshotId");
     if (snap_id && (r = api_snapshot_id_check(ctx, snap_id)) < 0)
         return r;
-    r = parse_tag_specs(ctx, q, "volume", &tags, &n_tags);
+    r = api_tag_specs_parse(ctx, q, &(struct api_tag_target){"volume", &tags, &n_tags}, 1);
     if (r < 0)
         return r;
 
@@ -320,14 +244,6 @@ int api_create_volume(struct api_ctx *ctx, const struct query *q, struct xml *x)
 
 /* ---- DescribeVolumes ---- */
 
-struct vcandidate {
-    char key[64]; /* "<create time, 20 digits>.<id>" */
-    struct registry_volume *v;
-    struct registry_tag *tags;
-    size_t n_tags;
-    bool tags_loaded;
-};
-
 static bool match_fields(const struct api_filters *fs, const struct registry_volume *v)
 {
     char size[16], t[40];
@@ -360,24 +276,15 @@ static bool match_fields(const struct api_filters *fs, const struct registry_vol
            api_filters_match(fs, "volume-type", v->volume_type);
 }
 
-static int load_tags(struct region *rg, struct vcandidate *c)
-{
-    if (c->tags_loaded)
-        return 0;
-    int r = registry_tag_list(rg->reg, c->v->id, &c->tags, &c->n_tags);
-    c->tags_loaded = r == 0;
-    return r;
-}
-
 int api_describe_volumes(struct api_ctx *ctx, const struct query *q, struct xml *x)
 {
     _cleanup_free_ const char **ids = NULL;
     _cleanup_free_ char *after = NULL;
     _cleanup_(region_freep) struct region *rg = NULL;
-    _cleanup_free_ struct vcandidate *cs = NULL;
+    struct api_candidates cs = {0};
     struct registry_volume **rows = NULL;
     struct api_filters fs = { 0 };
-    size_t n_ids = 0, n_rows = 0, n_cs = 0, max;
+    size_t n_ids = 0, n_rows = 0, n_page = 0, max;
     int r;
 
     r = query_get_list(q, "VolumeId", &ids, &n_ids);
@@ -425,50 +332,31 @@ int api_describe_volumes(struct api_ctx *ctx, const struct query *q, struct xml 
         }
     }
 
-    cs = xcalloc(n_rows ? n_rows : 1, sizeof(*cs));
+    api_candidates_init(&cs, n_rows);
     for (size_t k = 0; k < n_rows; k++) {
         struct registry_volume *v = rows[k];
-        struct vcandidate *c = &cs[n_cs];
+
         if (strcmp(v->owner, ctx->account) != 0 || (n_ids && !api_in_list(ids, n_ids, v->id)) ||
             !match_fields(&fs, v))
             continue;
-        snprintf(c->key, sizeof(c->key), "%020" PRId64 ".%s", v->create_time, v->id);
-        if (after && strcmp(c->key, after) <= 0)
-            continue;
-        c->v = v;
-        if (api_filters_need_tags(&fs)) {
-            r = load_tags(rg, c);
-            if (r < 0)
-                goto out;
-            if (!api_filters_match_tags(&fs, c->tags, c->n_tags)) {
-                registry_tag_list_free(c->tags, c->n_tags);
-                memset(c, 0, sizeof(*c));
-                continue;
-            }
-        }
-        n_cs++;
-    }
-    size_t n_page = max && n_cs > max ? max : n_cs;
-    for (size_t i = 0; i < n_page; i++) {
-        r = load_tags(rg, &cs[i]);
+        r = api_candidates_add(&cs, rg, &fs, after, v->create_time, v->id, v, true);
         if (r < 0)
             goto out;
     }
+    r = api_candidates_page(&cs, rg, max, &n_page);
+    if (r < 0)
+        goto out;
     xml_open(x, "volumeSet");
     for (size_t i = 0; i < n_page; i++) {
         xml_open(x, "item");
-        write_volume_fields(x, cs[i].v, NULL, cs[i].tags, cs[i].n_tags);
+        write_volume_fields(x, cs.c[i].row, NULL, cs.c[i].tags, cs.c[i].n_tags);
         xml_close(x);
     }
     xml_close(x);
-    if (n_page < n_cs) {
-        _cleanup_free_ char *token = api_token_make(cs[n_page - 1].key);
-        xml_element(x, "nextToken", token);
-    }
+    api_candidates_write_token(x, &cs, n_page);
     r = 0;
 out:
-    for (size_t i = 0; cs && i < n_cs; i++)
-        registry_tag_list_free(cs[i].tags, cs[i].n_tags);
+    api_candidates_release(&cs);
     registry_volume_list_free(rows, n_rows);
     api_filters_release(&fs);
     return r;
@@ -637,7 +525,7 @@ int api_create_snapshot(struct api_ctx *ctx, const struct query *q, struct xml *
     if (query_get(q, "OutpostArn") || query_get(q, "Location"))
         return api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE,
                         "kiln keeps snapshots in the region (OutpostArn, Location)");
-    r = parse_tag_specs(ctx, q, "snapshot", &tags, &n_tags);
+    r = api_tag_specs_parse(ctx, q, &(struct api_tag_target){"snapshot", &tags, &n_tags}, 1);
     if (r < 0)
         return r;
     r = open_own_volume(ctx, id, &rg, &v);

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -11,6 +12,7 @@
 #include "common/error.h"
 #include "common/util.h"
 #include "registry/accounts.h"
+#include "service/service.h"
 
 static const char create_usage[] =
     "usage: kiln account create NAME [--json] [--credentials FILE [--profile P]]\n"
@@ -116,6 +118,14 @@ static int do_create(struct cli *cli, int argc, char **argv)
     if (!account_name_is_valid(name)) {
         fprintf(stderr, "kiln: invalid account name '%s' (1 to %d letters, digits, '-', '_' "
                         "and '.')\n", name, ACCOUNT_NAME_MAX);
+        return EXIT_USAGE;
+    }
+    /* Names are case-insensitive (accounts_get_by_name()). */
+    if (strcasecmp(name, SERVICE_PROVIDER_ACCOUNT) == 0) {
+        fprintf(stderr,
+                "kiln: the account name '%s' is reserved: it is the provider account "
+                "that owns the base images (`kiln base-image build`)\n",
+                name);
         return EXIT_USAGE;
     }
     if (a.profile && !a.credentials) {

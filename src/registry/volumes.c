@@ -117,38 +117,23 @@ static bool id_arg_is_valid(const char *id)
 
 /* ---- rows ---- */
 
-static bool copy_column(sqlite3_stmt *st, int col, char *buf, size_t size)
-{
-    const unsigned char *t = sqlite3_column_text(st, col);
-    int len = sqlite3_column_bytes(st, col);
-
-    if (!t) {
-        buf[0] = '\0';
-        return true;
-    }
-    if ((size_t)len >= size || memchr(t, '\0', (size_t)len))
-        return false;
-    memcpy(buf, t, (size_t)len + 1);
-    return true;
-}
-
 static int read_row(struct registry *reg, sqlite3_stmt *st, struct registry_volume **ret)
 {
     _cleanup_(registry_volume_freep) struct registry_volume *v = xcalloc(1, sizeof(*v));
     const char *map, *state;
     int64_t size;
 
-    if (!copy_column(st, 0, v->id, sizeof(v->id)) || !id_is_valid("vol", v->id))
+    if (!reg_column_copy(st, 0, v->id, sizeof(v->id)) || !id_is_valid("vol", v->id))
         return error_set(EBADMSG, "registry '%s' holds a malformed volume id", reg->path);
     size = sqlite3_column_int64(st, 3);
     state = (const char *)sqlite3_column_text(st, 6);
     map = (const char *)sqlite3_column_text(st, 5);
-    if (!copy_column(st, 1, v->owner, sizeof(v->owner)) ||
-        !copy_column(st, 2, v->availability_zone, sizeof(v->availability_zone)) ||
-        !copy_column(st, 4, v->snapshot_id, sizeof(v->snapshot_id)) ||
-        !copy_column(st, 8, v->volume_type, sizeof(v->volume_type)) ||
-        !copy_column(st, 11, v->instance_id, sizeof(v->instance_id)) ||
-        !copy_column(st, 12, v->device, sizeof(v->device)) || size < 1 ||
+    if (!reg_column_copy(st, 1, v->owner, sizeof(v->owner)) ||
+        !reg_column_copy(st, 2, v->availability_zone, sizeof(v->availability_zone)) ||
+        !reg_column_copy(st, 4, v->snapshot_id, sizeof(v->snapshot_id)) ||
+        !reg_column_copy(st, 8, v->volume_type, sizeof(v->volume_type)) ||
+        !reg_column_copy(st, 11, v->instance_id, sizeof(v->instance_id)) ||
+        !reg_column_copy(st, 12, v->device, sizeof(v->device)) || size < 1 ||
         size > VOLUME_SIZE_GIB_MAX || volume_state_from_string(state, &v->state) < 0 ||
         (map && digest_from_hex(map, &v->base_map_id) < 0))
         return error_set(EBADMSG, "volume '%s' has a malformed field in registry '%s'", v->id,
@@ -195,10 +180,7 @@ int registry_volume_insert(struct registry *reg, const struct registry_volume *v
     sqlite3_bind_int(st, 11, v->throughput);
     reg_bind_text(st, 12, v->instance_id[0] ? v->instance_id : NULL);
     reg_bind_text(st, 13, v->device[0] ? v->device : NULL);
-    if (v->attach_time > 0)
-        sqlite3_bind_int64(st, 14, v->attach_time);
-    else
-        sqlite3_bind_null(st, 14);
+    reg_bind_positive(st, 14, v->attach_time);
     r = reg_step_done(reg, st, "cannot insert volume '%s'", v->id);
     if (r == -EEXIST)
         return error_set(EEXIST, "volume '%s' already exists", v->id);
@@ -249,10 +231,7 @@ int registry_volume_update(struct registry *reg, const struct registry_volume *v
     sqlite3_bind_int(st, 5, v->throughput);
     reg_bind_text(st, 6, v->instance_id[0] ? v->instance_id : NULL);
     reg_bind_text(st, 7, v->device[0] ? v->device : NULL);
-    if (v->attach_time > 0)
-        sqlite3_bind_int64(st, 8, v->attach_time);
-    else
-        sqlite3_bind_null(st, 8);
+    reg_bind_positive(st, 8, v->attach_time);
     r = reg_step_done(reg, st, "cannot update volume '%s'", v->id);
     if (r != 0)
         return r < 0 ? r : 0;

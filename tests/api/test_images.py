@@ -12,6 +12,7 @@ directory's default account, whose key the server wrote to
 DATA/credentials (see test_snapshots.py)."""
 import datetime
 import http.client
+import json
 import os
 import sqlite3
 import subprocess
@@ -25,7 +26,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 
-from test_snapshots import (CREDENTIALS, DATA, ENDPOINT, bob_keys, client, default_keys,
+from test_snapshots import (CREDENTIALS, DATA, ENDPOINT, KILN, bob_keys, client, default_keys,
                             import_snapshot)
 
 NS = "{http://ec2.amazonaws.com/doc/2016-11-15/}"
@@ -337,6 +338,65 @@ class Describe(Base):
             self.assertIsNotNone(item.find(NS + el), el)
         ebs = item.find(NS + "blockDeviceMapping/" + NS + "item/" + NS + "ebs")
         self.assertEqual(ebs.find(NS + "snapshotId").text, sid)
+
+
+class ProviderAlias(Base):
+    """The provider account (named `kiln`) owns the public base images that
+    `kiln base-image build` registers: `Owner=kiln` selects them, as
+    `Owner=amazon` does on AWS, and they carry imageOwnerAlias `kiln`."""
+
+    def provider_account(self):
+        # DescribeImages looks the provider account up, creating it on
+        # first use (as `kiln base-image build` does).
+        self.ec2.describe_images(Owners=["kiln"])
+        out = subprocess.run([KILN, "--data-dir", DATA, "account", "list", "--json"],
+                             check=True, capture_output=True, text=True).stdout
+        ids = [a["AccountId"] for a in json.loads(out) if a["Name"] == "kiln"]
+        self.assertEqual(len(ids), 1, out)
+        return ids[0]
+
+    def set_owner(self, iid, owner):
+        # A base image without building one (which needs Debian packages):
+        # hand a public image to the provider behind the server's back (WAL
+        # lets us write beside it), and back afterwards.
+        db = sqlite3.connect(os.path.join(DATA, "regions", "us-east-1", "registry.db"),
+                             timeout=10)
+        with db:
+            db.execute("UPDATE images SET owner = ? WHERE id = ?", (owner, iid))
+        db.close()
+
+    def test_owner_kiln_and_alias(self):
+        provider = self.provider_account()
+        base, _ = self.register(name=unique_name("base"))
+        mine, _ = self.register()
+        self.ec2.modify_image_attribute(ImageId=base, LaunchPermission={"Add": [{"Group": "all"}]})
+        self.ec2.modify_image_attribute(ImageId=mine, LaunchPermission={"Add": [{"Group": "all"}]})
+        self.set_owner(base, provider)
+        try:
+            for c in (self.ec2, self.bob):
+                ids = self.ids(c, Owners=["kiln"])
+                self.assertIn(base, ids)
+                self.assertNotIn(mine, ids)
+                self.assertIn(base, self.ids(c, Owners=["kiln", "self"]))
+                self.assertNotIn(base, self.ids(c, Owners=["amazon"]))
+                self.assertIn(base, self.ids(c, Owners=[provider]))
+                shown = {i["ImageId"]: i for i in c.describe_images(ImageIds=[base, mine])["Images"]}
+                self.assertEqual(shown[base]["ImageOwnerAlias"], "kiln")
+                self.assertEqual(shown[base]["OwnerId"], provider)
+                self.assertNotIn("ImageOwnerAlias", shown[mine])
+                flt = [{"Name": "owner-alias", "Values": ["kiln"]}]
+                self.assertIn(base, self.ids(c, Filters=flt))
+                self.assertNotIn(mine, self.ids(c, Filters=flt))
+                self.assertNotIn(base, self.ids(c, Filters=[{"Name": "owner-alias",
+                                                             "Values": ["amazon"]}]))
+                self.assertIn(base, self.ids(c, Filters=[{"Name": "owner-alias",
+                                                          "Values": ["k*"]}]))
+            self.assertNotIn(base, self.ids(Owners=["self"]))
+            self.assertIn(mine, self.ids(Owners=["self"]))
+        finally:
+            self.set_owner(base, self.account)
+            for iid in (base, mine):
+                self.ec2.reset_image_attribute(ImageId=iid, Attribute="launchPermission")
 
 
 class Sharing(Base):

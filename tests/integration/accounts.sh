@@ -77,6 +77,12 @@ expect_exit 2 kiln account create
 expect_exit 2 kiln account create bob carol
 expect_exit 2 kiln account frobnicate
 expect_exit 2 kiln account create bob --profile p
+# The provider account's name is reserved, in any case.
+expect_exit 2 kiln account create kiln
+grep -q "account name 'kiln' is reserved" "$T/err" || die "no message for 'kiln': $(cat "$T/err")"
+expect_exit 2 kiln account create KILN --json
+grep -q "reserved" "$T/err" || die "'KILN' is not reserved: $(cat "$T/err")"
+[ ! -s "$T/out" ] || die "a refused create printed: $(cat "$T/out")"
 
 # --- create, plain -----------------------------------------------------------
 expect_exit 0 kiln account create bob

@@ -1,8 +1,10 @@
 /* The shared Describe* helpers (src/api/filters.c): Filter.N parsing with
  * its refusals, wildcard matching, the tag filters (tag:KEY, tag-key) one
- * implementation serves for DescribeSnapshots and DescribeTags, and
- * MaxResults/NextToken. */
+ * implementation serves for DescribeSnapshots and DescribeTags,
+ * MaxResults/NextToken, the paged listing of DescribeSnapshots and
+ * DescribeVolumes, and TagSpecification.N (tags.c). */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -160,10 +162,130 @@ static void test_paging(void)
     query_release(&q);
 }
 
+/* TagSpecification.N (tags.c): each spec's tags go to its type's list, a
+ * repeated key keeps the last value, and a bad spec empties every list. */
+static void test_tag_specs(void)
+{
+    struct registry_tag *img = NULL, *snap = NULL;
+    size_t n_img = 0, n_snap = 0;
+    struct api_tag_target targets[] = {
+        {"image", &img, &n_img},
+        {"snapshot", &snap, &n_snap},
+    };
+    struct api_ctx ctx = new_ctx();
+    struct query q;
+    const char *s = "TagSpecification.1.ResourceType=image&TagSpecification.1.Tag.1.Key=a"
+                    "&TagSpecification.1.Tag.1.Value=1&TagSpecification.1.Tag.2.Key=a"
+                    "&TagSpecification.1.Tag.2.Value=2&TagSpecification.2.ResourceType=snapshot"
+                    "&TagSpecification.2.Tag.1.Key=b";
+
+    query_parse(s, strlen(s), &q);
+    is_int(api_tag_specs_parse(&ctx, &q, targets, 2), 0, "two specs");
+    is_int(n_img, 1, "a repeated key is one tag");
+    ok(n_img == 1 && strcmp(img[0].key, "a") == 0 && strcmp(img[0].value, "2") == 0,
+       "the last value wins");
+    ok(n_snap == 1 && strcmp(snap[0].key, "b") == 0 && strcmp(snap[0].value, "") == 0,
+       "an absent value is empty");
+    free(img);
+    free(snap);
+    img = snap = NULL;
+    n_img = n_snap = 0;
+    query_release(&q);
+
+    s = "TagSpecification.1.ResourceType=image&TagSpecification.1.Tag.1.Key=a"
+        "&TagSpecification.2.ResourceType=volume&TagSpecification.2.Tag.1.Key=b";
+    ctx = new_ctx();
+    query_parse(s, strlen(s), &q);
+    is_int(api_tag_specs_parse(&ctx, &q, targets, 2), -EINVAL, "a type the action does not tag");
+    ok(ctx.error == API_ERR_INVALID_PARAMETER_VALUE, "InvalidParameterValue");
+    ok(img == NULL && n_img == 0, "the lists are emptied");
+    query_release(&q);
+
+    s = "TagSpecification.1.ResourceType=snapshot&TagSpecification.1.Tag.1.Value=x";
+    ctx = new_ctx();
+    query_parse(s, strlen(s), &q);
+    is_int(api_tag_specs_parse(&ctx, &q, targets, 2), -EINVAL, "a tag without a key");
+    ok(ctx.error == API_ERR_MISSING_PARAMETER, "MissingParameter");
+    query_release(&q);
+
+    s = "TagSpecification.1.Tag.1.Key=a";
+    ctx = new_ctx();
+    query_parse(s, strlen(s), &q);
+    is_int(api_tag_specs_parse(&ctx, &q, targets, 2), -EINVAL, "a spec without a type");
+    ok(ctx.error == API_ERR_MISSING_PARAMETER, "MissingParameter");
+    query_release(&q);
+
+    {
+        char buf[4096] = "TagSpecification.1.ResourceType=image";
+        for (int i = 1; i <= API_TAGS_PER_RESOURCE_MAX + 1; i++)
+            snprintf(buf + strlen(buf), sizeof(buf) - strlen(buf),
+                     "&TagSpecification.1.Tag.%d.Key=k%d", i, i);
+        ctx = new_ctx();
+        query_parse(buf, strlen(buf), &q);
+        ok(api_tag_specs_parse(&ctx, &q, targets, 2) < 0, "one tag too many");
+        ok(ctx.error == API_ERR_TAG_LIMIT_EXCEEDED, "TagLimitExceeded");
+        ok(img == NULL && n_img == 0, "nothing kept");
+        query_release(&q);
+    }
+}
+
+/* Paged listings: the key, `after`, a page and its token; candidates
+ * that are not the caller's match tag filters as resources without tags
+ * (no registry is read for them). */
+static void test_candidates(void)
+{
+    static const char *const ids[] = {"snap-00000000000000001", "snap-00000000000000002",
+                                      "snap-00000000000000003"};
+    struct api_candidates cs;
+    struct api_filters none = {0}, fs;
+    struct api_ctx ctx;
+    struct query q;
+    struct xml x;
+    size_t n_page = 0;
+    char after[64];
+
+    api_candidates_init(&cs, 3);
+    for (int i = 0; i < 3; i++)
+        is_int(api_candidates_add(&cs, NULL, &none, NULL, 1000 + i, ids[i], (void *)ids[i], false),
+               1, "added");
+    is_str(cs.c[0].key, "00000000000000001000.snap-00000000000000001", "the paging key");
+    is_int(api_candidates_page(&cs, NULL, 2, &n_page), 0, "a page of 2");
+    is_int(n_page, 2, "two on it");
+    xml_init(&x);
+    api_candidates_write_token(&x, &cs, n_page);
+    ok(memmem(x.b.data, x.b.len, "<nextToken>", 11) != NULL, "a token: more follow");
+    xml_release(&x);
+    xml_init(&x);
+    is_int(api_candidates_page(&cs, NULL, 0, &n_page), 0, "no MaxResults");
+    is_int(n_page, 3, "everything");
+    api_candidates_write_token(&x, &cs, n_page);
+    ok(memmem(x.b.data, x.b.len, "nextToken", 9) == NULL, "no token on the last page");
+    xml_release(&x);
+    snprintf(after, sizeof(after), "%s", cs.c[1].key);
+    api_candidates_release(&cs);
+
+    api_candidates_init(&cs, 3);
+    for (int i = 0; i < 3; i++)
+        api_candidates_add(&cs, NULL, &none, after, 1000 + i, ids[i], (void *)ids[i], false);
+    ok(cs.n == 1 && cs.c[0].row == ids[2], "only what follows `after`");
+    api_candidates_release(&cs);
+
+    is_int(parse("Filter.1.Name=tag-key&Filter.1.Value.1=*", &ctx, &q, &fs), 0, "tag-key *");
+    api_candidates_init(&cs, 1);
+    is_int(api_candidates_add(&cs, NULL, &fs, NULL, 1, ids[0], (void *)ids[0], false), 0,
+           "another account's: no tags to match");
+    is_int(cs.n, 0, "left out");
+    api_candidates_release(&cs);
+    api_filters_release(&fs);
+    query_release(&q);
+}
+
 int main(void)
 {
     test_parse_and_match();
     test_tags();
     test_paging();
+    test_tag_specs();
+    test_candidates();
     return done_testing();
 }
