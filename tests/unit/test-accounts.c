@@ -316,19 +316,40 @@ static void test_default_race(void)
     ok(same, "all of them got the same account and key");
 }
 
+/* `test-accounts --list PATH` / `--create PATH NAME` (the latter prints
+ * the new key id): another process, started afresh (a forked child would
+ * carry this process's open handle). */
+static int other_process(int argc, char **argv)
+{
+    struct accounts *o = NULL;
+    int e = accounts_open(argv[2], &o);
+
+    if (e == 0 && strcmp(argv[1], "--list") == 0) {
+        struct account *list = NULL;
+        size_t n = 0;
+        e = accounts_list(o, &list, &n);
+        accounts_list_free(list, n);
+    } else if (e == 0 && argc == 4) {
+        struct account_credentials c;
+        e = accounts_create(o, argv[3], &c);
+        if (e == 0)
+            printf("%s\n", c.access_key_id);
+    }
+    accounts_free(o);
+    return e == 0 ? 0 : 1;
+}
+
 /* A second handle on the same file in one process (the server looks the
  * provider account up beside its own handle) must leave the first one's
- * locks alone: another process's write and close afterwards must neither
- * remove the WAL under it nor hide the new key from it. */
-static void test_second_handle(void)
+ * locks alone: other processes reading, writing and closing afterwards
+ * must neither remove the WAL under it nor hide the new key from it. */
+static void test_second_handle(const char *self)
 {
     const char *path = tmp_path("second.db");
-    char wal[300];
     struct accounts *a = NULL, *b = NULL;
     struct account_credentials c1, c2;
-    char secret[ACCOUNT_SECRET_SIZE], id[ACCOUNT_ID_SIZE], key[ACCOUNT_ACCESS_KEY_ID_SIZE] = "";
-    int fds[2], status = 0;
-    pid_t pid;
+    char secret[ACCOUNT_SECRET_SIZE], id[ACCOUNT_ID_SIZE], key[64] = "", wal[300], cmd[900];
+    FILE *f;
 
     snprintf(wal, sizeof(wal), "%s-wal", path);
     is_int(accounts_open(path, &a), 0, "open the long-lived handle");
@@ -337,41 +358,16 @@ static void test_second_handle(void)
     is_int(accounts_create(b, "second", &c2), 0, "create one through the second");
     accounts_free(b);
     fflush(stdout);
-    /* Another process reads and closes first (`kiln account list`). */
-    pid = fork();
-    if (pid == 0) {
-        struct accounts *o = NULL;
-        struct account *list = NULL;
-        size_t n = 0;
-        int e = accounts_open(path, &o);
-        if (e == 0)
-            e = accounts_list(o, &list, &n);
-        accounts_list_free(list, n);
-        accounts_free(o);
-        _exit(e == 0 ? 0 : 1);
-    }
-    waitpid(pid, &status, 0);
-    ok(WIFEXITED(status) && WEXITSTATUS(status) == 0, "another process lists the accounts");
-    if (pipe(fds) < 0)
-        return;
-    pid = fork();
-    if (pid == 0) {
-        struct accounts *o = NULL;
-        struct account_credentials c;
-        char out[ACCOUNT_ACCESS_KEY_ID_SIZE] = "";
-        if (accounts_open(path, &o) == 0 && accounts_create(o, "third", &c) == 0)
-            snprintf(out, sizeof(out), "%s", c.access_key_id);
-        accounts_free(o);
-        if (write(fds[1], out, sizeof(out)) != (ssize_t)sizeof(out))
-            _exit(2);
-        _exit(out[0] ? 0 : 1);
-    }
-    close(fds[1]);
-    if (read(fds[0], key, sizeof(key)) != (ssize_t)sizeof(key))
+    snprintf(cmd, sizeof(cmd), "'%s' --list '%s'", self, path);
+    is_int(system(cmd), 0, "another process lists the accounts");
+    snprintf(cmd, sizeof(cmd), "'%s' --create '%s' third", self, path);
+    f = popen(cmd, "r");
+    if (!f || !fgets(key, sizeof(key), f))
         key[0] = '\0';
-    close(fds[0]);
-    waitpid(pid, &status, 0);
-    ok(WIFEXITED(status) && WEXITSTATUS(status) == 0 && key[0], "another process adds a key");
+    if (f)
+        pclose(f);
+    key[strcspn(key, "\n")] = '\0';
+    ok(key[0] != '\0', "another process adds a key");
     ok(access(wal, F_OK) == 0, "the WAL is still there");
     is_int(accounts_lookup_key(a, key, secret, id), 0, "the long-lived handle sees the new key");
     accounts_free(a);
@@ -498,10 +494,12 @@ static void test_credentials_file(void)
     ok(system(cmd) != 0, "no temporary files left in the directory");
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
     char cmd[300];
 
+    if (argc >= 3)
+        return other_process(argc, argv);
     if (!mkdtemp(tmpdir)) {
         perror("mkdtemp");
         return 1;
@@ -510,7 +508,7 @@ int main(void)
     test_names();
     test_file();
     test_default_race();
-    test_second_handle();
+    test_second_handle(argv[0]);
     test_credentials_file();
     test_threads(":memory:");
     test_threads(tmp_path("threads.db"));
