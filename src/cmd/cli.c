@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "common/error.h"
+#include "common/ids.h"
 #include "common/log.h"
 #include "common/util.h"
 
@@ -159,4 +160,25 @@ const char *format_time_ms(int64_t ms, char *buf, size_t size)
     snprintf(buf, size, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
              tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(ms % 1000));
     return buf;
+}
+
+int cli_check_id(const char *prefix, const char *id)
+{
+    if (!id_is_valid(prefix, id)) {
+        fprintf(stderr, "kiln: '%s' is not a %s id (%s- and 17 hex digits)\n", id,
+                strcmp(prefix, "vol") == 0 ? "volume" : "snapshot", prefix);
+        return EXIT_USAGE;
+    }
+    return -1;
+}
+
+void cli_print_json_array(const void *rows, size_t n,
+                          void (*print_at)(const void *rows, size_t i))
+{
+    printf("[");
+    for (size_t i = 0; i < n; i++) {
+        printf(i ? ",\n " : "");
+        print_at(rows, i);
+    }
+    printf("]\n");
 }

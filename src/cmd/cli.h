@@ -60,6 +60,15 @@ void json_string(FILE *f, const char *s);
 /* "2026-11-27T06:51:38.000Z" from unix milliseconds. */
 const char *format_time_ms(int64_t ms, char *buf, size_t size);
 
+/* -1 if `id` is a valid id with `prefix` ("vol" or "snap"), or else, after
+ * saying so on standard error, the exit status EXIT_USAGE. */
+int cli_check_id(const char *prefix, const char *id);
+
+/* Print n rows as a JSON array, one element a line, the i-th by
+ * print_at(rows, i). */
+void cli_print_json_array(const void *rows, size_t n,
+                          void (*print_at)(const void *rows, size_t i));
+
 int cmd_snapshot(struct cli *cli, int argc, char **argv);
 int cmd_image(struct cli *cli, int argc, char **argv);
 int cmd_fsck(struct cli *cli, int argc, char **argv);

@@ -105,15 +105,6 @@ static int parse(struct cli *cli, int argc, char **argv, const char *usage, cons
     return cli_parse(cli, argc, argv, all_options, usage, allowed, npos, snap_option, a, &a->pos);
 }
 
-static int check_snap_id(const char *id)
-{
-    if (!id_is_valid("snap", id)) {
-        fprintf(stderr, "kiln: '%s' is not a snapshot id (snap- and 17 hex digits)\n", id);
-        return EXIT_USAGE;
-    }
-    return -1;
-}
-
 static int do_import(struct cli *cli, int argc, char **argv)
 {
     struct snap_args a = { 0 };
@@ -131,7 +122,7 @@ static int do_import(struct cli *cli, int argc, char **argv)
         fprintf(stderr, "kiln: unknown format '%s' (raw, qcow2 or auto)\n", a.format);
         return EXIT_USAGE;
     }
-    if (a.parent && (ex = check_snap_id(a.parent)) >= 0)
+    if (a.parent && (ex = cli_check_id("snap", a.parent)) >= 0)
         return ex;
     if (a.description && strlen(a.description) > 255) {
         fprintf(stderr, "kiln: the description is longer than 255 characters\n");
@@ -183,7 +174,7 @@ static int do_export(struct cli *cli, int argc, char **argv)
         fprintf(stderr, "kiln: unknown export format '%s' (raw or qcow2)\n", a.format);
         return EXIT_USAGE;
     }
-    if ((ex = check_snap_id(a.pos[0])) >= 0)
+    if ((ex = cli_check_id("snap", a.pos[0])) >= 0)
         return ex;
     o.threads = a.threads;
     o.progress = !cli->quiet;
@@ -228,6 +219,11 @@ static void print_json_snapshot(const struct registry_snapshot *s)
     printf("}");
 }
 
+static void print_json_snapshot_at(const void *rows, size_t i)
+{
+    print_json_snapshot(((struct registry_snapshot *const *)rows)[i]);
+}
+
 static int do_list(struct cli *cli, int argc, char **argv)
 {
     struct snap_args a = { 0 };
@@ -247,12 +243,7 @@ static int do_list(struct cli *cli, int argc, char **argv)
         return 1;
     }
     if (a.json) {
-        printf("[");
-        for (size_t i = 0; i < n; i++) {
-            printf(i ? ",\n " : "");
-            print_json_snapshot(rows[i]);
-        }
-        printf("]\n");
+        cli_print_json_array(rows, n, print_json_snapshot_at);
     } else {
         if (n)
             printf("%-22s %-9s %10s  %-24s %s\n", "SNAPSHOT", "STATE", "SIZE", "STARTED",
@@ -283,7 +274,7 @@ static int do_show(struct cli *cli, int argc, char **argv)
     ex = parse(cli, argc, argv, show_usage, "json", 1, &a);
     if (ex >= 0)
         return ex;
-    if ((ex = check_snap_id(a.pos[0])) >= 0)
+    if ((ex = cli_check_id("snap", a.pos[0])) >= 0)
         return ex;
     e = cli_open_region(cli, &r);
     if (e == 0)
@@ -334,7 +325,7 @@ static int do_delete(struct cli *cli, int argc, char **argv)
     ex = parse(cli, argc, argv, delete_usage, "", 1, &a);
     if (ex >= 0)
         return ex;
-    if ((ex = check_snap_id(a.pos[0])) >= 0)
+    if ((ex = cli_check_id("snap", a.pos[0])) >= 0)
         return ex;
     e = cli_open_region(cli, &r);
     if (e == 0)
@@ -359,7 +350,7 @@ static int do_diff(struct cli *cli, int argc, char **argv)
     ex = parse(cli, argc, argv, diff_usage, "", 2, &a);
     if (ex >= 0)
         return ex;
-    if ((ex = check_snap_id(a.pos[0])) >= 0 || (ex = check_snap_id(a.pos[1])) >= 0)
+    if ((ex = cli_check_id("snap", a.pos[0])) >= 0 || (ex = cli_check_id("snap", a.pos[1])) >= 0)
         return ex;
     e = cli_open_region(cli, &r);
     /* Shared lock: gc must not sweep what the diff reads. */

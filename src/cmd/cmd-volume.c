@@ -100,16 +100,6 @@ static int parse(struct cli *cli, int argc, char **argv, const char *usage, cons
     return cli_parse(cli, argc, argv, all_options, usage, allowed, npos, vol_option, a, &a->pos);
 }
 
-static int check_id(const char *prefix, const char *id)
-{
-    if (!id_is_valid(prefix, id)) {
-        fprintf(stderr, "kiln: '%s' is not a %s id (%s- and 17 hex digits)\n", id,
-                strcmp(prefix, "vol") == 0 ? "volume" : "snapshot", prefix);
-        return EXIT_USAGE;
-    }
-    return -1;
-}
-
 static int do_create(struct cli *cli, int argc, char **argv)
 {
     struct vol_args a = { 0 };
@@ -125,7 +115,7 @@ static int do_create(struct cli *cli, int argc, char **argv)
                 create_usage);
         return EXIT_USAGE;
     }
-    if (a.snapshot && (ex = check_id("snap", a.snapshot)) >= 0)
+    if (a.snapshot && (ex = cli_check_id("snap", a.snapshot)) >= 0)
         return ex;
     struct service_volume_create_options o = { .snapshot_id = a.snapshot,
                                                .size_gib = a.size_gib };
@@ -156,6 +146,11 @@ static void print_json_volume(const struct registry_volume *v)
     printf(",\"OwnerId\":\"%s\"}", v->owner);
 }
 
+static void print_json_volume_at(const void *rows, size_t i)
+{
+    print_json_volume(((struct registry_volume *const *)rows)[i]);
+}
+
 static int do_list(struct cli *cli, int argc, char **argv)
 {
     struct vol_args a = { 0 };
@@ -175,12 +170,7 @@ static int do_list(struct cli *cli, int argc, char **argv)
         return 1;
     }
     if (a.json) {
-        printf("[");
-        for (size_t i = 0; i < n; i++) {
-            printf(i ? ",\n " : "");
-            print_json_volume(rows[i]);
-        }
-        printf("]\n");
+        cli_print_json_array(rows, n, print_json_volume_at);
     } else {
         if (n)
             printf("%-21s %-9s %6s  %-22s %-24s\n", "VOLUME", "STATE", "SIZE", "SNAPSHOT",
@@ -207,7 +197,7 @@ static int do_show(struct cli *cli, int argc, char **argv)
     ex = parse(cli, argc, argv, show_usage, "json", 1, &a);
     if (ex >= 0)
         return ex;
-    if ((ex = check_id("vol", a.pos[0])) >= 0)
+    if ((ex = cli_check_id("vol", a.pos[0])) >= 0)
         return ex;
     e = cli_open_region(cli, &r);
     if (e == 0)
@@ -258,7 +248,7 @@ static int do_delete(struct cli *cli, int argc, char **argv)
     ex = parse(cli, argc, argv, delete_usage, "", 1, &a);
     if (ex >= 0)
         return ex;
-    if ((ex = check_id("vol", a.pos[0])) >= 0)
+    if ((ex = cli_check_id("vol", a.pos[0])) >= 0)
         return ex;
     e = cli_open_region(cli, &r);
     if (e == 0)
@@ -279,7 +269,7 @@ static int do_grow(struct cli *cli, int argc, char **argv)
     ex = parse(cli, argc, argv, grow_usage, "size", 1, &a);
     if (ex >= 0)
         return ex;
-    if ((ex = check_id("vol", a.pos[0])) >= 0)
+    if ((ex = cli_check_id("vol", a.pos[0])) >= 0)
         return ex;
     if (!a.size_gib) {
         fprintf(stderr, "kiln: grow needs --size GIB\n");
@@ -307,7 +297,7 @@ static int do_snapshot(struct cli *cli, int argc, char **argv)
     ex = parse(cli, argc, argv, snapshot_usage_text, "description", 1, &a);
     if (ex >= 0)
         return ex;
-    if ((ex = check_id("vol", a.pos[0])) >= 0)
+    if ((ex = cli_check_id("vol", a.pos[0])) >= 0)
         return ex;
     if (a.description && strlen(a.description) > 255) {
         fprintf(stderr, "kiln: the description is longer than 255 characters\n");
