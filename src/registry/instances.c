@@ -69,23 +69,10 @@ void registry_instance_list_free(struct registry_instance **list, size_t n)
 
 /* ---- validation ---- */
 
-static bool terminated(const char *field, size_t size)
-{
-    return memchr(field, '\0', size) != NULL;
-}
-
-static bool text_is_printable(const char *s)
-{
-    for (; *s; s++)
-        if ((unsigned char)*s < 0x20 || *s == 0x7f)
-            return false;
-    return true;
-}
-
 /* A printable, NUL-terminated field; empty only when `may_be_empty`. */
 static bool text_ok(const char *field, size_t size, bool may_be_empty)
 {
-    return terminated(field, size) && (may_be_empty || field[0]) && text_is_printable(field);
+    return reg_terminated(field, size) && (may_be_empty || field[0]) && reg_printable(field);
 }
 
 /* "127.a.b.c" with each part 0..255 and no leading zeros. */
@@ -107,32 +94,32 @@ static bool address_is_valid(const char *s)
 
 static int validate_reason(const char *id, const char *code, const char *message)
 {
-    if (code && (strlen(code) > INSTANCE_REASON_CODE_MAX || !text_is_printable(code)))
+    if (code && (strlen(code) > INSTANCE_REASON_CODE_MAX || !reg_printable(code)))
         return error_set(EINVAL, "instance '%s' has a malformed state reason code", id);
-    if (message && (strlen(message) > INSTANCE_REASON_MESSAGE_MAX || !text_is_printable(message)))
+    if (message && (strlen(message) > INSTANCE_REASON_MESSAGE_MAX || !reg_printable(message)))
         return error_set(EINVAL, "instance '%s' has a malformed state reason message", id);
     return 0;
 }
 
 static int validate(const struct registry_instance *in)
 {
-    if (!terminated(in->id, sizeof(in->id)) || !id_is_valid("i", in->id))
+    if (!reg_terminated(in->id, sizeof(in->id)) || !id_is_valid("i", in->id))
         return error_set(EINVAL, "malformed instance id '%.*s'", (int)sizeof(in->id) - 1, in->id);
-    if (!terminated(in->owner, sizeof(in->owner)) || !reg_account_is_valid(in->owner))
+    if (!reg_terminated(in->owner, sizeof(in->owner)) || !reg_account_is_valid(in->owner))
         return error_set(EINVAL, "instance '%s' has a malformed owner", in->id);
-    if (!terminated(in->reservation_id, sizeof(in->reservation_id)) ||
+    if (!reg_terminated(in->reservation_id, sizeof(in->reservation_id)) ||
         !id_is_valid("r", in->reservation_id))
         return error_set(EINVAL, "instance '%s' has a malformed reservation id", in->id);
     if (in->launch_index < 0)
         return error_set(EINVAL, "instance '%s' has a negative launch index", in->id);
-    if (!terminated(in->image_id, sizeof(in->image_id)) || !id_is_valid("ami", in->image_id))
+    if (!reg_terminated(in->image_id, sizeof(in->image_id)) || !id_is_valid("ami", in->image_id))
         return error_set(EINVAL, "instance '%s' has a malformed image id", in->id);
     if (!text_ok(in->instance_type, sizeof(in->instance_type), false))
         return error_set(EINVAL, "instance '%s' has a malformed instance type", in->id);
     if (!instance_state_to_string(in->state))
         return error_set(EINVAL, "instance '%s' has an invalid state %d", in->id, (int)in->state);
-    if (!terminated(in->reason_code, sizeof(in->reason_code)) ||
-        !terminated(in->reason_message, sizeof(in->reason_message)) ||
+    if (!reg_terminated(in->reason_code, sizeof(in->reason_code)) ||
+        !reg_terminated(in->reason_message, sizeof(in->reason_message)) ||
         validate_reason(in->id, in->reason_code, in->reason_message) < 0)
         return error_set(EINVAL, "instance '%s' has a malformed state reason", in->id);
     if (in->launch_time < 0)
@@ -144,11 +131,11 @@ static int validate(const struct registry_instance *in)
     if (in->user_data_len > INSTANCE_USER_DATA_MAX || (in->user_data_len && !in->user_data))
         return error_set(EINVAL, "instance '%s' has user data over %d bytes", in->id,
                          INSTANCE_USER_DATA_MAX);
-    if (!terminated(in->address, sizeof(in->address)) || !address_is_valid(in->address))
+    if (!reg_terminated(in->address, sizeof(in->address)) || !address_is_valid(in->address))
         return error_set(EINVAL, "instance '%s' has a malformed address (want 127.x.y.z)", in->id);
     if (!text_ok(in->root_device_name, sizeof(in->root_device_name), false))
         return error_set(EINVAL, "instance '%s' has a malformed root device name", in->id);
-    if (!terminated(in->root_volume_id, sizeof(in->root_volume_id)) ||
+    if (!reg_terminated(in->root_volume_id, sizeof(in->root_volume_id)) ||
         (in->root_volume_id[0] && !id_is_valid("vol", in->root_volume_id)))
         return error_set(EINVAL, "instance '%s' has a malformed root volume id", in->id);
     if (in->http_hop_limit < 1 || in->http_hop_limit > 64)

@@ -133,6 +133,12 @@ void reg_bind_positive(sqlite3_stmt *st, int idx, int64_t v);
  * when it does not fit or holds a NUL. */
 bool reg_column_copy(sqlite3_stmt *st, int col, char *buf, size_t size);
 
+/* True when field[size] holds a NUL: a C string that fits its array. */
+bool reg_terminated(const char *field, size_t size);
+
+/* True when s holds no control character (below 0x20, or 0x7f). */
+bool reg_printable(const char *s);
+
 /* registry_open() for a database of another kind: the same settings
  * (WAL, synchronous=FULL, busy timeout, foreign keys), migrated to the
  * newest version of `schema`, which must outlive the handle. */

@@ -568,3 +568,16 @@ int reg_account_generate(char out[ACCOUNT_ID_SIZE])
     return 0;
 }
 
+
+bool reg_terminated(const char *field, size_t size)
+{
+    return memchr(field, '\0', size) != NULL;
+}
+
+bool reg_printable(const char *s)
+{
+    for (; *s; s++)
+        if ((unsigned char)*s < 0x20 || *s == 0x7f)
+            return false;
+    return true;
+}

@@ -56,19 +56,6 @@ void registry_volume_list_free(struct registry_volume **list, size_t n)
 
 /* ---- validation ---- */
 
-static bool terminated(const char *field, size_t size)
-{
-    return memchr(field, '\0', size) != NULL;
-}
-
-static bool text_is_printable(const char *s)
-{
-    for (; *s; s++)
-        if ((unsigned char)*s < 0x20 || *s == 0x7f)
-            return false;
-    return true;
-}
-
 static int validate_mutable(const struct registry_volume *v)
 {
     if (!volume_state_to_string(v->state))
@@ -78,10 +65,10 @@ static int validate_mutable(const struct registry_volume *v)
                          v->size_gib, VOLUME_SIZE_GIB_MAX);
     if (v->iops < 0 || v->throughput < 0)
         return error_set(EINVAL, "volume '%s' has negative iops or throughput", v->id);
-    if (!terminated(v->instance_id, sizeof(v->instance_id)) ||
+    if (!reg_terminated(v->instance_id, sizeof(v->instance_id)) ||
         (v->instance_id[0] && !id_is_valid("i", v->instance_id)))
         return error_set(EINVAL, "volume '%s' has a malformed instance id", v->id);
-    if (!terminated(v->device, sizeof(v->device)) || !text_is_printable(v->device))
+    if (!reg_terminated(v->device, sizeof(v->device)) || !reg_printable(v->device))
         return error_set(EINVAL, "volume '%s' has a malformed device name", v->id);
     if (!v->instance_id[0] != !v->device[0])
         return error_set(EINVAL, "volume '%s': an attachment needs an instance and a device",
@@ -93,19 +80,19 @@ static int validate_mutable(const struct registry_volume *v)
 
 static int validate_all(const struct registry_volume *v)
 {
-    if (!terminated(v->id, sizeof(v->id)) || !id_is_valid("vol", v->id))
+    if (!reg_terminated(v->id, sizeof(v->id)) || !id_is_valid("vol", v->id))
         return error_set(EINVAL, "malformed volume id '%.*s'", (int)sizeof(v->id) - 1, v->id);
-    if (!terminated(v->owner, sizeof(v->owner)) || !reg_account_is_valid(v->owner))
+    if (!reg_terminated(v->owner, sizeof(v->owner)) || !reg_account_is_valid(v->owner))
         return error_set(EINVAL, "volume '%s' has a malformed owner", v->id);
-    if (!terminated(v->availability_zone, sizeof(v->availability_zone)) ||
-        !v->availability_zone[0] || !text_is_printable(v->availability_zone))
+    if (!reg_terminated(v->availability_zone, sizeof(v->availability_zone)) ||
+        !v->availability_zone[0] || !reg_printable(v->availability_zone))
         return error_set(EINVAL, "volume '%s' has a malformed availability zone", v->id);
-    if (!terminated(v->snapshot_id, sizeof(v->snapshot_id)) ||
+    if (!reg_terminated(v->snapshot_id, sizeof(v->snapshot_id)) ||
         (v->snapshot_id[0] && !id_is_valid("snap", v->snapshot_id)))
         return error_set(EINVAL, "volume '%s' has a malformed snapshot id", v->id);
     if (!v->snapshot_id[0] != !v->has_base)
         return error_set(EINVAL, "volume '%s': a snapshot id goes with its block map", v->id);
-    if (!terminated(v->volume_type, sizeof(v->volume_type)) || strcmp(v->volume_type, "gp3"))
+    if (!reg_terminated(v->volume_type, sizeof(v->volume_type)) || strcmp(v->volume_type, "gp3"))
         return error_set(EINVAL, "volume '%s' has an unsupported volume type", v->id);
     return validate_mutable(v);
 }
@@ -212,7 +199,7 @@ int registry_volume_update(struct registry *reg, const struct registry_volume *v
     _cleanup_(registry_volume_freep) struct registry_volume *old = NULL;
     int r;
 
-    if (!terminated(v->id, sizeof(v->id)) || !id_arg_is_valid(v->id))
+    if (!reg_terminated(v->id, sizeof(v->id)) || !id_arg_is_valid(v->id))
         return error_set(EINVAL, "malformed volume id '%.*s'", (int)sizeof(v->id) - 1, v->id);
     r = validate_mutable(v);
     if (r < 0)
