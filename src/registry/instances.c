@@ -248,19 +248,14 @@ int registry_instance_insert(struct registry *reg, const struct registry_instanc
 int registry_instance_get(struct registry *reg, const char *id, struct registry_instance **ret)
 {
     _cleanup_stmt_ sqlite3_stmt *st = NULL;
-    int r, rc;
+    int r;
 
     if (!id_arg_is_valid(id))
         return error_set(EINVAL, "malformed instance id '%s'", id ? id : "");
-    r = reg_prepare(reg, "SELECT " INSTANCE_COLUMNS " FROM instances WHERE id = ?1", &st);
+    r = reg_select_by_id(reg, "SELECT " INSTANCE_COLUMNS " FROM instances WHERE id = ?1",
+                         "instance", id, &st);
     if (r < 0)
         return r;
-    reg_bind_text(st, 1, id);
-    rc = sqlite3_step(st);
-    if (rc == SQLITE_DONE)
-        return error_set(ENOENT, "instance '%s' not found", id);
-    if (rc != SQLITE_ROW)
-        return reg_fail(reg, rc, "cannot read instance '%s'", id);
     return read_row(reg, st, ret);
 }
 

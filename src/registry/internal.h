@@ -111,6 +111,13 @@ int reg_fail(struct registry *reg, int rc, const char *fmt, ...)
 int reg_step_done(struct registry *reg, sqlite3_stmt *st, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* Run `sql` (a static string selecting by "id = ?1") for `id` and step to
+ * its row: 0 with the statement in *ret (which the caller declares with
+ * _cleanup_stmt_), -ENOENT "<what> '<id>' not found" when there is none, or
+ * reg_fail() "cannot read <what> '<id>'". */
+int reg_select_by_id(struct registry *reg, const char *sql, const char *what, const char *id,
+                     sqlite3_stmt **ret);
+
 /* Run `delete_sql` ("DELETE FROM <table> WHERE id = ?1", a static string)
  * for `id`, delete its tags, then run `also` (may be NULL) for whatever else
  * goes with it, all in one transaction (a savepoint inside the caller's).

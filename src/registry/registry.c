@@ -581,3 +581,20 @@ bool reg_printable(const char *s)
             return false;
     return true;
 }
+
+int reg_select_by_id(struct registry *reg, const char *sql, const char *what, const char *id,
+                     sqlite3_stmt **ret)
+{
+    int r, rc;
+
+    r = reg_prepare(reg, sql, ret);
+    if (r < 0)
+        return r;
+    reg_bind_text(*ret, 1, id);
+    rc = sqlite3_step(*ret);
+    if (rc == SQLITE_DONE)
+        return error_set(ENOENT, "%s '%s' not found", what, id);
+    if (rc != SQLITE_ROW)
+        return reg_fail(reg, rc, "cannot read %s '%s'", what, id);
+    return 0;
+}

@@ -210,19 +210,14 @@ int registry_snapshot_insert(struct registry *reg, const struct registry_snapsho
 int registry_snapshot_get(struct registry *reg, const char *id, struct registry_snapshot **ret)
 {
     _cleanup_stmt_ sqlite3_stmt *st = NULL;
-    int r, rc;
+    int r;
 
     if (!id_arg_is_valid(id))
         return error_set(EINVAL, "malformed snapshot id '%s'", id ? id : "");
-    r = reg_prepare(reg, "SELECT " SNAPSHOT_COLUMNS " FROM snapshots WHERE id = ?1", &st);
+    r = reg_select_by_id(reg, "SELECT " SNAPSHOT_COLUMNS " FROM snapshots WHERE id = ?1",
+                         "snapshot", id, &st);
     if (r < 0)
         return r;
-    reg_bind_text(st, 1, id);
-    rc = sqlite3_step(st);
-    if (rc == SQLITE_DONE)
-        return error_set(ENOENT, "snapshot '%s' not found", id);
-    if (rc != SQLITE_ROW)
-        return reg_fail(reg, rc, "cannot read snapshot '%s'", id);
     return read_row(reg, st, ret);
 }
 

@@ -177,19 +177,14 @@ int registry_volume_insert(struct registry *reg, const struct registry_volume *v
 int registry_volume_get(struct registry *reg, const char *id, struct registry_volume **ret)
 {
     _cleanup_stmt_ sqlite3_stmt *st = NULL;
-    int r, rc;
+    int r;
 
     if (!id_arg_is_valid(id))
         return error_set(EINVAL, "malformed volume id '%s'", id ? id : "");
-    r = reg_prepare(reg, "SELECT " VOLUME_COLUMNS " FROM volumes WHERE id = ?1", &st);
+    r = reg_select_by_id(reg, "SELECT " VOLUME_COLUMNS " FROM volumes WHERE id = ?1",
+                         "volume", id, &st);
     if (r < 0)
         return r;
-    reg_bind_text(st, 1, id);
-    rc = sqlite3_step(st);
-    if (rc == SQLITE_DONE)
-        return error_set(ENOENT, "volume '%s' not found", id);
-    if (rc != SQLITE_ROW)
-        return reg_fail(reg, rc, "cannot read volume '%s'", id);
     return read_row(reg, st, ret);
 }
 
