@@ -322,6 +322,29 @@ static int update_progress(void *userdata, uint64_t done, uint64_t total)
     return registry_snapshot_update(p->r->reg, p->row);
 }
 
+/* The registry row of a new snapshot of volume `vol` (open as `v`): a
+ * fresh id, its owner (o->owner, else the volume's), the volume's snapshot
+ * as parent, its size, o->description, started now. */
+static int pending_snapshot_row(const struct registry_volume *vol, const struct volume *v,
+                                const struct service_volume_snapshot_options *o,
+                                struct registry_snapshot *row)
+{
+    int e = id_generate("snap", row->id, sizeof(row->id));
+    if (e < 0)
+        return e;
+    if (o && o->owner)
+        snprintf(row->owner, sizeof(row->owner), "%s", o->owner);
+    else
+        memcpy(row->owner, vol->owner, sizeof(row->owner));
+    snprintf(row->parent_id, sizeof(row->parent_id), "%s", vol->snapshot_id);
+    snprintf(row->volume_id, sizeof(row->volume_id), "%s", vol->id);
+    row->volume_size = volume_size(v);
+    row->volume_size_gib = vol->size_gib;
+    row->description = o ? (char *)o->description : NULL;
+    row->start_time = now_ms();
+    return 0;
+}
+
 int service_volume_snapshot_open(struct region *r, struct volume *v, const char *vol_id,
                                  const struct service_volume_snapshot_options *o,
                                  char ret_id[ID_MAX_SIZE], struct volume_snapshot_stats *ret)
@@ -336,19 +359,9 @@ int service_volume_snapshot_open(struct region *r, struct volume *v, const char 
     e = service_volume_get(r, vol_id, &vol);
     if (e < 0)
         return e;
-    e = id_generate("snap", row.id, sizeof(row.id));
+    e = pending_snapshot_row(vol, v, o, &row);
     if (e < 0)
         return e;
-    if (o && o->owner)
-        snprintf(row.owner, sizeof(row.owner), "%s", o->owner);
-    else
-        memcpy(row.owner, vol->owner, sizeof(row.owner));
-    snprintf(row.parent_id, sizeof(row.parent_id), "%s", vol->snapshot_id);
-    snprintf(row.volume_id, sizeof(row.volume_id), "%s", vol->id);
-    row.volume_size = volume_size(v);
-    row.volume_size_gib = vol->size_gib;
-    row.description = o ? (char *)o->description : NULL;
-    row.start_time = now_ms();
 
     e = store_lock(r->store, false, LOCK_TIMEOUT_MS);
     if (e < 0)
@@ -418,19 +431,9 @@ int service_volume_snapshot_start(struct region *r, const char *vol_id,
     e = open_row(r, vol, VOLUME_OPEN_READ_ONLY, &v);
     if (e < 0)
         return e;
-    e = id_generate("snap", row.id, sizeof(row.id));
+    e = pending_snapshot_row(vol, v, o, &row);
     if (e < 0)
         return e;
-    if (o && o->owner)
-        snprintf(row.owner, sizeof(row.owner), "%s", o->owner);
-    else
-        memcpy(row.owner, vol->owner, sizeof(row.owner));
-    snprintf(row.parent_id, sizeof(row.parent_id), "%s", vol->snapshot_id);
-    snprintf(row.volume_id, sizeof(row.volume_id), "%s", vol->id);
-    row.volume_size = volume_size(v);
-    row.volume_size_gib = vol->size_gib;
-    row.description = o ? (char *)o->description : NULL;
-    row.start_time = now_ms();
 
     memcpy(job.id, row.id, sizeof(job.id));
     memcpy(job.owner, row.owner, sizeof(job.owner));
