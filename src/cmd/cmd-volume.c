@@ -100,6 +100,16 @@ static int parse(struct cli *cli, int argc, char **argv, const char *usage, cons
     return cli_parse(cli, argc, argv, all_options, usage, allowed, npos, vol_option, a, &a->pos);
 }
 
+/* parse() for a verb on one volume: its one argument must be a volume id. */
+static int parse_vol(struct cli *cli, int argc, char **argv, const char *usage,
+                     const char *allowed, struct vol_args *a)
+{
+    int ex = parse(cli, argc, argv, usage, allowed, 1, a);
+    if (ex >= 0)
+        return ex;
+    return cli_check_id("vol", a->pos[0]);
+}
+
 static int do_create(struct cli *cli, int argc, char **argv)
 {
     struct vol_args a = { 0 };
@@ -194,10 +204,8 @@ static int do_show(struct cli *cli, int argc, char **argv)
     _cleanup_(registry_volume_freep) struct registry_volume *v = NULL;
     int ex, e;
 
-    ex = parse(cli, argc, argv, show_usage, "json", 1, &a);
+    ex = parse_vol(cli, argc, argv, show_usage, "json", &a);
     if (ex >= 0)
-        return ex;
-    if ((ex = cli_check_id("vol", a.pos[0])) >= 0)
         return ex;
     e = cli_open_region(cli, &r);
     if (e == 0)
@@ -245,10 +253,8 @@ static int do_delete(struct cli *cli, int argc, char **argv)
     _cleanup_(region_freep) struct region *r = NULL;
     int ex, e;
 
-    ex = parse(cli, argc, argv, delete_usage, "", 1, &a);
+    ex = parse_vol(cli, argc, argv, delete_usage, "", &a);
     if (ex >= 0)
-        return ex;
-    if ((ex = cli_check_id("vol", a.pos[0])) >= 0)
         return ex;
     e = cli_open_region(cli, &r);
     if (e == 0)
@@ -266,10 +272,8 @@ static int do_grow(struct cli *cli, int argc, char **argv)
     _cleanup_(region_freep) struct region *r = NULL;
     int ex, e;
 
-    ex = parse(cli, argc, argv, grow_usage, "size", 1, &a);
+    ex = parse_vol(cli, argc, argv, grow_usage, "size", &a);
     if (ex >= 0)
-        return ex;
-    if ((ex = cli_check_id("vol", a.pos[0])) >= 0)
         return ex;
     if (!a.size_gib) {
         fprintf(stderr, "kiln: grow needs --size GIB\n");
@@ -294,10 +298,8 @@ static int do_snapshot(struct cli *cli, int argc, char **argv)
     uint64_t t0 = now_ns();
     int ex, e;
 
-    ex = parse(cli, argc, argv, snapshot_usage_text, "description", 1, &a);
+    ex = parse_vol(cli, argc, argv, snapshot_usage_text, "description", &a);
     if (ex >= 0)
-        return ex;
-    if ((ex = cli_check_id("vol", a.pos[0])) >= 0)
         return ex;
     if (a.description && strlen(a.description) > 255) {
         fprintf(stderr, "kiln: the description is longer than 255 characters\n");
