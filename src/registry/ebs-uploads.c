@@ -157,13 +157,25 @@ int registry_ebs_upload_delete(struct registry *reg, const char *snapshot_id)
     return r < 0 ? r : 0;
 }
 
+static int collect_row(struct registry *reg, sqlite3_stmt *st, void *slot, void *data)
+{
+    (void)reg;
+    (void)data;
+    return read_row(st, slot);
+}
+
 int registry_ebs_uploads_pending(struct registry *reg, struct registry_ebs_upload **ret,
                                  size_t *ret_n)
 {
+    static const struct reg_collector c = {
+        .size = sizeof(struct registry_ebs_upload),
+        .read = collect_row,
+        .release = reg_collect_release_free,
+        .what = "pending uploads",
+    };
     _cleanup_stmt_ sqlite3_stmt *st = NULL;
-    _cleanup_free_ struct registry_ebs_upload *list = NULL;
-    size_t n = 0, cap = 0;
-    int r, rc;
+    void *list;
+    int r;
 
     r = reg_prepare(reg,
                     "SELECT u.snapshot_id, u.owner, u.client_token, u.request_digest,"
@@ -172,20 +184,10 @@ int registry_ebs_uploads_pending(struct registry *reg, struct registry_ebs_uploa
                     &st);
     if (r < 0)
         return r;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        if (n == cap) {
-            cap = cap ? 2 * cap : 8;
-            list = xrealloc(list, cap * sizeof(*list));
-        }
-        r = read_row(st, &list[n]);
-        if (r < 0)
-            return r;
-        n++;
-    }
-    if (rc != SQLITE_DONE)
-        return reg_fail(reg, rc, "cannot list pending uploads");
-    *ret = list ? TAKE_PTR(list) : xcalloc(1, sizeof(**ret));
-    *ret_n = n;
+    r = reg_collect(reg, st, &c, NULL, &list, ret_n);
+    if (r < 0)
+        return r;
+    *ret = list;
     return 0;
 }
 

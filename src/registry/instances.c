@@ -307,12 +307,28 @@ int registry_instance_delete(struct registry *reg, const char *id)
     return reg_delete_resource(reg, "DELETE FROM instances WHERE id = ?1", "instance", id, NULL);
 }
 
+static int collect_row(struct registry *reg, sqlite3_stmt *st, void *slot, void *data)
+{
+    (void)data;
+    return read_row(reg, st, slot);
+}
+
+static void collect_release(void *list, size_t n)
+{
+    registry_instance_list_free(list, n);
+}
+
 int registry_instance_list(struct registry *reg, struct registry_instance ***ret, size_t *ret_n)
 {
+    static const struct reg_collector c = {
+        .size = sizeof(struct registry_instance *),
+        .read = collect_row,
+        .release = collect_release,
+        .what = "instances",
+    };
     _cleanup_stmt_ sqlite3_stmt *st = NULL;
-    struct registry_instance **list = NULL;
-    size_t n = 0, cap = 0;
-    int r, rc;
+    void *list;
+    int r;
 
     r = reg_prepare(reg,
                     "SELECT " INSTANCE_COLUMNS " FROM instances"
@@ -320,25 +336,10 @@ int registry_instance_list(struct registry *reg, struct registry_instance ***ret
                     &st);
     if (r < 0)
         return r;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        if (n == cap) {
-            cap = cap ? 2 * cap : 16;
-            list = xrealloc(list, cap * sizeof(*list));
-        }
-        r = read_row(reg, st, &list[n]);
-        if (r < 0) {
-            registry_instance_list_free(list, n);
-            return r;
-        }
-        n++;
-    }
-    if (rc != SQLITE_DONE) {
-        r = reg_fail(reg, rc, "cannot list instances");
-        registry_instance_list_free(list, n);
+    r = reg_collect(reg, st, &c, NULL, &list, ret_n);
+    if (r < 0)
         return r;
-    }
-    *ret = list ? list : xcalloc(1, sizeof(*list));
-    *ret_n = n;
+    *ret = list;
     return 0;
 }
 

@@ -161,6 +161,29 @@ int reg_migrations_latest(void);
 /* The newest version of `schema`. */
 int reg_schema_latest(const struct reg_schema *schema);
 
+/* A list query's rows collected into an array of `size`-byte elements
+ * (reg_collect()).  `read` fills the zeroed element `slot` from the current
+ * row of `st` and returns 0 or -errno (with error_set()); `release` frees the
+ * first n elements and the array, and must accept an element a failed `read`
+ * left zeroed or partly filled (reg_collect_release_free when the elements
+ * own nothing).  `what` names the rows in the message of a failed step
+ * ("cannot list <what>"). */
+struct reg_collector {
+    size_t size;
+    int (*read)(struct registry *reg, sqlite3_stmt *st, void *slot, void *data);
+    void (*release)(void *list, size_t n);
+    const char *what;
+};
+
+/* Step `st` (prepared and bound by the caller, declared _cleanup_stmt_) to
+ * its end, reading each row with c->read(reg, st, slot, data).  On success
+ * *ret is the array (never NULL, even when empty; the caller owns it) and
+ * *ret_n the number of rows.  On error everything read so far is released
+ * and the reader's -errno, or reg_fail() "cannot list <what>", returned. */
+int reg_collect(struct registry *reg, sqlite3_stmt *st, const struct reg_collector *c,
+                void *data, void **ret, size_t *ret_n);
+void reg_collect_release_free(void *list, size_t n);
+
 /* true for a 12-digit account id. */
 bool reg_account_is_valid(const char *s);
 

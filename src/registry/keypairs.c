@@ -71,45 +71,49 @@ int registry_key_pair_insert(struct registry *reg, const struct registry_key_pai
     return r < 0 ? r : 0;
 }
 
+static int read_key_pair(struct registry *reg, sqlite3_stmt *st, void *slot, void *data)
+{
+    struct registry_key_pair *kp = slot;
+
+    (void)data;
+    kp->public_key = reg_column_strdup(st, 5);
+    kp->create_time = sqlite3_column_int64(st, 6);
+    if (!reg_column_copy(st, 0, kp->id, sizeof(kp->id)) || !id_is_valid("key", kp->id) ||
+        !reg_column_copy(st, 1, kp->owner, sizeof(kp->owner)) ||
+        !reg_column_copy(st, 2, kp->name, sizeof(kp->name)) ||
+        ssh_key_type_from_string((const char *)sqlite3_column_text(st, 3), &kp->type) < 0 ||
+        !reg_column_copy(st, 4, kp->fingerprint, sizeof(kp->fingerprint)) || !kp->public_key)
+        return error_set(EBADMSG, "registry '%s' holds a malformed key pair", reg->path);
+    return 0;
+}
+
+static void release_key_pairs(void *list, size_t n)
+{
+    registry_key_pair_list_free(list, n);
+}
+
 int registry_key_pair_list(struct registry *reg, const char *owner, struct registry_key_pair **ret,
                            size_t *ret_n)
 {
+    static const struct reg_collector c = {
+        .size = sizeof(struct registry_key_pair),
+        .read = read_key_pair,
+        .release = release_key_pairs,
+        .what = "key pairs",
+    };
     _cleanup_stmt_ sqlite3_stmt *st = NULL;
-    struct registry_key_pair *list = NULL;
-    size_t n = 0, cap = 0;
-    int r, rc;
+    void *list;
+    int r;
 
     r = reg_prepare(
         reg, "SELECT " KEY_PAIR_COLUMNS " FROM key_pairs WHERE owner = ?1 ORDER BY name", &st);
     if (r < 0)
         return r;
     reg_bind_text(st, 1, owner);
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        struct registry_key_pair *kp;
-        if (n == cap) {
-            cap = cap ? 2 * cap : 8;
-            list = xrealloc(list, cap * sizeof(*list));
-        }
-        kp = &list[n];
-        memset(kp, 0, sizeof(*kp));
-        kp->public_key = reg_column_strdup(st, 5);
-        kp->create_time = sqlite3_column_int64(st, 6);
-        if (!reg_column_copy(st, 0, kp->id, sizeof(kp->id)) || !id_is_valid("key", kp->id) ||
-            !reg_column_copy(st, 1, kp->owner, sizeof(kp->owner)) ||
-            !reg_column_copy(st, 2, kp->name, sizeof(kp->name)) ||
-            ssh_key_type_from_string((const char *)sqlite3_column_text(st, 3), &kp->type) < 0 ||
-            !reg_column_copy(st, 4, kp->fingerprint, sizeof(kp->fingerprint)) || !kp->public_key) {
-            registry_key_pair_list_free(list, n + 1);
-            return error_set(EBADMSG, "registry '%s' holds a malformed key pair", reg->path);
-        }
-        n++;
-    }
-    if (rc != SQLITE_DONE) {
-        registry_key_pair_list_free(list, n);
-        return reg_fail(reg, rc, "cannot list key pairs");
-    }
-    *ret = list ? list : xcalloc(1, sizeof(*list));
-    *ret_n = n;
+    r = reg_collect(reg, st, &c, NULL, &list, ret_n);
+    if (r < 0)
+        return r;
+    *ret = list;
     return 0;
 }
 
@@ -213,13 +217,39 @@ static int read_rules(struct registry *reg, struct registry_security_group *g)
     return 0;
 }
 
+static int read_security_group(struct registry *reg, sqlite3_stmt *st, void *slot, void *data)
+{
+    struct registry_security_group *g = slot;
+
+    (void)data;
+    g->create_time = sqlite3_column_int64(st, 4);
+    if (!reg_column_copy(st, 0, g->id, sizeof(g->id)) || !id_is_valid("sg", g->id) ||
+        !reg_column_copy(st, 1, g->owner, sizeof(g->owner)) ||
+        !reg_column_copy(st, 2, g->name, sizeof(g->name)) ||
+        !reg_column_copy(st, 3, g->description, sizeof(g->description)))
+        return error_set(EBADMSG, "registry '%s' holds a malformed security group", reg->path);
+    return 0;
+}
+
+static void release_security_groups(void *list, size_t n)
+{
+    registry_security_group_list_free(list, n);
+}
+
 int registry_security_group_list(struct registry *reg, const char *owner,
                                  struct registry_security_group **ret, size_t *ret_n)
 {
+    static const struct reg_collector c = {
+        .size = sizeof(struct registry_security_group),
+        .read = read_security_group,
+        .release = release_security_groups,
+        .what = "security groups",
+    };
     _cleanup_stmt_ sqlite3_stmt *st = NULL;
-    struct registry_security_group *list = NULL;
-    size_t n = 0, cap = 0;
-    int r, rc;
+    struct registry_security_group *list;
+    void *rows;
+    size_t n;
+    int r;
 
     r = reg_prepare(reg,
                     "SELECT id, owner, name, description, create_time FROM security_groups"
@@ -228,27 +258,10 @@ int registry_security_group_list(struct registry *reg, const char *owner,
     if (r < 0)
         return r;
     reg_bind_text(st, 1, owner);
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        struct registry_security_group *g;
-        if (n == cap) {
-            cap = cap ? 2 * cap : 8;
-            list = xrealloc(list, cap * sizeof(*list));
-        }
-        g = &list[n++];
-        memset(g, 0, sizeof(*g));
-        g->create_time = sqlite3_column_int64(st, 4);
-        if (!reg_column_copy(st, 0, g->id, sizeof(g->id)) || !id_is_valid("sg", g->id) ||
-            !reg_column_copy(st, 1, g->owner, sizeof(g->owner)) ||
-            !reg_column_copy(st, 2, g->name, sizeof(g->name)) ||
-            !reg_column_copy(st, 3, g->description, sizeof(g->description))) {
-            registry_security_group_list_free(list, n);
-            return error_set(EBADMSG, "registry '%s' holds a malformed security group", reg->path);
-        }
-    }
-    if (rc != SQLITE_DONE) {
-        registry_security_group_list_free(list, n);
-        return reg_fail(reg, rc, "cannot list security groups");
-    }
+    r = reg_collect(reg, st, &c, NULL, &rows, &n);
+    if (r < 0)
+        return r;
+    list = rows;
     sqlite3_reset(st);
     for (size_t i = 0; i < n; i++) {
         r = read_rules(reg, &list[i]);
@@ -257,7 +270,7 @@ int registry_security_group_list(struct registry *reg, const char *owner,
             return r;
         }
     }
-    *ret = list ? list : xcalloc(1, sizeof(*list));
+    *ret = list;
     *ret_n = n;
     return 0;
 }

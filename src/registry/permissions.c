@@ -174,13 +174,40 @@ int reg_permission_clear(struct registry *reg, const struct reg_permission_table
     return change(reg, t, id, REGISTRY_PERMISSION_USER, NULL, -1);
 }
 
+struct permission_of {
+    const struct reg_permission_table *t;
+    const char *id;
+};
+
+static int read_permission(struct registry *reg, sqlite3_stmt *st, void *slot, void *data)
+{
+    const struct permission_of *of = data;
+    const char *kind = (const char *)sqlite3_column_text(st, 0);
+    const char *value = (const char *)sqlite3_column_text(st, 1);
+    struct registry_permission *p = slot;
+
+    if (kind && strcmp(kind, "user") == 0)
+        p->kind = REGISTRY_PERMISSION_USER;
+    else if (kind && strcmp(kind, "group") == 0)
+        p->kind = REGISTRY_PERMISSION_GROUP;
+    else
+        return error_set(EBADMSG, "%s '%s' has a %s of unknown kind in registry '%s'",
+                         of->t->what, of->id, of->t->noun, reg->path);
+    if (!value || reg_permission_validate(of->t, of->id, p->kind, value) < 0)
+        return error_set(EBADMSG, "%s '%s' has a malformed %s in registry '%s'", of->t->what,
+                         of->id, of->t->noun, reg->path);
+    snprintf(p->value, sizeof(p->value), "%s", value);
+    return 0;
+}
+
 int reg_permission_list(struct registry *reg, const struct reg_permission_table *t,
                         const char *id, struct registry_permission **ret, size_t *ret_n)
 {
     _cleanup_stmt_ sqlite3_stmt *st = NULL;
-    _cleanup_free_ struct registry_permission *list = NULL;
-    size_t n = 0, cap = 0;
-    int r, rc;
+    _cleanup_free_ char *what = NULL;
+    struct permission_of of = { t, id };
+    void *list;
+    int r;
 
     r = reg_permission_id_check(t, id);
     if (r < 0)
@@ -189,33 +216,17 @@ int reg_permission_list(struct registry *reg, const struct reg_permission_table 
     if (r < 0)
         return r;
     reg_bind_text(st, 1, id);
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        const char *kind = (const char *)sqlite3_column_text(st, 0);
-        const char *value = (const char *)sqlite3_column_text(st, 1);
-        struct registry_permission *p;
-
-        if (n == cap) {
-            cap = cap ? 2 * cap : 4;
-            list = xrealloc(list, cap * sizeof(*list));
-        }
-        p = &list[n];
-        if (kind && strcmp(kind, "user") == 0)
-            p->kind = REGISTRY_PERMISSION_USER;
-        else if (kind && strcmp(kind, "group") == 0)
-            p->kind = REGISTRY_PERMISSION_GROUP;
-        else
-            return error_set(EBADMSG, "%s '%s' has a %s of unknown kind in registry '%s'",
-                             t->what, id, t->noun, reg->path);
-        if (!value || reg_permission_validate(t, id, p->kind, value) < 0)
-            return error_set(EBADMSG, "%s '%s' has a malformed %s in registry '%s'", t->what,
-                             id, t->noun, reg->path);
-        snprintf(p->value, sizeof(p->value), "%s", value);
-        n++;
-    }
-    if (rc != SQLITE_DONE)
-        return reg_fail(reg, rc, "cannot list the %ss of %s '%s'", t->noun, t->what, id);
-    *ret = list ? TAKE_PTR(list) : xcalloc(1, sizeof(**ret));
-    *ret_n = n;
+    what = xasprintf("the %ss of %s '%s'", t->noun, t->what, id);
+    const struct reg_collector c = {
+        .size = sizeof(struct registry_permission),
+        .read = read_permission,
+        .release = reg_collect_release_free,
+        .what = what,
+    };
+    r = reg_collect(reg, st, &c, &of, &list, ret_n);
+    if (r < 0)
+        return r;
+    *ret = list;
     return 0;
 }
 

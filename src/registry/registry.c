@@ -211,6 +211,42 @@ bool reg_column_copy(sqlite3_stmt *st, int col, char *buf, size_t size)
     return true;
 }
 
+int reg_collect(struct registry *reg, sqlite3_stmt *st, const struct reg_collector *c,
+                void *data, void **ret, size_t *ret_n)
+{
+    unsigned char *list = NULL;
+    size_t n = 0, cap = 0;
+    int r, rc;
+
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (n == cap) {
+            cap = cap ? 2 * cap : 8;
+            list = xrealloc(list, cap * c->size);
+        }
+        memset(list + n * c->size, 0, c->size);
+        r = c->read(reg, st, list + n * c->size, data);
+        if (r < 0) {
+            c->release(list, n + 1); /* the failed row's slot too */
+            return r;
+        }
+        n++;
+    }
+    if (rc != SQLITE_DONE) {
+        r = reg_fail(reg, rc, "cannot list %s", c->what);
+        c->release(list, n);
+        return r;
+    }
+    *ret = list ? list : xcalloc(1, c->size);
+    *ret_n = n;
+    return 0;
+}
+
+void reg_collect_release_free(void *list, size_t n)
+{
+    (void)n;
+    free(list);
+}
+
 /* Run one statement without values (PRAGMA, BEGIN, ...); the text is ours,
  * never built from input. */
 static int exec_sql(struct registry *reg, const char *sql, const char *what)

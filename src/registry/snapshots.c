@@ -285,36 +285,37 @@ int registry_snapshot_delete(struct registry *reg, const char *id)
                                reg_snapshot_permissions_delete);
 }
 
+static int collect_row(struct registry *reg, sqlite3_stmt *st, void *slot, void *data)
+{
+    (void)data;
+    return read_row(reg, st, slot);
+}
+
+static void collect_release(void *list, size_t n)
+{
+    registry_snapshot_list_free(list, n);
+}
+
 int registry_snapshot_list(struct registry *reg, struct registry_snapshot ***ret, size_t *ret_n)
 {
+    static const struct reg_collector c = {
+        .size = sizeof(struct registry_snapshot *),
+        .read = collect_row,
+        .release = collect_release,
+        .what = "snapshots",
+    };
     _cleanup_stmt_ sqlite3_stmt *st = NULL;
-    struct registry_snapshot **list = NULL;
-    size_t n = 0, cap = 0;
-    int r, rc;
+    void *list;
+    int r;
 
     r = reg_prepare(reg, "SELECT " SNAPSHOT_COLUMNS " FROM snapshots ORDER BY start_time, id",
                     &st);
     if (r < 0)
         return r;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        if (n == cap) {
-            cap = cap ? 2 * cap : 16;
-            list = xrealloc(list, cap * sizeof(*list));
-        }
-        r = read_row(reg, st, &list[n]);
-        if (r < 0) {
-            registry_snapshot_list_free(list, n);
-            return r;
-        }
-        n++;
-    }
-    if (rc != SQLITE_DONE) {
-        r = reg_fail(reg, rc, "cannot list snapshots");
-        registry_snapshot_list_free(list, n);
+    r = reg_collect(reg, st, &c, NULL, &list, ret_n);
+    if (r < 0)
         return r;
-    }
-    *ret = list ? list : xcalloc(1, sizeof(*list));
-    *ret_n = n;
+    *ret = list;
     return 0;
 }
 

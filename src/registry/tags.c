@@ -75,44 +75,49 @@ int registry_tag_delete(struct registry *reg, const char *resource_id, const cha
     return r < 0 ? r : 0;
 }
 
+static int read_tag(struct registry *reg, sqlite3_stmt *st, void *slot, void *data)
+{
+    struct registry_tag *tag = slot;
+
+    (void)reg;
+    tag->key = reg_column_strdup(st, 0);
+    tag->value = reg_column_strdup(st, 1);
+    if (!tag->key || !tag->value) /* NOT NULL columns: only a damaged file gets here */
+        return error_set(EBADMSG, "tag on '%s' has a NULL key or value", (const char *)data);
+    return 0;
+}
+
+static void release_tags(void *list, size_t n)
+{
+    registry_tag_list_free(list, n);
+}
+
 int registry_tag_list(struct registry *reg, const char *resource_id, struct registry_tag **ret,
                       size_t *ret_n)
 {
     _cleanup_stmt_ sqlite3_stmt *st = NULL;
-    struct registry_tag *tags = NULL;
-    size_t n = 0, cap = 0;
-    int r, rc;
+    _cleanup_free_ char *what = NULL;
+    void *tags;
+    int r;
 
     r = check_args(resource_id, NULL, "list");
     if (r < 0)
         return r;
+    what = xasprintf("the tags of '%s'", resource_id);
+    const struct reg_collector c = {
+        .size = sizeof(struct registry_tag),
+        .read = read_tag,
+        .release = release_tags,
+        .what = what,
+    };
     r = reg_prepare(reg, "SELECT key, value FROM tags WHERE resource_id = ?1 ORDER BY key",
                     &st);
     if (r < 0)
         return r;
     reg_bind_text(st, 1, resource_id);
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        if (n == cap) {
-            cap = cap ? 2 * cap : 8;
-            tags = xrealloc(tags, cap * sizeof(*tags));
-        }
-        tags[n].key = reg_column_strdup(st, 0);
-        tags[n].value = reg_column_strdup(st, 1);
-        if (!tags[n].key || !tags[n].value) {
-            /* NOT NULL columns: only a damaged file gets here. */
-            free(tags[n].key);
-            free(tags[n].value);
-            registry_tag_list_free(tags, n);
-            return error_set(EBADMSG, "tag on '%s' has a NULL key or value", resource_id);
-        }
-        n++;
-    }
-    if (rc != SQLITE_DONE) {
-        r = reg_fail(reg, rc, "cannot list the tags of '%s'", resource_id);
-        registry_tag_list_free(tags, n);
+    r = reg_collect(reg, st, &c, (void *)resource_id, &tags, ret_n);
+    if (r < 0)
         return r;
-    }
-    *ret = tags ? tags : xcalloc(1, sizeof(*tags));
-    *ret_n = n;
+    *ret = tags;
     return 0;
 }

@@ -233,34 +233,35 @@ int registry_volume_delete(struct registry *reg, const char *id)
     return reg_delete_resource(reg, "DELETE FROM volumes WHERE id = ?1", "volume", id, NULL);
 }
 
+static int collect_row(struct registry *reg, sqlite3_stmt *st, void *slot, void *data)
+{
+    (void)data;
+    return read_row(reg, st, slot);
+}
+
+static void collect_release(void *list, size_t n)
+{
+    registry_volume_list_free(list, n);
+}
+
 int registry_volume_list(struct registry *reg, struct registry_volume ***ret, size_t *ret_n)
 {
+    static const struct reg_collector c = {
+        .size = sizeof(struct registry_volume *),
+        .read = collect_row,
+        .release = collect_release,
+        .what = "volumes",
+    };
     _cleanup_stmt_ sqlite3_stmt *st = NULL;
-    struct registry_volume **list = NULL;
-    size_t n = 0, cap = 0;
-    int r, rc;
+    void *list;
+    int r;
 
     r = reg_prepare(reg, "SELECT " VOLUME_COLUMNS " FROM volumes ORDER BY create_time, id", &st);
     if (r < 0)
         return r;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        if (n == cap) {
-            cap = cap ? 2 * cap : 16;
-            list = xrealloc(list, cap * sizeof(*list));
-        }
-        r = read_row(reg, st, &list[n]);
-        if (r < 0) {
-            registry_volume_list_free(list, n);
-            return r;
-        }
-        n++;
-    }
-    if (rc != SQLITE_DONE) {
-        r = reg_fail(reg, rc, "cannot list volumes");
-        registry_volume_list_free(list, n);
+    r = reg_collect(reg, st, &c, NULL, &list, ret_n);
+    if (r < 0)
         return r;
-    }
-    *ret = list ? list : xcalloc(1, sizeof(*list));
-    *ret_n = n;
+    *ret = list;
     return 0;
 }
