@@ -1,6 +1,6 @@
 /* Private to src/volume/: the handle, its bitmaps and range locks, shared
- * by the read and write paths (volume.c) and the incremental snapshot
- * builder (volume-snapshot.c). */
+ * by the read and write paths (volume.c), the incremental snapshot
+ * builder (volume-snapshot.c) and boot profiles and prefetch (profile.c). */
 #ifndef KILN_VOLUME_INTERNAL_H
 #define KILN_VOLUME_INTERNAL_H
 
@@ -51,11 +51,43 @@ struct volume {
     struct range_set writing;    /* blocks being written, trimmed or zeroed */
     struct range_set fetching;   /* base blocks being fetched */
 
+    unsigned fetch_delay_us;     /* KILN_FETCH_DELAY_US, read once per process */
+
+    /* Boot profiles (profile.c).  ext_flags (one byte per base extent,
+     * EXT_*) is allocated by volume_boot_start() / volume_record_start() /
+     * volume_prefetch_start() before the handle is shared and lives as
+     * long as the handle; NULL means no recording and no prefetch. */
+    _Atomic uint8_t *ext_flags;
+    atomic_bool recording;
+    uint64_t record_deadline_ns; /* 0: none */
+    pthread_mutex_t record_mu;   /* rec, rec_n */
+    uint32_t *rec;               /* extent indexes in first-touch order */
+    size_t rec_n;
+    char *profile_path;          /* where volume_boot_finish() saves, or NULL */
+    struct prefetch *pf;
+
     struct {
         atomic_uint_fast64_t chunks_fetched, blocks_fetched, bytes_fetched, cache_hits,
-            bytes_read, blocks_written, blocks_zeroed, flushes;
+            bytes_read, blocks_written, blocks_zeroed, flushes, prefetch_chunks,
+            prefetch_bytes, prefetch_hits, prefetch_errors;
     } st;
 };
+
+#define EXT_TOUCHED 1U    /* a read (the guest's) has touched the extent */
+#define EXT_PREFETCHED 2U /* the prefetcher fetched it */
+
+/* Fetch base extent i into the cache unless it is there already: 1 when
+ * this call fetched it, 0 when it was cached (meanwhile, by another thread:
+ * concurrent fetches of one extent wait for each other), -errno.  With
+ * `prefetch`, marks it EXT_PREFETCHED before other readers may see it. */
+int volume_fetch_extent(struct volume *v, size_t i, bool prefetch);
+
+/* A read touched base extent i (`fetched`: that read fetched it itself):
+ * recording and prefetch hit accounting.  Only when v->ext_flags. */
+void volume_note_touch(struct volume *v, size_t i, bool fetched);
+
+/* Stop and join the prefetch threads and free the recording (close). */
+void volume_boot_release(struct volume *v);
 
 static inline bool bit_test(_Atomic uint64_t *map, uint64_t b)
 {

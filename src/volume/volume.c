@@ -39,10 +39,12 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/falloc.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/cleanup.h"
@@ -394,6 +396,43 @@ static int bitmap_file_load(struct volume *v, const char *name, const char *magi
     return 0;
 }
 
+static const char *volume_name(const struct volume *v);
+
+/* ---- the fetch delay knob ---- */
+
+/* KILN_FETCH_DELAY_US=N (a test and bench knob, docs/operations.md): every
+ * chunk fetch from the store sleeps N microseconds first, as a remote store
+ * would answer.  Read once per process; at most 10 s. */
+static unsigned fetch_delay_us;
+static pthread_once_t fetch_delay_once = PTHREAD_ONCE_INIT;
+
+static void fetch_delay_read(void)
+{
+    const char *s = getenv("KILN_FETCH_DELAY_US");
+    char *end;
+
+    if (!s || !*s)
+        return;
+    errno = 0;
+    unsigned long n = strtoul(s, &end, 10);
+    if (errno || *end || n > 10000000UL) {
+        log_warning("KILN_FETCH_DELAY_US '%s' ignored: expected microseconds up to 10000000",
+                    s);
+        return;
+    }
+    fetch_delay_us = (unsigned)n;
+}
+
+static void fetch_delay(struct volume *v)
+{
+    if (v->fetch_delay_us == 0)
+        return;
+    struct timespec ts = { v->fetch_delay_us / 1000000U,
+                           (long)(v->fetch_delay_us % 1000000U) * 1000L };
+    while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+        ;
+}
+
 /* ---- open and close ---- */
 
 static struct volume *volume_alloc(struct store *s, struct blockmap *base,
@@ -417,11 +456,16 @@ static struct volume *volume_alloc(struct store *s, struct blockmap *base,
     pthread_rwlock_init(&v->snap_lock, NULL);
     range_set_init(&v->writing);
     range_set_init(&v->fetching);
+    pthread_mutex_init(&v->record_mu, NULL);
+    pthread_once(&fetch_delay_once, fetch_delay_read);
+    v->fetch_delay_us = fetch_delay_us;
     return v;
 }
 
 static void volume_destroy(struct volume *v)
 {
+    volume_boot_release(v); /* the prefetch threads first: they use the rest */
+    pthread_mutex_destroy(&v->record_mu);
     if (v->cache_fd >= 0)
         close(v->cache_fd);
     if (v->overlay_fd >= 0)
@@ -603,6 +647,10 @@ int volume_close(struct volume *v)
 
     if (!v)
         return 0;
+    if (volume_boot_finish(v) < 0)
+        log_warning("volume '%s': boot profile not saved: %s", volume_name(v),
+                    error_message());
+    volume_boot_release(v); /* stops the prefetch before the cache is saved */
     if (!v->read_only) {
         r = volume_flush(v);
         q = save_cache(v);
@@ -649,8 +697,7 @@ static int check_range(struct volume *v, uint64_t len, uint64_t off)
 
 /* ---- the read path ---- */
 
-/* Fetch base extent i into the cache unless it is there already. */
-static int fetch_extent(struct volume *v, size_t i)
+int volume_fetch_extent(struct volume *v, size_t i, bool prefetch)
 {
     const struct blockmap_extent *e = &v->base->ext[i];
     uint64_t first = e->block, end = e->block + e->count;
@@ -663,6 +710,7 @@ static int fetch_extent(struct volume *v, size_t i)
     if (bits_all(v->cached, first, end))
         goto out; /* another thread fetched it meanwhile */
     buf = xmalloc(want);
+    fetch_delay(v);
     ssize_t n = store_chunk_get(v->store, &e->id, buf, want);
     if ((n >= 0 && (size_t)n != want) || n == -EFBIG)
         n = -EBADMSG;
@@ -682,11 +730,19 @@ static int fetch_extent(struct volume *v, size_t i)
         r = error_set(r, "cannot write the cache of '%s': %s", volume_name(v), strerror(-r));
         goto out;
     }
+    /* Marked before the cached bits: a reader that waited for this fetch
+     * sees it was the prefetcher's. */
+    if (prefetch && v->ext_flags) {
+        atomic_fetch_or(&v->ext_flags[i], EXT_PREFETCHED);
+        atomic_fetch_add(&v->st.prefetch_chunks, 1);
+        atomic_fetch_add(&v->st.prefetch_bytes, want);
+    }
     bits_set(v->cached, first, end);
     atomic_fetch_add(&v->cache_gen, 1);
     atomic_fetch_add(&v->st.chunks_fetched, 1);
     atomic_fetch_add(&v->st.blocks_fetched, e->count);
     atomic_fetch_add(&v->st.bytes_fetched, want);
+    r = 1;
 out:
     range_release(&v->fetching, first, end);
     return r;
@@ -724,13 +780,17 @@ static int read_base(struct volume *v, uint8_t *out, uint64_t from, uint64_t to)
             if (a > cur)
                 memset(out + (cur - from), 0, a - cur);
             uint64_t fb = a / BLOCK_SIZE, lb = DIV_ROUND_UP(b, BLOCK_SIZE);
+            bool fetched = false;
             if (bits_all(v->cached, fb, lb)) {
                 atomic_fetch_add(&v->st.cache_hits, lb - fb);
             } else {
-                r = fetch_extent(v, i);
+                r = volume_fetch_extent(v, i, false);
                 if (r < 0)
                     return r;
+                fetched = r > 0;
             }
+            if (v->ext_flags)
+                volume_note_touch(v, i, fetched);
             r = read_fd(v, v->cache_fd, "cache", out + (a - from), b - a, a);
             if (r < 0)
                 return r;
@@ -810,7 +870,7 @@ int volume_cache(struct volume *v, size_t len, uint64_t off)
             continue;
         if (bits_all(v->cached, e->block, e->block + e->count))
             continue;
-        r = fetch_extent(v, i);
+        r = volume_fetch_extent(v, i, false);
         if (r < 0)
             return r;
     }
@@ -1031,4 +1091,8 @@ void volume_stats(struct volume *v, struct volume_stats *ret)
     ret->blocks_written = atomic_load(&v->st.blocks_written);
     ret->blocks_zeroed = atomic_load(&v->st.blocks_zeroed);
     ret->flushes = atomic_load(&v->st.flushes);
+    ret->prefetch_chunks = atomic_load(&v->st.prefetch_chunks);
+    ret->prefetch_bytes = atomic_load(&v->st.prefetch_bytes);
+    ret->prefetch_hits = atomic_load(&v->st.prefetch_hits);
+    ret->prefetch_errors = atomic_load(&v->st.prefetch_errors);
 }

@@ -143,10 +143,95 @@ struct volume_stats {
     uint64_t blocks_written; /* 4 KiB blocks written to the overlay */
     uint64_t blocks_zeroed;  /* blocks trimmed or zeroed */
     uint64_t flushes;        /* bitmap writes made by flushes */
+    uint64_t prefetch_chunks; /* chunks the prefetcher fetched (in chunks_fetched) */
+    uint64_t prefetch_bytes;  /* their plaintext bytes (in bytes_fetched) */
+    uint64_t prefetch_hits;   /* chunks whose first read found them prefetched */
+    uint64_t prefetch_errors; /* prefetches that failed (the read reports it) */
 };
 
 /* The counters since the handle was opened (each read atomically). */
 void volume_stats(struct volume *v, struct volume_stats *ret);
+
+/* ---- boot profiles and prefetch (profile.c) ---- */
+
+/* A boot profile: the chunks of one base snapshot in the order a boot
+ * first touched them, each named by its first 4 KiB block (docs/formats.md,
+ * "Boot profiles").  Kept per snapshot in
+ * DATA/regions/<r>/profiles/<snap-id>.profile (volume_profile_path()). */
+struct volume_profile {
+    struct digest base_id; /* the block map it was recorded over */
+    uint64_t *blocks;      /* first block of each chunk, in first-touch order */
+    size_t n;
+};
+
+/* The most chunks a profile holds (a 16 TiB volume of 4 MiB chunks). */
+#define VOLUME_PROFILE_MAX (1U << 22)
+
+void volume_profile_free(struct volume_profile *p);
+DEFINE_CLEANUP_FREE(struct volume_profile, volume_profile_free)
+
+/* DATA/regions/<r>/profiles/<snapshot_id>.profile for region directory
+ * `region_dir` (a new string). */
+char *volume_profile_path(const char *region_dir, const char *snapshot_id);
+
+/* Encode `p` (a new buffer of *ret_len bytes). */
+void volume_profile_encode(const struct volume_profile *p, uint8_t **ret, size_t *ret_len);
+
+/* Parse a profile file's bytes: -EBADMSG for anything malformed (bad magic,
+ * version, size, digest, out-of-range or repeated entries), never an abort
+ * whatever the bytes.  The caller checks base_id against its base. */
+int volume_profile_parse(const void *data, size_t len, struct volume_profile **ret);
+
+/* Read `path` and parse it: -ENOENT when missing, -EBADMSG as above, and
+ * -EBADMSG too when it was recorded over another block map than
+ * `base_id` (a foreign profile). */
+int volume_profile_load(const char *path, const struct digest *base_id,
+                        struct volume_profile **ret);
+
+/* Write `p` to `path` atomically (temporary file, fdatasync, rename,
+ * directory fsync), creating the directory if needed. */
+int volume_profile_save(const struct volume_profile *p, const char *path);
+
+/* Record the order in which reads first touch base chunks, for at most
+ * max_seconds (0: until stopped).  Call before the handle is shared
+ * between threads.  -EINVAL for a blank volume or one already recording
+ * or prefetching. */
+int volume_record_start(struct volume *v, unsigned max_seconds);
+
+/* Stop recording; *ret (may be NULL) gets the profile so far (a new one,
+ * possibly empty).  -EINVAL when not recording. */
+int volume_record_stop(struct volume *v, struct volume_profile **ret);
+
+/* Fetch the chunks of `p` (borrowed, for this call only) into the cache,
+ * in its order, with `threads` threads (0: 4; at most 16), in the
+ * background; each thread holds one chunk in memory.  Reads of a chunk
+ * being prefetched wait for it (each chunk is fetched once).  Entries that
+ * do not start a chunk of the base are skipped.  Call before the handle is
+ * shared between threads.  -EINVAL for a blank volume, a profile of
+ * another base, or a prefetch already started. */
+int volume_prefetch_start(struct volume *v, const struct volume_profile *p, unsigned threads);
+
+/* Wait for the prefetch to finish (0 when none runs).  The handle stops
+ * it on close. */
+int volume_prefetch_wait(struct volume *v);
+
+struct volume_boot_options {
+    unsigned threads;        /* prefetch threads (0: 4) */
+    unsigned record_seconds; /* record at most this long (0: 300) */
+};
+
+/* Open for boot: when `profile_path` holds a valid profile of this base,
+ * start prefetching it (returns 1); when it is missing, or corrupt or
+ * foreign (a warning, the file is left for the next recording to replace),
+ * record this boot (returns 0), to be saved at `profile_path` by
+ * volume_boot_finish() or volume_close().  A blank volume: 0, nothing
+ * done.  o may be NULL.  Call before the handle is shared. */
+int volume_boot_start(struct volume *v, const char *profile_path,
+                      const struct volume_boot_options *o);
+
+/* The boot is done (the agent's hello): stop recording and save the
+ * profile.  0 when nothing was recorded (or already saved), 1 when saved. */
+int volume_boot_finish(struct volume *v);
 
 /* ---- incremental snapshots (volume-snapshot.c) ---- */
 
