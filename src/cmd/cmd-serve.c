@@ -5,8 +5,10 @@
  * static credential can be given on the command line (--access-key,
  * --secret-key, --account), for tests and scripts.  Beside the API server
  * runs the job runner (--jobs N threads, src/service/jobs.c) that does the
- * copies; on a stop signal the server stops first, so that no new job can
- * be queued, then the jobs stop at a safe point. */
+ * copies, and the instance manager (src/service/instances.c) that runs the
+ * instances' guests; on a stop signal the server stops first, so that no
+ * new job can be queued and no instance launched, then the instances stop
+ * cleanly, then the jobs stop at a safe point. */
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
@@ -22,6 +24,7 @@
 #include "common/log.h"
 #include "common/util.h"
 #include "registry/accounts.h"
+#include "service/instances.h"
 #include "service/service.h"
 
 static const char serve_usage[] =
@@ -167,6 +170,7 @@ int cmd_serve(struct cli *cli, int argc, char **argv)
     struct api_server *srv = NULL;
     struct job_runner_options jo = { .threads = DEFAULT_JOB_THREADS };
     struct job_runner *jobs = NULL;
+    struct instance_manager *instances = NULL;
     sigset_t sigs;
     int opt, ex = -1, r, sig = 0;
     int level = log_get_level();
@@ -283,6 +287,19 @@ int cmd_serve(struct cli *cli, int argc, char **argv)
         accounts_free(cred.accounts);
         return 1;
     }
+    struct instance_manager_options io = {
+        .data_dir = cli->data_dir,
+        .regions = jo.regions,
+        .n_regions = jo.n_regions,
+    };
+    r = instance_manager_new(&io, &instances);
+    if (r < 0) {
+        cli_error(r, "cannot start the instance manager");
+        job_runner_free(jobs);
+        api_server_free(srv);
+        accounts_free(cred.accounts);
+        return 1;
+    }
     fprintf(stderr, "kiln: serving the EC2 API on http://%s (port %u), data directory '%s'\n",
             opts.listen, api_server_port(srv), cli->data_dir);
     fflush(stderr);
@@ -292,6 +309,9 @@ int cmd_serve(struct cli *cli, int argc, char **argv)
             sig == SIGTERM ? "SIGTERM" : "SIGINT");
     r = api_server_shutdown(srv);
     api_server_free(srv);
+    /* No request can reach an instance any more: stop every running one
+     * cleanly (they start again at the next serve, docs/operations.md). */
+    instance_manager_free(instances);
     /* No request can queue a job any more: stop the jobs at a safe point
      * (they resume at the next start). */
     job_runner_free(jobs);
