@@ -176,6 +176,7 @@ static const struct api_action ec2_actions[] = {
       .flags = API_ACTION_OWN_DRY_RUN },
     { .name = "CopyImage", .handler = api_copy_image, .flags = API_ACTION_OWN_DRY_RUN },
     { .name = "CopySnapshot", .handler = api_copy_snapshot, .flags = API_ACTION_OWN_DRY_RUN },
+    { .name = "CreateImage", .handler = api_create_image, .flags = API_ACTION_OWN_DRY_RUN },
     { .name = "CreateKeyPair", .handler = api_create_key_pair,
       .flags = API_ACTION_OWN_DRY_RUN },
     { .name = "CreateSecurityGroup", .handler = api_create_security_group,

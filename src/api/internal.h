@@ -442,6 +442,9 @@ int api_permission_parse_legacy(struct api_ctx *ctx, const struct query *q,
                                 const struct api_permission_form *form,
                                 struct api_permission_changes *ret);
 
+/* create-image.c */
+int api_create_image(struct api_ctx *ctx, const struct query *q, struct xml *x);
+
 /* volumes.c */
 int api_create_volume(struct api_ctx *ctx, const struct query *q, struct xml *x);
 int api_describe_volumes(struct api_ctx *ctx, const struct query *q, struct xml *x);

@@ -20,9 +20,12 @@
  *   time: only what was written to the volume is read and chunked) and
  *   answers with the snapshot `pending`; the job runner of `kiln serve`
  *   verifies the new chunks and makes it `completed`
- *   (service_volume_snapshot_start()).  ModifyVolume's modification is
- *   `completed` at once (a larger size is only a number: the new blocks
- *   read as zeros).
+ *   (service_volume_snapshot_start()).  A volume attached to a running
+ *   instance is open in this process (the instance manager serves it to
+ *   QEMU): it is snapshotted through that handle, inside the manager's
+ *   hook (instance_manager_with_volume()), and answers `completed`.
+ *   ModifyVolume's modification is `completed` at once (a larger size is
+ *   only a number: the new blocks read as zeros).
  *
  * - Paging: volumes are listed by (create time, id); a NextToken is the
  *   key of the last volume of the previous page.
@@ -39,6 +42,7 @@
 #include "common/error.h"
 #include "common/ids.h"
 #include "common/util.h"
+#include "service/instances.h"
 #include "service/service.h"
 #include "volume/volume.h"
 
@@ -506,6 +510,25 @@ int api_modify_volume(struct api_ctx *ctx, const struct query *q, struct xml *x)
 
 /* ---- CreateSnapshot ---- */
 
+struct attached_snapshot {
+    const struct service_volume_snapshot_options *o;
+    char *snap_id;
+};
+
+/* The hook for a volume attached to a running instance: the capture
+ * through the manager's handle, completed when it returns (the handle's
+ * writes are held off while the map is built; the guest is not frozen,
+ * so the snapshot is crash-consistent, as EC2's of an attached volume). */
+static int snapshot_attached(const struct instance_view *iv, void *ud)
+{
+    struct attached_snapshot *as = ud;
+
+    if (!iv->root)
+        return -ESRCH; /* stopped meanwhile: the ordinary path */
+    return service_volume_snapshot_open(iv->region, iv->root, iv->root_volume_id, as->o,
+                                        as->snap_id, NULL);
+}
+
 int api_create_snapshot(struct api_ctx *ctx, const struct query *q, struct xml *x)
 {
     _cleanup_(region_freep) struct region *rg = NULL;
@@ -535,7 +558,14 @@ int api_create_snapshot(struct api_ctx *ctx, const struct query *q, struct xml *
     if (r < 0)
         return r;
     struct service_volume_snapshot_options o = { .owner = ctx->account, .description = desc };
-    r = service_volume_snapshot_start(rg, id, &o, snap_id);
+    struct instance_manager *m = instance_manager_get();
+    struct attached_snapshot as = { .o = &o, .snap_id = snap_id };
+    /* A volume an instance runs on is open in this process (the instance
+     * manager serves it over NBD): snapshot it through that handle.
+     * Anything else (-ESRCH) takes the ordinary path. */
+    r = m ? instance_manager_with_volume(m, ctx->region, id, snapshot_attached, &as) : -ESRCH;
+    if (r == -ESRCH)
+        r = service_volume_snapshot_start(rg, id, &o, snap_id);
     if (r == -EBUSY) {
         /* EC2 snapshots in-use volumes; kiln cannot hold another
          * process's writes off for a point-in-time capture (docs/api.md,
