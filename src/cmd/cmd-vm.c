@@ -32,7 +32,8 @@
 static const char vm_usage[] =
     "usage: kiln vm boot VOLUME [--dir DIR] [--memory MIB] [--vcpus N]\n"
     "                           [--ssh ADDR:PORT] [--append ARGS] [--metadata FILE]\n"
-    "                           [--egress]\n"
+    "                           [--egress] [--no-profile] [--prefetch-threads N]\n"
+    "                           [--record-seconds N]\n"
     "       kiln vm agent SOCKET hello|exec CMD [ARG...]|put LOCAL REMOTE [MODE]|\n"
     "                            get REMOTE LOCAL|sync|freeze MOUNT|thaw MOUNT|\n"
     "                            poweroff|reboot   [--timeout SECONDS] [--stdin FILE]\n"
@@ -47,6 +48,12 @@ static const char vm_usage[] =
     "console.log, qmp.sock, agent.sock, nbd.sock, qemu.pid and qemu.log.\n"
     "KILN_ACCEL=tcg|kvm overrides the accelerator probe.\n"
     "\n"
+    "A volume made from a snapshot boots with that snapshot's boot profile\n"
+    "(DATA/regions/R/profiles/SNAP.profile): its chunks are prefetched in\n"
+    "parallel.  Without one, this boot's first reads are recorded into it until\n"
+    "the agent's hello (or --record-seconds).  At the hello, DIR/boot-stats gets\n"
+    "the time since start and the volume's counters (docs/operations.md).\n"
+    "\n"
     "  --dir DIR         the instance directory\n"
     "  --memory MIB      guest memory (default 256)\n"
     "  --vcpus N         virtual CPUs (default 1)\n"
@@ -57,6 +64,9 @@ static const char vm_usage[] =
     "                    is still caught and answers nothing\n"
     "  --egress          let the guest open connections out (restrict=off); without\n"
     "                    it only the metadata address and forwards work (docs/imds.md)\n"
+    "  --no-profile      neither prefetch nor record a boot profile\n"
+    "  --prefetch-threads N  threads that prefetch the profile (default 4, max 16)\n"
+    "  --record-seconds N    record the profile at most N s (default 300)\n"
     "\n"
     "`vm agent` connects to a guest's agent socket and waits (--timeout, default\n"
     "120 s) for its hello; `exec` passes the command's stdout and stderr through\n"
@@ -70,12 +80,23 @@ struct boot_args {
     const char *append;
     const char *ssh;
     const char *metadata;
-    bool egress;
-    unsigned memory, vcpus;
+    bool egress, no_profile;
+    unsigned memory, vcpus, prefetch_threads, record_seconds;
     char **pos;
 };
 
-enum { OPT_DIR = 1000, OPT_MEMORY, OPT_VCPUS, OPT_SSH, OPT_APPEND, OPT_METADATA, OPT_EGRESS };
+enum {
+    OPT_DIR = 1000,
+    OPT_MEMORY,
+    OPT_VCPUS,
+    OPT_SSH,
+    OPT_APPEND,
+    OPT_METADATA,
+    OPT_EGRESS,
+    OPT_NO_PROFILE,
+    OPT_PREFETCH_THREADS,
+    OPT_RECORD_SECONDS,
+};
 
 static int parse_uint(const char *s, unsigned max, unsigned *ret)
 {
@@ -109,6 +130,21 @@ static int boot_option(int opt, const char *arg, void *ud)
         return -1;
     case OPT_EGRESS:
         a->egress = true;
+        return -1;
+    case OPT_NO_PROFILE:
+        a->no_profile = true;
+        return -1;
+    case OPT_PREFETCH_THREADS:
+        if (parse_uint(arg, 16, &a->prefetch_threads) < 0) {
+            fprintf(stderr, "kiln: --prefetch-threads '%s': expected 1 to 16\n", arg);
+            return EXIT_USAGE;
+        }
+        return -1;
+    case OPT_RECORD_SECONDS:
+        if (parse_uint(arg, 86400, &a->record_seconds) < 0) {
+            fprintf(stderr, "kiln: --record-seconds '%s': expected 1 to 86400\n", arg);
+            return EXIT_USAGE;
+        }
         return -1;
     case OPT_MEMORY:
         if (parse_uint(arg, 1U << 20, &a->memory) < 0 || a->memory < 64) {
@@ -167,6 +203,103 @@ static int supervise(struct vm *vm, const char *qmp_path, const sigset_t *sigs, 
     }
 }
 
+/* The boot watcher: waits for the agent's hello, then ends the volume's
+ * boot (the profile is saved) and writes DIR/boot-stats.  QEMU may exit
+ * first: then do_boot() marks the watch over (under mu) before it closes
+ * the volume, and detaches the thread, still waiting to connect, which
+ * frees the watch when it ends.  Whichever of the two sees the other done
+ * frees it. */
+struct boot_watch {
+    pthread_mutex_t mu;
+    bool over;          /* do_boot() is done with it: do not touch the volume */
+    bool done;          /* the thread has finished with it */
+    struct volume *v;
+    char *dir, *agent_sock;
+    uint64_t start_ns;
+};
+
+static void boot_watch_free(struct boot_watch *w)
+{
+    pthread_mutex_destroy(&w->mu);
+    free(w->dir);
+    free(w->agent_sock);
+    free(w);
+}
+
+static void boot_stats_write(struct boot_watch *w, double seconds)
+{
+    struct volume_stats st;
+    _cleanup_free_ char *path = xasprintf("%s/boot-stats", w->dir);
+    _cleanup_free_ char *tmp = xasprintf("%s/boot-stats.tmp", w->dir);
+    FILE *f = fopen(tmp, "we");
+
+    volume_stats(w->v, &st);
+    fprintf(stderr,
+            "kiln: agent hello after %.2f s: %" PRIu64 " bytes fetched from the store, "
+            "%" PRIu64 " bytes read, %" PRIu64 " of %" PRIu64 " chunks prefetched were hits\n",
+            seconds, st.bytes_fetched, st.bytes_read, st.prefetch_hits, st.prefetch_chunks);
+    if (!f)
+        return;
+    fprintf(f,
+            "hello_seconds=%.3f\nchunks_fetched=%" PRIu64 "\nbytes_fetched=%" PRIu64
+            "\nbytes_read=%" PRIu64 "\ncache_hits=%" PRIu64 "\nprefetch_chunks=%" PRIu64
+            "\nprefetch_bytes=%" PRIu64 "\nprefetch_hits=%" PRIu64 "\nprefetch_errors=%" PRIu64
+            "\n",
+            seconds, st.chunks_fetched, st.bytes_fetched, st.bytes_read, st.cache_hits,
+            st.prefetch_chunks, st.prefetch_bytes, st.prefetch_hits, st.prefetch_errors);
+    if (fclose(f) != 0 || rename(tmp, path) != 0)
+        unlink(tmp);
+}
+
+static void *boot_watch_main(void *arg)
+{
+    struct boot_watch *w = arg;
+    struct agent_client *ac = NULL;
+    int e = agent_client_connect(w->agent_sock, 3600 * 1000, &ac, NULL);
+    double seconds = (double)(now_ns() - w->start_ns) / 1e9;
+
+    /* Hang up at once: the agent serves one client at a time. */
+    agent_client_free(ac);
+    pthread_mutex_lock(&w->mu);
+    if (e >= 0 && !w->over) {
+        int r = volume_boot_finish(w->v);
+        if (r < 0)
+            fprintf(stderr, "kiln: warning: boot profile not saved: %s\n", error_message());
+        else if (r > 0)
+            fprintf(stderr, "kiln: boot profile saved\n");
+        boot_stats_write(w, seconds);
+    }
+    w->done = true;
+    bool abandoned = w->over;
+    pthread_mutex_unlock(&w->mu);
+    if (abandoned)
+        boot_watch_free(w);
+    return NULL;
+}
+
+/* Start the boot profile's prefetch, or its recording (volume.h). */
+static void boot_profile_start(struct region *r, const char *id, struct volume *v,
+                               const struct boot_args *a)
+{
+    _cleanup_(registry_volume_freep) struct registry_volume *row = NULL;
+    _cleanup_free_ char *path = NULL;
+
+    if (a->no_profile || !volume_base(v) || service_volume_get(r, id, &row) < 0 ||
+        !row->snapshot_id[0])
+        return;
+    path = volume_profile_path(r->dir, row->snapshot_id);
+    struct volume_boot_options o = {
+        .threads = a->prefetch_threads,
+        .record_seconds = a->record_seconds,
+    };
+    int e = volume_boot_start(v, path, &o);
+    if (e < 0)
+        fprintf(stderr, "kiln: warning: no boot profile: %s\n", error_message());
+    else
+        fprintf(stderr, "kiln: %s boot profile %s\n", e > 0 ? "prefetching" : "recording",
+                path);
+}
+
 static int read_local(const char *path, char **ret, size_t *ret_len);
 
 static int do_boot(struct cli *cli, int argc, char **argv)
@@ -180,6 +313,9 @@ static int do_boot(struct cli *cli, int argc, char **argv)
         { "append", required_argument, NULL, OPT_APPEND },
         { "metadata", required_argument, NULL, OPT_METADATA },
         { "egress", no_argument, NULL, OPT_EGRESS },
+        { "no-profile", no_argument, NULL, OPT_NO_PROFILE },
+        { "prefetch-threads", required_argument, NULL, OPT_PREFETCH_THREADS },
+        { "record-seconds", required_argument, NULL, OPT_RECORD_SECONDS },
         { NULL, 0, NULL, 0 },
     };
     struct boot_args a = { 0 };
@@ -191,6 +327,9 @@ static int do_boot(struct cli *cli, int argc, char **argv)
     struct nbd_server *srv = NULL;
     struct vm *vm = NULL;
     struct vm_config c = { 0 };
+    struct boot_watch *w = NULL;
+    pthread_t watcher;
+    bool watching = false;
     _cleanup_(imds_instance_release) struct imds_instance md = { 0 };
     enum vm_accel accel;
     bool has_initrd = false;
@@ -198,11 +337,12 @@ static int do_boot(struct cli *cli, int argc, char **argv)
     sigset_t sigs;
     int e, ex, status = 0;
 
-    ex = cli_parse(cli, argc, argv, options, vm_usage, "dir memory vcpus ssh append metadata egress", 1,
+    ex = cli_parse(cli, argc, argv, options, vm_usage, "dir memory vcpus ssh append metadata egress no-profile prefetch-threads record-seconds", 1,
                    boot_option, &a, &a.pos);
     if (ex >= 0)
         return ex;
     const char *id = a.pos[0];
+    uint64_t start_ns = now_ns();
     if (a.metadata) {
         _cleanup_free_ char *text = NULL;
         size_t tlen;
@@ -230,6 +370,7 @@ static int do_boot(struct cli *cli, int argc, char **argv)
         cli_error(e, "cannot boot '%s'", id);
         return 1;
     }
+    boot_profile_start(r, id, v, &a);
     dir = a.dir ? xstrdup(a.dir) : xasprintf("%s/vm/%s", cli->data_dir, id);
     e = mkdir_p(dir);
     if (e < 0) {
@@ -311,6 +452,17 @@ static int do_boot(struct cli *cli, int argc, char **argv)
         return 1;
     }
     qmp = xasprintf("%s/qmp.sock", dir);
+    w = xcalloc(1, sizeof(*w));
+    pthread_mutex_init(&w->mu, NULL);
+    w->start_ns = start_ns;
+    w->v = v;
+    w->dir = xstrdup(dir);
+    w->agent_sock = xasprintf("%s/agent.sock", dir);
+    {
+        _cleanup_free_ char *stats = xasprintf("%s/boot-stats", dir);
+        unlink(stats);
+    }
+    watching = pthread_create(&watcher, NULL, boot_watch_main, w) == 0;
     fprintf(stderr,
             "kiln: booting '%s' (q35, %s, uuid %s), qemu pid %d\n"
             "kiln: console %s/console.log\n"
@@ -320,6 +472,22 @@ static int do_boot(struct cli *cli, int argc, char **argv)
     fflush(stderr);
     supervise(vm, qmp, &sigs, &status);
     vm_free(vm);
+    if (watching) {
+        /* The watcher is done, or still waiting for an agent that will
+         * never answer: then leave it (and the watch) without the volume. */
+        pthread_mutex_lock(&w->mu);
+        w->over = true;
+        bool done = w->done;
+        pthread_mutex_unlock(&w->mu);
+        if (done) {
+            pthread_join(watcher, NULL);
+            boot_watch_free(w);
+        } else {
+            pthread_detach(watcher);
+        }
+    } else {
+        boot_watch_free(w);
+    }
     e = nbd_server_shutdown(srv); /* flushes the volume */
     nbd_server_free(srv);         /* closes it */
     if (e < 0) {

@@ -1,0 +1,228 @@
+#!/usr/bin/env bash
+# bench/boot/run.sh [RUNS]: boot to the agent's hello under TCG, measured
+# (issue 5, "Benchmarks"; docs/benchmarks.md, "Boot").
+#
+# One base image (KILN_BOOT_IMAGE: debian or tiny; default debian when
+# `kiln base-image build debian` works here, else tiny), one snapshot, and
+# for each case a fresh volume of 2 GiB or 20 GiB made from it (the same
+# content; a cold fetch cache: the volume's cache is empty, the store's
+# files may be in the page cache), booted with `kiln vm boot` until the
+# agent's hello (kiln writes DIR/boot-stats then):
+#
+#   cold          no boot profile (--no-profile)
+#   cold+profile  the snapshot's boot profile prefetched
+#   1ms           every chunk fetch slowed by 1 ms (KILN_FETCH_DELAY_US=1000,
+#                 a remote store), no profile
+#   1ms+profile   the same with the profile
+#   record        the boot that records the profile (1 ms, no profile yet)
+#   floor         the same QEMU command line, kernel, initrd and kernel
+#                 arguments (boot-floor), its root disk a local raw file
+#                 (`kiln snapshot export`)
+#
+# Time: from the launch of `kiln vm boot` (or of QEMU for the floor) to the
+# hello, measured by this script (polling every 20 ms); kiln's own figure
+# (from its start) is in boot-stats.  Bytes fetched from the store and bytes
+# the guest read (NBD reads, plus the kernel and initrd kiln copies out of
+# the volume first) are the volume's counters at the hello.  RUNS (default
+# 3) repetitions give min and median.
+#
+# Then "snapshot after writing 50 MiB": a 2 GiB and a 20 GiB volume each
+# boot, the guest writes 50 MiB (dd from /dev/urandom, fsync), powers off,
+# and `kiln volume snapshot` is timed; stored bytes are the growth of the
+# store directory.  (CreateImage, being written, is this plus a reboot.)
+#
+# $KILN is the kiln binary (default build/src/cmd/kiln), $BOOT_FLOOR the
+# boot-floor helper (default next to it in bench/boot).  Output: a Markdown
+# table on stdout, logs under the work directory (kept with KEEP=1).
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+BUILD=${BUILD:-build}
+KILN=${KILN:-$REPO/$BUILD/src/cmd/kiln}
+BOOT_FLOOR=${BOOT_FLOOR:-$(dirname "$KILN")/../../bench/boot/boot-floor}
+RUNS=${1:-3}
+IMAGE=${KILN_BOOT_IMAGE:-}
+W=$(mktemp -d "${TMPDIR:-/var/tmp}/kiln-boot-bench.XXXXXX")
+export KILN_DATA_DIR=$W/data KILN_ACCEL=tcg
+unset KILN_FETCH_DELAY_US
+boot_pid=
+
+cleanup() {
+	if [ -n "$boot_pid" ]; then kill -9 "$boot_pid" 2>/dev/null || true; fi
+	for f in "$W"/*/qemu.pid; do
+		[ -f "$f" ] && kill -9 "$(cat "$f")" 2>/dev/null || true
+	done
+	wait 2>/dev/null || true
+	if [ "${KEEP:-0}" = 1 ]; then echo "bench/boot: kept $W" >&2; else rm -rf "$W"; fi
+}
+trap cleanup EXIT
+
+for t in qemu-system-x86_64 dpkg-deb mkfs.ext4; do
+	command -v $t >/dev/null || { echo "bench/boot: $t is missing (tools/deps.txt)" >&2; exit 77; }
+done
+[ -x "$KILN" ] || { echo "bench/boot: no kiln binary at $KILN" >&2; exit 77; }
+[ -x "$BOOT_FLOOR" ] || { echo "bench/boot: no boot-floor at $BOOT_FLOOR" >&2; exit 77; }
+KILN=$(realpath "$KILN")
+
+log() { echo "bench/boot: $*" >&2; }
+now() { date +%s.%N; }
+elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
+
+# ---- the image ----
+build_image() { # NAME -> "ami snap" on stdout
+	local cache
+	case $1 in
+	tiny) cache=${KILN_VM_CACHE:-${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/kiln-test-debs} ;;
+	*) cache=${KILN_BOOT_CACHE:-${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/kiln-bench-$1} ;;
+	esac
+	mkdir -p "$cache"
+	"$KILN" base-image build "$1" --cache-dir "$cache" > "$W/ids" 2> "$W/build-$1.err" ||
+		return 1
+	echo "$(sed -n 1p "$W/ids") $(sed -n 2p "$W/ids")"
+}
+if [ -z "$IMAGE" ]; then
+	if ids=$(build_image debian); then
+		IMAGE=debian
+	else
+		log "the debian image did not build ($(tail -n 1 "$W/build-debian.err")): tiny"
+		IMAGE=tiny
+		ids=$(build_image tiny) || { cat "$W/build-tiny.err" >&2; exit 1; }
+	fi
+else
+	ids=$(build_image "$IMAGE") || { cat "$W/build-$IMAGE.err" >&2; exit 1; }
+fi
+snap=${ids#* }
+region_dir=$KILN_DATA_DIR/regions/us-east-1
+profile=$region_dir/profiles/$snap.profile
+snap_bytes=$("$KILN" snapshot show "$snap" | awk '/^VolumeSize/ {print $2}')
+log "image $IMAGE, snapshot $snap (${snap_bytes} GiB)"
+
+# ---- one boot ----
+# boot NAME SIZE_GIB DELAY_US PROFILE(yes|no) [keep]: boots a new volume
+# until the hello, then powers it off (unless `keep`: the caller does).
+# Sets $vol, $dir; appends "NAME seconds kiln_seconds fetched read hits
+# prefetched" to $W/results.
+boot() {
+	local name=$1 size=$2 delay=$3 prof=$4 keep=${5:-} t0 t1 extra=()
+	vol=$("$KILN" -q volume create --snapshot "$snap" --size "$size" | tail -n 1)
+	dir=$W/$name-$RANDOM
+	mkdir -p "$dir"
+	[ "$prof" = no ] && extra+=(--no-profile)
+	t0=$(now)
+	if [ "$delay" -gt 0 ]; then
+		KILN_FETCH_DELAY_US=$delay "$KILN" vm boot "$vol" --dir "$dir" "${extra[@]}" \
+			2> "$dir/boot.err" &
+	else
+		"$KILN" vm boot "$vol" --dir "$dir" "${extra[@]}" 2> "$dir/boot.err" &
+	fi
+	boot_pid=$!
+	for _ in $(seq 30000); do
+		[ -f "$dir/boot-stats" ] && break
+		kill -0 "$boot_pid" 2>/dev/null ||
+			{ cat "$dir/boot.err" >&2; log "$name: kiln vm boot exited"; exit 1; }
+		sleep 0.02
+	done
+	t1=$(now)
+	[ -f "$dir/boot-stats" ] || { log "$name: no hello"; exit 1; }
+	local s; s() { sed -n "s/^$1=//p" "$dir/boot-stats"; }
+	echo "$name $(elapsed "$t0" "$t1") $(s hello_seconds) $(s bytes_fetched)" \
+		"$(s bytes_read) $(s prefetch_hits) $(s prefetch_chunks)" >> "$W/results"
+	[ -n "$keep" ] || stop_boot
+}
+stop_boot() {
+	kill -TERM "$boot_pid" 2>/dev/null || true
+	wait "$boot_pid" || true
+	boot_pid=
+}
+
+floor() { # RUN
+	local dir=$W/floor-$1 t0 t1
+	mkdir -p "$dir"
+	t0=$(now)
+	"$BOOT_FLOOR" "$dir" "$kernel_dir/vmlinuz" "$initrd" "$W/floor.raw" "$KILN" tcg \
+		> "$dir/qemu.log" 2>&1 &
+	local qpid=$!
+	echo $qpid > "$dir/qemu.pid"
+	"$KILN" vm agent "$dir/agent.sock" hello --timeout 900 > /dev/null ||
+		{ cat "$dir/qemu.log" >&2; log "floor: no hello"; exit 1; }
+	t1=$(now)
+	echo "floor $(elapsed "$t0" "$t1") - - - - -" >> "$W/results"
+	"$KILN" vm qmp "$dir/qmp.sock" quit > /dev/null 2>&1 || kill -9 $qpid 2>/dev/null || true
+	wait $qpid 2>/dev/null || true
+	rm -f "$dir/qemu.pid"
+}
+
+: > "$W/results"
+rm -f "$profile"
+# Each run: the cold boots without a profile, the recording, the boots
+# with it, then the floor (kernel and initrd from the first boot's copy).
+for run in $(seq "$RUNS"); do
+	log "run $run of $RUNS"
+	rm -f "$profile"
+	for size in 2 20; do boot "cold-$size" $size 0 no; done
+	kernel_dir=$dir
+	for size in 2 20; do boot "1ms-$size" $size 1000 no; done
+	boot record-2 2 1000 yes
+	[ -f "$profile" ] || { log "no profile was recorded"; exit 1; }
+	for size in 2 20; do
+		boot "cold+profile-$size" $size 0 yes
+		boot "1ms+profile-$size" $size 1000 yes
+	done
+	if [ "$run" = 1 ]; then
+		"$KILN" -q snapshot export "$snap" "$W/floor.raw"
+		initrd=$kernel_dir/initrd.img
+		[ -f "$initrd" ] || initrd=-
+	fi
+	floor "$run"
+done
+
+# ---- the table ----
+mib() { awk -v b="$1" 'BEGIN { if (b == "-") print "-"; else printf "%.1f", b / 1048576 }'; }
+stats() { # NAME -> "min median" of column COL
+	awk -v n="$1" -v c="$2" '$1 == n { print $c }' "$W/results" | sort -g |
+		awk '{ v[NR] = $1 } END { if (NR == 0) { print "- -"; exit }
+			printf "%.2f %.2f\n", v[1], v[int((NR + 1) / 2)] }'
+}
+floor_med=$(stats floor 2 | cut -d' ' -f2)
+echo
+echo "Boot to the agent's hello, image $IMAGE (snapshot ${snap_bytes} GiB), TCG, $RUNS run(s);"
+echo "machine: $(nproc) vCPU $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1), $(date -u +%Y-%m-%d)"
+echo
+echo "| case | volume | hello s (min / med) | x floor (med) | kiln's own s (med) | fetched MiB | guest read MiB | fetched / read | prefetch hits / prefetched |"
+echo "|---|---|---|---|---|---|---|---|---|"
+for name in floor cold-2 cold-20 cold+profile-2 cold+profile-20 1ms-2 1ms-20 record-2 \
+	1ms+profile-2 1ms+profile-20; do
+	grep -q "^$name " "$W/results" || continue
+	read -r mn med <<< "$(stats "$name" 2)"
+	own=$(stats "$name" 3 | cut -d' ' -f2)
+	last=$(awk -v n="$name" '$1 == n' "$W/results" | tail -n 1)
+	read -r _ _ _ fetched read hits pref <<< "$last"
+	ratio=$(awk -v a="$med" -v b="$floor_med" 'BEGIN { printf "%.2f", a / b }')
+	fr=$(awk -v a="$fetched" -v b="$read" 'BEGIN { if (a == "-" || b == 0) print "-"; else printf "%.2f", a / b }')
+	case $name in floor) volname="local raw" ;; *) volname="${name##*-} GiB" ;; esac
+	[ "$name" = floor ] && own=-
+	echo "| ${name%-*} | $volname | $mn / $med | $ratio | $own | $(mib "$fetched") | $(mib "$read") | $fr | $hits / $pref |"
+done
+
+# ---- snapshot after writing 50 MiB ----
+echo
+echo "| snapshot after the guest wrote 50 MiB | seconds | stored MB (store growth) |"
+echo "|---|---|---|"
+for size in 2 20; do
+	boot "write-$size" $size 0 yes keep
+	if [ "$IMAGE" = tiny ]; then
+		# tiny's file system is 64 MiB: write past it, on the disk itself
+		w=(dd if=/dev/urandom of=/dev/vda bs=1M seek=1024 count=50 conv=fsync)
+	else
+		w=(dd if=/dev/urandom of=/var/tmp/bench-50m bs=1M count=50 conv=fsync)
+	fi
+	"$KILN" vm agent "$dir/agent.sock" exec "${w[@]}" > /dev/null 2>&1 ||
+		{ log "write-$size: the guest could not write"; exit 1; }
+	stop_boot
+	before=$(du -sb "$region_dir/store" | cut -f1)
+	t0=$(now)
+	"$KILN" -q volume snapshot "$vol" > /dev/null
+	t1=$(now)
+	after=$(du -sb "$region_dir/store" | cut -f1)
+	echo "| $size GiB volume | $(elapsed "$t0" "$t1") | $(awk -v a="$after" -v b="$before" 'BEGIN { printf "%.1f", (a - b) / 1e6 }') |"
+done
