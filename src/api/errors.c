@@ -49,6 +49,7 @@ static const struct entry fixed[] = {
     [API_ERR_IDEMPOTENT_MISMATCH] = { "IdempotentParameterMismatch", 400, true },
     [API_ERR_KEY_FORMAT] = { "InvalidKey.Format", 400, true },
     [API_ERR_PERMISSION_DUPLICATE] = { "InvalidPermission.Duplicate", 400, true },
+    [API_ERR_INSUFFICIENT_CAPACITY] = { "InsufficientInstanceCapacity", 500, true },
     [API_ERR_INTERNAL] = { "InternalError", 500, false },
     [API_ERR_UNAVAILABLE] = { "Unavailable", 503, false },
 };

@@ -69,6 +69,7 @@ enum api_error {
     API_ERR_IDEMPOTENT_MISMATCH, /* IdempotentParameterMismatch: ClientToken reused */
     API_ERR_KEY_FORMAT,          /* InvalidKey.Format: ImportKeyPair's material */
     API_ERR_PERMISSION_DUPLICATE, /* InvalidPermission.Duplicate: a rule that exists */
+    API_ERR_INSUFFICIENT_CAPACITY, /* InsufficientInstanceCapacity: the host is full */
     API_ERR_INTERNAL,
     API_ERR_UNAVAILABLE,
 };
@@ -253,6 +254,45 @@ int api_candidates_page(struct api_candidates *cs, struct region *rg, size_t max
 /* The nextToken element when the page of n_page leaves candidates out. */
 void api_candidates_write_token(struct xml *x, const struct api_candidates *cs, size_t n_page);
 void api_candidates_release(struct api_candidates *cs);
+
+/* ---- owners (filters.c) ---- */
+
+/* true for a 12-digit account id. */
+bool api_is_account_id(const char *s);
+
+/* The provider account's id (service_provider_account(), which creates it
+ * on first use) into ret, "" without a data directory.  It never changes
+ * once it exists, so it is looked up once per data directory and process:
+ * DescribeImages and DescribeSnapshots need it on every request. */
+int api_provider_account(const struct api_ctx *ctx, char ret[ACCOUNT_ID_SIZE]);
+
+/* Owner.N of DescribeImages and DescribeSnapshots: self, 12-digit ids, the
+ * provider alias SERVICE_PROVIDER_ACCOUNT (the account `provider`, skipped
+ * when that is "") and AWS's aliases (which own nothing here, skipped).
+ * ret[] (room for n) gets the accounts, borrowed, and *ret_n their number:
+ * with n > 0 and *ret_n == 0 nothing can match.  InvalidParameterValue for
+ * anything else. */
+int api_owners_resolve(struct api_ctx *ctx, const char **owners, size_t n, const char *provider,
+                       const char **ret, size_t *ret_n);
+
+/* The start every paged Describe shares, after it has checked its own
+ * parameters: MaxResults and NextToken (api_paging_parse(), `have_ids` and
+ * `ids_param` as there), the Filter.N list against `known`, DryRun (after
+ * validation, so that a dry run reports bad parameters; whether unknown ids
+ * exist is not checked for one), then the region opened for reading
+ * (api_region_open(): d->rg NULL when the region does not exist yet).
+ * Returns 0 with *d filled, or -errno (recorded) with nothing to release;
+ * the caller releases a filled *d with api_describe_release(). */
+struct api_describe {
+    size_t max;   /* page size, 0 for everything */
+    char *after;  /* sort key of the last item of the previous page, or NULL */
+    struct api_filters fs;
+    struct region *rg;
+};
+
+int api_describe_begin(struct api_ctx *ctx, const struct query *q, bool have_ids,
+                       const char *ids_param, const char *const *known, struct api_describe *d);
+void api_describe_release(struct api_describe *d);
 
 /* ---- actions in their own files ---- */
 
@@ -452,6 +492,17 @@ int api_delete_volume(struct api_ctx *ctx, const struct query *q, struct xml *x)
 int api_modify_volume(struct api_ctx *ctx, const struct query *q, struct xml *x);
 int api_create_snapshot(struct api_ctx *ctx, const struct query *q, struct xml *x);
 int api_describe_volume_attribute(struct api_ctx *ctx, const struct query *q, struct xml *x);
+
+/* instances.c */
+int api_run_instances(struct api_ctx *ctx, const struct query *q, struct xml *x);
+int api_describe_instances(struct api_ctx *ctx, const struct query *q, struct xml *x);
+int api_describe_instance_status(struct api_ctx *ctx, const struct query *q, struct xml *x);
+int api_stop_instances(struct api_ctx *ctx, const struct query *q, struct xml *x);
+int api_start_instances(struct api_ctx *ctx, const struct query *q, struct xml *x);
+int api_reboot_instances(struct api_ctx *ctx, const struct query *q, struct xml *x);
+int api_terminate_instances(struct api_ctx *ctx, const struct query *q, struct xml *x);
+int api_get_console_output(struct api_ctx *ctx, const struct query *q, struct xml *x);
+int api_describe_instance_attribute(struct api_ctx *ctx, const struct query *q, struct xml *x);
 
 /* copy.c */
 int api_copy_image(struct api_ctx *ctx, const struct query *q, struct xml *x);

@@ -123,9 +123,13 @@ struct instance_manager *instance_manager_get(void)
     return __atomic_load_n(&the_manager, __ATOMIC_ACQUIRE);
 }
 
+/* Wall-clock unix milliseconds (launch times; now_ns() is monotonic). */
 static int64_t now_ms(void)
 {
-    return (int64_t)(now_ns() / 1000000ULL);
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 static struct mregion *region_find(struct instance_manager *m, const char *name)
@@ -241,26 +245,45 @@ static int volume_reader(void *ud, void *buf, size_t len, uint64_t off)
     return volume_read(ud, buf, len, off);
 }
 
+/* A whole file of at most `max` bytes, read to its end (files of /proc
+ * report no size), NUL-terminated. */
 static int read_small_file(const char *path, size_t max, char **ret, size_t *ret_len)
 {
     _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
-    struct stat st;
+    size_t len = 0, cap = 4096;
+    char *buf;
 
     if (fd < 0)
         return error_set(errno, "cannot open '%s': %m", path);
-    if (fstat(fd, &st) < 0)
-        return error_set(errno, "cannot stat '%s': %m", path);
-    if ((uint64_t)st.st_size > max)
-        return error_set(EFBIG, "'%s' is larger than %zu bytes", path, max);
-    char *buf = xmalloc((size_t)st.st_size + 1);
-    ssize_t n = pread_full(fd, buf, (size_t)st.st_size, 0);
-    if (n < 0) {
-        free(buf);
-        return error_set(errno, "cannot read '%s': %m", path);
+    buf = xmalloc(cap + 1);
+    for (;;) {
+        if (len == cap) {
+            if (cap > max) {
+                free(buf);
+                return error_set(EFBIG, "'%s' is larger than %zu bytes", path, max);
+            }
+            cap *= 2;
+            buf = xrealloc(buf, cap + 1);
+        }
+        ssize_t n = read(fd, buf + len, cap - len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            int e = errno;
+            free(buf);
+            return error_set(e, "cannot read '%s': %s", path, strerror(e));
+        }
+        if (n == 0)
+            break;
+        len += (size_t)n;
     }
-    buf[n] = '\0';
+    if (len > max) {
+        free(buf);
+        return error_set(EFBIG, "'%s' is larger than %zu bytes", path, max);
+    }
+    buf[len] = '\0';
     *ret = buf;
-    *ret_len = (size_t)n;
+    *ret_len = len;
     return 0;
 }
 
