@@ -1,6 +1,6 @@
-/* `kiln base-image build tiny`: run the image's recipe (images/tiny/build.sh)
- * and register what it builds as a public image of the provider account
- * (service_provider_account(), kiln's `amazon`). */
+/* `kiln base-image build tiny|debian`: run the image's recipe
+ * (images/NAME/build.sh) and register what it builds as a public image of the
+ * provider account (service_provider_account(), kiln's `amazon`). */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -23,23 +23,48 @@
 #endif
 
 static const char base_image_usage[] =
-    "usage: kiln base-image build tiny [--cache-dir DIR]\n"
+    "usage: kiln base-image build tiny|debian [--cache-dir DIR] [--region R]\n"
     "\n"
     "Build a base image from Debian packages with its recipe (images/NAME/build.sh)\n"
     "and register it in the region as a public image of the provider account\n"
     "'" SERVICE_PROVIDER_ACCOUNT "', named kiln/images/NAME-x86_64-DATE.  Prints the\n"
     "image id, then the snapshot id.\n"
     "\n"
-    "  tiny   busybox (static), the Debian kernel and an initramfs with the\n"
-    "         virtio modules, kiln-agent; boots to init in seconds under TCG\n"
+    "  tiny     busybox (static), the Debian kernel and an initramfs with the\n"
+    "           virtio modules, kiln-agent; boots to init in seconds under TCG\n"
+    "  debian   Debian 12 minbase: the cloud kernel, systemd, cloud-init (EC2\n"
+    "           datasource, user 'admin'), openssh-server, kiln-agent\n"
     "\n"
-    "  --cache-dir DIR   where downloaded .debs are kept (default DATA/cache/debs):\n"
-    "                    a rebuild with them present needs no network\n"
+    "  --cache-dir DIR   where downloads are kept (default DATA/cache/debs for\n"
+    "                    tiny's .debs, DATA/cache/debian for debian's debootstrap\n"
+    "                    tarball): a rebuild with them present needs no network\n"
     "\n"
     "KILN_IMAGES_DIR and KILN_AGENT override where the recipes and the agent\n"
     "binary are found.\n";
 
 enum { OPT_CACHE_DIR = 1000 };
+
+/* The known recipes: images/NAME/build.sh OUT CACHE AGENT. */
+struct base_image {
+    const char *name;
+    const char *label;       /* kiln/images/LABEL-x86_64-DATE */
+    const char *cache;       /* default cache, under DATA/cache */
+    const char *description; /* the image's Description */
+};
+
+static const struct base_image base_images[] = {
+    { "tiny", "tiny", "debs", "kiln tiny: busybox, the Debian kernel, kiln-agent" },
+    { "debian", "debian-12", "debian",
+      "kiln debian 12 (bookworm): systemd, cloud-init, openssh-server, kiln-agent" },
+};
+
+static const struct base_image *base_image_find(const char *name)
+{
+    for (size_t i = 0; i < sizeof(base_images) / sizeof(base_images[0]); i++)
+        if (strcmp(base_images[i].name, name) == 0)
+            return &base_images[i];
+    return NULL;
+}
 
 struct args {
     const char *cache_dir;
@@ -94,6 +119,7 @@ static int do_build(struct cli *cli, int argc, char **argv)
         { NULL, 0, NULL, 0 },
     };
     struct args a = { 0 };
+    const struct base_image *bi;
     _cleanup_(region_freep) struct region *r = NULL;
     _cleanup_free_ char *script = NULL, *cache = NULL, *tmp = NULL, *out = NULL, *log = NULL;
     char owner[ACCOUNT_ID_SIZE], image[ID_MAX_SIZE], snap[ID_MAX_SIZE], name[128], date[32];
@@ -106,8 +132,9 @@ static int do_build(struct cli *cli, int argc, char **argv)
                    &a.pos);
     if (ex >= 0)
         return ex;
-    if (strcmp(a.pos[0], "tiny") != 0) {
-        fprintf(stderr, "kiln: unknown base image '%s' (known: tiny)\n", a.pos[0]);
+    bi = base_image_find(a.pos[0]);
+    if (!bi) {
+        fprintf(stderr, "kiln: unknown base image '%s' (known: tiny, debian)\n", a.pos[0]);
         return EXIT_USAGE;
     }
     e = cli_open_region(cli, &r);
@@ -122,7 +149,7 @@ static int do_build(struct cli *cli, int argc, char **argv)
         cli_error(ENOENT, "cannot find the recipe '%s' or the agent '%s'", script, agent);
         return 1;
     }
-    cache = a.cache_dir ? xstrdup(a.cache_dir) : xasprintf("%s/cache/debs", cli->data_dir);
+    cache = a.cache_dir ? xstrdup(a.cache_dir) : xasprintf("%s/cache/%s", cli->data_dir, bi->cache);
     tmp = xasprintf("%s/tmp", cli->data_dir);
     if ((e = mkdir_p(cache)) < 0 || (e = mkdir_p(tmp)) < 0) {
         cli_error(e, "cannot create the cache or temporary directory");
@@ -141,12 +168,12 @@ static int do_build(struct cli *cli, int argc, char **argv)
     }
     gmtime_r(&now, &tm);
     strftime(date, sizeof(date), "%Y%m%d-%H%M%S", &tm);
-    snprintf(name, sizeof(name), "kiln/images/%s-x86_64-%s", a.pos[0], date);
+    snprintf(name, sizeof(name), "kiln/images/%s-x86_64-%s", bi->label, date);
     e = service_provider_account(cli->data_dir, owner);
     if (e == 0) {
         struct service_image_import_options o = {
             .name = name,
-            .description = "kiln tiny: busybox, the Debian kernel, kiln-agent",
+            .description = bi->description,
             .owner = owner,
             .is_public = true,
             .progress = !cli->quiet && isatty(2),
