@@ -6,6 +6,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/cleanup.h"
 #include "common/error.h"
 #include "common/ids.h"
 #include "common/log.h"
@@ -181,4 +182,63 @@ void cli_print_json_array(const void *rows, size_t n,
         print_at(rows, i);
     }
     printf("]\n");
+}
+
+int cli_dispatch(struct cli *cli, int argc, char **argv, const char *command,
+                 const struct cli_verb *verbs, size_t n_verbs, const char *usage)
+{
+    if (argc < 2) {
+        fputs(usage, stderr);
+        return EXIT_USAGE;
+    }
+    if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+        fputs(usage, stdout);
+        return 0;
+    }
+    for (size_t i = 0; i < n_verbs; i++)
+        if (strcmp(argv[1], verbs[i].name) == 0)
+            return verbs[i].fn(cli, argc - 1, argv + 1);
+    fprintf(stderr, "kiln: unknown %s verb '%s'\n\n%s", command, argv[1], usage);
+    return EXIT_USAGE;
+}
+
+int cli_region_call(struct cli *cli, const char *id,
+                    int (*fn)(struct region *r, const char *id))
+{
+    _cleanup_(region_freep) struct region *r = NULL;
+    int e = cli_open_region(cli, &r);
+
+    if (e == 0)
+        e = fn(r, id);
+    if (e < 0) {
+        cli_fail(e);
+        return 1;
+    }
+    return 0;
+}
+
+int cli_list(struct cli *cli, bool json, const struct cli_table *t)
+{
+    _cleanup_(region_freep) struct region *r = NULL;
+    void *rows = NULL;
+    size_t n = 0;
+    int e;
+
+    e = cli_open_region(cli, &r);
+    if (e == 0)
+        e = t->list(r, &rows, &n);
+    if (e < 0) {
+        cli_error(e, "cannot list %s", t->what);
+        return 1;
+    }
+    if (json) {
+        cli_print_json_array(rows, n, t->print_json_at);
+    } else {
+        if (n)
+            t->print_header();
+        for (size_t i = 0; i < n; i++)
+            t->print_row_at(rows, i);
+    }
+    t->release(rows, n);
+    return 0;
 }

@@ -69,6 +69,40 @@ int cli_check_id(const char *prefix, const char *id);
 void cli_print_json_array(const void *rows, size_t n,
                           void (*print_at)(const void *rows, size_t i));
 
+/* A verb of a command ("list" of `kiln volume`). */
+struct cli_verb {
+    const char *name;
+    int (*fn)(struct cli *cli, int argc, char **argv);
+};
+
+/* Run the verb argv[1] of command `command` ("volume") with argv + 1:
+ * `usage` (the command's) on standard output for --help (exit 0), on
+ * standard error with EXIT_USAGE when the verb is missing or unknown. */
+int cli_dispatch(struct cli *cli, int argc, char **argv, const char *command,
+                 const struct cli_verb *verbs, size_t n_verbs, const char *usage);
+
+/* Open the region and run fn(region, id) (a delete): the exit status, 0, or
+ * 1 after cli_fail(). */
+int cli_region_call(struct cli *cli, const char *id,
+                    int (*fn)(struct region *r, const char *id));
+
+/* A `kiln ... list [--json]` of registry rows: list() fills an array the
+ * caller frees with release(); each row prints as JSON with print_json_at(),
+ * or as a table line with print_row_at() under print_header() (called only
+ * when there are rows). */
+struct cli_table {
+    const char *what; /* "volumes", in "cannot list volumes" */
+    int (*list)(struct region *r, void **ret_rows, size_t *ret_n);
+    void (*release)(void *rows, size_t n);
+    void (*print_json_at)(const void *rows, size_t i);
+    void (*print_header)(void);
+    void (*print_row_at)(const void *rows, size_t i);
+};
+
+/* Open the region, list t's rows and print them: the exit status (1 after
+ * "kiln: cannot list <what>: ..." on standard error). */
+int cli_list(struct cli *cli, bool json, const struct cli_table *t);
+
 int cmd_snapshot(struct cli *cli, int argc, char **argv);
 int cmd_image(struct cli *cli, int argc, char **argv);
 int cmd_fsck(struct cli *cli, int argc, char **argv);

@@ -235,25 +235,10 @@ static int do_list(struct cli *cli, int argc, char **argv)
 
 int cmd_account(struct cli *cli, int argc, char **argv)
 {
-    static const struct {
-        const char *name;
-        int (*fn)(struct cli *, int, char **);
-    } verbs[] = {
+    static const struct cli_verb verbs[] = {
         { "create", do_create },
         { "list", do_list },
     };
 
-    if (argc < 2) {
-        fputs(account_usage, stderr);
-        return EXIT_USAGE;
-    }
-    if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
-        fputs(account_usage, stdout);
-        return 0;
-    }
-    for (size_t i = 0; i < ARRAY_SIZE(verbs); i++)
-        if (strcmp(argv[1], verbs[i].name) == 0)
-            return verbs[i].fn(cli, argc - 1, argv + 1);
-    fprintf(stderr, "kiln: unknown account verb '%s'\n\n%s", argv[1], account_usage);
-    return EXIT_USAGE;
+    return cli_dispatch(cli, argc, argv, "account", verbs, ARRAY_SIZE(verbs), account_usage);
 }

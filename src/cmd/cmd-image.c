@@ -158,18 +158,10 @@ static int do_list(struct cli *cli, int argc, char **argv)
 
 int cmd_image(struct cli *cli, int argc, char **argv)
 {
-    if (argc < 2) {
-        fputs(image_usage, stderr);
-        return EXIT_USAGE;
-    }
-    if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
-        fputs(image_usage, stdout);
-        return 0;
-    }
-    if (strcmp(argv[1], "import") == 0)
-        return do_import(cli, argc - 1, argv + 1);
-    if (strcmp(argv[1], "list") == 0)
-        return do_list(cli, argc - 1, argv + 1);
-    fprintf(stderr, "kiln: unknown image verb '%s'\n\n%s", argv[1], image_usage);
-    return EXIT_USAGE;
+    static const struct cli_verb verbs[] = {
+        { "import", do_import },
+        { "list", do_list },
+    };
+
+    return cli_dispatch(cli, argc, argv, "image", verbs, ARRAY_SIZE(verbs), image_usage);
 }

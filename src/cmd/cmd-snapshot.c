@@ -105,6 +105,17 @@ static int parse(struct cli *cli, int argc, char **argv, const char *usage, cons
     return cli_parse(cli, argc, argv, all_options, usage, allowed, npos, snap_option, a, &a->pos);
 }
 
+/* parse() for a verb on one snapshot: its one argument must be a snapshot
+ * id. */
+static int parse_snap(struct cli *cli, int argc, char **argv, const char *usage,
+                      const char *allowed, struct snap_args *a)
+{
+    int ex = parse(cli, argc, argv, usage, allowed, 1, a);
+    if (ex >= 0)
+        return ex;
+    return cli_check_id("snap", a->pos[0]);
+}
+
 static int do_import(struct cli *cli, int argc, char **argv)
 {
     struct snap_args a = { 0 };
@@ -224,41 +235,51 @@ static void print_json_snapshot_at(const void *rows, size_t i)
     print_json_snapshot(((struct registry_snapshot *const *)rows)[i]);
 }
 
+static void print_snapshot_header(void)
+{
+    printf("%-22s %-9s %10s  %-24s %s\n", "SNAPSHOT", "STATE", "SIZE", "STARTED",
+           "DESCRIPTION");
+}
+
+static void print_snapshot_at(const void *rows, size_t i)
+{
+    const struct registry_snapshot *s = ((struct registry_snapshot *const *)rows)[i];
+    char sz[32], t[40];
+
+    printf("%-22s %-9s %10s  %-24s %s\n", s->id, snapshot_state_to_string(s->state),
+           format_bytes(s->volume_size, sz, sizeof(sz)),
+           format_time_ms(s->start_time, t, sizeof(t)), s->description ? s->description : "");
+}
+
+static int list_snapshots(struct region *r, void **ret_rows, size_t *ret_n)
+{
+    struct registry_snapshot **rows;
+    int e = registry_snapshot_list(r->reg, &rows, ret_n);
+
+    if (e == 0)
+        *ret_rows = rows;
+    return e;
+}
+
+static void release_snapshots(void *rows, size_t n)
+{
+    registry_snapshot_list_free(rows, n);
+}
+
 static int do_list(struct cli *cli, int argc, char **argv)
 {
+    static const struct cli_table table = {
+        .what = "snapshots",
+        .list = list_snapshots,
+        .release = release_snapshots,
+        .print_json_at = print_json_snapshot_at,
+        .print_header = print_snapshot_header,
+        .print_row_at = print_snapshot_at,
+    };
     struct snap_args a = { 0 };
-    _cleanup_(region_freep) struct region *r = NULL;
-    struct registry_snapshot **rows = NULL;
-    size_t n = 0;
-    int ex, e;
+    int ex = parse(cli, argc, argv, list_usage, "json", 0, &a);
 
-    ex = parse(cli, argc, argv, list_usage, "json", 0, &a);
-    if (ex >= 0)
-        return ex;
-    e = cli_open_region(cli, &r);
-    if (e == 0)
-        e = registry_snapshot_list(r->reg, &rows, &n);
-    if (e < 0) {
-        cli_error(e, "cannot list snapshots");
-        return 1;
-    }
-    if (a.json) {
-        cli_print_json_array(rows, n, print_json_snapshot_at);
-    } else {
-        if (n)
-            printf("%-22s %-9s %10s  %-24s %s\n", "SNAPSHOT", "STATE", "SIZE", "STARTED",
-                   "DESCRIPTION");
-        for (size_t i = 0; i < n; i++) {
-            char sz[32], t[40];
-            printf("%-22s %-9s %10s  %-24s %s\n", rows[i]->id,
-                   snapshot_state_to_string(rows[i]->state),
-                   format_bytes(rows[i]->volume_size, sz, sizeof(sz)),
-                   format_time_ms(rows[i]->start_time, t, sizeof(t)),
-                   rows[i]->description ? rows[i]->description : "");
-        }
-    }
-    registry_snapshot_list_free(rows, n);
-    return 0;
+    return ex >= 0 ? ex : cli_list(cli, a.json, &table);
 }
 
 static int do_show(struct cli *cli, int argc, char **argv)
@@ -271,10 +292,8 @@ static int do_show(struct cli *cli, int argc, char **argv)
     size_t ntags = 0;
     int ex, e;
 
-    ex = parse(cli, argc, argv, show_usage, "json", 1, &a);
+    ex = parse_snap(cli, argc, argv, show_usage, "json", &a);
     if (ex >= 0)
-        return ex;
-    if ((ex = cli_check_id("snap", a.pos[0])) >= 0)
         return ex;
     e = cli_open_region(cli, &r);
     if (e == 0)
@@ -319,22 +338,9 @@ static int do_show(struct cli *cli, int argc, char **argv)
 static int do_delete(struct cli *cli, int argc, char **argv)
 {
     struct snap_args a = { 0 };
-    _cleanup_(region_freep) struct region *r = NULL;
-    int ex, e;
+    int ex = parse_snap(cli, argc, argv, delete_usage, "", &a);
 
-    ex = parse(cli, argc, argv, delete_usage, "", 1, &a);
-    if (ex >= 0)
-        return ex;
-    if ((ex = cli_check_id("snap", a.pos[0])) >= 0)
-        return ex;
-    e = cli_open_region(cli, &r);
-    if (e == 0)
-        e = service_snapshot_delete(r, a.pos[0]);
-    if (e < 0) {
-        cli_fail(e);
-        return 1;
-    }
-    return 0;
+    return ex >= 0 ? ex : cli_region_call(cli, a.pos[0], service_snapshot_delete);
 }
 
 static int do_diff(struct cli *cli, int argc, char **argv)
@@ -373,25 +379,10 @@ static int do_diff(struct cli *cli, int argc, char **argv)
 
 int cmd_snapshot(struct cli *cli, int argc, char **argv)
 {
-    static const struct {
-        const char *name;
-        int (*fn)(struct cli *, int, char **);
-    } verbs[] = {
+    static const struct cli_verb verbs[] = {
         { "import", do_import }, { "export", do_export }, { "list", do_list },
         { "show", do_show },     { "delete", do_delete }, { "diff", do_diff },
     };
 
-    if (argc < 2) {
-        fputs(snapshot_usage, stderr);
-        return EXIT_USAGE;
-    }
-    if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
-        fputs(snapshot_usage, stdout);
-        return 0;
-    }
-    for (size_t i = 0; i < ARRAY_SIZE(verbs); i++)
-        if (strcmp(argv[1], verbs[i].name) == 0)
-            return verbs[i].fn(cli, argc - 1, argv + 1);
-    fprintf(stderr, "kiln: unknown snapshot verb '%s'\n\n%s", argv[1], snapshot_usage);
-    return EXIT_USAGE;
+    return cli_dispatch(cli, argc, argv, "snapshot", verbs, ARRAY_SIZE(verbs), snapshot_usage);
 }

@@ -697,20 +697,11 @@ static int do_qmp(struct cli *cli, int argc, char **argv)
 
 int cmd_vm(struct cli *cli, int argc, char **argv)
 {
-    if (argc < 2) {
-        fputs(vm_usage, stderr);
-        return EXIT_USAGE;
-    }
-    if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
-        fputs(vm_usage, stdout);
-        return 0;
-    }
-    if (strcmp(argv[1], "boot") == 0)
-        return do_boot(cli, argc - 1, argv + 1);
-    if (strcmp(argv[1], "agent") == 0)
-        return do_agent(cli, argc - 1, argv + 1);
-    if (strcmp(argv[1], "qmp") == 0)
-        return do_qmp(cli, argc - 1, argv + 1);
-    fprintf(stderr, "kiln: unknown vm verb '%s'\n\n%s", argv[1], vm_usage);
-    return EXIT_USAGE;
+    static const struct cli_verb verbs[] = {
+        { "boot", do_boot },
+        { "agent", do_agent },
+        { "qmp", do_qmp },
+    };
+
+    return cli_dispatch(cli, argc, argv, "vm", verbs, ARRAY_SIZE(verbs), vm_usage);
 }

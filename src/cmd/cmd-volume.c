@@ -161,40 +161,50 @@ static void print_json_volume_at(const void *rows, size_t i)
     print_json_volume(((struct registry_volume *const *)rows)[i]);
 }
 
+static void print_volume_header(void)
+{
+    printf("%-21s %-9s %6s  %-22s %-24s\n", "VOLUME", "STATE", "SIZE", "SNAPSHOT", "CREATED");
+}
+
+static void print_volume_at(const void *rows, size_t i)
+{
+    const struct registry_volume *v = ((struct registry_volume *const *)rows)[i];
+    char t[40];
+
+    printf("%-21s %-9s %4uGiB  %-22s %-24s\n", v->id, volume_state_to_string(v->state),
+           v->size_gib, v->snapshot_id[0] ? v->snapshot_id : "-",
+           format_time_ms(v->create_time, t, sizeof(t)));
+}
+
+static int list_volumes(struct region *r, void **ret_rows, size_t *ret_n)
+{
+    struct registry_volume **rows;
+    int e = registry_volume_list(r->reg, &rows, ret_n);
+
+    if (e == 0)
+        *ret_rows = rows;
+    return e;
+}
+
+static void release_volumes(void *rows, size_t n)
+{
+    registry_volume_list_free(rows, n);
+}
+
 static int do_list(struct cli *cli, int argc, char **argv)
 {
+    static const struct cli_table table = {
+        .what = "volumes",
+        .list = list_volumes,
+        .release = release_volumes,
+        .print_json_at = print_json_volume_at,
+        .print_header = print_volume_header,
+        .print_row_at = print_volume_at,
+    };
     struct vol_args a = { 0 };
-    _cleanup_(region_freep) struct region *r = NULL;
-    struct registry_volume **rows = NULL;
-    size_t n = 0;
-    int ex, e;
+    int ex = parse(cli, argc, argv, list_usage, "json", 0, &a);
 
-    ex = parse(cli, argc, argv, list_usage, "json", 0, &a);
-    if (ex >= 0)
-        return ex;
-    e = cli_open_region(cli, &r);
-    if (e == 0)
-        e = registry_volume_list(r->reg, &rows, &n);
-    if (e < 0) {
-        cli_error(e, "cannot list volumes");
-        return 1;
-    }
-    if (a.json) {
-        cli_print_json_array(rows, n, print_json_volume_at);
-    } else {
-        if (n)
-            printf("%-21s %-9s %6s  %-22s %-24s\n", "VOLUME", "STATE", "SIZE", "SNAPSHOT",
-                   "CREATED");
-        for (size_t i = 0; i < n; i++) {
-            char t[40];
-            printf("%-21s %-9s %4uGiB  %-22s %-24s\n", rows[i]->id,
-                   volume_state_to_string(rows[i]->state), rows[i]->size_gib,
-                   rows[i]->snapshot_id[0] ? rows[i]->snapshot_id : "-",
-                   format_time_ms(rows[i]->create_time, t, sizeof(t)));
-        }
-    }
-    registry_volume_list_free(rows, n);
-    return 0;
+    return ex >= 0 ? ex : cli_list(cli, a.json, &table);
 }
 
 static int do_show(struct cli *cli, int argc, char **argv)
@@ -250,20 +260,9 @@ static int do_show(struct cli *cli, int argc, char **argv)
 static int do_delete(struct cli *cli, int argc, char **argv)
 {
     struct vol_args a = { 0 };
-    _cleanup_(region_freep) struct region *r = NULL;
-    int ex, e;
+    int ex = parse_vol(cli, argc, argv, delete_usage, "", &a);
 
-    ex = parse_vol(cli, argc, argv, delete_usage, "", &a);
-    if (ex >= 0)
-        return ex;
-    e = cli_open_region(cli, &r);
-    if (e == 0)
-        e = service_volume_delete(r, a.pos[0]);
-    if (e < 0) {
-        cli_fail(e);
-        return 1;
-    }
-    return 0;
+    return ex >= 0 ? ex : cli_region_call(cli, a.pos[0], service_volume_delete);
 }
 
 static int do_grow(struct cli *cli, int argc, char **argv)
@@ -328,25 +327,10 @@ static int do_snapshot(struct cli *cli, int argc, char **argv)
 
 int cmd_volume(struct cli *cli, int argc, char **argv)
 {
-    static const struct {
-        const char *name;
-        int (*fn)(struct cli *, int, char **);
-    } verbs[] = {
+    static const struct cli_verb verbs[] = {
         { "create", do_create }, { "list", do_list }, { "show", do_show },
         { "delete", do_delete }, { "grow", do_grow }, { "snapshot", do_snapshot },
     };
 
-    if (argc < 2) {
-        fputs(volume_usage, stderr);
-        return EXIT_USAGE;
-    }
-    if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
-        fputs(volume_usage, stdout);
-        return 0;
-    }
-    for (size_t i = 0; i < ARRAY_SIZE(verbs); i++)
-        if (strcmp(argv[1], verbs[i].name) == 0)
-            return verbs[i].fn(cli, argc - 1, argv + 1);
-    fprintf(stderr, "kiln: unknown volume verb '%s'\n\n%s", argv[1], volume_usage);
-    return EXIT_USAGE;
+    return cli_dispatch(cli, argc, argv, "volume", verbs, ARRAY_SIZE(verbs), volume_usage);
 }
