@@ -6,6 +6,7 @@
  * Security group rules are stored and described, not enforced (docs/api.md).
  * Neither resource takes TagSpecifications yet. */
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,6 +38,67 @@ static bool printable(const char *s)
         if ((unsigned char)*s < 0x20 || *s == 0x7f)
             return false;
     return true;
+}
+
+/* The names and ids a Describe asks for (KeyName.N and KeyPairId.N,
+ * GroupName.N and GroupId.N).  Each must exist (wanted_check()); when any is
+ * given, only those are described (wanted_match()). */
+struct wanted {
+    const char **names, **ids; /* borrowed from the query */
+    size_t n_names, n_ids;
+};
+
+static void wanted_release(struct wanted *w)
+{
+    free(w->names);
+    free(w->ids);
+}
+
+static int wanted_parse(struct api_ctx *ctx, const struct query *q, const char *names_param,
+                        const char *ids_param, struct wanted *ret)
+{
+    struct wanted w = {0};
+    int r = query_get_list(q, names_param, &w.names, &w.n_names);
+
+    if (r >= 0)
+        r = query_get_list(q, ids_param, &w.ids, &w.n_ids);
+    if (r < 0) {
+        wanted_release(&w);
+        return api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE, "%s",
+                        error_message() ? error_message() : "malformed list");
+    }
+    *ret = w;
+    return 0;
+}
+
+/* Every name and id of w must be the name or id of one of the n rows of
+ * `rows` (each `size` bytes, with char arrays at name_off and id_off), or
+ * InvalidXxx.NotFound "The <noun> '<want>' does not exist". */
+static int wanted_check(struct api_ctx *ctx, const struct wanted *w, enum api_resource res,
+                        const char *noun, const void *rows, size_t n, size_t size,
+                        size_t name_off, size_t id_off)
+{
+    for (size_t i = 0; i < w->n_names + w->n_ids; i++) {
+        bool by_name = i < w->n_names;
+        const char *want = by_name ? w->names[i] : w->ids[i - w->n_names];
+        bool found = false;
+        for (size_t k = 0; k < n && !found; k++) {
+            const char *row = (const char *)rows + k * size;
+            found = strcmp(row + (by_name ? name_off : id_off), want) == 0;
+        }
+        if (!found) {
+            ctx->resource = res;
+            return api_fail(ctx, API_ERR_NOT_FOUND, "The %s '%.255s' does not exist", noun,
+                            want);
+        }
+    }
+    return 0;
+}
+
+static bool wanted_match(const struct wanted *w, const char *name, const char *id)
+{
+    return (!w->n_names || api_in_list(w->names, w->n_names, name)) &&
+           (!w->n_ids || api_in_list(w->ids, w->n_ids, id));
 }
 
 /* ---- key pairs ---- */
@@ -188,20 +250,17 @@ int api_describe_key_pairs(struct api_ctx *ctx, const struct query *q, struct xm
 {
     static const char *const known[] = {"key-name", "key-pair-id", "fingerprint", "key-type", NULL};
     _cleanup_(region_freep) struct region *rg = NULL;
-    _cleanup_free_ const char **names = NULL, **ids = NULL;
+    _cleanup_(wanted_release) struct wanted w = {0};
     struct registry_key_pair *list = NULL;
-    size_t n_names = 0, n_ids = 0, n = 0;
+    size_t n = 0;
     struct api_filters fs;
     bool with_public = false;
     char t[64];
     int r;
 
-    r = query_get_list(q, "KeyName", &names, &n_names);
-    if (r >= 0)
-        r = query_get_list(q, "KeyPairId", &ids, &n_ids);
+    r = wanted_parse(ctx, q, "KeyName", "KeyPairId", &w);
     if (r < 0)
-        return api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE, "%s",
-                        error_message() ? error_message() : "malformed list");
+        return r;
     r = api_get_bool(ctx, q, "IncludePublicKey", &with_public);
     if (r < 0)
         return r;
@@ -211,24 +270,16 @@ int api_describe_key_pairs(struct api_ctx *ctx, const struct query *q, struct xm
     r = api_region_open(ctx, &rg);
     if (r >= 0 && rg)
         r = registry_key_pair_list(rg->reg, ctx->account, &list, &n);
-    /* Every name and id asked for must exist. */
-    for (size_t i = 0; r >= 0 && i < n_names + n_ids; i++) {
-        const char *want = i < n_names ? names[i] : ids[i - n_names];
-        bool found = false;
-        for (size_t k = 0; k < n && !found; k++)
-            found = strcmp(i < n_names ? list[k].name : list[k].id, want) == 0;
-        if (!found) {
-            ctx->resource = API_RES_KEY_PAIR;
-            r = api_fail(ctx, API_ERR_NOT_FOUND, "The key pair '%.255s' does not exist", want);
-        }
-    }
+    if (r >= 0)
+        r = wanted_check(ctx, &w, API_RES_KEY_PAIR, "key pair", list, n, sizeof(*list),
+                         offsetof(struct registry_key_pair, name),
+                         offsetof(struct registry_key_pair, id));
     if (r >= 0) {
         xml_open(x, "keySet");
         for (size_t k = 0; k < n; k++) {
             const struct registry_key_pair *kp = &list[k];
             const char *type = ssh_key_type_to_string(kp->type);
-            if ((n_names && !api_in_list(names, n_names, kp->name)) ||
-                (n_ids && !api_in_list(ids, n_ids, kp->id)) ||
+            if (!wanted_match(&w, kp->name, kp->id) ||
                 !api_filters_match(&fs, "key-name", kp->name) ||
                 !api_filters_match(&fs, "key-pair-id", kp->id) ||
                 !api_filters_match(&fs, "fingerprint", kp->fingerprint) ||
@@ -425,20 +476,17 @@ int api_describe_security_groups(struct api_ctx *ctx, const struct query *q, str
 {
     static const char *const known[] = {"group-name", "group-id", "description", "owner-id", NULL};
     _cleanup_(region_freep) struct region *rg = NULL;
-    _cleanup_free_ const char **names = NULL, **ids = NULL;
+    _cleanup_(wanted_release) struct wanted w = {0};
     struct registry_security_group *list = NULL;
-    size_t n_names = 0, n_ids = 0, n = 0;
+    size_t n = 0;
     struct api_filters fs;
     int r;
 
-    r = query_get_list(q, "GroupName", &names, &n_names);
-    if (r >= 0)
-        r = query_get_list(q, "GroupId", &ids, &n_ids);
+    r = wanted_parse(ctx, q, "GroupName", "GroupId", &w);
     if (r < 0)
-        return api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE, "%s",
-                        error_message() ? error_message() : "malformed list");
-    for (size_t i = 0; i < n_ids; i++) {
-        r = api_id_check(ctx, API_RES_SECURITY_GROUP, "sg", ids[i]);
+        return r;
+    for (size_t i = 0; i < w.n_ids; i++) {
+        r = api_id_check(ctx, API_RES_SECURITY_GROUP, "sg", w.ids[i]);
         if (r < 0)
             return r;
     }
@@ -448,23 +496,15 @@ int api_describe_security_groups(struct api_ctx *ctx, const struct query *q, str
     r = api_region_open(ctx, &rg);
     if (r >= 0 && rg)
         r = registry_security_group_list(rg->reg, ctx->account, &list, &n);
-    for (size_t i = 0; r >= 0 && i < n_names + n_ids; i++) {
-        const char *want = i < n_names ? names[i] : ids[i - n_names];
-        bool found = false;
-        for (size_t k = 0; k < n && !found; k++)
-            found = strcmp(i < n_names ? list[k].name : list[k].id, want) == 0;
-        if (!found) {
-            ctx->resource = API_RES_SECURITY_GROUP;
-            r = api_fail(ctx, API_ERR_NOT_FOUND, "The security group '%.255s' does not exist",
-                         want);
-        }
-    }
+    if (r >= 0)
+        r = wanted_check(ctx, &w, API_RES_SECURITY_GROUP, "security group", list, n,
+                         sizeof(*list), offsetof(struct registry_security_group, name),
+                         offsetof(struct registry_security_group, id));
     if (r >= 0) {
         xml_open(x, "securityGroupInfo");
         for (size_t k = 0; k < n; k++) {
             const struct registry_security_group *g = &list[k];
-            if ((n_names && !api_in_list(names, n_names, g->name)) ||
-                (n_ids && !api_in_list(ids, n_ids, g->id)) ||
+            if (!wanted_match(&w, g->name, g->id) ||
                 !api_filters_match(&fs, "group-name", g->name) ||
                 !api_filters_match(&fs, "group-id", g->id) ||
                 !api_filters_match(&fs, "description", g->description) ||
