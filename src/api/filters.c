@@ -233,6 +233,40 @@ int api_paging_parse(struct api_ctx *ctx, const struct query *q, bool have_ids,
     return 0;
 }
 
+/* ---- the Describe preamble ---- */
+
+int api_describe_begin(struct api_ctx *ctx, const struct query *q, bool have_ids,
+                       const char *ids_param, const char *const *known, struct api_describe *d)
+{
+    struct api_describe b = {0};
+    int r;
+
+    r = api_paging_parse(ctx, q, have_ids, ids_param, &b.max, &b.after);
+    if (r < 0)
+        return r;
+    r = api_filters_parse(ctx, q, known, &b.fs);
+    if (r >= 0)
+        r = api_dry_run(ctx);
+    if (r >= 0)
+        r = api_region_open(ctx, &b.rg);
+    if (r < 0) {
+        api_describe_release(&b);
+        return r;
+    }
+    *d = b;
+    return 0;
+}
+
+void api_describe_release(struct api_describe *d)
+{
+    region_free(d->rg);
+    d->rg = NULL;
+    api_filters_release(&d->fs);
+    d->fs = (struct api_filters){0};
+    free(d->after);
+    d->after = NULL;
+}
+
 /* ---- paged listings ---- */
 
 void api_candidates_init(struct api_candidates *cs, size_t n_rows)

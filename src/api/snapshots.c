@@ -261,14 +261,13 @@ static void write_snapshot(struct xml *x, const struct api_candidate *c)
 int api_describe_snapshots(struct api_ctx *ctx, const struct query *q, struct xml *x)
 {
     _cleanup_free_ const char **ids = NULL, **owners = NULL, **users = NULL;
-    _cleanup_free_ char *after = NULL;
-    _cleanup_(region_freep) struct region *rg = NULL;
     struct registry_snapshot **rows = NULL;
     struct api_candidates cs = {0};
+    struct api_describe d;
+    struct region *rg;
     struct access *as = NULL;
     bool *visible = NULL;
-    struct api_filters fs = { 0 };
-    size_t n_ids, n_owners, n_users, n_rows = 0, n_page = 0, max;
+    size_t n_ids, n_owners, n_users, n_rows = 0, n_page = 0;
     int r;
 
     r = query_get_list(q, "SnapshotId", &ids, &n_ids);
@@ -287,21 +286,10 @@ int api_describe_snapshots(struct api_ctx *ctx, const struct query *q, struct xm
     if (r == 0)
         r = check_restorable(ctx, users, n_users);
     if (r == 0)
-        r = api_paging_parse(ctx, q, n_ids > 0, "snapshotIds", &max, &after);
+        r = api_describe_begin(ctx, q, n_ids > 0, "snapshotIds", snapshot_filters, &d);
     if (r < 0)
         return r;
-    r = api_filters_parse(ctx, q, snapshot_filters, &fs);
-    if (r < 0)
-        return r;
-    /* DryRun after validation, so that a dry run reports bad parameters
-     * (whether unknown ids exist is not checked for a dry run). */
-    r = api_dry_run(ctx);
-    if (r < 0)
-        goto out;
-
-    r = api_region_open(ctx, &rg);
-    if (r < 0)
-        goto out;
+    rg = d.rg;
     if (rg) {
         r = registry_snapshot_list(rg->reg, &rows, &n_rows);
         if (r < 0)
@@ -342,14 +330,14 @@ int api_describe_snapshots(struct api_ctx *ctx, const struct query *q, struct xm
 
         if (!visible[k] || (n_ids && !api_in_list(ids, n_ids, s->id)) ||
             !owner_matches(ctx, owners, n_owners, s) ||
-            !restorable_by(ctx, users, n_users, s, &as[k]) || !match_fields(&fs, s))
+            !restorable_by(ctx, users, n_users, s, &as[k]) || !match_fields(&d.fs, s))
             continue;
-        r = api_candidates_add(&cs, rg, &fs, after, s->start_time, s->id, s,
+        r = api_candidates_add(&cs, rg, &d.fs, d.after, s->start_time, s->id, s,
                                api_snapshot_visible(ctx, s));
         if (r < 0)
             goto out;
     }
-    r = api_candidates_page(&cs, rg, max, &n_page);
+    r = api_candidates_page(&cs, rg, d.max, &n_page);
     if (r < 0)
         goto out;
     xml_open(x, "snapshotSet");
@@ -363,7 +351,7 @@ out:
     access_release(as, n_rows);
     free(visible);
     registry_snapshot_list_free(rows, n_rows);
-    api_filters_release(&fs);
+    api_describe_release(&d);
     return r;
 }
 

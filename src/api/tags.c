@@ -499,8 +499,8 @@ static void add_resource(struct tag_rows *rows, const struct api_filters *fs, co
 
 int api_describe_tags(struct api_ctx *ctx, const struct query *q, struct xml *x)
 {
-    _cleanup_free_ char *after = NULL;
-    _cleanup_(region_freep) struct region *rg = NULL;
+    struct api_describe d;
+    struct region *rg;
     struct registry_snapshot **rows = NULL;
     struct registry_image **images = NULL;
     struct registry_volume **vols = NULL;
@@ -508,22 +508,13 @@ int api_describe_tags(struct api_ctx *ctx, const struct query *q, struct xml *x)
     size_t *tag_counts = NULL, *vtag_counts = NULL, n_vols = 0;
     struct tag_rows found = { 0 };
     struct tag_row *out;
-    struct api_filters fs = { 0 };
-    size_t n_rows = 0, n_images = 0, n_out, max, start = 0;
+    size_t n_rows = 0, n_images = 0, n_out, start = 0;
     int r;
 
-    r = api_paging_parse(ctx, q, false, NULL, &max, &after);
+    r = api_describe_begin(ctx, q, false, NULL, tag_filters, &d);
     if (r < 0)
         return r;
-    r = api_filters_parse(ctx, q, tag_filters, &fs);
-    if (r < 0)
-        return r;
-    r = api_dry_run(ctx);
-    if (r < 0)
-        goto out;
-    r = api_region_open(ctx, &rg);
-    if (r < 0)
-        goto out;
+    rg = d.rg;
     if (rg) {
         r = registry_snapshot_list(rg->reg, &rows, &n_rows);
         if (r < 0)
@@ -534,13 +525,13 @@ int api_describe_tags(struct api_ctx *ctx, const struct query *q, struct xml *x)
     for (size_t i = 0; i < n_rows; i++) {
         const struct registry_snapshot *s = rows[i];
 
-        if (!api_snapshot_visible(ctx, s) || !api_filters_match(&fs, "resource-id", s->id) ||
-            !api_filters_match(&fs, "resource-type", "snapshot"))
+        if (!api_snapshot_visible(ctx, s) || !api_filters_match(&d.fs, "resource-id", s->id) ||
+            !api_filters_match(&d.fs, "resource-type", "snapshot"))
             continue;
         r = registry_tag_list(rg->reg, s->id, &tag_lists[i], &tag_counts[i]);
         if (r < 0)
             goto out;
-        add_resource(&found, &fs, s->id, "snapshot", tag_lists[i], tag_counts[i]);
+        add_resource(&found, &d.fs, s->id, "snapshot", tag_lists[i], tag_counts[i]);
     }
     /* The caller's images (not deregistered), with their tags. */
     if (rg) {
@@ -559,7 +550,7 @@ int api_describe_tags(struct api_ctx *ctx, const struct query *q, struct xml *x)
         struct registry_image *img = images[i];
 
         if (img->state != IMAGE_DEREGISTERED)
-            add_resource(&found, &fs, img->id, "image", img->tags, img->n_tags);
+            add_resource(&found, &d.fs, img->id, "image", img->tags, img->n_tags);
     }
     /* The caller's volumes, with their tags. */
     if (rg) {
@@ -573,23 +564,23 @@ int api_describe_tags(struct api_ctx *ctx, const struct query *q, struct xml *x)
         const struct registry_volume *v = vols[i];
 
         if (strcmp(v->owner, ctx->account) != 0 ||
-            !api_filters_match(&fs, "resource-id", v->id) ||
-            !api_filters_match(&fs, "resource-type", "volume"))
+            !api_filters_match(&d.fs, "resource-id", v->id) ||
+            !api_filters_match(&d.fs, "resource-type", "volume"))
             continue;
         r = registry_tag_list(rg->reg, v->id, &vtag_lists[i], &vtag_counts[i]);
         if (r < 0)
             goto out;
-        add_resource(&found, &fs, v->id, "volume", vtag_lists[i], vtag_counts[i]);
+        add_resource(&found, &d.fs, v->id, "volume", vtag_lists[i], vtag_counts[i]);
     }
     out = found.v;
     n_out = found.n;
     if (n_out)
         qsort(out, n_out, sizeof(*out), tag_row_cmp);
-    if (after)
-        while (start < n_out && strcmp(out[start].sort_key, after) <= 0)
+    if (d.after)
+        while (start < n_out && strcmp(out[start].sort_key, d.after) <= 0)
             start++;
     {
-        size_t end = max && n_out - start > max ? start + max : n_out;
+        size_t end = d.max && n_out - start > d.max ? start + d.max : n_out;
 
         xml_open(x, "tagSet");
         for (size_t i = start; i < end; i++) {
@@ -624,6 +615,6 @@ out:
     registry_volume_list_free(vols, n_vols);
     registry_snapshot_list_free(rows, n_rows);
     registry_image_list_free(images, n_images);
-    api_filters_release(&fs);
+    api_describe_release(&d);
     return r;
 }

@@ -283,12 +283,11 @@ static bool match_fields(const struct api_filters *fs, const struct registry_vol
 int api_describe_volumes(struct api_ctx *ctx, const struct query *q, struct xml *x)
 {
     _cleanup_free_ const char **ids = NULL;
-    _cleanup_free_ char *after = NULL;
-    _cleanup_(region_freep) struct region *rg = NULL;
     struct api_candidates cs = {0};
     struct registry_volume **rows = NULL;
-    struct api_filters fs = { 0 };
-    size_t n_ids = 0, n_rows = 0, n_page = 0, max;
+    struct api_describe d;
+    struct region *rg;
+    size_t n_ids = 0, n_rows = 0, n_page = 0;
     int r;
 
     r = query_get_list(q, "VolumeId", &ids, &n_ids);
@@ -300,18 +299,10 @@ int api_describe_volumes(struct api_ctx *ctx, const struct query *q, struct xml 
         if (r < 0)
             return r;
     }
-    r = api_paging_parse(ctx, q, n_ids > 0, "volumeIds", &max, &after);
+    r = api_describe_begin(ctx, q, n_ids > 0, "volumeIds", volume_filters, &d);
     if (r < 0)
         return r;
-    r = api_filters_parse(ctx, q, volume_filters, &fs);
-    if (r < 0)
-        return r;
-    r = api_dry_run(ctx);
-    if (r < 0)
-        goto out;
-    r = api_region_open(ctx, &rg);
-    if (r < 0)
-        goto out;
+    rg = d.rg;
     if (rg) {
         r = registry_volume_list(rg->reg, &rows, &n_rows);
         if (r < 0)
@@ -341,13 +332,13 @@ int api_describe_volumes(struct api_ctx *ctx, const struct query *q, struct xml 
         struct registry_volume *v = rows[k];
 
         if (strcmp(v->owner, ctx->account) != 0 || (n_ids && !api_in_list(ids, n_ids, v->id)) ||
-            !match_fields(&fs, v))
+            !match_fields(&d.fs, v))
             continue;
-        r = api_candidates_add(&cs, rg, &fs, after, v->create_time, v->id, v, true);
+        r = api_candidates_add(&cs, rg, &d.fs, d.after, v->create_time, v->id, v, true);
         if (r < 0)
             goto out;
     }
-    r = api_candidates_page(&cs, rg, max, &n_page);
+    r = api_candidates_page(&cs, rg, d.max, &n_page);
     if (r < 0)
         goto out;
     xml_open(x, "volumeSet");
@@ -362,7 +353,7 @@ int api_describe_volumes(struct api_ctx *ctx, const struct query *q, struct xml 
 out:
     api_candidates_release(&cs);
     registry_volume_list_free(rows, n_rows);
-    api_filters_release(&fs);
+    api_describe_release(&d);
     return r;
 }
 
