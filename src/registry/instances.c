@@ -152,8 +152,11 @@ static bool id_arg_is_valid(const char *id)
 
 /* ---- rows ---- */
 
-static int read_row(struct registry *reg, sqlite3_stmt *st, struct registry_instance **ret)
+/* The current row of `st` into *(struct registry_instance **)slot: a reg_collector
+ * reader (data unused), and the get's. */
+static int read_row(struct registry *reg, sqlite3_stmt *st, void *slot, void *data)
 {
+    struct registry_instance **ret = slot;
     _cleanup_(registry_instance_freep) struct registry_instance *in = xcalloc(1, sizeof(*in));
     const void *blob;
     int blob_len;
@@ -256,7 +259,7 @@ int registry_instance_get(struct registry *reg, const char *id, struct registry_
                          "instance", id, &st);
     if (r < 0)
         return r;
-    return read_row(reg, st, ret);
+    return read_row(reg, st, ret, NULL);
 }
 
 int registry_instance_set_state(struct registry *reg, const char *id, enum instance_state state,
@@ -307,13 +310,7 @@ int registry_instance_delete(struct registry *reg, const char *id)
     return reg_delete_resource(reg, "DELETE FROM instances WHERE id = ?1", "instance", id, NULL);
 }
 
-static int collect_row(struct registry *reg, sqlite3_stmt *st, void *slot, void *data)
-{
-    (void)data;
-    return read_row(reg, st, slot);
-}
-
-static void collect_release(void *list, size_t n)
+static void release_rows(void *list, size_t n)
 {
     registry_instance_list_free(list, n);
 }
@@ -322,25 +319,19 @@ int registry_instance_list(struct registry *reg, struct registry_instance ***ret
 {
     static const struct reg_collector c = {
         .size = sizeof(struct registry_instance *),
-        .read = collect_row,
-        .release = collect_release,
+        .read = read_row,
+        .release = release_rows,
         .what = "instances",
     };
-    _cleanup_stmt_ sqlite3_stmt *st = NULL;
     void *list;
-    int r;
+    int r = reg_list(reg,
+                     "SELECT " INSTANCE_COLUMNS " FROM instances"
+                     " ORDER BY launch_time, reservation_id, launch_index, id",
+                     &c, &list, ret_n);
 
-    r = reg_prepare(reg,
-                    "SELECT " INSTANCE_COLUMNS " FROM instances"
-                    " ORDER BY launch_time, reservation_id, launch_index, id",
-                    &st);
-    if (r < 0)
-        return r;
-    r = reg_collect(reg, st, &c, NULL, &list, ret_n);
-    if (r < 0)
-        return r;
-    *ret = list;
-    return 0;
+    if (r == 0)
+        *ret = list;
+    return r;
 }
 
 /* ---- addresses ---- */

@@ -183,6 +183,10 @@ struct reg_collector {
 int reg_collect(struct registry *reg, sqlite3_stmt *st, const struct reg_collector *c,
                 void *data, void **ret, size_t *ret_n);
 void reg_collect_release_free(void *list, size_t n);
+/* reg_collect() of `sql` (a static string without parameters), prepared
+ * here; c->read gets data NULL. */
+int reg_list(struct registry *reg, const char *sql, const struct reg_collector *c, void **ret,
+             size_t *ret_n);
 
 /* true for a 12-digit account id. */
 bool reg_account_is_valid(const char *s);

@@ -241,6 +241,17 @@ int reg_collect(struct registry *reg, sqlite3_stmt *st, const struct reg_collect
     return 0;
 }
 
+int reg_list(struct registry *reg, const char *sql, const struct reg_collector *c, void **ret,
+             size_t *ret_n)
+{
+    _cleanup_stmt_ sqlite3_stmt *st = NULL;
+    int r = reg_prepare(reg, sql, &st);
+
+    if (r < 0)
+        return r;
+    return reg_collect(reg, st, c, NULL, ret, ret_n);
+}
+
 void reg_collect_release_free(void *list, size_t n)
 {
     (void)n;

@@ -126,8 +126,11 @@ static void bind_map(sqlite3_stmt *st, int idx, const struct registry_snapshot *
 }
 
 /* Build a snapshot from a row of SNAPSHOT_COLUMNS. */
-static int read_row(struct registry *reg, sqlite3_stmt *st, struct registry_snapshot **ret)
+/* The current row of `st` into *(struct registry_snapshot **)slot: a reg_collector
+ * reader (data unused), and the get's. */
+static int read_row(struct registry *reg, sqlite3_stmt *st, void *slot, void *data)
 {
+    struct registry_snapshot **ret = slot;
     _cleanup_(registry_snapshot_freep) struct registry_snapshot *s = xcalloc(1, sizeof(*s));
     const char *state, *map;
     int64_t size;
@@ -218,7 +221,7 @@ int registry_snapshot_get(struct registry *reg, const char *id, struct registry_
                          "snapshot", id, &st);
     if (r < 0)
         return r;
-    return read_row(reg, st, ret);
+    return read_row(reg, st, ret, NULL);
 }
 
 /* Why did an update match no row: absent, or a completed snapshot whose
@@ -285,13 +288,7 @@ int registry_snapshot_delete(struct registry *reg, const char *id)
                                reg_snapshot_permissions_delete);
 }
 
-static int collect_row(struct registry *reg, sqlite3_stmt *st, void *slot, void *data)
-{
-    (void)data;
-    return read_row(reg, st, slot);
-}
-
-static void collect_release(void *list, size_t n)
+static void release_rows(void *list, size_t n)
 {
     registry_snapshot_list_free(list, n);
 }
@@ -300,23 +297,17 @@ int registry_snapshot_list(struct registry *reg, struct registry_snapshot ***ret
 {
     static const struct reg_collector c = {
         .size = sizeof(struct registry_snapshot *),
-        .read = collect_row,
-        .release = collect_release,
+        .read = read_row,
+        .release = release_rows,
         .what = "snapshots",
     };
-    _cleanup_stmt_ sqlite3_stmt *st = NULL;
     void *list;
-    int r;
+    int r = reg_list(reg, "SELECT " SNAPSHOT_COLUMNS " FROM snapshots ORDER BY start_time, id", &c,
+                     &list, ret_n);
 
-    r = reg_prepare(reg, "SELECT " SNAPSHOT_COLUMNS " FROM snapshots ORDER BY start_time, id",
-                    &st);
-    if (r < 0)
-        return r;
-    r = reg_collect(reg, st, &c, NULL, &list, ret_n);
-    if (r < 0)
-        return r;
-    *ret = list;
-    return 0;
+    if (r == 0)
+        *ret = list;
+    return r;
 }
 
 int registry_snapshots_using_map(struct registry *reg, const struct digest *map_id,

@@ -104,8 +104,11 @@ static bool id_arg_is_valid(const char *id)
 
 /* ---- rows ---- */
 
-static int read_row(struct registry *reg, sqlite3_stmt *st, struct registry_volume **ret)
+/* The current row of `st` into *(struct registry_volume **)slot: a reg_collector
+ * reader (data unused), and the get's. */
+static int read_row(struct registry *reg, sqlite3_stmt *st, void *slot, void *data)
 {
+    struct registry_volume **ret = slot;
     _cleanup_(registry_volume_freep) struct registry_volume *v = xcalloc(1, sizeof(*v));
     const char *map, *state;
     int64_t size;
@@ -185,7 +188,7 @@ int registry_volume_get(struct registry *reg, const char *id, struct registry_vo
                          "volume", id, &st);
     if (r < 0)
         return r;
-    return read_row(reg, st, ret);
+    return read_row(reg, st, ret, NULL);
 }
 
 int registry_volume_update(struct registry *reg, const struct registry_volume *v)
@@ -233,13 +236,7 @@ int registry_volume_delete(struct registry *reg, const char *id)
     return reg_delete_resource(reg, "DELETE FROM volumes WHERE id = ?1", "volume", id, NULL);
 }
 
-static int collect_row(struct registry *reg, sqlite3_stmt *st, void *slot, void *data)
-{
-    (void)data;
-    return read_row(reg, st, slot);
-}
-
-static void collect_release(void *list, size_t n)
+static void release_rows(void *list, size_t n)
 {
     registry_volume_list_free(list, n);
 }
@@ -248,20 +245,15 @@ int registry_volume_list(struct registry *reg, struct registry_volume ***ret, si
 {
     static const struct reg_collector c = {
         .size = sizeof(struct registry_volume *),
-        .read = collect_row,
-        .release = collect_release,
+        .read = read_row,
+        .release = release_rows,
         .what = "volumes",
     };
-    _cleanup_stmt_ sqlite3_stmt *st = NULL;
     void *list;
-    int r;
+    int r = reg_list(reg, "SELECT " VOLUME_COLUMNS " FROM volumes ORDER BY create_time, id", &c,
+                     &list, ret_n);
 
-    r = reg_prepare(reg, "SELECT " VOLUME_COLUMNS " FROM volumes ORDER BY create_time, id", &st);
-    if (r < 0)
-        return r;
-    r = reg_collect(reg, st, &c, NULL, &list, ret_n);
-    if (r < 0)
-        return r;
-    *ret = list;
-    return 0;
+    if (r == 0)
+        *ret = list;
+    return r;
 }
