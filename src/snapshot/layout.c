@@ -11,8 +11,8 @@
  * The volume is probed for an ext2/3/4 file system at offset 0, and in each
  * partition of an MBR or GPT partition table whose start is 4 KiB aligned.
  * Each file system is walked with libext2fs through an I/O manager that
- * reads via the import source (raw or qcow2), so the same content yields the
- * same hints whatever its container.  Every inode in use contributes the
+ * reads via the import source (raw or qcow2; snapshot/ext4-io.c), so the
+ * same content yields the same hints whatever its container.  Every inode in use contributes the
  * first block of each physically contiguous run of its data, and the block
  * after its last one.
  *
@@ -21,128 +21,21 @@
  * fewer hints, never an error.
  */
 #include <errno.h>
-#include <ext2fs/ext2fs.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "common/cleanup.h"
 #include "common/log.h"
 #include "common/util.h"
+#include "snapshot/ext4-io.h"
 #include "snapshot/layout.h"
 
 /* Bound the walk: beyond this many hints, stop adding more. */
 #define MAX_HINTS (16U << 20)
 
-struct part {
-    struct source *src;
-    uint64_t offset; /* bytes */
-    uint64_t size;
-};
-
-/* ---- an io_manager over struct source ---- */
-
-static __thread struct part *current_part;
-
-static errcode_t kio_open(const char *name, int flags, io_channel *ret);
-static errcode_t kio_close(io_channel ch);
-static errcode_t kio_set_blksize(io_channel ch, int blksize);
-static errcode_t kio_read_blk64(io_channel ch, unsigned long long block, int count, void *data);
-static errcode_t kio_read_blk(io_channel ch, unsigned long block, int count, void *data);
-static errcode_t kio_write_blk64(io_channel ch, unsigned long long block, int count,
-                                 const void *data);
-static errcode_t kio_write_blk(io_channel ch, unsigned long block, int count, const void *data);
-static errcode_t kio_flush(io_channel ch);
-static errcode_t kio_set_option(io_channel ch, const char *option, const char *arg);
-
-static struct struct_io_manager kiln_io_manager = {
-    .magic = EXT2_ET_MAGIC_IO_MANAGER,
-    .name = "kiln source",
-    .open = kio_open,
-    .close = kio_close,
-    .set_blksize = kio_set_blksize,
-    .read_blk = kio_read_blk,
-    .write_blk = kio_write_blk,
-    .flush = kio_flush,
-    .set_option = kio_set_option,
-    .read_blk64 = kio_read_blk64,
-    .write_blk64 = kio_write_blk64,
-};
-
-static errcode_t kio_open(const char *name, int flags, io_channel *ret)
+static int read_source(void *ud, void *buf, size_t len, uint64_t offset)
 {
-    io_channel ch;
-
-    if (!current_part || (flags & IO_FLAG_RW))
-        return EXT2_ET_BAD_DEVICE_NAME;
-    ch = calloc(1, sizeof(*ch));
-    if (!ch)
-        return EXT2_ET_NO_MEMORY;
-    ch->magic = EXT2_ET_MAGIC_IO_CHANNEL;
-    ch->manager = &kiln_io_manager;
-    ch->name = strdup(name);
-    ch->block_size = 1024;
-    ch->refcount = 1;
-    ch->private_data = current_part;
-    if (!ch->name) {
-        free(ch);
-        return EXT2_ET_NO_MEMORY;
-    }
-    *ret = ch;
-    return 0;
-}
-
-static errcode_t kio_close(io_channel ch)
-{
-    if (--ch->refcount > 0)
-        return 0;
-    free(ch->name);
-    free(ch);
-    return 0;
-}
-
-static errcode_t kio_set_blksize(io_channel ch, int blksize)
-{
-    ch->block_size = blksize;
-    return 0;
-}
-
-static errcode_t kio_read_blk64(io_channel ch, unsigned long long block, int count, void *data)
-{
-    struct part *p = ch->private_data;
-    uint64_t len = count < 0 ? (uint64_t)-(int64_t)count : (uint64_t)count * ch->block_size;
-    uint64_t off = (uint64_t)block * ch->block_size;
-
-    if (len > (64U << 20) || off > p->size || len > p->size - off)
-        return EXT2_ET_SHORT_READ;
-    if (source_read(p->src, data, len, p->offset + off) < 0)
-        return EXT2_ET_SHORT_READ;
-    return 0;
-}
-
-static errcode_t kio_read_blk(io_channel ch, unsigned long block, int count, void *data)
-{
-    return kio_read_blk64(ch, block, count, data);
-}
-
-static errcode_t kio_write_blk64(io_channel ch, unsigned long long block, int count,
-                                 const void *data)
-{
-    return EXT2_ET_RO_FILSYS;
-}
-
-static errcode_t kio_write_blk(io_channel ch, unsigned long block, int count, const void *data)
-{
-    return EXT2_ET_RO_FILSYS;
-}
-
-static errcode_t kio_flush(io_channel ch)
-{
-    return 0;
-}
-
-static errcode_t kio_set_option(io_channel ch, const char *option, const char *arg)
-{
-    return EXT2_ET_INVALID_ARGUMENT;
+    return source_read(ud, buf, len, offset);
 }
 
 /* ---- collecting hints ---- */
@@ -190,7 +83,7 @@ static int block_cb(ext2_filsys fs, blk64_t *blocknr, e2_blkcnt_t blockcnt, blk6
 
 static void walk_fs(struct source *src, uint64_t offset, uint64_t size, struct layout_hints *h)
 {
-    struct part p = { .src = src, .offset = offset, .size = size };
+    struct ext4_io_reader rd = { .read = read_source, .ud = src, .offset = offset, .size = size };
     struct collector c = { .h = h, .base = offset / LAYOUT_BLOCK_SIZE };
     ext2_filsys fs = NULL;
     ext2_inode_scan scan = NULL;
@@ -198,12 +91,8 @@ static void walk_fs(struct source *src, uint64_t offset, uint64_t size, struct l
     struct ext2_inode inode;
     size_t before = h->n;
 
-    current_part = &p;
-    if (ext2fs_open("kiln", EXT2_FLAG_64BITS | EXT2_FLAG_IGNORE_CSUM_ERRORS, 0, 0,
-                    &kiln_io_manager, &fs) != 0) {
-        current_part = NULL;
+    if (ext4_io_open(&rd, "kiln", EXT2_FLAG_64BITS | EXT2_FLAG_IGNORE_CSUM_ERRORS, &fs) != 0)
         return;
-    }
     if (fs->blocksize != LAYOUT_BLOCK_SIZE || ext2fs_open_inode_scan(fs, 0, &scan) != 0)
         goto out;
     c.fs_blocks = MIN(ext2fs_blocks_count(fs->super), size / LAYOUT_BLOCK_SIZE);
@@ -222,7 +111,6 @@ out:
     if (scan)
         ext2fs_close_inode_scan(scan);
     ext2fs_close(fs);
-    current_part = NULL;
 }
 
 static bool has_ext_magic(struct source *src, uint64_t offset, uint64_t size)

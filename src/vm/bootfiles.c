@@ -1,9 +1,10 @@
 /* The kernel and initrd of an image, read from the image's own ext4 file
  * system: an instance boots what its image holds, never the host's /boot.
  *
- * libext2fs walks the file system through an I/O manager whose reads go to
- * the caller's struct vm_disk (a volume's read path, so blocks come from
- * the chunk store like any other read of the disk); nothing is mounted.
+ * libext2fs walks the file system through an I/O manager (snapshot/ext4-io.c)
+ * whose reads go to the caller's struct vm_disk (a volume's read path, so
+ * blocks come from the chunk store like any other read of the disk); nothing
+ * is mounted.
  * /vmlinuz and /initrd.img (Debian's symlinks) are followed inside the
  * image; without them the newest /boot/vmlinuz-VERSION and its
  * /boot/initrd.img-VERSION are taken.  Each file is copied to a temporary
@@ -11,12 +12,6 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-/* com_err (pulled in by ext2fs.h) declares an error_message() of its own;
- * rename its declaration away from kiln's (common/error.h), which this file
- * uses. */
-#define error_message com_err_error_message
-#include <ext2fs/ext2fs.h>
-#undef error_message
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -24,114 +19,11 @@
 #include "common/cleanup.h"
 #include "common/error.h"
 #include "common/util.h"
+#include "snapshot/ext4-io.h"
 #include "vm/vm.h"
 
 #define MAX_KERNEL (256ULL << 20)
 #define MAX_INITRD (1ULL << 30)
-
-static __thread const struct vm_disk *current_disk;
-
-static errcode_t dio_open(const char *name, int flags, io_channel *ret);
-static errcode_t dio_close(io_channel ch);
-static errcode_t dio_set_blksize(io_channel ch, int blksize);
-static errcode_t dio_read_blk64(io_channel ch, unsigned long long block, int count, void *data);
-static errcode_t dio_read_blk(io_channel ch, unsigned long block, int count, void *data);
-static errcode_t dio_write_blk64(io_channel ch, unsigned long long block, int count,
-                                 const void *data);
-static errcode_t dio_write_blk(io_channel ch, unsigned long block, int count, const void *data);
-static errcode_t dio_flush(io_channel ch);
-static errcode_t dio_set_option(io_channel ch, const char *option, const char *arg);
-
-static struct struct_io_manager disk_io_manager = {
-    .magic = EXT2_ET_MAGIC_IO_MANAGER,
-    .name = "kiln vm disk",
-    .open = dio_open,
-    .close = dio_close,
-    .set_blksize = dio_set_blksize,
-    .read_blk = dio_read_blk,
-    .write_blk = dio_write_blk,
-    .flush = dio_flush,
-    .set_option = dio_set_option,
-    .read_blk64 = dio_read_blk64,
-    .write_blk64 = dio_write_blk64,
-};
-
-static errcode_t dio_open(const char *name, int flags, io_channel *ret)
-{
-    io_channel ch;
-
-    if (!current_disk || (flags & IO_FLAG_RW))
-        return EXT2_ET_BAD_DEVICE_NAME;
-    ch = calloc(1, sizeof(*ch));
-    if (!ch)
-        return EXT2_ET_NO_MEMORY;
-    ch->magic = EXT2_ET_MAGIC_IO_CHANNEL;
-    ch->manager = &disk_io_manager;
-    ch->name = strdup(name);
-    ch->block_size = 1024;
-    ch->refcount = 1;
-    ch->private_data = (void *)current_disk;
-    if (!ch->name) {
-        free(ch);
-        return EXT2_ET_NO_MEMORY;
-    }
-    *ret = ch;
-    return 0;
-}
-
-static errcode_t dio_close(io_channel ch)
-{
-    if (--ch->refcount > 0)
-        return 0;
-    free(ch->name);
-    free(ch);
-    return 0;
-}
-
-static errcode_t dio_set_blksize(io_channel ch, int blksize)
-{
-    ch->block_size = blksize;
-    return 0;
-}
-
-static errcode_t dio_read_blk64(io_channel ch, unsigned long long block, int count, void *data)
-{
-    const struct vm_disk *d = ch->private_data;
-    uint64_t len = count < 0 ? (uint64_t)-(int64_t)count : (uint64_t)count * ch->block_size;
-    uint64_t off = (uint64_t)block * ch->block_size;
-
-    if (len > (64U << 20) || off > d->size || len > d->size - off)
-        return EXT2_ET_SHORT_READ;
-    if (d->read(d->ud, data, len, off) < 0)
-        return EXT2_ET_SHORT_READ;
-    return 0;
-}
-
-static errcode_t dio_read_blk(io_channel ch, unsigned long block, int count, void *data)
-{
-    return dio_read_blk64(ch, block, count, data);
-}
-
-static errcode_t dio_write_blk64(io_channel ch, unsigned long long block, int count,
-                                 const void *data)
-{
-    return EXT2_ET_RO_FILSYS;
-}
-
-static errcode_t dio_write_blk(io_channel ch, unsigned long block, int count, const void *data)
-{
-    return EXT2_ET_RO_FILSYS;
-}
-
-static errcode_t dio_flush(io_channel ch)
-{
-    return 0;
-}
-
-static errcode_t dio_set_option(io_channel ch, const char *option, const char *arg)
-{
-    return EXT2_ET_INVALID_ARGUMENT;
-}
 
 /* The regular file `path` (symlinks followed inside the image), or 0. */
 static ext2_ino_t lookup(ext2_filsys fs, const char *path)
@@ -219,16 +111,14 @@ int vm_boot_files_extract(const struct vm_disk *disk, const char *dir, bool *ret
 {
     _cleanup_free_ char *kdest = xasprintf("%s/vmlinuz", dir);
     _cleanup_free_ char *idest = xasprintf("%s/initrd.img", dir);
+    struct ext4_io_reader rd = { .read = disk->read, .ud = disk->ud, .size = disk->size };
     ext2_filsys fs = NULL;
     ext2_ino_t kino, iino, boot;
     struct newest n = { { 0 } };
     int r;
 
-    current_disk = disk;
-    if (ext2fs_open("kiln-vm", EXT2_FLAG_64BITS, 0, 0, &disk_io_manager, &fs) != 0) {
-        current_disk = NULL;
+    if (ext4_io_open(&rd, "kiln-vm", EXT2_FLAG_64BITS, &fs) != 0)
         return error_set(EBADMSG, "the root volume holds no ext4 file system at its start");
-    }
     kino = lookup(fs, "/vmlinuz");
     iino = kino ? lookup(fs, "/initrd.img") : 0;
     if (!kino && ext2fs_namei(fs, EXT2_ROOT_INO, EXT2_ROOT_INO, "/boot", &boot) == 0) {
@@ -253,6 +143,5 @@ int vm_boot_files_extract(const struct vm_disk *disk, const char *dir, bool *ret
         *ret_has_initrd = iino != 0;
 out:
     ext2fs_close_free(&fs);
-    current_disk = NULL;
     return r;
 }
