@@ -78,9 +78,9 @@ PY
 # ---- boot ----
 vol=$(kiln volume create --snapshot "$snap" | tail -n 1)
 dir=$T/i
-# A loopback address of its own (another build directory may run this test
-# at the same time).
-addr=127.100.$(od -An -N2 -tu1 /dev/urandom | awk '{ print $1 % 250 + 2 "." $2 % 250 + 2 }')
+# A loopback address of its own: another build directory may run this test
+# at the same time, and kiln serve's instances take 127.100.x.y.
+addr=127.102.$(od -An -N2 -tu1 /dev/urandom | awk '{ print $1 % 250 + 2 "." $2 % 250 + 2 }')
 boot_pid=
 kill_boot() { [ -z "$boot_pid" ] || kill -9 "$boot_pid" 2>/dev/null || true; }
 on_cleanup kill_boot
