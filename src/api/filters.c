@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fnmatch.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -230,6 +231,101 @@ int api_paging_parse(struct api_ctx *ctx, const struct query *q, bool have_ids,
     }
     *ret_max = v;
     *ret_after = after;
+    return 0;
+}
+
+/* ---- owners ---- */
+
+bool api_is_account_id(const char *s)
+{
+    return strlen(s) == 12 && strspn(s, "0123456789") == 12;
+}
+
+int api_provider_account(const struct api_ctx *ctx, char ret[ACCOUNT_ID_SIZE])
+{
+    static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+    static char *cached_dir;
+    static char cached_id[ACCOUNT_ID_SIZE];
+    char id[ACCOUNT_ID_SIZE];
+    bool hit = false;
+    int r;
+
+    ret[0] = '\0';
+    if (!ctx->data_dir)
+        return 0;
+    pthread_mutex_lock(&lock);
+    if (cached_dir && strcmp(cached_dir, ctx->data_dir) == 0) {
+        memcpy(ret, cached_id, ACCOUNT_ID_SIZE);
+        hit = true;
+    }
+    pthread_mutex_unlock(&lock);
+    if (hit)
+        return 0;
+    r = service_provider_account(ctx->data_dir, id);
+    if (r < 0)
+        return r;
+    pthread_mutex_lock(&lock);
+    free(cached_dir);
+    cached_dir = xstrdup(ctx->data_dir);
+    memcpy(cached_id, id, ACCOUNT_ID_SIZE);
+    pthread_mutex_unlock(&lock);
+    memcpy(ret, id, ACCOUNT_ID_SIZE);
+    return 0;
+}
+
+/* AWS's own aliases: nothing here is theirs.  kiln's alias is the provider
+ * account's name, SERVICE_PROVIDER_ACCOUNT. */
+static bool is_aws_owner_alias(const char *o)
+{
+    return strcmp(o, "amazon") == 0 || strcmp(o, "aws-marketplace") == 0 ||
+           strcmp(o, "aws-backup-vault") == 0;
+}
+
+int api_owners_resolve(struct api_ctx *ctx, const char **owners, size_t n,
+                       char ret_provider[ACCOUNT_ID_SIZE], const char ***ret, size_t *ret_n)
+{
+    _cleanup_free_ const char **accounts = NULL;
+    const char *provider = ret_provider; /* the alias resolves to it: it outlives us */
+    size_t k = 0;
+    int r = api_provider_account(ctx, ret_provider);
+
+    if (r < 0)
+        return r;
+    accounts = xcalloc(n + 1, sizeof(*accounts));
+    for (size_t i = 0; i < n; i++) {
+        const char *o = owners[i];
+        if (is_aws_owner_alias(o))
+            continue;
+        if (strcmp(o, SERVICE_PROVIDER_ACCOUNT) == 0) {
+            if (!provider[0])
+                continue;
+            o = provider;
+        } else if (strcmp(o, "self") == 0) {
+            o = ctx->account;
+        } else if (!api_is_account_id(o)) {
+            return api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE,
+                            "Invalid owner: '%.100s' (expecting 'self', an alias or a 12-digit "
+                            "account id)",
+                            o);
+        }
+        accounts[k++] = o;
+    }
+    *ret = TAKE_PTR(accounts);
+    *ret_n = k;
+    return 0;
+}
+
+int api_users_resolve(struct api_ctx *ctx, const char **users, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(users[i], "self") == 0)
+            users[i] = ctx->account;
+        else if (strcmp(users[i], "all") != 0 && !api_is_account_id(users[i]))
+            return api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE,
+                            "Invalid user id: '%.100s' (expecting 'self', 'all' or a 12-digit "
+                            "account id)",
+                            users[i]);
+    }
     return 0;
 }
 

@@ -29,7 +29,6 @@
  */
 #include <errno.h>
 #include <inttypes.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,11 +55,6 @@ static int64_t wall_ms(void)
 
     clock_gettime(CLOCK_REALTIME, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static bool is_account_id(const char *s)
-{
-    return strlen(s) == 12 && strspn(s, "0123456789") == 12;
 }
 
 static void image_freep(struct registry_image **p)
@@ -990,94 +984,6 @@ static void prefilter_release(struct prefilter *p)
     free(p->owned);
 }
 
-/* The provider account's id (service_provider_account(), which creates it
- * on first use) into ret, "" without a data directory.  It never changes
- * once it exists, so it is looked up once per data directory and process:
- * DescribeImages needs it on every request. */
-static int provider_account(const struct api_ctx *ctx, char ret[ACCOUNT_ID_SIZE])
-{
-    static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
-    static char *cached_dir;
-    static char cached_id[ACCOUNT_ID_SIZE];
-    char id[ACCOUNT_ID_SIZE];
-    bool hit = false;
-    int r;
-
-    ret[0] = '\0';
-    if (!ctx->data_dir)
-        return 0;
-    pthread_mutex_lock(&lock);
-    if (cached_dir && strcmp(cached_dir, ctx->data_dir) == 0) {
-        memcpy(ret, cached_id, ACCOUNT_ID_SIZE);
-        hit = true;
-    }
-    pthread_mutex_unlock(&lock);
-    if (hit)
-        return 0;
-    r = service_provider_account(ctx->data_dir, id);
-    if (r < 0)
-        return r;
-    pthread_mutex_lock(&lock);
-    free(cached_dir);
-    cached_dir = xstrdup(ctx->data_dir);
-    memcpy(cached_id, id, ACCOUNT_ID_SIZE);
-    pthread_mutex_unlock(&lock);
-    memcpy(ret, id, ACCOUNT_ID_SIZE);
-    return 0;
-}
-
-/* AWS's own aliases: nothing here is theirs.  kiln's alias is the provider
- * account's name, SERVICE_PROVIDER_ACCOUNT. */
-static bool is_aws_owner_alias(const char *o)
-{
-    return strcmp(o, "amazon") == 0 || strcmp(o, "aws-marketplace") == 0 ||
-           strcmp(o, "aws-backup-vault") == 0;
-}
-
-/* Owner.N: self, 12-digit ids, the provider alias (the provider account,
- * `provider`) and AWS's aliases (which own nothing here).  *ret gets the
- * accounts, *ret_n their number. */
-static int resolve_owners(struct api_ctx *ctx, const char **owners, size_t n, const char *provider,
-                          const char **ret, size_t *ret_n)
-{
-    size_t k = 0;
-
-    for (size_t i = 0; i < n; i++) {
-        const char *o = owners[i];
-        if (is_aws_owner_alias(o))
-            continue;
-        if (strcmp(o, SERVICE_PROVIDER_ACCOUNT) == 0) {
-            if (!provider[0])
-                continue;
-            o = provider;
-        } else if (strcmp(o, "self") == 0) {
-            o = ctx->account;
-        } else if (!is_account_id(o)) {
-            return api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE,
-                            "Invalid owner: '%.100s' (expecting 'self', an alias or a 12-digit "
-                            "account id)",
-                            o);
-        }
-        ret[k++] = o;
-    }
-    *ret_n = k;
-    return 0;
-}
-
-static int resolve_executable_by(struct api_ctx *ctx, const char **users, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        if (strcmp(users[i], "self") == 0)
-            users[i] = ctx->account;
-        else if (strcmp(users[i], "all") != 0 && !is_account_id(users[i]))
-            return api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE,
-                            "Invalid user id: '%.100s' (expecting 'self', 'all' or a 12-digit "
-                            "account id)",
-                            users[i]);
-    }
-    return 0;
-}
-
 int api_describe_images(struct api_ctx *ctx, const struct query *q, struct xml *x)
 {
     _cleanup_free_ const char **ids = NULL, **owners = NULL, **users = NULL, **accounts = NULL;
@@ -1105,13 +1011,9 @@ int api_describe_images(struct api_ctx *ctx, const struct query *q, struct xml *
         if (r < 0)
             return r;
     }
-    r = provider_account(ctx, provider);
-    if (r < 0)
-        return r;
-    accounts = xcalloc(n_owners + 1, sizeof(*accounts));
-    r = resolve_owners(ctx, owners, n_owners, provider, accounts, &n_accounts);
+    r = api_owners_resolve(ctx, owners, n_owners, provider, &accounts, &n_accounts);
     if (r == 0)
-        r = resolve_executable_by(ctx, users, n_users);
+        r = api_users_resolve(ctx, users, n_users);
     if (r == 0)
         r = api_get_bool(ctx, q, "IncludeDeprecated", &include_deprecated);
     if (r == 0)

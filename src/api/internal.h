@@ -267,13 +267,20 @@ bool api_is_account_id(const char *s);
 int api_provider_account(const struct api_ctx *ctx, char ret[ACCOUNT_ID_SIZE]);
 
 /* Owner.N of DescribeImages and DescribeSnapshots: self, 12-digit ids, the
- * provider alias SERVICE_PROVIDER_ACCOUNT (the account `provider`, skipped
- * when that is "") and AWS's aliases (which own nothing here, skipped).
- * ret[] (room for n) gets the accounts, borrowed, and *ret_n their number:
- * with n > 0 and *ret_n == 0 nothing can match.  InvalidParameterValue for
+ * provider alias SERVICE_PROVIDER_ACCOUNT (the provider account, skipped
+ * when there is none) and AWS's aliases (which own nothing here, skipped);
+ * InvalidParameterValue for anything else.  ret_provider gets the provider
+ * account's id first (api_provider_account(); "" without one); on success
+ * *ret is a new array (free() it) of the accounts, borrowed from owners,
+ * ctx or ret_provider, and *ret_n their number: with n > 0 and *ret_n == 0
+ * nothing can match. */
+int api_owners_resolve(struct api_ctx *ctx, const char **owners, size_t n,
+                       char ret_provider[ACCOUNT_ID_SIZE], const char ***ret, size_t *ret_n);
+
+/* ExecutableBy.N / RestorableBy.N: `self` (replaced in place by the
+ * caller's account), `all` and 12-digit ids; InvalidParameterValue for
  * anything else. */
-int api_owners_resolve(struct api_ctx *ctx, const char **owners, size_t n, const char *provider,
-                       const char **ret, size_t *ret_n);
+int api_users_resolve(struct api_ctx *ctx, const char **users, size_t n);
 
 /* The start every paged Describe shares, after it has checked its own
  * parameters: MaxResults and NextToken (api_paging_parse(), `have_ids` and

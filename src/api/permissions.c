@@ -134,11 +134,6 @@ int api_access_require(struct api_ctx *ctx, enum api_resource res, const char *i
 
 /* ---- permission changes ---- */
 
-static bool is_account_id(const char *s)
-{
-    return strlen(s) == 12 && strspn(s, "0123456789") == 12;
-}
-
 static int push(struct api_ctx *ctx, const struct api_permission_form *form,
                 struct api_permission_changes *c, bool add, enum registry_permission_kind kind,
                 const char *value)
@@ -146,7 +141,7 @@ static int push(struct api_ctx *ctx, const struct api_permission_form *form,
     if (kind == REGISTRY_PERMISSION_GROUP && strcmp(value, "all") != 0)
         return api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE,
                         "Invalid group: '%.40s' (the only group is 'all')", value);
-    if (kind == REGISTRY_PERMISSION_USER && !is_account_id(value))
+    if (kind == REGISTRY_PERMISSION_USER && !api_is_account_id(value))
         return api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE,
                         "Invalid user id: '%.40s' (expecting a 12-digit account id)", value);
     if (form->max && c->n >= form->max)

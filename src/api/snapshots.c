@@ -95,13 +95,18 @@ static const char *const snapshot_filters[] = {
 
 /* A candidate row and, once loaded, its tags (none for a snapshot the
  * caller does not own: tags are the owner's). */
-static bool match_fields(const struct api_filters *fs, const struct registry_snapshot *s)
+static bool match_fields(const struct api_filters *fs, const struct registry_snapshot *s,
+                         const char *provider)
 {
     char size[24], progress[8], start[40];
 
-    /* kiln has no owner aliases and makes no time-based copies: a filter
-     * on either matches nothing. */
-    if (api_filters_has(fs, "owner-alias") || api_filters_has(fs, "transfer-type"))
+    /* Only the provider's snapshots have an owner alias; kiln makes no
+     * time-based copies: a transfer-type filter matches nothing. */
+    if (api_filters_has(fs, "owner-alias") &&
+        (strcmp(s->owner, provider) != 0 ||
+         !api_filters_match(fs, "owner-alias", SERVICE_PROVIDER_ACCOUNT)))
+        return false;
+    if (api_filters_has(fs, "transfer-type"))
         return false;
     snprintf(size, sizeof(size), "%" PRIu32, s->volume_size_gib);
     snprintf(progress, sizeof(progress), "%d%%", s->progress);
@@ -119,52 +124,12 @@ static bool match_fields(const struct api_filters *fs, const struct registry_sna
                              s->volume_id[0] ? s->volume_id : IMPORTED_VOLUME_ID);
 }
 
-/* Owner.N: self, account ids, or the aliases AWS knows (which own nothing
- * here). */
-static int check_owners(struct api_ctx *ctx, const char **owners, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        const char *o = owners[i];
-        if (strcmp(o, "self") == 0 || strcmp(o, "amazon") == 0 ||
-            strcmp(o, "aws-marketplace") == 0 || strcmp(o, "aws-backup-vault") == 0)
-            continue;
-        if (strlen(o) == 12 && strspn(o, "0123456789") == 12)
-            continue;
-        return api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE,
-                        "Invalid owner: '%.100s' (expecting 'self', an alias or a 12-digit "
-                        "account id)",
-                        o);
-    }
-    return 0;
-}
-
-static int check_restorable(struct api_ctx *ctx, const char **users, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        const char *u = users[i];
-        if (strcmp(u, "self") == 0 || strcmp(u, "all") == 0)
-            continue;
-        if (strlen(u) == 12 && strspn(u, "0123456789") == 12)
-            continue;
-        return api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE,
-                        "Invalid user id: '%.100s' (expecting 'self', 'all' or a 12-digit "
-                        "account id)",
-                        u);
-    }
-    return 0;
-}
-
-static bool owner_matches(const struct api_ctx *ctx, const char **owners, size_t n,
+/* Owner.N, resolved to n_accounts accounts (api_owners_resolve()): none
+ * asked for matches all. */
+static bool owner_matches(size_t n_owners, const char **accounts, size_t n_accounts,
                           const struct registry_snapshot *s)
 {
-    if (n == 0)
-        return true;
-    for (size_t i = 0; i < n; i++) {
-        const char *o = strcmp(owners[i], "self") == 0 ? ctx->account : owners[i];
-        if (strcmp(o, s->owner) == 0)
-            return true;
-    }
-    return false;
+    return n_owners == 0 || api_in_list(accounts, n_accounts, s->owner);
 }
 
 /* A snapshot row with its createVolumePermission list (loaded only when
@@ -192,16 +157,17 @@ static enum api_access access_of(const struct api_ctx *ctx, const struct registr
                              perms_have(a, REGISTRY_PERMISSION_GROUP, "all"));
 }
 
-/* RestorableBy.N: 'all' selects public snapshots; 'self' and an account
- * id select the snapshots that account owns or has an explicit
- * permission for (EC2's wording: "own or have explicit permissions"). */
-static bool restorable_by(const struct api_ctx *ctx, const char **users, size_t n,
-                          const struct registry_snapshot *s, const struct access *a)
+/* RestorableBy.N (api_users_resolve(): 'self' is the caller's account id):
+ * 'all' selects public snapshots; an account id selects the snapshots that
+ * account owns or has an explicit permission for (EC2's wording: "own or
+ * have explicit permissions"). */
+static bool restorable_by(const char **users, size_t n, const struct registry_snapshot *s,
+                          const struct access *a)
 {
     if (n == 0)
         return true;
     for (size_t i = 0; i < n; i++) {
-        const char *u = strcmp(users[i], "self") == 0 ? ctx->account : users[i];
+        const char *u = users[i];
         if (strcmp(u, "all") == 0) {
             if (perms_have(a, REGISTRY_PERMISSION_GROUP, "all"))
                 return true;
@@ -233,7 +199,7 @@ void api_write_tag_set(struct xml *x, const struct registry_tag *tags, size_t n)
     xml_close(x);
 }
 
-static void write_snapshot(struct xml *x, const struct api_candidate *c)
+static void write_snapshot(struct xml *x, const struct api_candidate *c, const char *provider)
 {
     const struct registry_snapshot *s = c->row;
     char t[40], progress[8];
@@ -250,6 +216,8 @@ static void write_snapshot(struct xml *x, const struct api_candidate *c)
         xml_element(x, "completionTime", api_format_time(s->completion_time, t, sizeof(t)));
     xml_element(x, "progress", progress);
     xml_element(x, "ownerId", s->owner);
+    if (strcmp(s->owner, provider) == 0)
+        xml_element(x, "ownerAlias", SERVICE_PROVIDER_ACCOUNT);
     xml_element_int(x, "volumeSize", s->volume_size_gib);
     xml_element(x, "description", s->description ? s->description : "");
     xml_element_bool(x, "encrypted", false);
@@ -260,14 +228,15 @@ static void write_snapshot(struct xml *x, const struct api_candidate *c)
 
 int api_describe_snapshots(struct api_ctx *ctx, const struct query *q, struct xml *x)
 {
-    _cleanup_free_ const char **ids = NULL, **owners = NULL, **users = NULL;
+    _cleanup_free_ const char **ids = NULL, **owners = NULL, **users = NULL, **accounts = NULL;
     struct registry_snapshot **rows = NULL;
     struct api_candidates cs = {0};
     struct api_describe d;
     struct region *rg;
     struct access *as = NULL;
     bool *visible = NULL;
-    size_t n_ids, n_owners, n_users, n_rows = 0, n_page = 0;
+    size_t n_ids, n_owners, n_users, n_accounts = 0, n_rows = 0, n_page = 0;
+    char provider[ACCOUNT_ID_SIZE];
     int r;
 
     r = query_get_list(q, "SnapshotId", &ids, &n_ids);
@@ -282,9 +251,9 @@ int api_describe_snapshots(struct api_ctx *ctx, const struct query *q, struct xm
         if (r < 0)
             return r;
     }
-    r = check_owners(ctx, owners, n_owners);
+    r = api_owners_resolve(ctx, owners, n_owners, provider, &accounts, &n_accounts);
     if (r == 0)
-        r = check_restorable(ctx, users, n_users);
+        r = api_users_resolve(ctx, users, n_users);
     if (r == 0)
         r = api_describe_begin(ctx, q, n_ids > 0, "snapshotIds", snapshot_filters, &d);
     if (r < 0)
@@ -329,8 +298,8 @@ int api_describe_snapshots(struct api_ctx *ctx, const struct query *q, struct xm
         struct registry_snapshot *s = rows[k];
 
         if (!visible[k] || (n_ids && !api_in_list(ids, n_ids, s->id)) ||
-            !owner_matches(ctx, owners, n_owners, s) ||
-            !restorable_by(ctx, users, n_users, s, &as[k]) || !match_fields(&d.fs, s))
+            !owner_matches(n_owners, accounts, n_accounts, s) ||
+            !restorable_by(users, n_users, s, &as[k]) || !match_fields(&d.fs, s, provider))
             continue;
         r = api_candidates_add(&cs, rg, &d.fs, d.after, s->start_time, s->id, s,
                                api_snapshot_visible(ctx, s));
@@ -342,7 +311,7 @@ int api_describe_snapshots(struct api_ctx *ctx, const struct query *q, struct xm
         goto out;
     xml_open(x, "snapshotSet");
     for (size_t i = 0; i < n_page; i++)
-        write_snapshot(x, &cs.c[i]);
+        write_snapshot(x, &cs.c[i], provider);
     xml_close(x);
     api_candidates_write_token(x, &cs, n_page);
     r = 0;

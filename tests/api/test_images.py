@@ -27,7 +27,7 @@ from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 
 from test_snapshots import (CREDENTIALS, DATA, ENDPOINT, KILN, bob_keys, client, default_keys,
-                            import_snapshot)
+                            import_snapshot, provider_account, set_owner)
 
 NS = "{http://ec2.amazonaws.com/doc/2016-11-15/}"
 
@@ -345,33 +345,13 @@ class ProviderAlias(Base):
     `kiln base-image build` registers: `Owner=kiln` selects them, as
     `Owner=amazon` does on AWS, and they carry imageOwnerAlias `kiln`."""
 
-    def provider_account(self):
-        # DescribeImages looks the provider account up, creating it on
-        # first use (as `kiln base-image build` does).
-        self.ec2.describe_images(Owners=["kiln"])
-        out = subprocess.run([KILN, "--data-dir", DATA, "account", "list", "--json"],
-                             check=True, capture_output=True, text=True).stdout
-        ids = [a["AccountId"] for a in json.loads(out) if a["Name"] == "kiln"]
-        self.assertEqual(len(ids), 1, out)
-        return ids[0]
-
-    def set_owner(self, iid, owner):
-        # A base image without building one (which needs Debian packages):
-        # hand a public image to the provider behind the server's back (WAL
-        # lets us write beside it), and back afterwards.
-        db = sqlite3.connect(os.path.join(DATA, "regions", "us-east-1", "registry.db"),
-                             timeout=10)
-        with db:
-            db.execute("UPDATE images SET owner = ? WHERE id = ?", (owner, iid))
-        db.close()
-
     def test_owner_kiln_and_alias(self):
-        provider = self.provider_account()
+        provider = provider_account(lambda: self.ec2.describe_images(Owners=["kiln"]))
         base, _ = self.register(name=unique_name("base"))
         mine, _ = self.register()
         self.ec2.modify_image_attribute(ImageId=base, LaunchPermission={"Add": [{"Group": "all"}]})
         self.ec2.modify_image_attribute(ImageId=mine, LaunchPermission={"Add": [{"Group": "all"}]})
-        self.set_owner(base, provider)
+        set_owner("images", base, provider)
         try:
             for c in (self.ec2, self.bob):
                 ids = self.ids(c, Owners=["kiln"])
@@ -394,7 +374,7 @@ class ProviderAlias(Base):
             self.assertNotIn(base, self.ids(Owners=["self"]))
             self.assertIn(mine, self.ids(Owners=["self"]))
         finally:
-            self.set_owner(base, self.account)
+            set_owner("images", base, self.account)
             for iid in (base, mine):
                 self.ec2.reset_image_attribute(ImageId=iid, Attribute="launchPermission")
 
