@@ -91,6 +91,30 @@ static int snapshot_state(struct region *r, const char *id)
     return e;
 }
 
+/* Register an available one-device image `id` named `name` (x86_64, hvm,
+ * ebs) whose root device `device` maps snapshot `sid`, owned by OWNER. */
+static int register_image(struct region *r, const char *id, const char *name, const char *device,
+                          const char *sid)
+{
+    struct registry_image_device dev = {.device_name = (char *)device};
+    struct registry_image img = {
+        .owner = OWNER,
+        .name = (char *)name,
+        .architecture = (char *)"x86_64",
+        .root_device_name = (char *)device,
+        .root_device_type = (char *)"ebs",
+        .virtualization_type = (char *)"hvm",
+        .state = IMAGE_AVAILABLE,
+        .creation_date = 1,
+        .devices = &dev,
+        .n_devices = 1,
+    };
+
+    snprintf(img.id, sizeof(img.id), "%s", id);
+    snprintf(dev.snapshot_id, sizeof(dev.snapshot_id), "%s", sid);
+    return registry_image_insert(r->reg, &img, NULL, 0);
+}
+
 int main(void)
 {
     struct region *east = NULL, *west = NULL, *north = NULL;
@@ -145,26 +169,13 @@ int main(void)
 
     /* An image copy maps a new snapshot and records its source. */
     {
-        struct registry_image_device dev = {.device_name = (char *)"/dev/xvda"};
-        struct registry_image src = {
-            .owner = OWNER,
-            .name = (char *)"source-image",
-            .architecture = (char *)"x86_64",
-            .root_device_name = (char *)"/dev/xvda",
-            .root_device_type = (char *)"ebs",
-            .virtualization_type = (char *)"hvm",
-            .state = IMAGE_AVAILABLE,
-            .creation_date = 1,
-            .devices = &dev,
-            .n_devices = 1,
-        };
+        const char *src_id = "ami-0123456789abcdef0";
         struct service_image_copy_options o = {.owner = OWNER, .name = "copied-image"};
-        snprintf(src.id, sizeof(src.id), "ami-0123456789abcdef0");
-        snprintf(dev.snapshot_id, sizeof(dev.snapshot_id), "%s", sid);
-        is_int(registry_image_insert(east->reg, &src, NULL, 0), 0, "registered a source image");
-        e = service_image_copy_start(east, src.id, west, &o, ami);
+        is_int(register_image(east, src_id, "source-image", "/dev/xvda", sid), 0,
+               "registered a source image");
+        e = service_image_copy_start(east, src_id, west, &o, ami);
         is_int(e, 0, "accepted the image copy");
-        e = copy_image(east, src.id, west, &o, copy, &st);
+        e = copy_image(east, src_id, west, &o, copy, &st);
         is_int(e, -EEXIST, "a second copy under the same name is -EEXIST at once");
         e = registry_image_get(west->reg, ami, &img);
         ok(e == 0 && img->state == IMAGE_PENDING && img->n_devices == 1 &&
@@ -180,7 +191,7 @@ int main(void)
         e = registry_image_get(west->reg, ami, &img);
         is_int(e, 0, "the image copy is registered");
         if (e == 0) {
-            is_str(img->source_image_id, src.id, "source image id recorded");
+            is_str(img->source_image_id, src_id, "source image id recorded");
             is_str(img->source_region, "us-east-1", "source region recorded");
             is_int(img->state, IMAGE_AVAILABLE, "available");
             ok(img->n_devices == 1 && strcmp(img->devices[0].snapshot_id, sid) != 0 &&
@@ -188,7 +199,7 @@ int main(void)
                "maps a new snapshot of us-west-2");
         }
         registry_image_free(img);
-        e = service_image_copy_start(east, src.id, west, &o, copy);
+        e = service_image_copy_start(east, src_id, west, &o, copy);
         is_int(e, -EEXIST, "the same name again is -EEXIST");
 
         /* A stopped job stays pending with its job row, and resumes. */
@@ -196,7 +207,7 @@ int main(void)
             atomic_bool stop;
             struct service_image_copy_options o2 = {.owner = OWNER, .name = "stopped-copy"};
             atomic_init(&stop, true);
-            e = service_image_copy_start(east, src.id, north, &o2, ami);
+            e = service_image_copy_start(east, src_id, north, &o2, ami);
             is_int(e, 0, "accepted a copy into eu-north-1");
             e = service_job_run(north, ami, &stop, 0, &st);
             is_int(e, -ECANCELED, "a stopped job returns -ECANCELED");
@@ -257,24 +268,11 @@ int main(void)
         e = service_snapshot_import(sa, path, &io, sa_sid, &ist);
         is_int(e, 0, "imported again into sa-east-1");
         {
-            struct registry_image_device dev = {.device_name = (char *)"/dev/sda1"};
-            struct registry_image src2 = {
-                .owner = OWNER,
-                .name = (char *)"vanishing",
-                .architecture = (char *)"x86_64",
-                .root_device_name = (char *)"/dev/sda1",
-                .root_device_type = (char *)"ebs",
-                .virtualization_type = (char *)"hvm",
-                .state = IMAGE_AVAILABLE,
-                .creation_date = 1,
-                .devices = &dev,
-                .n_devices = 1,
-            };
+            const char *src2_id = "ami-00000000000000aa1";
             struct service_image_copy_options o = {.owner = OWNER, .name = "of-vanishing"};
-            snprintf(src2.id, sizeof(src2.id), "ami-00000000000000aa1");
-            snprintf(dev.snapshot_id, sizeof(dev.snapshot_id), "%s", sa_sid);
-            is_int(registry_image_insert(sa->reg, &src2, NULL, 0), 0, "registered an image");
-            e = service_image_copy_start(sa, src2.id, ca, &o, ami);
+            is_int(register_image(sa, src2_id, "vanishing", "/dev/sda1", sa_sid), 0,
+                   "registered an image");
+            e = service_image_copy_start(sa, src2_id, ca, &o, ami);
             is_int(e, 0, "accepted its copy");
         }
         region_free(sa);
