@@ -904,7 +904,7 @@ static int state_change(struct api_ctx *ctx, const struct query *q, struct xml *
                   s == INSTANCE_STOPPING;
             break;
         case CHANGE_REBOOT:
-            bad = s == INSTANCE_TERMINATED || s == INSTANCE_SHUTTING_DOWN;
+            bad = s != INSTANCE_RUNNING && s != INSTANCE_PENDING;
             break;
         case CHANGE_TERMINATE:
             break;

@@ -21,6 +21,7 @@
 #include "common/ids.h"
 #include "common/util.h"
 #include "registry/images.h"
+#include "registry/instances.h"
 #include "service/service.h"
 
 #define TAG_KEY_MAX 128
@@ -77,6 +78,12 @@ static int check_resource_ids(struct api_ctx *ctx, const char **ids, size_t n)
         }
         if (strncmp(ids[i], "vol-", 4) == 0) {
             int r = api_id_check(ctx, API_RES_VOLUME, "vol", ids[i]);
+            if (r < 0)
+                return r;
+            continue;
+        }
+        if (strncmp(ids[i], "i-", 2) == 0) {
+            int r = api_id_check(ctx, API_RES_INSTANCE, "i", ids[i]);
             if (r < 0)
                 return r;
             continue;
@@ -142,6 +149,33 @@ static int check_volumes_visible(struct api_ctx *ctx, struct region *rg, const c
     return 0;
 }
 
+/* Every instance among ids exists and is the caller's (terminated ones
+ * too, as EC2 while it shows them); else InvalidInstanceID.NotFound. */
+static int check_instances_visible(struct api_ctx *ctx, struct region *rg, const char **ids,
+                                   size_t n)
+{
+    _cleanup_free_ const char **missing = xcalloc(n ? n : 1, sizeof(*missing));
+    size_t n_missing = 0;
+
+    for (size_t i = 0; i < n; i++) {
+        struct registry_instance *in = NULL;
+        int r;
+
+        if (strncmp(ids[i], "i-", 2) != 0)
+            continue;
+        r = rg ? registry_instance_get(rg->reg, ids[i], &in) : -ENOENT;
+        if (r < 0 && r != -ENOENT)
+            return r;
+        if (r == -ENOENT || strcmp(in->owner, ctx->account) != 0)
+            if (!api_in_list(missing, n_missing, ids[i]))
+                missing[n_missing++] = ids[i];
+        registry_instance_free(in);
+    }
+    if (n_missing)
+        return api_not_found(ctx, API_RES_INSTANCE, missing, n_missing);
+    return 0;
+}
+
 /* Every resource exists and is the caller's; else NotFound naming the
  * ones that are not.  rg may be NULL (an empty region). */
 static int check_resources_visible(struct api_ctx *ctx, struct region *rg, const char **ids,
@@ -153,13 +187,16 @@ static int check_resources_visible(struct api_ctx *ctx, struct region *rg, const
 
     if (r0 >= 0)
         r0 = check_volumes_visible(ctx, rg, ids, n);
+    if (r0 >= 0)
+        r0 = check_instances_visible(ctx, rg, ids, n);
     if (r0 < 0)
         return r0;
     for (size_t i = 0; i < n; i++) {
         struct registry_snapshot *s = NULL;
         int r;
 
-        if (strncmp(ids[i], "ami-", 4) == 0 || strncmp(ids[i], "vol-", 4) == 0)
+        if (strncmp(ids[i], "ami-", 4) == 0 || strncmp(ids[i], "vol-", 4) == 0 ||
+            strncmp(ids[i], "i-", 2) == 0)
             continue;
         r = rg ? registry_snapshot_get(rg->reg, ids[i], &s) : -ENOENT;
 
@@ -504,6 +541,9 @@ int api_describe_tags(struct api_ctx *ctx, const struct query *q, struct xml *x)
     struct registry_snapshot **rows = NULL;
     struct registry_image **images = NULL;
     struct registry_volume **vols = NULL;
+    struct registry_instance **insts = NULL;
+    struct registry_tag **itag_lists = NULL;
+    size_t *itag_counts = NULL, n_insts = 0;
     struct registry_tag **tag_lists = NULL, **vtag_lists = NULL;
     size_t *tag_counts = NULL, *vtag_counts = NULL, n_vols = 0;
     struct tag_rows found = { 0 };
@@ -572,6 +612,26 @@ int api_describe_tags(struct api_ctx *ctx, const struct query *q, struct xml *x)
             goto out;
         add_resource(&found, &d.fs, v->id, "volume", vtag_lists[i], vtag_counts[i]);
     }
+    /* The caller's instances, with their tags. */
+    if (rg) {
+        r = registry_instance_list(rg->reg, &insts, &n_insts);
+        if (r < 0)
+            goto out;
+    }
+    itag_lists = xcalloc(n_insts ? n_insts : 1, sizeof(*itag_lists));
+    itag_counts = xcalloc(n_insts ? n_insts : 1, sizeof(*itag_counts));
+    for (size_t i = 0; i < n_insts; i++) {
+        const struct registry_instance *in = insts[i];
+
+        if (strcmp(in->owner, ctx->account) != 0 ||
+            !api_filters_match(&d.fs, "resource-id", in->id) ||
+            !api_filters_match(&d.fs, "resource-type", "instance"))
+            continue;
+        r = registry_tag_list(rg->reg, in->id, &itag_lists[i], &itag_counts[i]);
+        if (r < 0)
+            goto out;
+        add_resource(&found, &d.fs, in->id, "instance", itag_lists[i], itag_counts[i]);
+    }
     out = found.v;
     n_out = found.n;
     if (n_out)
@@ -613,6 +673,12 @@ out:
     free(vtag_lists);
     free(vtag_counts);
     registry_volume_list_free(vols, n_vols);
+    for (size_t i = 0; i < n_insts; i++)
+        if (itag_lists)
+            registry_tag_list_free(itag_lists[i], itag_counts[i]);
+    free(itag_lists);
+    free(itag_counts);
+    registry_instance_list_free(insts, n_insts);
     registry_snapshot_list_free(rows, n_rows);
     registry_image_list_free(images, n_images);
     api_describe_release(&d);

@@ -1241,7 +1241,18 @@ int instance_manager_new(const struct instance_manager_options *o, struct instan
     int e;
 
     m->data_dir = xstrdup(o->data_dir);
-    m->kiln = o->kiln ? xstrdup(o->kiln) : NULL;
+    /* this executable's path now: /proc/self/exe says "(deleted)" once a
+     * rebuild replaces the file, and QEMU runs `kiln imds-serve` by path */
+    if (o->kiln) {
+        m->kiln = xstrdup(o->kiln);
+    } else {
+        char self[4096];
+        ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+        if (n > 0) {
+            self[n] = '\0';
+            m->kiln = xstrdup(self);
+        }
+    }
     pthread_mutex_init(&m->lock, NULL);
     pthread_cond_init(&m->cond, NULL);
     e = host_capacity_read(&m->host);
