@@ -60,7 +60,7 @@ static const struct base_image base_images[] = {
 
 static const struct base_image *base_image_find(const char *name)
 {
-    for (size_t i = 0; i < sizeof(base_images) / sizeof(base_images[0]); i++)
+    for (size_t i = 0; i < ARRAY_SIZE(base_images); i++)
         if (strcmp(base_images[i].name, name) == 0)
             return &base_images[i];
     return NULL;
