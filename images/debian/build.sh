@@ -52,6 +52,14 @@ key=$(sha256sum < "$here/rootfs.sh" | cut -c 1-16)
 tarball=$cache/debian-rootfs-$key.tar.zst
 (
     flock 9
+    # A damaged tarball (a disk error, a hand edit) would fail every build:
+    # refuse it once, precisely, and drop it so that the next build makes it
+    # again.
+    if [ -e "$tarball" ] && ! zstd -q -t "$tarball" 2>/dev/null; then
+        rm -f "$tarball"
+        echo "build.sh: the cached '$tarball' is corrupt: removed (the next build makes it again)" >&2
+        exit 1
+    fi
     if [ ! -s "$tarball" ]; then
         echo "build.sh: debootstrap bookworm from $mirror (cached as $tarball)" >&2
         sh "$here/rootfs.sh" "$tarball" "$mirror"

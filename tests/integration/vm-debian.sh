@@ -28,6 +28,15 @@ expect_stderr "unknown base image 'huge' (known: tiny, debian)"
 expect_fail env KILN_AGENT="$T/no-agent" "$KILN" base-image build debian --cache-dir "$cache"
 expect_stderr "cannot find the recipe '.*/debian/build.sh' or the agent '$T/no-agent'"
 
+# A damaged cached tarball: refused precisely, removed, nothing registered.
+mkdir -p "$T/badcache"
+key=$(sha256sum < "$SRCDIR/images/debian/rootfs.sh" | cut -c 1-16)
+head -c 100000 /dev/urandom > "$T/badcache/debian-rootfs-$key.tar.zst"
+expect_fail kiln base-image build debian --cache-dir "$T/badcache"
+expect_stderr "the cached '$T/badcache/debian-rootfs-$key.tar.zst' is corrupt: removed"
+[ ! -e "$T/badcache/debian-rootfs-$key.tar.zst" ] || die "the corrupt tarball is still cached"
+assert_eq "$(kiln image list | grep -c debian-12 || true)" 0 "images after a failed build"
+
 # ---- build and register ----
 kiln base-image build debian --cache-dir "$cache" > "$T/ids" 2> "$T/build.err" ||
     { cat "$T/build.err" >&2; die "base-image build failed"; }
