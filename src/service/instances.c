@@ -462,8 +462,13 @@ static void *inst_thread(void *ud)
             xasprintf("Server.InternalError: the instance could not boot: %s",
                       msg ? msg : strerror(-e));
         log_error("instance %s: %s", in->id, reason);
-        set_state(in->rg, in->id, INSTANCE_STOPPED, "Server.InternalError", reason);
-        pthread_mutex_unlock(&in->hold);
+        pthread_mutex_lock(&m->lock);
+        asked = in->req;
+        pthread_mutex_unlock(&m->lock);
+        if (asked == REQ_TERMINATE && row)
+            finish_terminate(in->rg, row);
+        else
+            set_state(in->rg, in->id, INSTANCE_STOPPED, "Server.InternalError", reason);
         goto out;
     }
     pthread_mutex_lock(&m->lock);
@@ -512,10 +517,13 @@ static void *inst_thread(void *ud)
         }
     }
 
+    /* the request is read under the hold lock: a request made after this
+     * finds the thread done (below, still under the hold lock) and acts
+     * on its own */
+    pthread_mutex_lock(&in->hold);
     pthread_mutex_lock(&m->lock);
     asked = in->req;
     pthread_mutex_unlock(&m->lock);
-    pthread_mutex_lock(&in->hold);
     e = parts_release(in, &p);
     if (e < 0)
         log_error("instance %s: the root volume's last writes may not be durable: %s", in->id,
@@ -550,7 +558,6 @@ static void *inst_thread(void *ud)
         finish_terminate(in->rg, row);
         break;
     }
-    pthread_mutex_unlock(&in->hold);
 out:
     registry_instance_free(row);
     pthread_mutex_lock(&m->lock);
@@ -559,6 +566,7 @@ out:
     in->req = REQ_NONE;
     pthread_cond_broadcast(&m->cond);
     pthread_mutex_unlock(&m->lock);
+    pthread_mutex_unlock(&in->hold);
     return NULL;
 }
 
