@@ -23,7 +23,11 @@
 # hello, measured by this script (polling every 20 ms); kiln's own figure
 # (from its start) is in boot-stats.  Bytes fetched from the store and bytes
 # the guest read (NBD reads, plus the kernel and initrd kiln copies out of
-# the volume first) are the volume's counters at the hello.  RUNS (default
+# the volume first; "guest" leaves those out) are the volume's counters at
+# the hello.  "Chunks fetched by reads" are those reads fetched themselves
+# rather than the prefetcher: with a fetch latency L, each adds about L
+# to the boot, since a boot's reads are serial (perf-baselines.md), whatever
+# the machine's load does to the wall-clock figures.  RUNS (default
 # 3) repetitions give min and median.
 #
 # Then "snapshot after writing 50 MiB": a 2 GiB and a 20 GiB volume each
@@ -126,7 +130,9 @@ boot() {
 	[ -f "$dir/boot-stats" ] || { log "$name: no hello"; exit 1; }
 	local s; s() { sed -n "s/^$1=//p" "$dir/boot-stats"; }
 	echo "$name $(elapsed "$t0" "$t1") $(s hello_seconds) $(s bytes_fetched)" \
-		"$(s bytes_read) $(s prefetch_hits) $(s prefetch_chunks)" >> "$W/results"
+		"$(s bytes_read) $(s prefetch_hits) $(s prefetch_chunks) $(s boot_files_read)" \
+		"$(s chunks_fetched)" \
+		>> "$W/results"
 	[ -n "$keep" ] || stop_boot
 }
 stop_boot() {
@@ -146,7 +152,7 @@ floor() { # RUN
 	"$KILN" vm agent "$dir/agent.sock" hello --timeout 900 > /dev/null ||
 		{ cat "$dir/qemu.log" >&2; log "floor: no hello"; exit 1; }
 	t1=$(now)
-	echo "floor $(elapsed "$t0" "$t1") - - - - -" >> "$W/results"
+	echo "floor $(elapsed "$t0" "$t1") - - - - - - -" >> "$W/results"
 	"$KILN" vm qmp "$dir/qmp.sock" quit > /dev/null 2>&1 || kill -9 $qpid 2>/dev/null || true
 	wait $qpid 2>/dev/null || true
 	rm -f "$dir/qemu.pid"
@@ -183,25 +189,28 @@ stats() { # NAME -> "min median" of column COL
 		awk '{ v[NR] = $1 } END { if (NR == 0) { print "- -"; exit }
 			printf "%.2f %.2f\n", v[1], v[int((NR + 1) / 2)] }'
 }
-floor_med=$(stats floor 2 | cut -d' ' -f2)
+read -r floor_min floor_med <<< "$(stats floor 2)"
 echo
 echo "Boot to the agent's hello, image $IMAGE (snapshot ${snap_bytes} GiB), TCG, $RUNS run(s);"
 echo "machine: $(nproc) vCPU $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1), $(date -u +%Y-%m-%d)"
 echo
-echo "| case | volume | hello s (min / med) | x floor (med) | kiln's own s (med) | fetched MiB | guest read MiB | fetched / read | prefetch hits / prefetched |"
-echo "|---|---|---|---|---|---|---|---|---|"
+echo "| case | volume | hello s (min / med) | x floor (min / med) | kiln's own s (med) | fetched MiB | read MiB (all / guest) | fetched / read | prefetch hits / prefetched | chunks fetched by reads |"
+echo "|---|---|---|---|---|---|---|---|---|---|"
 for name in floor cold-2 cold-20 cold+profile-2 cold+profile-20 1ms-2 1ms-20 record-2 \
 	1ms+profile-2 1ms+profile-20; do
 	grep -q "^$name " "$W/results" || continue
 	read -r mn med <<< "$(stats "$name" 2)"
 	own=$(stats "$name" 3 | cut -d' ' -f2)
 	last=$(awk -v n="$name" '$1 == n' "$W/results" | tail -n 1)
-	read -r _ _ _ fetched read hits pref <<< "$last"
-	ratio=$(awk -v a="$med" -v b="$floor_med" 'BEGIN { printf "%.2f", a / b }')
+	read -r _ _ _ fetched read hits pref files chunks <<< "$last"
+	waited=$(awk -v a="$chunks" -v b="$pref" 'BEGIN { if (a == "-") print "-"; else print a - b }')
+	ratio=$(awk -v a="$mn" -v b="$floor_min" -v c="$med" -v d="$floor_med" \
+		'BEGIN { printf "%.2f / %.2f", a / b, c / d }')
+	guest=$(awk -v a="$read" -v b="$files" 'BEGIN { if (a == "-") print "-"; else print a - b }')
 	fr=$(awk -v a="$fetched" -v b="$read" 'BEGIN { if (a == "-" || b == 0) print "-"; else printf "%.2f", a / b }')
 	case $name in floor) volname="local raw" ;; *) volname="${name##*-} GiB" ;; esac
 	[ "$name" = floor ] && own=-
-	echo "| ${name%-*} | $volname | $mn / $med | $ratio | $own | $(mib "$fetched") | $(mib "$read") | $fr | $hits / $pref |"
+	echo "| ${name%-*} | $volname | $mn / $med | $ratio | $own | $(mib "$fetched") | $(mib "$read") / $(mib "$guest") | $fr | $hits / $pref | $waited |"
 done
 
 # ---- snapshot after writing 50 MiB ----

@@ -216,6 +216,7 @@ struct boot_watch {
     struct volume *v;
     char *dir, *agent_sock;
     uint64_t start_ns;
+    struct volume_stats files; /* the counters after the boot files' copy */
 };
 
 static void boot_watch_free(struct boot_watch *w)
@@ -240,6 +241,8 @@ static void boot_stats_write(struct boot_watch *w, double seconds)
             seconds, st.bytes_fetched, st.bytes_read, st.prefetch_hits, st.prefetch_chunks);
     if (!f)
         return;
+    fprintf(f, "boot_files_read=%" PRIu64 "\nboot_files_fetched=%" PRIu64 "\n",
+            w->files.bytes_read, w->files.bytes_fetched);
     fprintf(f,
             "hello_seconds=%.3f\nchunks_fetched=%" PRIu64 "\nbytes_fetched=%" PRIu64
             "\nbytes_read=%" PRIu64 "\ncache_hits=%" PRIu64 "\nprefetch_chunks=%" PRIu64
@@ -385,6 +388,8 @@ static int do_boot(struct cli *cli, int argc, char **argv)
         cli_error(e, "cannot boot '%s'", id);
         return 1;
     }
+    struct volume_stats files;
+    volume_stats(v, &files);
     /* the metadata network (docs/imds.md): always, so that the guest
      * never reaches the host's 169.254.169.254 */
     absdir = realpath(dir, NULL);
@@ -455,6 +460,7 @@ static int do_boot(struct cli *cli, int argc, char **argv)
     w = xcalloc(1, sizeof(*w));
     pthread_mutex_init(&w->mu, NULL);
     w->start_ns = start_ns;
+    w->files = files;
     w->v = v;
     w->dir = xstrdup(dir);
     w->agent_sock = xasprintf("%s/agent.sock", dir);
