@@ -614,6 +614,28 @@ int api_run_instances(struct api_ctx *ctx, const struct query *q, struct xml *x)
     r = api_dry_run(ctx);
     if (r < 0)
         goto out;
+    if (token) {
+        /* a ClientToken seen before: answer that launch again (an SDK's
+         * retry after a lost answer launches nothing new) */
+        struct registry_instance **all = NULL;
+        size_t n_all = 0;
+        r = registry_instance_list(rg->reg, &all, &n_all);
+        for (size_t i = 0; i < n_all && r >= 0 && !n; i++)
+            if (strcmp(all[i]->owner, ctx->account) == 0 &&
+                strcmp(all[i]->client_token, token) == 0) {
+                snprintf(reservation, sizeof(reservation), "%s", all[i]->reservation_id);
+                for (size_t k = 0; k < n_all; k++)
+                    if (strcmp(all[k]->reservation_id, reservation) == 0) {
+                        ids = xrealloc(ids, (n + 1) * sizeof(*ids));
+                        memcpy(ids[n++], all[k]->id, ID_MAX_SIZE);
+                    }
+            }
+        registry_instance_list_free(all, n_all);
+        if (r < 0)
+            goto out;
+        if (n)
+            goto answer;
+    }
 
     l.owner = ctx->account;
     l.image_id = image_id;
@@ -638,7 +660,8 @@ int api_run_instances(struct api_ctx *ctx, const struct query *q, struct xml *x)
         }
         goto out;
     }
-    /* the answer: the reservation with every instance as registered */
+answer:
+    /* the reservation with every instance as registered */
     xml_element(x, "reservationId", reservation);
     xml_element(x, "ownerId", ctx->account);
     xml_open(x, "groupSet");
