@@ -68,7 +68,7 @@ PY
 status=0
 (cd "$here" && python3 -m unittest -v test_ec2 test_snapshots test_images test_copy test_sharing \
     test_golden test_ebs test_bad_input test_describe_filters test_volumes test_keypairs \
-    test_create_image) || status=$?
+    test_create_image test_instances) || status=$?
 
 kill -TERM "$pid"
 rc=0
