@@ -183,35 +183,8 @@ for run in $(seq "$RUNS"); do
 done
 
 # ---- the table ----
-mib() { awk -v b="$1" 'BEGIN { if (b == "-") print "-"; else printf "%.1f", b / 1048576 }'; }
-stats() { # NAME -> "min median" of column COL
-	awk -v n="$1" -v c="$2" '$1 == n { print $c }' "$W/results" | sort -g |
-		awk '{ v[NR] = $1 } END { if (NR == 0) { print "- -"; exit }
-			printf "%.2f %.2f\n", v[1], v[int((NR + 1) / 2)] }'
-}
-read -r floor_min floor_med <<< "$(stats floor 2)"
 echo
-echo "Boot to the agent's hello, image $IMAGE (snapshot ${snap_bytes} GiB), TCG, $RUNS run(s);"
-echo "machine: $(nproc) vCPU $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1), $(date -u +%Y-%m-%d)"
-echo
-echo "| case | volume | hello s (min / med) | x floor (min / med) | kiln's own s (med) | fetched MiB | read MiB (all / guest) | fetched / read | prefetch hits / prefetched | chunks fetched by reads |"
-echo "|---|---|---|---|---|---|---|---|---|---|"
-for name in floor cold-2 cold-20 cold+profile-2 cold+profile-20 1ms-2 1ms-20 record-2 \
-	1ms+profile-2 1ms+profile-20; do
-	grep -q "^$name " "$W/results" || continue
-	read -r mn med <<< "$(stats "$name" 2)"
-	own=$(stats "$name" 3 | cut -d' ' -f2)
-	last=$(awk -v n="$name" '$1 == n' "$W/results" | tail -n 1)
-	read -r _ _ _ fetched read hits pref files chunks <<< "$last"
-	waited=$(awk -v a="$chunks" -v b="$pref" 'BEGIN { if (a == "-") print "-"; else print a - b }')
-	ratio=$(awk -v a="$mn" -v b="$floor_min" -v c="$med" -v d="$floor_med" \
-		'BEGIN { printf "%.2f / %.2f", a / b, c / d }')
-	guest=$(awk -v a="$read" -v b="$files" 'BEGIN { if (a == "-") print "-"; else print a - b }')
-	fr=$(awk -v a="$fetched" -v b="$read" 'BEGIN { if (a == "-" || b == 0) print "-"; else printf "%.2f", a / b }')
-	case $name in floor) volname="local raw" ;; *) volname="${name##*-} GiB" ;; esac
-	[ "$name" = floor ] && own=-
-	echo "| ${name%-*} | $volname | $mn / $med | $ratio | $own | $(mib "$fetched") | $(mib "$read") / $(mib "$guest") | $fr | $hits / $pref | $waited |"
-done
+"$(dirname "${BASH_SOURCE[0]}")/table.sh" "$W/results" "$IMAGE" "$snap_bytes" "$RUNS"
 
 # ---- snapshot after writing 50 MiB ----
 echo
