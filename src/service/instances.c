@@ -41,6 +41,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/file.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -100,6 +104,7 @@ struct inst {
     /* under hold */
     struct volume *root; /* borrowed from the NBD backend */
     bool qemu_running;
+    int addr_fd; /* the host-wide lock of its address, or -1 (address_lock()) */
     struct inst *next;
 };
 
@@ -162,6 +167,7 @@ static struct inst *inst_find(struct instance_manager *m, struct mregion *rg, co
         in->rg = rg;
         snprintf(in->id, sizeof(in->id), "%s", id);
         in->dir = instance_manager_dir(m, rg->name, id);
+        in->addr_fd = -1;
         pthread_mutex_init(&in->hold, NULL);
         in->next = m->list;
         m->list = in;
@@ -190,6 +196,124 @@ static int set_state(struct mregion *rg, const char *id, enum instance_state s, 
     if (e < 0)
         log_error("cannot record instance '%s' %s: %s", id, instance_state_to_string(s),
                   error_message() ? error_message() : strerror(-e));
+    return e;
+}
+
+/* ---- host-wide address locks ----
+ *
+ * The registry makes an instance's loopback address unique within its
+ * region; QEMU binds it (port 22) on the host, which other regions and
+ * other data directories share.  So each address is also locked host-wide:
+ * an flock on KILN_ADDRESS_LOCK_DIR/<address>.lock (default
+ * /tmp/kiln-instance-addresses), held by the serve that runs the instance
+ * from its launch (or its first start in this serve) until it is
+ * terminated or the serve exits.  A launch skips addresses locked by
+ * anyone or bound by anything else. */
+
+static char *address_lock_path(const char *addr)
+{
+    const char *dir = getenv("KILN_ADDRESS_LOCK_DIR");
+
+    return xasprintf("%s/%s.lock", dir && *dir ? dir : "/tmp/kiln-instance-addresses", addr);
+}
+
+/* Lock `addr`: the descriptor, or -EADDRINUSE when another holds it. */
+static int address_lock(const char *addr, int *ret_fd)
+{
+    _cleanup_free_ char *path = address_lock_path(addr);
+    char *slash = strrchr(path, '/');
+    int fd, e;
+
+    *slash = '\0';
+    e = mkdir_p(path);
+    if (e >= 0)
+        chmod(path, 01777); /* shared by every user's kiln */
+    *slash = '/';
+    if (e < 0)
+        return error_set(e, "cannot create the directory of '%s': %s", path, strerror(-e));
+    fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0666);
+    if (fd < 0)
+        return error_set(errno, "cannot open '%s': %m", path);
+    if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+        e = errno;
+        close(fd);
+        if (e == EWOULDBLOCK)
+            return error_set(EADDRINUSE, "address %s is used by another kiln on this host",
+                             addr);
+        return error_set(e, "cannot lock '%s': %s", path, strerror(e));
+    }
+    *ret_fd = fd;
+    return 0;
+}
+
+/* Whether something binds addr:22 already (a QEMU of an older kiln, an
+ * sshd).  Without the right to bind port 22 nothing can be told: false. */
+static bool address_bound(const char *addr)
+{
+    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(22) };
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    bool bound = false;
+
+    if (fd < 0)
+        return false;
+    if (inet_pton(AF_INET, addr, &sa.sin_addr) == 1 &&
+        bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 && errno == EADDRINUSE)
+        bound = true;
+    close(fd);
+    return bound;
+}
+
+static void address_unlock(struct inst *in)
+{
+    if (in->addr_fd >= 0) {
+        close(in->addr_fd);
+        in->addr_fd = -1;
+    }
+}
+
+/* The lowest address 127.100.x.y that no instance of the region outside
+ * `terminated` holds and no one on the host holds or binds, locked
+ * (*ret_fd).  Inside the inserting transaction. */
+static int address_allocate(struct registry *reg, char ret[INSTANCE_ADDRESS_SIZE], int *ret_fd)
+{
+    struct registry_instance **rows = NULL;
+    size_t n = 0;
+    int e = registry_instance_list(reg, &rows, &n);
+
+    if (e < 0)
+        return e;
+    e = -ENOSPC;
+    for (unsigned x = 0; x <= 255 && e == -ENOSPC; x++)
+        for (unsigned y = 2; y <= 254 && e == -ENOSPC; y++) {
+            char a[INSTANCE_ADDRESS_SIZE];
+            bool taken = false;
+            int fd;
+            snprintf(a, sizeof(a), "%d.%d.%u.%u", INSTANCE_ADDRESS_FIRST_OCTET,
+                     INSTANCE_ADDRESS_SECOND_OCTET, x, y);
+            for (size_t i = 0; i < n && !taken; i++)
+                taken = rows[i]->state != INSTANCE_TERMINATED &&
+                        strcmp(rows[i]->address, a) == 0;
+            if (taken)
+                continue;
+            int l = address_lock(a, &fd);
+            if (l == -EADDRINUSE)
+                continue;
+            if (l < 0) {
+                e = l;
+                break;
+            }
+            if (address_bound(a)) {
+                close(fd);
+                continue;
+            }
+            memcpy(ret, a, sizeof(a));
+            *ret_fd = fd;
+            e = 0;
+        }
+    registry_instance_list_free(rows, n);
+    if (e == -ENOSPC)
+        return error_set(ENOSPC, "every instance address 127.%d.0-255.2-254 is taken",
+                         INSTANCE_ADDRESS_SECOND_OCTET);
     return e;
 }
 
@@ -357,6 +481,8 @@ static int boot(struct inst *in, const struct registry_instance *row, struct par
 
     if (!t)
         return error_set(EINVAL, "instance type '%s' is unknown", row->instance_type);
+    if (in->addr_fd < 0 && (e = address_lock(row->address, &in->addr_fd)) < 0)
+        return e;
     e = mkdir_p(in->dir);
     if (e < 0)
         return error_set(e, "cannot create '%s': %s", in->dir, strerror(-e));
@@ -465,9 +591,10 @@ static void *inst_thread(void *ud)
         pthread_mutex_lock(&m->lock);
         asked = in->req;
         pthread_mutex_unlock(&m->lock);
-        if (asked == REQ_TERMINATE && row)
-            finish_terminate(in->rg, row);
-        else
+        if (asked == REQ_TERMINATE && row) {
+            if (finish_terminate(in->rg, row) >= 0)
+                address_unlock(in);
+        } else
             set_state(in->rg, in->id, INSTANCE_STOPPED, "Server.InternalError", reason);
         goto out;
     }
@@ -555,7 +682,8 @@ static void *inst_thread(void *ud)
                   INSTANCE_REASON_DAEMON_STOPPED_MESSAGE);
         break;
     case REQ_TERMINATE:
-        finish_terminate(in->rg, row);
+        if (finish_terminate(in->rg, row) >= 0)
+            address_unlock(in);
         break;
     }
 out:
@@ -777,6 +905,8 @@ int instance_manager_terminate(struct instance_manager *m, const char *region,
     e = set_state(rg, instance_id, INSTANCE_SHUTTING_DOWN, NULL, NULL);
     if (e >= 0)
         e = finish_terminate(rg, row);
+    if (e >= 0)
+        address_unlock(in);
     pthread_mutex_unlock(&in->hold);
     return e;
 }
@@ -900,7 +1030,7 @@ static const struct registry_image_device *root_device(const struct registry_ima
 static int register_one(struct mregion *rg, const struct instance_launch *l,
                         const struct registry_image *img,
                         const struct registry_image_device *dev, const char *reservation,
-                        int index, int64_t launch_time, char ret_id[ID_MAX_SIZE])
+                        int index, int64_t launch_time, char ret_id[ID_MAX_SIZE], int *ret_fd)
 {
     struct registry *reg = rg->r->reg;
     struct registry_instance row = { 0 };
@@ -957,7 +1087,7 @@ static int register_one(struct mregion *rg, const struct instance_launch *l,
     row.http_hop_limit = l->http_hop_limit;
     if (l->client_token)
         snprintf(row.client_token, sizeof(row.client_token), "%s", l->client_token);
-    e = registry_instance_address_allocate(reg, row.address);
+    e = address_allocate(reg, row.address, ret_fd);
     if (e >= 0)
         e = registry_instance_insert(reg, &row);
     if (e >= 0 && l->n_security_groups)
@@ -1049,6 +1179,7 @@ int instance_manager_launch(struct instance_manager *m, const char *region,
     struct mregion *rg;
     char reservation[ID_MAX_SIZE];
     char (*ids)[ID_MAX_SIZE] = NULL;
+    int *fds = NULL;
     unsigned count = 0;
     int64_t when = now_ms();
     int e = 0;
@@ -1079,6 +1210,9 @@ int instance_manager_launch(struct instance_manager *m, const char *region,
 
     e = id_generate("r", reservation, sizeof(reservation));
     ids = xcalloc(count, sizeof(*ids));
+    fds = xmalloc(count * sizeof(*fds));
+    for (unsigned i = 0; i < count; i++)
+        fds[i] = -1;
     pthread_mutex_lock(&rg->reg_lock);
     if (e >= 0)
         e = registry_begin(rg->r->reg);
@@ -1094,7 +1228,7 @@ int instance_manager_launch(struct instance_manager *m, const char *region,
         if (e >= 0 && !dev->snapshot_id[0])
             e = error_set(EINVAL, "the root device of image '%s' has no snapshot", l->image_id);
         for (unsigned i = 0; i < count && e >= 0; i++)
-            e = register_one(rg, l, img, dev, reservation, (int)i, when, ids[i]);
+            e = register_one(rg, l, img, dev, reservation, (int)i, when, ids[i], &fds[i]);
         e = registry_end(rg->r->reg, e);
     }
     pthread_mutex_unlock(&rg->reg_lock);
@@ -1119,12 +1253,20 @@ int instance_manager_launch(struct instance_manager *m, const char *region,
         }
         struct inst *in = inst_find(m, rg, ids[i]);
         pthread_mutex_lock(&m->lock);
+        if (in->addr_fd < 0) {
+            in->addr_fd = fds[i];
+            fds[i] = -1;
+        }
         w = spawn_locked(in, t);
         pthread_mutex_unlock(&m->lock);
         if (w < 0)
             set_state(rg, ids[i], INSTANCE_STOPPED, "Server.InternalError",
                       "Server.InternalError: the instance could not be started");
     }
+    for (unsigned i = 0; i < count; i++)
+        if (fds[i] >= 0)
+            close(fds[i]);
+    free(fds);
     if (e < 0) {
         pthread_mutex_lock(&m->lock);
         m->used_vcpus -= t->vcpus * count;
@@ -1306,6 +1448,8 @@ void instance_manager_free(struct instance_manager *m)
         struct inst *in = m->list;
         m->list = in->next;
         pthread_mutex_destroy(&in->hold);
+        if (in->addr_fd >= 0)
+            close(in->addr_fd);
         free(in->dir);
         free(in);
     }
