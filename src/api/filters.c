@@ -329,6 +329,28 @@ int api_users_resolve(struct api_ctx *ctx, const char **users, size_t n)
     return 0;
 }
 
+/* ---- explicit ids ---- */
+
+int api_ids_must_exist(struct api_ctx *ctx, const char **ids, size_t n_ids, size_t n_rows,
+                       bool (*seen)(const void *ud, size_t k, const char *id), const void *ud,
+                       int (*not_found)(struct api_ctx *ctx, const char *const *ids, size_t n))
+{
+    _cleanup_free_ const char **missing = NULL;
+    size_t n_missing = 0;
+
+    if (!n_ids)
+        return 0;
+    missing = xcalloc(n_ids, sizeof(*missing));
+    for (size_t i = 0; i < n_ids; i++) {
+        bool found = false;
+        for (size_t k = 0; k < n_rows && !found; k++)
+            found = seen(ud, k, ids[i]);
+        if (!found && !api_in_list(missing, n_missing, ids[i]))
+            missing[n_missing++] = ids[i];
+    }
+    return n_missing ? not_found(ctx, missing, n_missing) : 0;
+}
+
 /* ---- the Describe preamble ---- */
 
 int api_describe_begin(struct api_ctx *ctx, const struct query *q, bool have_ids,

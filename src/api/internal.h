@@ -282,6 +282,14 @@ int api_owners_resolve(struct api_ctx *ctx, const char **owners, size_t n,
  * anything else. */
 int api_users_resolve(struct api_ctx *ctx, const char **users, size_t n);
 
+/* Explicit ids of a Describe must all name resources the caller sees: the
+ * ids of ids[] (n_ids) for which seen(ud, k, id) holds for no row k <
+ * n_rows, each once and in order, go to not_found() (InvalidXxx.NotFound
+ * naming them all), whose result is returned; 0 when there are none. */
+int api_ids_must_exist(struct api_ctx *ctx, const char **ids, size_t n_ids, size_t n_rows,
+                       bool (*seen)(const void *ud, size_t k, const char *id), const void *ud,
+                       int (*not_found)(struct api_ctx *ctx, const char *const *ids, size_t n));
+
 /* The start every paged Describe shares, after it has checked its own
  * parameters: MaxResults and NextToken (api_paging_parse(), `have_ids` and
  * `ids_param` as there), the Filter.N list against `known`, DryRun (after

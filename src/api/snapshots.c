@@ -226,6 +226,19 @@ static void write_snapshot(struct xml *x, const struct api_candidate *c, const c
     xml_close(x);
 }
 
+/* Row k of a DescribeSnapshots is snapshot `id` and visible to the caller. */
+struct seen_snapshots {
+    struct registry_snapshot *const *rows;
+    const bool *visible;
+};
+
+static bool snapshot_seen(const void *ud, size_t k, const char *id)
+{
+    const struct seen_snapshots *s = ud;
+
+    return s->visible[k] && strcmp(s->rows[k]->id, id) == 0;
+}
+
 int api_describe_snapshots(struct api_ctx *ctx, const struct query *q, struct xml *x)
 {
     _cleanup_free_ const char **ids = NULL, **owners = NULL, **users = NULL, **accounts = NULL;
@@ -277,21 +290,10 @@ int api_describe_snapshots(struct api_ctx *ctx, const struct query *q, struct xm
     }
 
     /* Explicit ids must all name visible snapshots. */
-    if (n_ids) {
-        _cleanup_free_ const char **missing = xcalloc(n_ids, sizeof(*missing));
-        size_t n_missing = 0;
-        for (size_t i = 0; i < n_ids; i++) {
-            bool found = false;
-            for (size_t k = 0; k < n_rows && !found; k++)
-                found = strcmp(rows[k]->id, ids[i]) == 0 && visible[k];
-            if (!found && !api_in_list(missing, n_missing, ids[i]))
-                missing[n_missing++] = ids[i];
-        }
-        if (n_missing) {
-            r = api_snapshot_not_found(ctx, missing, n_missing);
-            goto out;
-        }
-    }
+    r = api_ids_must_exist(ctx, ids, n_ids, n_rows, snapshot_seen,
+                           &(struct seen_snapshots){ rows, visible }, api_snapshot_not_found);
+    if (r < 0)
+        goto out;
 
     api_candidates_init(&cs, n_rows);
     for (size_t k = 0; k < n_rows; k++) {

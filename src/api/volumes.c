@@ -280,6 +280,19 @@ static bool match_fields(const struct api_filters *fs, const struct registry_vol
            api_filters_match(fs, "volume-type", v->volume_type);
 }
 
+/* Row k of a DescribeVolumes is volume `id` and the caller's. */
+struct seen_volumes {
+    struct registry_volume *const *rows;
+    const char *account;
+};
+
+static bool volume_seen(const void *ud, size_t k, const char *id)
+{
+    const struct seen_volumes *s = ud;
+
+    return strcmp(s->rows[k]->owner, s->account) == 0 && strcmp(s->rows[k]->id, id) == 0;
+}
+
 int api_describe_volumes(struct api_ctx *ctx, const struct query *q, struct xml *x)
 {
     _cleanup_free_ const char **ids = NULL;
@@ -310,22 +323,10 @@ int api_describe_volumes(struct api_ctx *ctx, const struct query *q, struct xml 
     }
 
     /* Explicit ids must all name the caller's volumes. */
-    if (n_ids) {
-        _cleanup_free_ const char **missing = xcalloc(n_ids, sizeof(*missing));
-        size_t n_missing = 0;
-        for (size_t i = 0; i < n_ids; i++) {
-            bool found = false;
-            for (size_t k = 0; k < n_rows && !found; k++)
-                found = strcmp(rows[k]->id, ids[i]) == 0 &&
-                        strcmp(rows[k]->owner, ctx->account) == 0;
-            if (!found && !api_in_list(missing, n_missing, ids[i]))
-                missing[n_missing++] = ids[i];
-        }
-        if (n_missing) {
-            r = volume_not_found(ctx, missing, n_missing);
-            goto out;
-        }
-    }
+    r = api_ids_must_exist(ctx, ids, n_ids, n_rows, volume_seen,
+                           &(struct seen_volumes){ rows, ctx->account }, volume_not_found);
+    if (r < 0)
+        goto out;
 
     api_candidates_init(&cs, n_rows);
     for (size_t k = 0; k < n_rows; k++) {
