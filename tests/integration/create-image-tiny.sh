@@ -9,7 +9,10 @@
 # the image holds a second file); `kiln du` shows the new snapshots stored
 # only the changed blocks; CreateSnapshot of the attached root volume of
 # the running instance completes, and a volume created from it holds the
-# file (read over `kiln nbd` with nbdcopy and debugfs).
+# file (read over `kiln nbd` with nbdcopy and debugfs).  Refusals on a
+# real instance: a malformed name, DryRun, a duplicate name (both forms:
+# nothing captured, nothing rebooted, nothing left), a terminated instance
+# (IncorrectInstanceState).
 #
 # The tiny image's .debs are cached as in vm-tiny.sh ($KILN_VM_CACHE).
 #
@@ -191,12 +194,21 @@ if s1["State"] != "completed" or {"Key": "from", "Value": iid} not in s1.get("Ta
     fail("snapshot: %r" % s1)
 if "file system frozen" not in open(os.path.join(T, "serve.log")).read():
     fail("the NoReboot capture did not freeze the guest's /")
-try:
-    ec2.create_image(InstanceId=iid, Name="capture no reboot", NoReboot=True)
-    fail("a duplicate name succeeded")
-except ec2.exceptions.ClientError as e:
-    if e.response["Error"]["Code"] != "InvalidAMIName.Duplicate":
-        fail("duplicate: %r" % e.response["Error"])
+def counts():
+    return (len(ec2.describe_images(Owners=["self"])["Images"]),
+            len(ec2.describe_snapshots(OwnerIds=["self"])["Snapshots"]))
+
+
+before = counts()
+for no_reboot in (True, False):  # refused before any capture or reboot
+    try:
+        ec2.create_image(InstanceId=iid, Name="capture no reboot", NoReboot=no_reboot)
+        fail("a duplicate name succeeded")
+    except ec2.exceptions.ClientError as e:
+        if e.response["Error"]["Code"] != "InvalidAMIName.Duplicate":
+            fail("duplicate: %r" % e.response["Error"])
+if counts() != before:
+    fail("refused CreateImages left images or snapshots: %r -> %r" % (before, counts()))
 
 # ---- the new snapshot stored only the changed blocks ----
 du = json.loads(kiln("du", "--json").stdout)
@@ -239,6 +251,12 @@ agent(iid2, "get", "/root/captured.bin", got)
 if open(got, "rb").read() != payload:
     fail("the instance of the new image reads another file")
 terminate(iid2)
+try:
+    ec2.create_image(InstanceId=iid2, Name="capture terminated", NoReboot=True)
+    fail("CreateImage of a terminated instance succeeded")
+except ec2.exceptions.ClientError as e:
+    if e.response["Error"]["Code"] != "IncorrectInstanceState":
+        fail("terminated: %r" % e.response["Error"])
 
 # ---- CreateImage, the reboot form ----
 agent(iid, "put", os.path.join(T, "payload2"), "/root/second.bin")
