@@ -308,7 +308,7 @@ class Parameters(Base):
                              {"Action": action, "MaxResults": "5", "NextToken": "not-a-token!"})
 
     def test_unknown_actions(self):
-        for action in ("LaunchRockets", "describeimages", "DescribeImages2", "RunInstances",
+        for action in ("LaunchRockets", "describeimages", "DescribeImages2", "RequestSpotInstances",
                        "CreateSnapshot ", ""):
             with self.subTest(action=action):
                 self.refused(400, "InvalidAction" if action else "MissingAction",
