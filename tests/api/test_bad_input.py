@@ -182,7 +182,8 @@ class Ids(Base):
         """A bad id next to a good one: nothing is tagged."""
         for bad, code in (("ami-xyz", "InvalidAMIID.Malformed"),
                           ("snap-1", "InvalidSnapshotID.Malformed"),
-                          ("vol-zz", "InvalidVolumeID.Malformed"), ("i-0123", "InvalidID"),
+                          ("vol-zz", "InvalidVolumeID.Malformed"),
+                          ("i-0123", "InvalidInstanceID.Malformed"),
                           ("nothing", "InvalidID")):
             for action in ("CreateTags", "DeleteTags"):
                 with self.subTest(bad=bad, action=action):
