@@ -59,8 +59,8 @@ static int manager_error(struct api_ctx *ctx, int e)
     const char *msg = error_message();
 
     if (e == -ENOSPC)
-        return api_fail(ctx, API_ERR_INSUFFICIENT_CAPACITY,
-                        "Insufficient capacity: %s", msg ? msg : "the host is full");
+        return api_fail(ctx, API_ERR_INSUFFICIENT_CAPACITY, "Insufficient capacity: %s",
+                        msg ? msg : "the host is full");
     if (e == -EINVAL && msg && strstr(msg, "not in a state")) {
         ctx->resource = API_RES_INSTANCE;
         return api_fail(ctx, API_ERR_IN_USE, "%s", msg);
@@ -144,10 +144,24 @@ static bool has_address(const struct registry_instance *row)
 }
 
 static const char *const instance_filters[] = {
-    "instance-id", "instance-state-name", "instance-state-code", "image-id", "instance-type",
-    "key-name", "reservation-id", "private-ip-address", "ip-address", "availability-zone",
-    "owner-id", "root-device-name", "root-device-type", "architecture", "launch-index",
-    "tag:", "tag-key", NULL,
+    "instance-id",
+    "instance-state-name",
+    "instance-state-code",
+    "image-id",
+    "instance-type",
+    "key-name",
+    "reservation-id",
+    "private-ip-address",
+    "ip-address",
+    "availability-zone",
+    "owner-id",
+    "root-device-name",
+    "root-device-type",
+    "architecture",
+    "launch-index",
+    "tag:",
+    "tag-key",
+    NULL,
 };
 
 static bool match_fields(const struct api_filters *fs, const struct registry_instance *row)
@@ -277,8 +291,7 @@ static int decode_user_data(struct api_ctx *ctx, const char *b64, uint8_t **ret,
     }
     if (n % 4 || n > 4 * ((INSTANCE_USER_DATA_MAX + 2) / 3))
         return api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE,
-                        "User data must be base64 of at most %d bytes",
-                        INSTANCE_USER_DATA_MAX);
+                        "User data must be base64 of at most %d bytes", INSTANCE_USER_DATA_MAX);
     if (b64[n - 1] == '=')
         pad = b64[n - 2] == '=' ? 2 : 1;
     out = xmalloc(n / 4 * 3 + 1);
@@ -290,30 +303,29 @@ static int decode_user_data(struct api_ctx *ctx, const char *b64, uint8_t **ret,
     }
     if ((size_t)got - pad > INSTANCE_USER_DATA_MAX) {
         free(out);
-        return api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE,
-                        "User data is limited to %d bytes", INSTANCE_USER_DATA_MAX);
+        return api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE, "User data is limited to %d bytes",
+                        INSTANCE_USER_DATA_MAX);
     }
     *ret = out;
     *ret_n = (size_t)got - pad;
     return 0;
 }
 
-static int count_param(struct api_ctx *ctx, const struct query *q, const char *name,
-                       unsigned *ret)
+static int count_param(struct api_ctx *ctx, const struct query *q, const char *name, unsigned *ret)
 {
     const char *v = query_get(q, name);
     char *end;
     unsigned long n;
 
     if (!v)
-        return api_fail(ctx, API_ERR_MISSING_PARAMETER,
-                        "The request must contain the parameter %s", name);
+        return api_fail(ctx, API_ERR_MISSING_PARAMETER, "The request must contain the parameter %s",
+                        name);
     errno = 0;
     n = strtoul(v, &end, 10);
     if (errno || !*v || *end || n < 1 || n > 1000)
         return api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE,
-                        "Value (%.20s) for parameter %s is invalid. Expected a number from 1",
-                        v, name);
+                        "Value (%.20s) for parameter %s is invalid. Expected a number from 1", v,
+                        name);
     *ret = (unsigned)n;
     return 0;
 }
@@ -523,8 +535,8 @@ int api_run_instances(struct api_ctx *ctx, const struct query *q, struct xml *x)
     struct registry_security_group *groups = NULL;
     struct registry_key_pair *keys = NULL;
     struct registry_image *img = NULL;
-    char (*ids)[ID_MAX_SIZE] = NULL;
-    struct instance_launch l = { 0 };
+    char(*ids)[ID_MAX_SIZE] = NULL;
+    struct instance_launch l = {0};
     struct instance_manager *m;
     char reservation[ID_MAX_SIZE];
     size_t n_ud = 0, n_sg = 0, n_groups = 0, n_keys = 0, n_itags = 0, n_vtags = 0, n = 0;
@@ -544,8 +556,8 @@ int api_run_instances(struct api_ctx *ctx, const struct query *q, struct xml *x)
         return r;
     if (l.min_count > l.max_count)
         return api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE,
-                        "MinCount (%u) must be less than or equal to MaxCount (%u)",
-                        l.min_count, l.max_count);
+                        "MinCount (%u) must be less than or equal to MaxCount (%u)", l.min_count,
+                        l.max_count);
     if (!type_name)
         type_name = DEFAULT_INSTANCE_TYPE;
     if (!instance_type_find(type_name))
@@ -558,8 +570,7 @@ int api_run_instances(struct api_ctx *ctx, const struct query *q, struct xml *x)
     if (user_data && (r = decode_user_data(ctx, user_data, &ud, &n_ud)) < 0)
         return r;
     {
-        struct api_tag_target t[] = { { "instance", &itags, &n_itags },
-                                      { "volume", &vtags, &n_vtags } };
+        struct api_tag_target t[] = {{"instance", &itags, &n_itags}, {"volume", &vtags, &n_vtags}};
         r = api_tag_specs_parse(ctx, q, t, 2);
         if (r < 0)
             return r;
@@ -604,8 +615,7 @@ int api_run_instances(struct api_ctx *ctx, const struct query *q, struct xml *x)
                 break;
         if (k == n_keys) {
             ctx->resource = API_RES_KEY_PAIR;
-            r = api_fail(ctx, API_ERR_NOT_FOUND, "The key pair '%.255s' does not exist",
-                         key_name);
+            r = api_fail(ctx, API_ERR_NOT_FOUND, "The key pair '%.255s' does not exist", key_name);
             goto out;
         }
         l.key_name = keys[k].name;
@@ -655,8 +665,8 @@ int api_run_instances(struct api_ctx *ctx, const struct query *q, struct xml *x)
         r = manager_error(ctx, r);
         if (r == -ENOENT || r == -EAGAIN) {
             ctx->resource = API_RES_IMAGE;
-            r = api_fail(ctx, r == -ENOENT ? API_ERR_NOT_FOUND : API_ERR_IMAGE_UNAVAILABLE,
-                         "%s", error_message() ? error_message() : "image unavailable");
+            r = api_fail(ctx, r == -ENOENT ? API_ERR_NOT_FOUND : API_ERR_IMAGE_UNAVAILABLE, "%s",
+                         error_message() ? error_message() : "image unavailable");
         }
         goto out;
     }
@@ -703,7 +713,7 @@ int api_describe_instances(struct api_ctx *ctx, const struct query *q, struct xm
     _cleanup_free_ char *after = NULL;
     _cleanup_(region_freep) struct region *rg = NULL;
     struct registry_instance **rows = NULL;
-    struct api_filters fs = { 0 };
+    struct api_filters fs = {0};
     size_t n_ids = 0, n_rows = 0, max = 0, shown = 0;
     bool more = false;
     char last[128] = "";
@@ -806,12 +816,12 @@ out:
 
 int api_describe_instance_status(struct api_ctx *ctx, const struct query *q, struct xml *x)
 {
-    static const char *const known[] = { "instance-state-name", "instance-state-code",
-                                         "availability-zone", NULL };
+    static const char *const known[] = {"instance-state-name", "instance-state-code",
+                                        "availability-zone", NULL};
     _cleanup_free_ const char **ids = NULL;
     _cleanup_(region_freep) struct region *rg = NULL;
     struct registry_instance **rows = NULL;
-    struct api_filters fs = { 0 };
+    struct api_filters fs = {0};
     size_t n_ids = 0, n_rows = 0;
     bool all = false;
     int r;
@@ -889,8 +899,7 @@ out:
 
 enum change { CHANGE_STOP, CHANGE_START, CHANGE_REBOOT, CHANGE_TERMINATE };
 
-static int state_change(struct api_ctx *ctx, const struct query *q, struct xml *x,
-                        enum change what)
+static int state_change(struct api_ctx *ctx, const struct query *q, struct xml *x, enum change what)
 {
     _cleanup_free_ const char **ids = NULL;
     _cleanup_(region_freep) struct region *rg = NULL;
@@ -919,18 +928,12 @@ static int state_change(struct api_ctx *ctx, const struct query *q, struct xml *
         enum instance_state s = rows[i]->state;
         bool bad = false;
         switch (what) {
-        case CHANGE_STOP:
-            bad = s == INSTANCE_TERMINATED || s == INSTANCE_SHUTTING_DOWN;
-            break;
+        case CHANGE_STOP: bad = s == INSTANCE_TERMINATED || s == INSTANCE_SHUTTING_DOWN; break;
         case CHANGE_START:
-            bad = s == INSTANCE_TERMINATED || s == INSTANCE_SHUTTING_DOWN ||
-                  s == INSTANCE_STOPPING;
+            bad = s == INSTANCE_TERMINATED || s == INSTANCE_SHUTTING_DOWN || s == INSTANCE_STOPPING;
             break;
-        case CHANGE_REBOOT:
-            bad = s != INSTANCE_RUNNING && s != INSTANCE_PENDING;
-            break;
-        case CHANGE_TERMINATE:
-            break;
+        case CHANGE_REBOOT: bad = s != INSTANCE_RUNNING && s != INSTANCE_PENDING; break;
+        case CHANGE_TERMINATE: break;
         }
         if (bad) {
             ctx->resource = API_RES_INSTANCE;
@@ -951,19 +954,13 @@ static int state_change(struct api_ctx *ctx, const struct query *q, struct xml *
         const char *id = rows[i]->id;
         before[i] = rows[i]->state;
         switch (what) {
-        case CHANGE_STOP:
-            r = instance_manager_stop(m, ctx->region, id, force, false);
-            break;
-        case CHANGE_START:
-            r = instance_manager_start(m, ctx->region, id);
-            break;
+        case CHANGE_STOP: r = instance_manager_stop(m, ctx->region, id, force, false); break;
+        case CHANGE_START: r = instance_manager_start(m, ctx->region, id); break;
         case CHANGE_REBOOT:
             if (rows[i]->state == INSTANCE_RUNNING)
                 r = instance_manager_reboot(m, ctx->region, id);
             break;
-        case CHANGE_TERMINATE:
-            r = instance_manager_terminate(m, ctx->region, id, false);
-            break;
+        case CHANGE_TERMINATE: r = instance_manager_terminate(m, ctx->region, id, false); break;
         }
         if (r < 0)
             r = manager_error(ctx, r);
@@ -1090,9 +1087,9 @@ int api_get_console_output(struct api_ctx *ctx, const struct query *q, struct xm
         xml_element(x, "instanceId", id);
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
-        xml_element(x, "timestamp",
-                    api_format_time((int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000, when,
-                                    sizeof(when)));
+        xml_element(
+            x, "timestamp",
+            api_format_time((int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000, when, sizeof(when)));
         xml_element(x, "output", b64);
     }
     registry_instance_list_free(rows, 1);
@@ -1116,9 +1113,18 @@ int api_describe_instance_attribute(struct api_ctx *ctx, const struct query *q, 
     if (r < 0)
         return r;
     static const char *const known[] = {
-        "instanceType", "userData", "rootDeviceName", "blockDeviceMapping",
-        "disableApiTermination", "instanceInitiatedShutdownBehavior", "groupSet",
-        "disableApiStop", "kernel", "ramdisk", "ebsOptimized", NULL,
+        "instanceType",
+        "userData",
+        "rootDeviceName",
+        "blockDeviceMapping",
+        "disableApiTermination",
+        "instanceInitiatedShutdownBehavior",
+        "groupSet",
+        "disableApiStop",
+        "kernel",
+        "ramdisk",
+        "ebsOptimized",
+        NULL,
     };
     bool ok = false;
     for (size_t i = 0; known[i]; i++)
@@ -1167,8 +1173,8 @@ int api_describe_instance_attribute(struct api_ctx *ctx, const struct query *q, 
             xml_close(x);
         }
         xml_close(x);
-    } else if (strcmp(attr, "disableApiTermination") == 0 ||
-               strcmp(attr, "disableApiStop") == 0 || strcmp(attr, "ebsOptimized") == 0) {
+    } else if (strcmp(attr, "disableApiTermination") == 0 || strcmp(attr, "disableApiStop") == 0 ||
+               strcmp(attr, "ebsOptimized") == 0) {
         xml_open(x, attr);
         xml_element_bool(x, "value", false);
         xml_close(x);

@@ -32,17 +32,17 @@
  * - Restart policy (instance_manager_new): see instances.h and
  *   docs/operations.md.
  */
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -64,7 +64,7 @@
 #include "vm/vm.h"
 #include "volume/volume.h"
 
-#define STOP_TIMEOUT_MS 60000    /* ACPI power-off, then quit */
+#define STOP_TIMEOUT_MS 60000 /* ACPI power-off, then quit */
 #define QMP_TIMEOUT_MS 5000
 #define POLL_MS 200
 #define ACCEL_PROBE_TIMEOUT_MS 15000
@@ -145,8 +145,7 @@ static struct mregion *region_find(struct instance_manager *m, const char *name)
     return NULL;
 }
 
-char *instance_manager_dir(struct instance_manager *m, const char *region,
-                           const char *instance_id)
+char *instance_manager_dir(struct instance_manager *m, const char *region, const char *instance_id)
 {
     return xasprintf("%s/regions/%s/instances/%s", m->data_dir, region, instance_id);
 }
@@ -190,8 +189,8 @@ static int set_state(struct mregion *rg, const char *id, enum instance_state s, 
                      const char *message)
 {
     pthread_mutex_lock(&rg->reg_lock);
-    int e = registry_instance_set_state(rg->r->reg, id, s, code ? code : "",
-                                        message ? message : "", NULL);
+    int e = registry_instance_set_state(rg->r->reg, id, s, code ? code : "", message ? message : "",
+                                        NULL);
     pthread_mutex_unlock(&rg->reg_lock);
     if (e < 0)
         log_error("cannot record instance '%s' %s: %s", id, instance_state_to_string(s),
@@ -238,8 +237,7 @@ static int address_lock(const char *addr, int *ret_fd)
         e = errno;
         close(fd);
         if (e == EWOULDBLOCK)
-            return error_set(EADDRINUSE, "address %s is used by another kiln on this host",
-                             addr);
+            return error_set(EADDRINUSE, "address %s is used by another kiln on this host", addr);
         return error_set(e, "cannot lock '%s': %s", path, strerror(e));
     }
     *ret_fd = fd;
@@ -250,7 +248,7 @@ static int address_lock(const char *addr, int *ret_fd)
  * sshd).  Without the right to bind port 22 nothing can be told: false. */
 static bool address_bound(const char *addr)
 {
-    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(22) };
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(22)};
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     bool bound = false;
 
@@ -291,8 +289,7 @@ static int address_allocate(struct registry *reg, char ret[INSTANCE_ADDRESS_SIZE
             snprintf(a, sizeof(a), "%d.%d.%u.%u", INSTANCE_ADDRESS_FIRST_OCTET,
                      INSTANCE_ADDRESS_SECOND_OCTET, x, y);
             for (size_t i = 0; i < n && !taken; i++)
-                taken = rows[i]->state != INSTANCE_TERMINATED &&
-                        strcmp(rows[i]->address, a) == 0;
+                taken = rows[i]->state != INSTANCE_TERMINATED && strcmp(rows[i]->address, a) == 0;
             if (taken)
                 continue;
             int l = address_lock(a, &fd);
@@ -346,10 +343,9 @@ static int finish_terminate(struct mregion *rg, const struct registry_instance *
             registry_volume_free(v);
         }
         if (e >= 0)
-            e = registry_instance_set_state(reg, row->id, INSTANCE_TERMINATED,
-                                            "Client.UserInitiatedShutdown",
-                                            "Client.UserInitiatedShutdown: User initiated shutdown",
-                                            NULL);
+            e = registry_instance_set_state(
+                reg, row->id, INSTANCE_TERMINATED, "Client.UserInitiatedShutdown",
+                "Client.UserInitiatedShutdown: User initiated shutdown", NULL);
         e = registry_end(reg, e);
     }
     pthread_mutex_unlock(&rg->reg_lock);
@@ -468,11 +464,11 @@ static int boot(struct inst *in, const struct registry_instance *row, struct par
     _cleanup_free_ char *initrd = xasprintf("%s/initrd.img", in->dir);
     _cleanup_free_ char *mdpath = xasprintf("%s/%s", in->dir, METADATA_FILE);
     _cleanup_free_ char *mdtext = NULL, *netdev = NULL;
-    struct imds_instance md = { 0 };
+    struct imds_instance md = {0};
     const struct instance_type *t = instance_type_find(row->instance_type);
     struct volume *v = NULL;
     struct nbd_backend be;
-    struct vm_config c = { 0 };
+    struct vm_config c = {0};
     enum vm_accel accel;
     bool has_initrd = false;
     char uuid[37];
@@ -491,7 +487,7 @@ static int boot(struct inst *in, const struct registry_instance *row, struct par
     pthread_mutex_unlock(&in->rg->reg_lock);
     if (e < 0)
         return e;
-    struct vm_disk disk = { volume_reader, v, volume_size(v) };
+    struct vm_disk disk = {volume_reader, v, volume_size(v)};
     e = vm_boot_files_extract(&disk, in->dir, &has_initrd);
     if (e < 0) {
         volume_close(v);
@@ -515,8 +511,8 @@ static int boot(struct inst *in, const struct registry_instance *row, struct par
         imds_instance_release(&md);
     }
     if (e >= 0)
-        e = vm_accel_detect(m->data_dir, kernel, has_initrd ? initrd : NULL,
-                            ACCEL_PROBE_TIMEOUT_MS, &accel);
+        e = vm_accel_detect(m->data_dir, kernel, has_initrd ? initrd : NULL, ACCEL_PROBE_TIMEOUT_MS,
+                            &accel);
     if (e < 0) {
         parts_release(in, p);
         return e;
@@ -570,7 +566,7 @@ static void *inst_thread(void *ud)
     struct inst *in = ud;
     struct instance_manager *m = in->m;
     struct registry_instance *row = NULL;
-    struct parts p = { 0 };
+    struct parts p = {0};
     enum request asked = REQ_NONE;
     uint64_t quit_at = 0;
     bool quit_sent = false;
@@ -584,9 +580,8 @@ static void *inst_thread(void *ud)
     }
     if (e < 0) {
         const char *msg = error_message();
-        _cleanup_free_ char *reason =
-            xasprintf("Server.InternalError: the instance could not boot: %s",
-                      msg ? msg : strerror(-e));
+        _cleanup_free_ char *reason = xasprintf(
+            "Server.InternalError: the instance could not boot: %s", msg ? msg : strerror(-e));
         log_error("instance %s: %s", in->id, reason);
         pthread_mutex_lock(&m->lock);
         asked = in->req;
@@ -709,8 +704,7 @@ static void reap_locked(struct inst *in)
 }
 
 /* Reserve capacity for `count` instances of type t (m->lock held). */
-static int reserve_locked(struct instance_manager *m, const struct instance_type *t,
-                          unsigned count)
+static int reserve_locked(struct instance_manager *m, const struct instance_type *t, unsigned count)
 {
     int e = instance_capacity_check(&m->host, m->used_vcpus, m->used_memory_mib, t, count);
 
@@ -737,8 +731,7 @@ static int spawn_locked(struct inst *in, const struct instance_type *t)
     e = pthread_create(&in->thread, NULL, inst_thread, in);
     if (e != 0) {
         capacity_release(in);
-        return error_set(e, "cannot start the thread of instance '%s': %s", in->id,
-                         strerror(e));
+        return error_set(e, "cannot start the thread of instance '%s': %s", in->id, strerror(e));
     }
     in->thread_live = true;
     return 0;
@@ -775,8 +768,7 @@ static int lookup(struct instance_manager *m, const char *region, const char *id
     return 0;
 }
 
-int instance_manager_start(struct instance_manager *m, const char *region,
-                           const char *instance_id)
+int instance_manager_start(struct instance_manager *m, const char *region, const char *instance_id)
 {
     _cleanup_(registry_instance_freep) struct registry_instance *row = NULL;
     struct mregion *rg;
@@ -845,8 +837,8 @@ static bool ask(struct inst *in, enum request req)
     return live;
 }
 
-int instance_manager_stop(struct instance_manager *m, const char *region,
-                          const char *instance_id, bool force, bool wait)
+int instance_manager_stop(struct instance_manager *m, const char *region, const char *instance_id,
+                          bool force, bool wait)
 {
     _cleanup_(registry_instance_freep) struct registry_instance *row = NULL;
     struct mregion *rg;
@@ -911,8 +903,7 @@ int instance_manager_terminate(struct instance_manager *m, const char *region,
     return e;
 }
 
-int instance_manager_reboot(struct instance_manager *m, const char *region,
-                            const char *instance_id)
+int instance_manager_reboot(struct instance_manager *m, const char *region, const char *instance_id)
 {
     _cleanup_(registry_instance_freep) struct registry_instance *row = NULL;
     struct mregion *rg;
@@ -1021,19 +1012,20 @@ int instance_manager_with_volume(struct instance_manager *m, const char *region,
 static const struct registry_image_device *root_device(const struct registry_image *img)
 {
     for (size_t i = 0; i < img->n_devices; i++)
-        if (img->root_device_name && strcmp(img->devices[i].device_name, img->root_device_name) == 0)
+        if (img->root_device_name &&
+            strcmp(img->devices[i].device_name, img->root_device_name) == 0)
             return &img->devices[i];
     return NULL;
 }
 
 /* One instance's rows, in the caller's transaction. */
 static int register_one(struct mregion *rg, const struct instance_launch *l,
-                        const struct registry_image *img,
-                        const struct registry_image_device *dev, const char *reservation,
-                        int index, int64_t launch_time, char ret_id[ID_MAX_SIZE], int *ret_fd)
+                        const struct registry_image *img, const struct registry_image_device *dev,
+                        const char *reservation, int index, int64_t launch_time,
+                        char ret_id[ID_MAX_SIZE], int *ret_fd)
 {
     struct registry *reg = rg->r->reg;
-    struct registry_instance row = { 0 };
+    struct registry_instance row = {0};
     struct registry_volume *vol = NULL;
     char vol_id[ID_MAX_SIZE];
     int e;
@@ -1178,7 +1170,7 @@ int instance_manager_launch(struct instance_manager *m, const char *region,
     const struct registry_image_device *dev = NULL;
     struct mregion *rg;
     char reservation[ID_MAX_SIZE];
-    char (*ids)[ID_MAX_SIZE] = NULL;
+    char(*ids)[ID_MAX_SIZE] = NULL;
     int *fds = NULL;
     unsigned count = 0;
     int64_t when = now_ms();
@@ -1329,7 +1321,7 @@ static void kill_leftover(const char *id, const char *dir)
             if (rp && rp[1] == ' ' && rp[2] == 'Z')
                 break;
         }
-        struct timespec ts = { 0, 20 * 1000000L };
+        struct timespec ts = {0, 20 * 1000000L};
         nanosleep(&ts, NULL);
     }
     unlink(pidfile);
@@ -1371,8 +1363,7 @@ static void recover_region(struct instance_manager *m, struct mregion *rg)
             again = strcmp(row->reason_code, INSTANCE_REASON_DAEMON_STOPPED) == 0 &&
                     strcmp(row->reason_message, INSTANCE_REASON_DAEMON_STOPPED_MESSAGE) == 0;
             break;
-        default:
-            break;
+        default: break;
         }
         if (again) {
             log_info("instance %s: starting again (restart policy)", row->id);

@@ -42,7 +42,7 @@ struct instance_manager_options {
     const char *data_dir;
     const char *const *regions; /* the regions served */
     size_t n_regions;
-    const char *kiln;           /* the kiln executable for imds-serve; NULL: /proc/self/exe */
+    const char *kiln; /* the kiln executable for imds-serve; NULL: /proc/self/exe */
 };
 
 /* Open the regions, then apply the restart policy (docs/operations.md):
@@ -75,8 +75,8 @@ struct instance_view {
                                           * (and serves over NBD) while the instance is
                                           * pending/running/stopping; NULL when stopped */
     const char *root_volume_id;
-    const char *agent_socket;            /* DIR/agent.sock while QEMU runs, else NULL */
-    const char *dir;                     /* the instance directory */
+    const char *agent_socket; /* DIR/agent.sock while QEMU runs, else NULL */
+    const char *dir;          /* the instance directory */
 };
 
 typedef int (*instance_hook_fn)(const struct instance_view *iv, void *ud);
@@ -100,14 +100,13 @@ int instance_manager_with_volume(struct instance_manager *m, const char *region,
  * stopping a stopped one is success.  _start: stopped -> pending (-> running
  * asynchronously), same volume and address; -EINVAL unless stopped (running and
  * pending are success); -ENOSPC when the host has no room. */
-int instance_manager_stop(struct instance_manager *m, const char *region,
-                          const char *instance_id, bool force, bool wait);
-int instance_manager_start(struct instance_manager *m, const char *region,
-                           const char *instance_id);
+int instance_manager_stop(struct instance_manager *m, const char *region, const char *instance_id,
+                          bool force, bool wait);
+int instance_manager_start(struct instance_manager *m, const char *region, const char *instance_id);
 
-/* Reboot a running instance: ACPI power-off then a fresh boot of QEMU on
- * the same volume (the instance stays `running`).  -EINVAL unless running
- * or pending. */
+/* Reboot a running instance: the agent's clean reboot when it answers,
+ * else QMP system_reset; QEMU keeps running and the instance stays
+ * `running`.  -EINVAL unless running. */
 int instance_manager_reboot(struct instance_manager *m, const char *region,
                             const char *instance_id);
 
@@ -125,25 +124,25 @@ int instance_manager_terminate(struct instance_manager *m, const char *region,
 struct instance_launch {
     const char *owner;
     const char *image_id;
-    const char *instance_type;            /* instance-types.h name */
-    const char *key_name;                 /* NULL: none */
-    const char *public_key;               /* the key pair's OpenSSH line */
+    const char *instance_type; /* instance-types.h name */
+    const char *key_name;      /* NULL: none */
+    const char *public_key;    /* the key pair's OpenSSH line */
     const char *const *security_group_ids;
     size_t n_security_groups;
     const char *const *security_group_names; /* for the metadata, same order */
-    const uint8_t *user_data;             /* decoded; NULL: none */
+    const uint8_t *user_data;                /* decoded; NULL: none */
     size_t user_data_len;
     bool http_tokens_required;
     bool http_endpoint_enabled;
-    int http_hop_limit;                   /* 1..64 */
-    uint32_t root_size_gib;               /* 0: the image's or the snapshot's */
-    int root_delete_on_termination;       /* -1: the image's mapping */
+    int http_hop_limit;             /* 1..64 */
+    uint32_t root_size_gib;         /* 0: the image's or the snapshot's */
+    int root_delete_on_termination; /* -1: the image's mapping */
     const struct registry_tag *instance_tags;
     size_t n_instance_tags;
     const struct registry_tag *volume_tags;
     size_t n_volume_tags;
-    unsigned min_count, max_count;        /* 1 <= min <= max */
-    const char *client_token;             /* NULL: none */
+    unsigned min_count, max_count; /* 1 <= min <= max */
+    const char *client_token;      /* NULL: none */
 };
 
 /* RunInstances: as many instances as fit on the host, at least min_count
@@ -157,8 +156,7 @@ int instance_manager_launch(struct instance_manager *m, const char *region,
                             char (**ret_ids)[ID_MAX_SIZE], size_t *ret_n);
 
 /* The instance directory (a new string). */
-char *instance_manager_dir(struct instance_manager *m, const char *region,
-                           const char *instance_id);
+char *instance_manager_dir(struct instance_manager *m, const char *region, const char *instance_id);
 
 /* Reason codes the manager records (StateReason). */
 #define INSTANCE_REASON_DAEMON_STOPPED "Server.ScheduledStop"

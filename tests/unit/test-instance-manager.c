@@ -89,7 +89,7 @@ int main(void)
     struct service_image_import_options io = {
         .name = "unbootable", .owner = OWNER, .format = IMAGE_FORMAT_RAW};
     char path[600], ami[ID_MAX_SIZE], sid[ID_MAX_SIZE], res[ID_MAX_SIZE];
-    char (*ids)[ID_MAX_SIZE] = NULL;
+    char(*ids)[ID_MAX_SIZE] = NULL;
     const char *bogus_sg[] = {"sg-0123456789abcdef0"};
     const char *bogus_sg_name[] = {"nothing"};
     const char *regions[] = {"us-east-1"};
@@ -123,10 +123,16 @@ int main(void)
     ok(instance_manager_get() == m, "it is the process's");
 
     struct instance_launch l = {
-        .owner = OWNER, .image_id = ami, .instance_type = "t3.nano",
-        .http_endpoint_enabled = true, .http_hop_limit = 1,
-        .root_delete_on_termination = -1, .min_count = 2, .max_count = 2,
-        .security_group_ids = bogus_sg, .security_group_names = bogus_sg_name,
+        .owner = OWNER,
+        .image_id = ami,
+        .instance_type = "t3.nano",
+        .http_endpoint_enabled = true,
+        .http_hop_limit = 1,
+        .root_delete_on_termination = -1,
+        .min_count = 2,
+        .max_count = 2,
+        .security_group_ids = bogus_sg,
+        .security_group_names = bogus_sg_name,
         .n_security_groups = 1,
     };
     /* a failure inside the transaction: after two volumes and rows */
@@ -177,8 +183,7 @@ int main(void)
         is_str(row->reason_code, "Server.InternalError", "%s: reason", ids[i]);
         ok(strstr(row->reason_message, "could not boot") != NULL, "%s: says why: %s", ids[i],
            row->reason_message);
-        is_int(registry_volume_get(r->reg, row->root_volume_id, &vol), 0, "%s: its volume",
-               ids[i]);
+        is_int(registry_volume_get(r->reg, row->root_volume_id, &vol), 0, "%s: its volume", ids[i]);
         if (vol) {
             is_str(vol->instance_id, ids[i], "attached to it");
             ok(vol->state == VOLUME_IN_USE, "in use");
@@ -186,8 +191,8 @@ int main(void)
         registry_volume_free(vol);
         vol = NULL;
         if (i > 0)
-            is_int(instance_manager_terminate(m, "us-east-1", ids[i], true), 0,
-                   "%s: terminated", ids[i]);
+            is_int(instance_manager_terminate(m, "us-east-1", ids[i], true), 0, "%s: terminated",
+                   ids[i]);
         registry_instance_free(row);
         row = NULL;
     }
