@@ -15,15 +15,6 @@
 # (IncorrectInstanceState).
 #
 # The tiny image's .debs are cached as in vm-tiny.sh ($KILN_VM_CACHE).
-#
-# Instances get 127.100.x.y addresses unique within one data directory,
-# not on the host, so a guest of another test running at the same time
-# can hold this test's ssh forward: run in a private network namespace
-# (its own loopback) when unshare works here, else retry starts.
-if [ -z "${KILN_TEST_NETNS:-}" ] && command -v unshare >/dev/null 2>&1 &&
-    command -v ip >/dev/null 2>&1 && unshare -n true 2>/dev/null; then
-    KILN_TEST_NETNS=1 exec unshare -n sh -c 'ip link set lo up && exec sh "$0"' "$0"
-fi
 . "$(dirname "$0")/functions.sh"
 requires qemu-system-x86_64 dpkg-deb mkfs.ext4 python3 debugfs nbdcopy
 python3 -c 'import boto3' 2>/dev/null || { echo "SKIP: boto3 not found"; exit 77; }
@@ -105,24 +96,15 @@ def agent(iid, *args):
 
 def wait_running(iid):
     """Until `running`; a guest that stopped on its own fails the test
-    with its state reason (the instance_running waiter would wait on).
-    Instance addresses are unique per data directory, not per host: while
-    another test's guest holds the same 127.100.x.y:22, QEMU cannot set
-    up the ssh forward and exits; start again until it is free."""
-    retries = 0
-    for _ in range(1800):
+    with its state reason and QEMU's log (the instance_running waiter
+    would wait on)."""
+    for _ in range(900):
         i = ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]
         if i["State"]["Name"] == "running":
             return
         if i["State"]["Name"] in ("stopped", "terminated"):
             qemu_log = os.path.join(DATA, "regions/us-east-1/instances", iid, "qemu.log")
             log = open(qemu_log).read()[-2000:] if os.path.exists(qemu_log) else ""
-            if i["State"]["Name"] == "stopped" and "host forwarding" in log and retries < 60:
-                retries += 1
-                print("instance %s: its address is taken on this host, starting again" % iid)
-                time.sleep(10)
-                ec2.start_instances(InstanceIds=[iid])
-                continue
             fail("instance %s is %s: %s %s" % (iid, i["State"]["Name"], i.get("StateReason"),
                                                 log))
         time.sleep(1)
