@@ -98,9 +98,22 @@ on_cleanup kill_qemu
 agent() {
     kiln vm agent "$dir/agent.sock" "$@"
 }
+# ssh as admin; a connection-level failure (status 255: refused, reset or
+# timed out on this loaded machine) is tried again, a command's own status
+# is not.  Its stderr is left in $T/ssh.err.
+ssh_once() {
+    ssh -i "$T/key" -p 22 -o StrictHostKeyChecking=no -o UserKnownHostsFile="$T/known_hosts" \
+        -o LogLevel=ERROR -o BatchMode=yes -o ConnectTimeout=30 "admin@$addr" "$@" 2> "$T/ssh.err"
+}
 guest_ssh() {
-    ssh -q -i "$T/key" -p 22 -o StrictHostKeyChecking=no -o UserKnownHostsFile="$T/known_hosts" \
-        -o BatchMode=yes -o ConnectTimeout=20 "admin@$addr" "$@"
+    _n=0
+    while :; do
+        _rc=0
+        ssh_once "$@" || _rc=$?
+        [ "$_rc" = 255 ] && [ "$_n" -lt 5 ] || return "$_rc"
+        _n=$((_n + 1))
+        sleep 5
+    done
 }
 elapsed() { echo $(($(date +%s) - t0)); }
 
@@ -116,14 +129,16 @@ grep -qx 'VERSION_CODENAME=bookworm' "$T/os-release" || die "os-release: $(cat "
 
 # sshd answers once cloud-init made the host keys; the key pair's key gets in.
 i=0
-until guest_ssh true 2> "$T/ssh.err"; do
+until ssh_once true; do
     i=$((i + 1))
     [ "$i" -lt 180 ] || die "no ssh as admin@$addr: $(cat "$T/ssh.err"; tail -n 30 "$dir/console.log")"
     sleep 5
 done
 t_ssh=$(elapsed)
-assert_eq "$(guest_ssh id -un)" admin "the ssh user"
-assert_eq "$(guest_ssh sudo -n id -u)" 0 "passwordless sudo for admin"
+out=$(guest_ssh id -un) || die "ssh id -un failed: $(cat "$T/ssh.err")"
+assert_eq "$out" admin "the ssh user"
+out=$(guest_ssh sudo -n id -u) || die "ssh sudo -n id -u failed: $(cat "$T/ssh.err")"
+assert_eq "$out" 0 "passwordless sudo for admin"
 
 # cloud-init: finished, without errors, from the Ec2 datasource.
 i=0
@@ -135,7 +150,8 @@ done
 t_ci=$(elapsed)
 grep -q "$marker ran as root" "$dir/console.log" ||
     die "no runcmd marker on the console: $(tail -n 30 "$dir/console.log")"
-guest_ssh cloud-init status --long > "$T/status" || die "cloud-init status: $(cat "$T/status")"
+guest_ssh cloud-init status --long > "$T/status" ||
+    die "cloud-init status: $(cat "$T/status" "$T/ssh.err")"
 grep -q "status: done" "$T/status" || die "cloud-init status: $(cat "$T/status")"
 # Every stage's errors, and the datasource (Ec2Local: the EC2 datasource's
 # first stage, before the network is up, as on EC2).
