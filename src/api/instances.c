@@ -29,10 +29,12 @@
 #include "api/xml.h"
 #include "common/cleanup.h"
 #include "common/error.h"
+#include "common/hash.h"
 #include "common/ids.h"
 #include "common/util.h"
 #include "registry/images.h"
 #include "registry/instances.h"
+#include "registry/jobs.h"
 #include "registry/keypairs.h"
 #include "registry/volumes.h"
 #include "service/instance-types.h"
@@ -69,9 +71,17 @@ static int manager_error(struct api_ctx *ctx, int e)
     return e;
 }
 
+/* The caller's, and not terminated longer ago than the retention period
+ * (a row instance_manager_expire() has not deleted yet is gone already). */
 static bool row_visible(const struct api_ctx *ctx, const struct registry_instance *row)
 {
-    return strcmp(row->owner, ctx->account) == 0;
+    struct timespec ts;
+
+    if (strcmp(row->owner, ctx->account) != 0)
+        return false;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return !instance_expired(row, instance_manager_terminated_retention_ms(instance_manager_get()),
+                             (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
 }
 
 /* InstanceId.N: each well formed (InvalidInstanceID.Malformed). */
@@ -521,6 +531,114 @@ static int security_groups(struct api_ctx *ctx, struct region *rg, const struct 
     return 0;
 }
 
+/* ---- RunInstances' ClientToken ---- */
+
+static bool digest_skips(const char *key)
+{
+    return strcmp(key, "ClientToken") == 0 || strcmp(key, "Version") == 0 ||
+           strcmp(key, "DryRun") == 0 || strncmp(key, "X-Amz-", 6) == 0;
+}
+
+static int param_cmp(const void *a, const void *b)
+{
+    const struct query_param *x = *(const struct query_param *const *)a;
+    const struct query_param *y = *(const struct query_param *const *)b;
+
+    return strcmp(x->key, y->key);
+}
+
+/* The digest of what a RunInstances asks for: the same digest as
+ * CopyImage's (src/api/copy.c): every parameter but ClientToken, Version,
+ * DryRun and X-Amz-*, sorted by name (keys are unique: the server refuses
+ * repeats), each as "LEN:LEN:KEYVALUE". */
+static void params_digest(const struct query *q, struct digest *ret)
+{
+    const struct query_param **p = xcalloc(q->n + 1, sizeof(*p));
+    struct sha256_ctx *h = sha256_new();
+    size_t n = 0;
+
+    for (size_t i = 0; i < q->n; i++)
+        if (!digest_skips(q->params[i].key))
+            p[n++] = &q->params[i];
+    qsort(p, n, sizeof(*p), param_cmp);
+    for (size_t i = 0; i < n; i++) {
+        char len[48];
+        snprintf(len, sizeof(len), "%zu:%zu:", strlen(p[i]->key), strlen(p[i]->value));
+        sha256_update(h, len, strlen(len));
+        sha256_update(h, p[i]->key, strlen(p[i]->key));
+        sha256_update(h, p[i]->value, strlen(p[i]->value));
+    }
+    sha256_final(h, ret);
+    sha256_free(h);
+    free(p);
+}
+
+/* The instances of `reservation` the caller owns, in launch order. */
+static int reservation_ids(struct api_ctx *ctx, struct region *rg, const char *reservation,
+                           char (**ret)[ID_MAX_SIZE], size_t *ret_n)
+{
+    struct registry_instance **all = NULL;
+    char(*ids)[ID_MAX_SIZE] = NULL;
+    size_t n_all = 0, n = 0;
+    int r = registry_instance_list(rg->reg, &all, &n_all);
+
+    for (size_t k = 0; k < n_all && r >= 0; k++)
+        if (strcmp(all[k]->reservation_id, reservation) == 0 && row_visible(ctx, all[k])) {
+            ids = xrealloc(ids, (n + 1) * sizeof(*ids));
+            memcpy(ids[n++], all[k]->id, ID_MAX_SIZE);
+        }
+    registry_instance_list_free(all, n_all);
+    if (r < 0) {
+        free(ids);
+        return r;
+    }
+    *ret = ids;
+    *ret_n = n;
+    return 0;
+}
+
+/* A ClientToken seen before: 1 and the first launch's reservation (and its
+ * instances) when this request repeats it, 0 when the token is new,
+ * IdempotentParameterMismatch when it was used with other parameters.
+ * Launches recorded before client_tokens held RunInstances' tokens are
+ * found by the token of their rows (their parameters are not known). */
+static int token_find(struct api_ctx *ctx, struct region *rg, const struct service_client_token *t,
+                      char reservation[ID_MAX_SIZE], char (**ret)[ID_MAX_SIZE], size_t *ret_n)
+{
+    struct registry_client_token rec;
+    int r = registry_client_token_get(rg->reg, t->account, t->token, &rec);
+
+    if (r == 0) {
+        if (strcmp(rec.action, t->action) != 0 || !digest_equal(&rec.params, &t->params))
+            return api_fail(ctx, API_ERR_IDEMPOTENT_MISMATCH,
+                            "The client token '%.64s' was already used for a request with other "
+                            "parameters (%s %s)",
+                            t->token, rec.action, rec.resource_id);
+        memcpy(reservation, rec.resource_id, ID_MAX_SIZE);
+        r = reservation_ids(ctx, rg, reservation, ret, ret_n);
+        return r < 0 ? r : 1;
+    }
+    if (r != -ENOENT)
+        return r;
+    error_clear();
+    {
+        struct registry_instance **all = NULL;
+        size_t n_all = 0;
+        bool found = false;
+        r = registry_instance_list(rg->reg, &all, &n_all);
+        for (size_t i = 0; i < n_all && r >= 0 && !found; i++)
+            if (row_visible(ctx, all[i]) && strcmp(all[i]->client_token, t->token) == 0) {
+                memcpy(reservation, all[i]->reservation_id, ID_MAX_SIZE);
+                found = true;
+            }
+        registry_instance_list_free(all, n_all);
+        if (r < 0 || !found)
+            return r;
+    }
+    r = reservation_ids(ctx, rg, reservation, ret, ret_n);
+    return r < 0 ? r : 1;
+}
+
 int api_run_instances(struct api_ctx *ctx, const struct query *q, struct xml *x)
 {
     const char *image_id = query_get(q, "ImageId");
@@ -537,6 +655,7 @@ int api_run_instances(struct api_ctx *ctx, const struct query *q, struct xml *x)
     struct registry_image *img = NULL;
     char(*ids)[ID_MAX_SIZE] = NULL;
     struct instance_launch l = {0};
+    struct service_client_token ct = {0};
     struct instance_manager *m;
     char reservation[ID_MAX_SIZE];
     size_t n_ud = 0, n_sg = 0, n_groups = 0, n_keys = 0, n_itags = 0, n_vtags = 0, n = 0;
@@ -564,9 +683,11 @@ int api_run_instances(struct api_ctx *ctx, const struct query *q, struct xml *x)
         return api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE,
                         "The instance type '%.40s' does not exist (docs/api.md lists them)",
                         type_name);
-    if (token && (!*token || strlen(token) > INSTANCE_CLIENT_TOKEN_MAX))
+    if (token && !client_token_is_valid(token))
         return api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE,
-                        "ClientToken must be 1 to %d characters", INSTANCE_CLIENT_TOKEN_MAX);
+                        "Value for parameter ClientToken is invalid: 1 to %d printable ASCII "
+                        "characters",
+                        INSTANCE_CLIENT_TOKEN_MAX);
     if (user_data && (r = decode_user_data(ctx, user_data, &ud, &n_ud)) < 0)
         return r;
     {
@@ -626,24 +747,17 @@ int api_run_instances(struct api_ctx *ctx, const struct query *q, struct xml *x)
         goto out;
     if (token) {
         /* a ClientToken seen before: answer that launch again (an SDK's
-         * retry after a lost answer launches nothing new) */
-        struct registry_instance **all = NULL;
-        size_t n_all = 0;
-        r = registry_instance_list(rg->reg, &all, &n_all);
-        for (size_t i = 0; i < n_all && r >= 0 && !n; i++)
-            if (strcmp(all[i]->owner, ctx->account) == 0 &&
-                strcmp(all[i]->client_token, token) == 0) {
-                snprintf(reservation, sizeof(reservation), "%s", all[i]->reservation_id);
-                for (size_t k = 0; k < n_all; k++)
-                    if (strcmp(all[k]->reservation_id, reservation) == 0) {
-                        ids = xrealloc(ids, (n + 1) * sizeof(*ids));
-                        memcpy(ids[n++], all[k]->id, ID_MAX_SIZE);
-                    }
-            }
-        registry_instance_list_free(all, n_all);
+         * retry after a lost answer launches nothing new), or refuse other
+         * parameters under it */
+        ct.account = ctx->account;
+        ct.token = token;
+        ct.action = ctx->action;
+        params_digest(q, &ct.params);
+        l.token = &ct;
+        r = token_find(ctx, rg, &ct, reservation, &ids, &n);
         if (r < 0)
             goto out;
-        if (n)
+        if (r > 0)
             goto answer;
     }
 
@@ -661,6 +775,16 @@ int api_run_instances(struct api_ctx *ctx, const struct query *q, struct xml *x)
     l.n_volume_tags = n_vtags;
     l.client_token = token;
     r = instance_manager_launch(m, ctx->region, &l, reservation, &ids, &n);
+    if (r == -EALREADY) {
+        /* a concurrent request with the token won: answer as it did */
+        error_clear();
+        r = token_find(ctx, rg, &ct, reservation, &ids, &n);
+        if (r == 0)
+            r = error_set(EIO, "client token '%s' was recorded but cannot be read", token);
+        if (r < 0)
+            goto out;
+        goto answer;
+    }
     if (r < 0) {
         r = manager_error(ctx, r);
         if (r == -ENOENT || r == -EAGAIN) {
@@ -731,6 +855,11 @@ int api_describe_instances(struct api_ctx *ctx, const struct query *q, struct xm
     r = api_dry_run(ctx);
     if (r < 0)
         goto out;
+    /* terminated instances past the retention period go now (they are
+     * invisible already: row_visible()); a failure only delays that */
+    if (instance_manager_get() &&
+        instance_manager_expire(instance_manager_get(), ctx->region, 0) < 0)
+        error_clear();
     r = api_region_open(ctx, &rg);
     if (r < 0)
         goto out;

@@ -145,6 +145,29 @@ static unsigned job_delay_from_env(void)
     return *end || d > 1000000 ? 0 : (unsigned)d;
 }
 
+/* KILN_TERMINATED_RETENTION_SECONDS: how long terminated instances stay
+ * visible (docs/operations.md); unset: an hour, as EC2.  A value that is
+ * not 1 to 31536000 seconds is refused (-EINVAL). */
+static int retention_from_env(int64_t *ret_ms)
+{
+    const char *v = getenv("KILN_TERMINATED_RETENTION_SECONDS");
+    char *end;
+    unsigned long long s;
+
+    *ret_ms = 0;
+    if (!v)
+        return 0;
+    errno = 0;
+    s = strtoull(v, &end, 10);
+    if (!*v || *end || errno || s < 1 || s > 31536000 || v[0] == '-')
+        return error_set(EINVAL,
+                         "KILN_TERMINATED_RETENTION_SECONDS '%.40s': expected 1 to 31536000 "
+                         "seconds",
+                         v);
+    *ret_ms = (int64_t)s * 1000;
+    return 0;
+}
+
 static bool account_id_is_valid(const char *s)
 {
     return strlen(s) == 12 && strspn(s, "0123456789") == 12;
@@ -292,7 +315,9 @@ int cmd_serve(struct cli *cli, int argc, char **argv)
         .regions = jo.regions,
         .n_regions = jo.n_regions,
     };
-    r = instance_manager_new(&io, &instances);
+    r = retention_from_env(&io.terminated_retention_ms);
+    if (r >= 0)
+        r = instance_manager_new(&io, &instances);
     if (r < 0) {
         cli_error(r, "cannot start the instance manager");
         job_runner_free(jobs);

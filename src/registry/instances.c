@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "common/cleanup.h"
 #include "common/error.h"
@@ -18,7 +19,16 @@
     "id, owner, reservation_id, launch_index, image_id, instance_type, state, reason_code, "       \
     "reason_message, launch_time, availability_zone, key_name, user_data, address, "               \
     "root_device_name, root_volume_id, root_delete_on_termination, http_tokens, "                  \
-    "http_endpoint, http_hop_limit, client_token"
+    "http_endpoint, http_hop_limit, client_token, terminated_time"
+
+/* Wall-clock unix milliseconds (terminated_time). */
+static int64_t unix_ms_now(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 
 static const struct {
     enum instance_state state;
@@ -180,6 +190,7 @@ static int read_row(struct registry *reg, sqlite3_stmt *st, void *slot, void *da
                          reg->path);
     in->launch_index = sqlite3_column_int(st, 3);
     in->launch_time = sqlite3_column_int64(st, 9);
+    in->terminated_time = sqlite3_column_int64(st, 21); /* NULL reads 0 */
     blob = sqlite3_column_blob(st, 12);
     blob_len = sqlite3_column_bytes(st, 12);
     if (sqlite3_column_type(st, 12) != SQLITE_NULL) {
@@ -214,7 +225,7 @@ int registry_instance_insert(struct registry *reg, const struct registry_instanc
     r = reg_prepare(reg,
                     "INSERT INTO instances (" INSTANCE_COLUMNS ") VALUES (?1, ?2, ?3, ?4, ?5,"
                     " ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20,"
-                    " ?21)",
+                    " ?21, ?22)",
                     &st);
     if (r < 0)
         return r;
@@ -242,6 +253,10 @@ int registry_instance_insert(struct registry *reg, const struct registry_instanc
     reg_bind_text(st, 19, in->http_endpoint_enabled ? "enabled" : "disabled");
     sqlite3_bind_int(st, 20, in->http_hop_limit);
     reg_bind_text(st, 21, in->client_token[0] ? in->client_token : NULL);
+    if (in->state == INSTANCE_TERMINATED)
+        sqlite3_bind_int64(st, 22, in->terminated_time > 0 ? in->terminated_time : unix_ms_now());
+    else
+        sqlite3_bind_null(st, 22);
     r = reg_step_done(reg, st, "cannot insert instance '%s'", in->id);
     if (r == -EEXIST)
         return error_set(EEXIST, "instance '%s' or its address '%s' is taken", in->id, in->address);
@@ -281,7 +296,9 @@ int registry_instance_set_state(struct registry *reg, const char *id, enum insta
                          root_volume_id);
     r = reg_prepare(reg,
                     "UPDATE instances SET state = ?2, reason_code = ?3, reason_message = ?4,"
-                    " root_volume_id = CASE WHEN ?5 THEN ?6 ELSE root_volume_id END"
+                    " root_volume_id = CASE WHEN ?5 THEN ?6 ELSE root_volume_id END,"
+                    " terminated_time = CASE WHEN ?2 <> 'terminated' THEN NULL"
+                    "  ELSE coalesce(terminated_time, ?7) END"
                     " WHERE id = ?1",
                     &st);
     if (r < 0)
@@ -292,6 +309,7 @@ int registry_instance_set_state(struct registry *reg, const char *id, enum insta
     reg_bind_text(st, 4, reason_message && reason_message[0] ? reason_message : NULL);
     sqlite3_bind_int(st, 5, root_volume_id != NULL);
     reg_bind_text(st, 6, root_volume_id && root_volume_id[0] ? root_volume_id : NULL);
+    sqlite3_bind_int64(st, 7, unix_ms_now());
     r = reg_step_done(reg, st, "cannot update instance '%s'", id);
     if (r == -EEXIST)
         return error_set(EEXIST, "instance '%s': its address is taken by another instance", id);

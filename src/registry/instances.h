@@ -74,6 +74,8 @@ struct registry_instance {
     bool http_endpoint_enabled;
     int http_hop_limit;                               /* 1..64 */
     char client_token[INSTANCE_CLIENT_TOKEN_MAX + 1]; /* "" when none */
+    int64_t terminated_time; /* unix ms it became `terminated` (migration 10), 0 otherwise;
+                              * set by _set_state (and _insert of a terminated row) */
 };
 
 void registry_instance_free(struct registry_instance *in);
@@ -88,7 +90,9 @@ int registry_instance_insert(struct registry *reg, const struct registry_instanc
 int registry_instance_get(struct registry *reg, const char *id, struct registry_instance **ret);
 
 /* Set the state and its reason (either may be NULL or "" for none) and the
- * root volume id (NULL leaves it; "" clears it).  -ENOENT if absent. */
+ * root volume id (NULL leaves it; "" clears it).  The first change to
+ * `terminated` records now as terminated_time; any other state clears it.
+ * -ENOENT if absent. */
 int registry_instance_set_state(struct registry *reg, const char *id, enum instance_state state,
                                 const char *reason_code, const char *reason_message,
                                 const char *root_volume_id);

@@ -484,6 +484,16 @@ static const char migration_9[] =
     "\n"
     "CREATE INDEX instance_security_groups_group ON instance_security_groups (group_id);\n";
 
+/* Migration 10: when an instance became terminated (unix ms), so that
+ * terminated instances vanish after a retention period as in EC2
+ * (docs/vm.md, "Instances").  Rows terminated before the migration count
+ * from the migration. */
+static const char migration_10[] =
+    "ALTER TABLE instances ADD COLUMN terminated_time INTEGER\n"
+    "    CHECK (terminated_time IS NULL OR terminated_time >= 0);\n"
+    "UPDATE instances SET terminated_time = CAST(strftime('%s', 'now') AS INTEGER) * 1000\n"
+    "    WHERE state = 'terminated';\n";
+
 static const struct reg_migration migrations[] = {
     { 1, "snapshots, tags and settings", migration_1 },
     { 2, "images, block devices and launch permissions", migration_2 },
@@ -494,6 +504,7 @@ static const struct reg_migration migrations[] = {
     { 7, "the parent block map of EBS uploads", migration_7 },
     { 8, "volume snapshot jobs, the volume of a snapshot", migration_8 },
     { 9, "instances, key pairs and security groups", migration_9 },
+    { 10, "the time an instance became terminated", migration_10 },
 };
 
 _Static_assert(REGISTRY_APPLICATION_ID == 1802071150, "migration 1 stamps this application id");

@@ -34,6 +34,7 @@
  */
 #include <arpa/inet.h>
 #include <ctype.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -57,6 +58,7 @@
 #include "imds/imds.h"
 #include "nbd/nbd.h"
 #include "registry/images.h"
+#include "registry/jobs.h"
 #include "registry/volumes.h"
 #include "service/instance-types.h"
 #include "service/instances.h"
@@ -119,6 +121,7 @@ struct instance_manager {
     unsigned used_vcpus;
     uint64_t used_memory_mib;
     struct host_capacity host;
+    int64_t retention_ms; /* terminated instances vanish after it */
 };
 
 static struct instance_manager *the_manager;
@@ -314,11 +317,41 @@ static int address_allocate(struct registry *reg, char ret[INSTANCE_ADDRESS_SIZE
     return e;
 }
 
-/* ---- terminate's end: the root volume ---- */
+/* ---- terminate's end: the root volume, the directory ---- */
+
+/* Remove what a terminated instance's directory holds but console.log
+ * (GetConsoleOutput answers until the row goes); with `all`, console.log
+ * and the directory too.  QEMU is gone.  Best effort: what stays is
+ * logged and removed by the next try (expiry, a later serve). */
+static void dir_clear(const char *dir, bool all)
+{
+    DIR *d = opendir(dir);
+    struct dirent *de;
+
+    if (!d) {
+        if (errno != ENOENT)
+            log_warning("cannot open instance directory '%s': %s", dir, strerror(errno));
+        return;
+    }
+    while ((de = readdir(d))) {
+        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+            continue;
+        if (!all && strcmp(de->d_name, "console.log") == 0)
+            continue;
+        if (unlinkat(dirfd(d), de->d_name, 0) < 0 && errno != ENOENT)
+            log_warning("cannot remove '%s/%s': %s", dir, de->d_name, strerror(errno));
+    }
+    closedir(d);
+    if (all && rmdir(dir) < 0 && errno != ENOENT)
+        log_warning("cannot remove instance directory '%s': %s", dir, strerror(errno));
+}
 
 /* Detach the root volume, delete it when DeleteOnTermination, and record
- * `terminated`, in one transaction (under reg_lock). */
-static int finish_terminate(struct mregion *rg, const struct registry_instance *row)
+ * `terminated`, in one transaction (under reg_lock); then clear the
+ * instance directory but its console.log (QEMU is gone: every caller
+ * has torn it down or found it dead). */
+static int finish_terminate(struct instance_manager *m, struct mregion *rg,
+                            const struct registry_instance *row)
 {
     struct registry *reg = rg->r->reg;
     int e;
@@ -352,9 +385,12 @@ static int finish_terminate(struct mregion *rg, const struct registry_instance *
     if (e < 0)
         log_error("cannot terminate instance '%s': %s", row->id,
                   error_message() ? error_message() : strerror(-e));
-    else
+    else {
+        _cleanup_free_ char *dir = instance_manager_dir(m, rg->name, row->id);
         log_info("instance %s terminated (root volume %s %s)", row->id, row->root_volume_id,
                  row->root_delete_on_termination ? "deleted" : "kept");
+        dir_clear(dir, false);
+    }
     return e;
 }
 
@@ -587,7 +623,7 @@ static void *inst_thread(void *ud)
         asked = in->req;
         pthread_mutex_unlock(&m->lock);
         if (asked == REQ_TERMINATE && row) {
-            if (finish_terminate(in->rg, row) >= 0)
+            if (finish_terminate(m, in->rg, row) >= 0)
                 address_unlock(in);
         } else
             set_state(in->rg, in->id, INSTANCE_STOPPED, "Server.InternalError", reason);
@@ -677,7 +713,7 @@ static void *inst_thread(void *ud)
                   INSTANCE_REASON_DAEMON_STOPPED_MESSAGE);
         break;
     case REQ_TERMINATE:
-        if (finish_terminate(in->rg, row) >= 0)
+        if (finish_terminate(m, in->rg, row) >= 0)
             address_unlock(in);
         break;
     }
@@ -896,7 +932,7 @@ int instance_manager_terminate(struct instance_manager *m, const char *region,
     }
     e = set_state(rg, instance_id, INSTANCE_SHUTTING_DOWN, NULL, NULL);
     if (e >= 0)
-        e = finish_terminate(rg, row);
+        e = finish_terminate(m, rg, row);
     if (e >= 0)
         address_unlock(in);
     pthread_mutex_unlock(&in->hold);
@@ -1221,6 +1257,15 @@ int instance_manager_launch(struct instance_manager *m, const char *region,
             e = error_set(EINVAL, "the root device of image '%s' has no snapshot", l->image_id);
         for (unsigned i = 0; i < count && e >= 0; i++)
             e = register_one(rg, l, img, dev, reservation, (int)i, when, ids[i], &fds[i]);
+        if (e >= 0 && l->token) {
+            struct registry_client_token rec = {.params = l->token->params, .created = when};
+            snprintf(rec.action, sizeof(rec.action), "%s", l->token->action);
+            memcpy(rec.resource_id, reservation, ID_MAX_SIZE);
+            e = registry_client_token_insert(rg->r->reg, l->token->account, l->token->token, &rec);
+            if (e == -EEXIST)
+                e = error_set(EALREADY, "client token '%s' was used by a concurrent request",
+                              l->token->token);
+        }
         e = registry_end(rg->r->reg, e);
     }
     pthread_mutex_unlock(&rg->reg_lock);
@@ -1273,6 +1318,64 @@ int instance_manager_launch(struct instance_manager *m, const char *region,
     *ret_ids = ids;
     *ret_n = count;
     return 0;
+}
+
+/* ---- terminated instances vanish ---- */
+
+int64_t instance_manager_terminated_retention_ms(const struct instance_manager *m)
+{
+    return m ? m->retention_ms : INSTANCE_TERMINATED_RETENTION_DEFAULT_MS;
+}
+
+bool instance_expired(const struct registry_instance *row, int64_t retention_ms, int64_t now)
+{
+    return row->state == INSTANCE_TERMINATED && row->terminated_time > 0 &&
+           now - row->terminated_time >= retention_ms;
+}
+
+int instance_manager_expire(struct instance_manager *m, const char *region, int64_t now)
+{
+    struct registry_instance **list = NULL;
+    struct mregion *rg;
+    size_t n = 0;
+    int e, gone = 0;
+
+    if (!m)
+        return error_set(ENOTSUP, "no instance manager runs in this process");
+    rg = region_find(m, region);
+    if (!rg)
+        return error_set(ENOENT, "region '%s' is not served", region);
+    if (now <= 0)
+        now = now_ms();
+    pthread_mutex_lock(&rg->reg_lock);
+    e = registry_instance_list(rg->r->reg, &list, &n);
+    pthread_mutex_unlock(&rg->reg_lock);
+    for (size_t i = 0; i < n && e >= 0; i++) {
+        if (!instance_expired(list[i], m->retention_ms, now))
+            continue;
+        struct inst *in = inst_find(m, rg, list[i]->id);
+        _cleanup_(registry_instance_freep) struct registry_instance *row = NULL;
+        /* under the hold lock: no hook or request of the instance runs */
+        pthread_mutex_lock(&in->hold);
+        e = row_get(rg, in->id, &row);
+        if (e == -ENOENT) {
+            error_clear();
+            e = 0;
+        } else if (e >= 0 && instance_expired(row, m->retention_ms, now)) {
+            pthread_mutex_lock(&rg->reg_lock);
+            e = registry_instance_delete(rg->r->reg, in->id);
+            pthread_mutex_unlock(&rg->reg_lock);
+            if (e >= 0) {
+                log_info("instance %s: terminated %" PRId64 " s ago, forgotten", in->id,
+                         (now - row->terminated_time) / 1000);
+                dir_clear(in->dir, true);
+                gone++;
+            }
+        }
+        pthread_mutex_unlock(&in->hold);
+    }
+    registry_instance_list_free(list, n);
+    return e < 0 ? e : gone;
 }
 
 /* ---- the manager ---- */
@@ -1357,7 +1460,7 @@ static void recover_region(struct instance_manager *m, struct mregion *rg)
             break;
         case INSTANCE_SHUTTING_DOWN:
             kill_leftover(row->id, dir);
-            finish_terminate(rg, row);
+            finish_terminate(m, rg, row);
             break;
         case INSTANCE_STOPPED:
             again = strcmp(row->reason_code, INSTANCE_REASON_DAEMON_STOPPED) == 0 &&
@@ -1382,6 +1485,8 @@ int instance_manager_new(const struct instance_manager_options *o, struct instan
     int e;
 
     m->data_dir = xstrdup(o->data_dir);
+    m->retention_ms = o->terminated_retention_ms > 0 ? o->terminated_retention_ms
+                                                     : INSTANCE_TERMINATED_RETENTION_DEFAULT_MS;
     /* this executable's path now: /proc/self/exe says "(deleted)" once a
      * rebuild replaces the file, and QEMU runs `kiln imds-serve` by path */
     if (o->kiln) {
@@ -1414,8 +1519,12 @@ int instance_manager_new(const struct instance_manager_options *o, struct instan
         }
     }
     __atomic_store_n(&the_manager, m, __ATOMIC_RELEASE);
-    for (size_t i = 0; i < m->n_regions; i++)
+    for (size_t i = 0; i < m->n_regions; i++) {
         recover_region(m, &m->regions[i]);
+        if (instance_manager_expire(m, m->regions[i].name, 0) < 0)
+            log_error("region %s: cannot forget expired terminated instances: %s",
+                      m->regions[i].name, error_message() ? error_message() : "?");
+    }
     *ret = m;
     return 0;
 }

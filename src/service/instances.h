@@ -35,6 +35,7 @@
 struct region;
 struct volume;
 struct registry_tag;
+struct service_client_token;
 
 struct instance_manager; /* one per `kiln serve` process */
 
@@ -43,7 +44,13 @@ struct instance_manager_options {
     const char *const *regions; /* the regions served */
     size_t n_regions;
     const char *kiln; /* the kiln executable for imds-serve; NULL: /proc/self/exe */
+    /* how long a terminated instance stays visible (its row, tags and
+     * console.log); 0: INSTANCE_TERMINATED_RETENTION_DEFAULT_MS.  `kiln
+     * serve` reads KILN_TERMINATED_RETENTION_SECONDS (docs/operations.md) */
+    int64_t terminated_retention_ms;
 };
+
+#define INSTANCE_TERMINATED_RETENTION_DEFAULT_MS (3600 * 1000) /* EC2: about an hour */
 
 /* Open the regions, then apply the restart policy (docs/operations.md):
  * instances the last serve stopped on its way out, and instances left
@@ -112,7 +119,9 @@ int instance_manager_reboot(struct instance_manager *m, const char *region,
 
 /* Terminate: -> shutting-down, QEMU stopped (forced after a timeout), then
  * `terminated`; the root volume is deleted when DeleteOnTermination, else
- * detached (available).  The row stays (DescribeInstances shows it).
+ * detached (available).  The instance directory is emptied but for its
+ * console.log.  The row stays (DescribeInstances shows it) for the
+ * retention period (instance_manager_expire()).
  * Returns once terminated when `wait`.  Terminating a terminated instance
  * is success. */
 int instance_manager_terminate(struct instance_manager *m, const char *region,
@@ -143,17 +152,35 @@ struct instance_launch {
     size_t n_volume_tags;
     unsigned min_count, max_count; /* 1 <= min <= max */
     const char *client_token;      /* NULL: none */
+    /* the token with the digest of the request, recorded (client_tokens,
+     * resource id the reservation) in the launch's transaction; NULL: none */
+    const struct service_client_token *token;
 };
 
 /* RunInstances: as many instances as fit on the host, at least min_count
  * (else -ENOSPC naming what is short, nothing registered), each with a root
  * volume created from the image's root snapshot and attached, registered
  * `pending` in one transaction (a failure leaves no row, no volume).  Then
- * each boots on its own thread.  *ret_ids (n strings of ID_MAX_SIZE,
+ * each boots on its own thread.  With l->token, the token is recorded in
+ * the same transaction: -EALREADY (nothing registered) when a concurrent
+ * request recorded it first.  *ret_ids (n strings of ID_MAX_SIZE,
  * caller frees) and the reservation id. */
 int instance_manager_launch(struct instance_manager *m, const char *region,
                             const struct instance_launch *l, char ret_reservation[ID_MAX_SIZE],
                             char (**ret_ids)[ID_MAX_SIZE], size_t *ret_n);
+
+/* Terminated instances vanish as in EC2: instance_expired() is true for a
+ * row terminated at least retention_ms before `now` (unix ms); the API
+ * treats such a row as gone.  instance_manager_expire() deletes the rows
+ * of `region` that expired by `now` (0: the clock), with their tags and
+ * group links, then their directories (console.log included), each under
+ * the instance's hold lock; it runs when the manager starts and before
+ * each DescribeInstances.  Returns how many went.  A crash between the
+ * delete and the directory's removal leaves a directory without a row,
+ * which no one reads. */
+int64_t instance_manager_terminated_retention_ms(const struct instance_manager *m);
+bool instance_expired(const struct registry_instance *row, int64_t retention_ms, int64_t now);
+int instance_manager_expire(struct instance_manager *m, const char *region, int64_t now);
 
 /* The instance directory (a new string). */
 char *instance_manager_dir(struct instance_manager *m, const char *region, const char *instance_id);

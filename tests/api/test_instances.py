@@ -8,10 +8,15 @@ NextToken, DescribeInstanceStatus, DescribeInstanceAttribute,
 GetConsoleOutput of an instance that never printed anything, Stop, Start
 and Terminate state changes (currentState, previousState), the refusals
 (IncorrectInstanceState, NotFound, Malformed, DryRun) and another account's
-instances not existing for you."""
+instances not existing for you, ClientToken (the same request answers its
+reservation again, other parameters are IdempotentParameterMismatch), and,
+with a serve of its own, terminated instances vanishing after
+KILN_TERMINATED_RETENTION_SECONDS (row, tags, directory)."""
 import configparser
 import json
 import os
+import socket
+import sqlite3
 import subprocess
 import tempfile
 import time
@@ -191,6 +196,59 @@ class Instances(unittest.TestCase):
         ch = ec2.terminate_instances(InstanceIds=[iid])["TerminatingInstances"][0]
         self.assertEqual(ch["CurrentState"]["Name"], "terminated")
 
+    def test_client_token(self):
+        ec2 = self.ec2
+        kw = dict(ImageId=self.image, MinCount=2, MaxCount=2, InstanceType="t3.nano",
+                  ClientToken="test-client-token-1",
+                  TagSpecifications=[{"ResourceType": "instance",
+                                      "Tags": [{"Key": "token", "Value": "one"}]}])
+        first = ec2.run_instances(**kw)
+        ids = sorted(i["InstanceId"] for i in first["Instances"])
+        self.wait_state(ids, "stopped")
+        count = sum(len(r["Instances"]) for r in ec2.describe_instances()["Reservations"])
+        # the same parameters: the first reservation, nothing launched
+        again = ec2.run_instances(**kw)
+        self.assertEqual(again["ReservationId"], first["ReservationId"])
+        self.assertEqual(sorted(i["InstanceId"] for i in again["Instances"]), ids)
+        # the same parameters in another order (the aws CLI): the same
+        out = subprocess.run(
+            ["aws", "--endpoint-url", ENDPOINT, "--region", "us-east-1", "--output", "json",
+             "ec2", "run-instances", "--client-token", "test-client-token-1",
+             "--tag-specifications",
+             "ResourceType=instance,Tags=[{Key=token,Value=one}]",
+             "--instance-type", "t3.nano", "--count", "2", "--image-id", self.image],
+            capture_output=True, text=True,
+            env=dict(os.environ, AWS_ACCESS_KEY_ID=default_keys()[0],
+                     AWS_SECRET_ACCESS_KEY=default_keys()[1], AWS_MAX_ATTEMPTS="1"))
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertEqual(json.loads(out.stdout)["ReservationId"], first["ReservationId"])
+        # other parameters under the token: refused, nothing launched
+        for change in ({"MaxCount": 3}, {"InstanceType": "t3.micro"},
+                       {"TagSpecifications": [{"ResourceType": "instance",
+                                               "Tags": [{"Key": "token", "Value": "two"}]}]}):
+            with self.assertRaises(ClientError) as cm:
+                ec2.run_instances(**dict(kw, **change))
+            err = cm.exception.response["Error"]
+            self.assertEqual(err["Code"], "IdempotentParameterMismatch", change)
+            self.assertIn("test-client-token-1", err["Message"])
+            self.assertEqual(cm.exception.response["ResponseMetadata"]["HTTPStatusCode"], 400)
+        self.assertEqual(sum(len(r["Instances"]) for r in ec2.describe_instances()["Reservations"]),
+                         count)
+        self.assertCode("InvalidParameterValue", ec2.run_instances, ImageId=self.image,
+                        MinCount=1, MaxCount=1, ClientToken="tab\there")
+        self.assertCode("InvalidParameterValue", ec2.run_instances, ImageId=self.image,
+                        MinCount=1, MaxCount=1, ClientToken="x" * 65)
+        # a dry run records no token: the launch after it is a new one
+        self.assertCode("DryRunOperation", ec2.run_instances, ImageId=self.image,
+                        MinCount=1, MaxCount=1, ClientToken="test-client-token-2", DryRun=True)
+        r = ec2.run_instances(ImageId=self.image, MinCount=1, MaxCount=1,
+                              ClientToken="test-client-token-2")
+        self.wait_state([i["InstanceId"] for i in r["Instances"]], "stopped")
+        ec2.terminate_instances(InstanceIds=ids + [i["InstanceId"] for i in r["Instances"]])
+        # a terminated reservation still answers its token (within retention)
+        again = ec2.run_instances(**kw)
+        self.assertEqual(again["ReservationId"], first["ReservationId"])
+
     def test_refusals_and_accounts(self):
         ec2 = self.ec2
         before = len(ec2.describe_instances()["Reservations"])
@@ -221,6 +279,120 @@ class Instances(unittest.TestCase):
                         MinCount=1, MaxCount=1)
         ec2.terminate_instances(InstanceIds=ids)
         self.wait_state(ids, "terminated")
+
+
+class TerminatedRetention(unittest.TestCase):
+    """A serve of its own with KILN_TERMINATED_RETENTION_SECONDS=2: a
+    terminated instance stays visible (console.log kept, everything else of
+    its directory removed), then DescribeInstances forgets it: the row, its
+    tags, its directory.  A malformed knob stops serve with its name."""
+
+    RETENTION = 2
+
+    def serve(self, data, port, retention):
+        env = dict(os.environ, KILN_TERMINATED_RETENTION_SECONDS=retention)
+        with open(data + ".log", "ab") as log:
+            return subprocess.Popen(
+                [KILN, "serve", "--data-dir", data, "--listen", "127.0.0.1:%d" % port,
+                 "--access-key", "AKIDKILNRETAIN001", "--secret-key",
+                 "retain/Secret+0123456789abcdefghijklmn", "--account", "210987654321"],
+                stdout=log, stderr=subprocess.STDOUT, env=env)
+
+    def test_bad_knob(self):
+        data = os.path.join(_tmp.name, "retention-bad")
+        for bad in ("", "abc", "0", "-5", "99999999999"):
+            p = self.serve(data, free_port(), bad)
+            self.assertNotEqual(p.wait(timeout=60), 0, bad)
+        with open(data + ".log") as f:
+            self.assertIn("KILN_TERMINATED_RETENTION_SECONDS", f.read())
+
+    def test_terminated_vanish(self):
+        data = os.path.join(_tmp.name, "retention")
+        port = free_port()
+        proc = self.serve(data, port, str(self.RETENTION))
+        try:
+            creds = os.path.join(data, "credentials")
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                    if os.path.exists(creds):
+                        break
+                except OSError:
+                    pass
+                self.assertIsNone(proc.poll(), "serve exited")
+                self.assertLess(time.monotonic(), deadline, "serve never listened")
+                time.sleep(0.1)
+            cp = configparser.ConfigParser()
+            cp.read(creds)
+            ec2 = boto3.client(
+                "ec2", region_name="us-east-1", endpoint_url="http://127.0.0.1:%d" % port,
+                aws_access_key_id=cp["default"]["aws_access_key_id"],
+                aws_secret_access_key=cp["default"]["aws_secret_access_key"],
+                config=Config(retries={"max_attempts": 1, "mode": "standard"}))
+            path = os.path.join(_tmp.name, "noise2.raw")
+            with open(path, "wb") as f:
+                f.write(os.urandom(2 << 20))
+            image = subprocess.run([KILN, "--data-dir", data, "image", "import", path,
+                                    "--name", "retention-noise"], check=True,
+                                   capture_output=True, text=True).stdout.strip().splitlines()[-1]
+            r = ec2.run_instances(ImageId=image, MinCount=2, MaxCount=2, InstanceType="t3.nano",
+                                  TagSpecifications=[{"ResourceType": "instance",
+                                                      "Tags": [{"Key": "k", "Value": "v"}]}])
+            ids = sorted(i["InstanceId"] for i in r["Instances"])
+            gone, kept = ids
+            dirs = {i: os.path.join(data, "regions", "us-east-1", "instances", i) for i in ids}
+
+            def states():
+                rs = ec2.describe_instances()["Reservations"]
+                return {i["InstanceId"]: i["State"]["Name"] for r in rs for i in r["Instances"]}
+
+            deadline = time.monotonic() + 60
+            while set(states().values()) != {"stopped"}:
+                self.assertLess(time.monotonic(), deadline)
+                time.sleep(0.2)
+            # a console log as a guest would have left it
+            with open(os.path.join(dirs[gone], "console.log"), "w") as f:
+                f.write("last words\n")
+            ec2.terminate_instances(InstanceIds=[gone])
+            inst = ec2.describe_instances(InstanceIds=[gone])["Reservations"][0]["Instances"][0]
+            self.assertEqual(inst["State"]["Name"], "terminated")
+            # QEMU gone: only console.log stays, and GetConsoleOutput reads it
+            self.assertEqual(os.listdir(dirs[gone]), ["console.log"])
+            self.assertEqual(ec2.get_console_output(InstanceId=gone)["Output"], "last words\n")
+            # then it vanishes: DescribeInstances, its tags, its row, its directory
+            deadline = time.monotonic() + 120
+            while gone in states():
+                self.assertLess(time.monotonic(), deadline, "terminated instance never vanished")
+                time.sleep(0.5)
+            with self.assertRaises(ClientError) as cm:
+                ec2.describe_instances(InstanceIds=[gone])
+            self.assertEqual(cm.exception.response["Error"]["Code"], "InvalidInstanceID.NotFound")
+            with self.assertRaises(ClientError) as cm:
+                ec2.get_console_output(InstanceId=gone)
+            self.assertEqual(cm.exception.response["Error"]["Code"], "InvalidInstanceID.NotFound")
+            self.assertEqual(states(), {kept: "stopped"})
+            tags = ec2.describe_tags(Filters=[{"Name": "resource-id", "Values": ids}])["Tags"]
+            self.assertEqual([t["ResourceId"] for t in tags], [kept])
+            db = sqlite3.connect(os.path.join(data, "regions", "us-east-1", "registry.db"))
+            try:
+                rows = db.execute("SELECT id FROM instances ORDER BY id").fetchall()
+            finally:
+                db.close()
+            self.assertEqual(rows, [(kept,)])
+            self.assertFalse(os.path.exists(dirs[gone]))
+            self.assertTrue(os.path.isdir(dirs[kept]))
+        finally:
+            proc.terminate()
+            self.assertEqual(proc.wait(timeout=120), 0)
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
 
 
 if __name__ == "__main__":

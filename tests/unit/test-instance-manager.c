@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -264,6 +265,55 @@ int main(void)
     if (vol)
         ok(vol->state == VOLUME_AVAILABLE && !vol->instance_id[0], "available, detached");
     registry_volume_free(vol);
+
+    /* terminated instances: the directory keeps only console.log, the
+     * row vanishes after the retention period (the clock is an argument) */
+    {
+        struct registry_instance stopped = {.state = INSTANCE_STOPPED, .terminated_time = 1};
+        char *dir = instance_manager_dir(m, "us-east-1", ids[0]);
+        char file[700];
+        int64_t keep = instance_manager_terminated_retention_ms(m), t;
+        struct stat st;
+
+        is_int((int)(keep / 1000), 3600, "the default retention: an hour");
+        ok(!instance_expired(&stopped, keep, INT64_MAX / 2), "only terminated rows expire");
+        is_int(registry_instance_get(r->reg, ids[0], &row), 0, "the terminated row");
+        t = row ? row->terminated_time : 0;
+        ok(t > 0, "records when it was terminated");
+        if (row) {
+            ok(!instance_expired(row, keep, t + keep - 1), "visible until the period ends");
+            ok(instance_expired(row, keep, t + keep), "gone when it ends");
+        }
+        registry_instance_free(row);
+        row = NULL;
+        snprintf(file, sizeof(file), "%s/metadata", dir);
+        ok(stat(dir, &st) == 0 && stat(file, &st) < 0 && errno == ENOENT,
+           "its directory stays, emptied but for console.log");
+        snprintf(file, sizeof(file), "%s/console.log", dir);
+        fd = open(file, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        ok(fd >= 0 && write(fd, "bye\n", 4) == 4, "a console log");
+        if (fd >= 0)
+            close(fd);
+        is_int(registry_tag_set(r->reg, ids[0], "k", "v"), 0, "a tag");
+        /* the instances terminated before it go; it stays */
+        ok(instance_manager_expire(m, "us-east-1", t + keep - 1) >= 0, "expired the older ones");
+        is_int(registry_instance_get(r->reg, ids[0], &row), 0,
+               "a millisecond before its period ends, the row stays");
+        registry_instance_free(row);
+        row = NULL;
+        is_int(instance_manager_expire(m, "us-east-1", t + keep), 1, "expired at the end");
+        is_int(registry_instance_get(r->reg, ids[0], &row), -ENOENT, "the row is gone");
+        struct registry_tag *tags = NULL;
+        size_t nt = 9;
+        is_int(registry_tag_list(r->reg, ids[0], &tags, &nt), 0, "its tags");
+        is_int((int)nt, 0, "are gone");
+        registry_tag_list_free(tags, nt);
+        ok(stat(dir, &st) < 0 && errno == ENOENT, "its directory is gone");
+        is_int(count_rows(r, &ni, &nv), 0, "counted");
+        is_int((int)ni, 0, "every terminated instance went");
+        is_int(instance_manager_expire(m, "eu-west-9", 0), -ENOENT, "a region not served");
+        free(dir);
+    }
 
     free(ids);
     instance_manager_free(m);
