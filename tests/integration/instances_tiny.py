@@ -357,36 +357,45 @@ class Instances(unittest.TestCase):
         self.assertEqual(describe(ec2, iid)["State"]["Name"], "terminated")
         self.assertEqual(self.code(ec2.start_instances, InstanceIds=[iid])[0],
                          "IncorrectInstanceState")
+        # QEMU is gone: the directory keeps only console.log, which
+        # GetConsoleOutput still reads
+        self.assertEqual(os.listdir(instance_dir(iid)), ["console.log"])
+        self.assertIn("kiln tiny: booted", console(ec2, iid))
 
     # ---- instance B ----
 
     def test_7_tokens_required_bigger_volume(self):
         ec2 = self.ec2
-        inst = ec2.run_instances(
+        launch = dict(
             ImageId=IMAGE, MinCount=1, MaxCount=1, InstanceType="t3.nano", UserData=USER_DATA,
             MetadataOptions={"HttpTokens": "required"}, ClientToken="instances-tiny-b",
             BlockDeviceMappings=[{"DeviceName": "/dev/xvda",
                                   "Ebs": {"VolumeSize": 3, "DeleteOnTermination": False,
-                                          "VolumeType": "gp3"}}])["Instances"][0]
+                                          "VolumeType": "gp3"}}])
+        inst = ec2.run_instances(**launch)["Instances"][0]
         Instances.B = iid = inst["InstanceId"]
-        # the same ClientToken again: the same reservation, nothing new
-        again = ec2.run_instances(ImageId=IMAGE, MinCount=1, MaxCount=1, InstanceType="t3.nano",
-                                  ClientToken="instances-tiny-b")
+        # the same ClientToken and parameters again: the same reservation,
+        # nothing new; other parameters: IdempotentParameterMismatch
+        again = ec2.run_instances(**launch)
         self.assertEqual([i["InstanceId"] for i in again["Instances"]], [iid])
+        self.assertEqual(self.code(ec2.run_instances, ImageId=IMAGE, MinCount=1, MaxCount=1,
+                                   InstanceType="t3.nano", ClientToken="instances-tiny-b")[0],
+                         "IdempotentParameterMismatch")
         Instances.B_VOLUME = inst["BlockDeviceMappings"][0]["Ebs"]["VolumeId"]
         self.assertFalse(inst["BlockDeviceMappings"][0]["Ebs"]["DeleteOnTermination"])
         self.assertEqual(inst["MetadataOptions"]["HttpTokens"], "required")
         vol = ec2.describe_volumes(VolumeIds=[self.B_VOLUME])["Volumes"][0]
         self.assertEqual(vol["Size"], 3)
         ec2.get_waiter("instance_running").wait(InstanceIds=[iid], WaiterConfig=WAIT)
-        # the tiny image's init fetches its user data over IMDSv1 only, so
-        # with tokens required it does not run it: run it through the agent
-        r = agent(iid, "exec", "sh", "-c", USER_DATA)
-        self.assertEqual(r.returncode, 0, r.stderr)
-        out = r.stdout
-        self.assertRegex(out, r"imds-v1-status: HTTP/1\.[01] 401")
+        # the tiny image's init fetches its user data over IMDSv2 (as stock
+        # tools do), so it runs it with tokens required; v1 is refused from
+        # inside
+        out = wait_console(ec2, iid, "imds-v2-id:")
+        self.assertIn("kiln tiny: metadata token acquired (IMDSv2)", out)
+        self.assertIn("kiln tiny: running user data", out)
+        self.assertRegex(out, r"user-data: imds-v1-status: HTTP/1\.[01] 401")
         self.assertNotIn("imds-v1-id: " + iid, out)
-        self.assertIn("imds-v2-id: " + iid, out)
+        self.assertIn("user-data: imds-v2-id: " + iid, out)
 
     def test_8_serve_restarts(self):
         """SIGTERM stops B cleanly and the next serve starts it again; after
