@@ -657,6 +657,7 @@ int api_run_instances(struct api_ctx *ctx, const struct query *q, struct xml *x)
     struct instance_launch l = {0};
     struct service_client_token ct = {0};
     struct instance_manager *m;
+    bool launched = false;
     char reservation[ID_MAX_SIZE];
     size_t n_ud = 0, n_sg = 0, n_groups = 0, n_keys = 0, n_itags = 0, n_vtags = 0, n = 0;
     int r;
@@ -794,8 +795,11 @@ int api_run_instances(struct api_ctx *ctx, const struct query *q, struct xml *x)
         }
         goto out;
     }
+    launched = true;
 answer:
-    /* the reservation with every instance as registered */
+    /* the reservation with every instance as registered: a new launch's
+     * `pending` (as EC2 answers, even when a guest's boot already failed
+     * meanwhile); a repeated token's as they are now */
     xml_element(x, "reservationId", reservation);
     xml_element(x, "ownerId", ctx->account);
     xml_open(x, "groupSet");
@@ -807,6 +811,10 @@ answer:
         size_t nt = 0;
         /* a fresh read: the handle may predate the launch's commit */
         r = registry_instance_get(rg->reg, ids[i], &row);
+        if (r >= 0 && launched) {
+            row->state = INSTANCE_PENDING;
+            row->reason_code[0] = row->reason_message[0] = '\0';
+        }
         if (r >= 0)
             r = registry_tag_list(rg->reg, ids[i], &tags, &nt);
         if (r >= 0)
