@@ -349,10 +349,13 @@ class DebianInstance(unittest.TestCase):
         ec2.get_waiter("instance_stopped").wait(InstanceIds=[iid], WaiterConfig=WAIT)
         inst = describe(ec2, iid)
         self.assertEqual(inst["StateReason"]["Code"], "Client.UserInitiatedShutdown")
+        # systemd's last words (systemd-shutdown, after every unit stopped)
+        # and the kernel's power-off, after cloud-init's end
         out = console(ec2, iid)
-        tail = out[out.rfind("Cloud-init v. "):]
-        self.assertIn("systemd-shutdown[1]: Syncing filesystems and block devices", tail)
-        self.assertIn("reboot: Power down", tail)
+        done = out.rfind("Cloud-init v. ")
+        self.assertGreaterEqual(done, 0, out[-3000:])
+        self.assertIn("systemd-shutdown[1]: Syncing filesystems and block devices", out[done:])
+        self.assertIn("reboot: Power down", out[done:])
         with open(os.path.join(TDIR, "serve.log")) as f:
             self.assertNotIn("instance %s: quitting QEMU" % iid, f.read())
 
