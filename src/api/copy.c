@@ -35,7 +35,8 @@
  *   answers that id and copies nothing; with other parameters it is
  *   IdempotentParameterMismatch.  The digest covers Action and every
  *   parameter except ClientToken, Version, DryRun and X-Amz-* (query
- *   signing), sorted by name.  A failed request records nothing.
+ *   signing), sorted by name (client-token.c).  A failed request records
+ *   nothing.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -106,70 +107,6 @@ static int open_source(struct api_ctx *ctx, const char *name, struct region **re
     return r;
 }
 
-/* ---- ClientToken ---- */
-
-static bool digest_skips(const char *key)
-{
-    return strcmp(key, "ClientToken") == 0 || strcmp(key, "Version") == 0 ||
-           strcmp(key, "DryRun") == 0 || strncmp(key, "X-Amz-", 6) == 0;
-}
-
-static int param_cmp(const void *a, const void *b)
-{
-    const struct query_param *x = *(const struct query_param *const *)a;
-    const struct query_param *y = *(const struct query_param *const *)b;
-
-    return strcmp(x->key, y->key);
-}
-
-/* The digest of what the request asks for (see the design notes).  Keys
- * are unique (the server refuses repeats), so the order is total. */
-static void params_digest(const struct query *q, struct digest *ret)
-{
-    const struct query_param **p = xcalloc(q->n + 1, sizeof(*p));
-    struct sha256_ctx *h = sha256_new();
-    size_t n = 0;
-
-    for (size_t i = 0; i < q->n; i++)
-        if (!digest_skips(q->params[i].key))
-            p[n++] = &q->params[i];
-    qsort(p, n, sizeof(*p), param_cmp);
-    for (size_t i = 0; i < n; i++) {
-        /* Lengths first: no two different lists hash the same text. */
-        char len[48];
-        snprintf(len, sizeof(len), "%zu:%zu:", strlen(p[i]->key), strlen(p[i]->value));
-        sha256_update(h, len, strlen(len));
-        sha256_update(h, p[i]->key, strlen(p[i]->key));
-        sha256_update(h, p[i]->value, strlen(p[i]->value));
-    }
-    sha256_final(h, ret);
-    sha256_free(h);
-    free(p);
-}
-
-/* Look the token up: 0 and ret_id[0] == 0 when it is new; 0 and the first
- * request's id in ret_id when this repeats it; IdempotentParameterMismatch
- * when the token was used for something else. */
-static int token_check(struct api_ctx *ctx, struct region *dst,
-                       const struct service_client_token *t, char ret_id[ID_MAX_SIZE])
-{
-    struct registry_client_token rec;
-    int r = registry_client_token_get(dst->reg, t->account, t->token, &rec);
-
-    ret_id[0] = '\0';
-    if (r == -ENOENT)
-        return 0;
-    if (r < 0)
-        return r;
-    if (strcmp(rec.action, t->action) != 0 || !digest_equal(&rec.params, &t->params))
-        return api_fail(ctx, API_ERR_IDEMPOTENT_MISMATCH,
-                        "The client token '%.64s' was already used for a request with other "
-                        "parameters (%s %s)",
-                        t->token, rec.action, rec.resource_id);
-    memcpy(ret_id, rec.resource_id, ID_MAX_SIZE);
-    return 0;
-}
-
 /* ---- CopyImage ---- */
 
 int api_copy_image(struct api_ctx *ctx, const struct query *q, struct xml *x)
@@ -230,7 +167,7 @@ int api_copy_image(struct api_ctx *ctx, const struct query *q, struct xml *x)
         }
         token.account = ctx->account;
         token.action = ctx->action;
-        params_digest(q, &token.params);
+        api_params_digest(q, &token.params);
         o.token = &token;
     }
     /* A repeated request answers the first one's id, whatever happened to
@@ -238,7 +175,7 @@ int api_copy_image(struct api_ctx *ctx, const struct query *q, struct xml *x)
     if (o.token && !ctx->dry_run) {
         r = region_open(ctx->data_dir, ctx->region, false, &dst);
         if (r >= 0)
-            r = token_check(ctx, dst, &token, new_id);
+            r = api_client_token_check(ctx, dst->reg, &token, new_id);
         if (r < 0)
             goto out;
         if (new_id[0]) {
@@ -291,7 +228,7 @@ int api_copy_image(struct api_ctx *ctx, const struct query *q, struct xml *x)
     if ((r == -EALREADY || r == -EEXIST) && o.token) {
         /* A concurrent request with the same token may have won (its
          * image then holds the name too): answer as it did. */
-        int e = token_check(ctx, dst, &token, new_id);
+        int e = api_client_token_check(ctx, dst->reg, &token, new_id);
         if (e < 0 || new_id[0])
             r = e;
         else if (r == -EALREADY)

@@ -533,46 +533,6 @@ static int security_groups(struct api_ctx *ctx, struct region *rg, const struct 
 
 /* ---- RunInstances' ClientToken ---- */
 
-static bool digest_skips(const char *key)
-{
-    return strcmp(key, "ClientToken") == 0 || strcmp(key, "Version") == 0 ||
-           strcmp(key, "DryRun") == 0 || strncmp(key, "X-Amz-", 6) == 0;
-}
-
-static int param_cmp(const void *a, const void *b)
-{
-    const struct query_param *x = *(const struct query_param *const *)a;
-    const struct query_param *y = *(const struct query_param *const *)b;
-
-    return strcmp(x->key, y->key);
-}
-
-/* The digest of what a RunInstances asks for: the same digest as
- * CopyImage's (src/api/copy.c): every parameter but ClientToken, Version,
- * DryRun and X-Amz-*, sorted by name (keys are unique: the server refuses
- * repeats), each as "LEN:LEN:KEYVALUE". */
-static void params_digest(const struct query *q, struct digest *ret)
-{
-    const struct query_param **p = xcalloc(q->n + 1, sizeof(*p));
-    struct sha256_ctx *h = sha256_new();
-    size_t n = 0;
-
-    for (size_t i = 0; i < q->n; i++)
-        if (!digest_skips(q->params[i].key))
-            p[n++] = &q->params[i];
-    qsort(p, n, sizeof(*p), param_cmp);
-    for (size_t i = 0; i < n; i++) {
-        char len[48];
-        snprintf(len, sizeof(len), "%zu:%zu:", strlen(p[i]->key), strlen(p[i]->value));
-        sha256_update(h, len, strlen(len));
-        sha256_update(h, p[i]->key, strlen(p[i]->key));
-        sha256_update(h, p[i]->value, strlen(p[i]->value));
-    }
-    sha256_final(h, ret);
-    sha256_free(h);
-    free(p);
-}
-
 /* The instances of `reservation` the caller owns, in launch order. */
 static int reservation_ids(struct api_ctx *ctx, struct region *rg, const char *reservation,
                            char (**ret)[ID_MAX_SIZE], size_t *ret_n)
@@ -605,22 +565,14 @@ static int reservation_ids(struct api_ctx *ctx, struct region *rg, const char *r
 static int token_find(struct api_ctx *ctx, struct region *rg, const struct service_client_token *t,
                       char reservation[ID_MAX_SIZE], char (**ret)[ID_MAX_SIZE], size_t *ret_n)
 {
-    struct registry_client_token rec;
-    int r = registry_client_token_get(rg->reg, t->account, t->token, &rec);
+    int r = api_client_token_check(ctx, rg->reg, t, reservation);
 
-    if (r == 0) {
-        if (strcmp(rec.action, t->action) != 0 || !digest_equal(&rec.params, &t->params))
-            return api_fail(ctx, API_ERR_IDEMPOTENT_MISMATCH,
-                            "The client token '%.64s' was already used for a request with other "
-                            "parameters (%s %s)",
-                            t->token, rec.action, rec.resource_id);
-        memcpy(reservation, rec.resource_id, ID_MAX_SIZE);
+    if (r < 0)
+        return r;
+    if (reservation[0] != '\0') {
         r = reservation_ids(ctx, rg, reservation, ret, ret_n);
         return r < 0 ? r : 1;
     }
-    if (r != -ENOENT)
-        return r;
-    error_clear();
     {
         struct registry_instance **all = NULL;
         size_t n_all = 0;
@@ -753,7 +705,7 @@ int api_run_instances(struct api_ctx *ctx, const struct query *q, struct xml *x)
         ct.account = ctx->account;
         ct.token = token;
         ct.action = ctx->action;
-        params_digest(q, &ct.params);
+        api_params_digest(q, &ct.params);
         l.token = &ct;
         r = token_find(ctx, rg, &ct, reservation, &ids, &n);
         if (r < 0)

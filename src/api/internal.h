@@ -579,4 +579,22 @@ int api_delete_security_group(struct api_ctx *ctx, const struct query *q, struct
 int api_authorize_security_group_ingress(struct api_ctx *ctx, const struct query *q,
                                          struct xml *x);
 
+/* ---- ClientToken (client-token.c) ---- */
+
+struct digest;
+struct registry;
+struct service_client_token;
+
+/* The digest of what a request asks for, recorded with its ClientToken:
+ * every parameter but ClientToken, Version, DryRun and X-Amz-*, sorted by
+ * name, each hashed as "LEN:LEN:KEYVALUE" (the design notes there). */
+void api_params_digest(const struct query *q, struct digest *ret);
+
+/* Look t's token up in client_tokens: 0 and ret_id[0] == '\0' when it is
+ * new; 0 and the first request's resource id in ret_id when this request
+ * repeats it (same action, same digest); IdempotentParameterMismatch
+ * (recorded with api_fail()) when it was used for something else. */
+int api_client_token_check(struct api_ctx *ctx, struct registry *reg,
+                           const struct service_client_token *t, char ret_id[ID_MAX_SIZE]);
+
 #endif
