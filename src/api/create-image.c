@@ -68,33 +68,6 @@ static int instance_not_found(struct api_ctx *ctx, const char *id)
     return api_not_found(ctx, API_RES_INSTANCE, &id, 1);
 }
 
-/* InvalidAMIName.Duplicate when the caller has a live image of that name. */
-static int check_name_free(struct api_ctx *ctx, struct region *rg, const char *name)
-{
-    const char *owners[] = {ctx->account}, *names[] = {name};
-    struct image_query iq = {
-        .owners = owners, .n_owners = 1, .names = names, .n_names = 1,
-        .include_deprecated = true, .include_disabled = true, .caller = ctx->account,
-    };
-    struct registry_image **list = NULL;
-    char *token = NULL;
-    size_t n = 0;
-    int r = registry_image_list(rg->reg, &iq, &list, &n, &token);
-
-    if (r < 0)
-        return r;
-    free(token);
-    r = 0;
-    for (size_t i = 0; i < n && r == 0; i++)
-        if (list[i]->state != IMAGE_DEREGISTERED && strcmp(list[i]->name, name) == 0) {
-            ctx->resource = API_RES_IMAGE;
-            r = api_fail(ctx, API_ERR_DUPLICATE, "AMI name %s is already in use by AMI %s", name,
-                         list[i]->id);
-        }
-    registry_image_list_free(list, n);
-    return r;
-}
-
 /* The checks every form makes with the instance held: the caller's, not
  * terminated, the name free; then DryRun. */
 static int check_instance(struct hook *h, const struct registry_instance *row,
@@ -117,7 +90,7 @@ static int check_instance(struct hook *h, const struct registry_instance *row,
         return api_fail(ctx, API_ERR_IN_USE, "The instance '%s' has no root volume yet",
                         row->id);
     }
-    r = check_name_free(ctx, rg, h->a->name);
+    r = api_image_name_check(ctx, rg, h->a->name);
     if (r == 0)
         r = api_dry_run(ctx);
     return r;

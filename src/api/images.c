@@ -581,9 +581,7 @@ static int check_mapped_snapshots(struct api_ctx *ctx, struct region *rg, struct
     return 0;
 }
 
-/* InvalidAMIName.Duplicate naming the image that holds the name, when one
- * of the owner's live images does; else 0. */
-static int check_name_free(struct api_ctx *ctx, struct region *rg, const char *name)
+int api_image_name_check(struct api_ctx *ctx, struct region *rg, const char *name)
 {
     const char *owners[] = {ctx->account}, *names[] = {name};
     /* A valid name has no '*', '?' or backslash, so as a pattern it
@@ -622,7 +620,7 @@ static int register_image(struct api_ctx *ctx, struct region *rg, struct registe
     int r = check_mapped_snapshots(ctx, rg, a);
 
     if (r == 0)
-        r = check_name_free(ctx, rg, a->img.name);
+        r = api_image_name_check(ctx, rg, a->img.name);
     if (r == 0)
         r = api_dry_run(ctx);
     if (r < 0)

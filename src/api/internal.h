@@ -21,6 +21,11 @@ bool api_utf8_is_valid(const char *s, size_t len);
 /* Fill buf with a random (version 4) UUID.  Returns 0 or -errno. */
 int api_request_id(char buf[API_REQUEST_ID_SIZE]);
 
+/* Append s as a JSON string literal (quotes included); control characters
+ * are escaped, invalid UTF-8 bytes become U+FFFD (json-write.c; the reader
+ * is common/json.h). */
+void json_write_string(struct api_buf *b, const char *s);
+
 /* ---- errors (errors.c) ---- */
 
 /* The kind of resource an operation was about, which turns a generic
@@ -411,6 +416,10 @@ int api_disable_image(struct api_ctx *ctx, const struct query *q, struct xml *x)
 int api_image_id_check(struct api_ctx *ctx, const char *id);
 /* Record InvalidAMIID.NotFound naming the ids; returns -ENOENT. */
 int api_image_not_found(struct api_ctx *ctx, const char *const *ids, size_t n);
+/* images.c: InvalidAMIName.Duplicate naming the image that holds `name`,
+ * when one of the caller's live images (any but deregistered) does; else
+ * 0 (RegisterImage, CopyImage's checks and CreateImage). */
+int api_image_name_check(struct api_ctx *ctx, struct region *rg, const char *name);
 /* ---- permissions.c: who may use a resource; permission changes ---- */
 
 struct registry_image;
