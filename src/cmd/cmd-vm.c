@@ -25,6 +25,7 @@
 #include "common/log.h"
 #include "common/util.h"
 #include "nbd/nbd.h"
+#include "service/boot-watch.h"
 #include "imds/imds.h"
 #include "vm/vm.h"
 #include "volume/volume.h"
@@ -203,104 +204,19 @@ static int supervise(struct vm *vm, const char *qmp_path, const sigset_t *sigs, 
     }
 }
 
-/* The boot watcher: waits for the agent's hello, then ends the volume's
- * boot (the profile is saved) and writes DIR/boot-stats.  QEMU may exit
- * first: then do_boot() marks the watch over (under mu) before it closes
- * the volume, and detaches the thread, still waiting to connect, which
- * frees the watch when it ends.  Whichever of the two sees the other done
- * frees it. */
-struct boot_watch {
-    pthread_mutex_t mu;
-    bool over;          /* do_boot() is done with it: do not touch the volume */
-    bool done;          /* the thread has finished with it */
-    struct volume *v;
-    char *dir, *agent_sock;
-    uint64_t start_ns;
-    struct volume_stats files; /* the counters after the boot files' copy */
-};
-
-static void boot_watch_free(struct boot_watch *w)
-{
-    pthread_mutex_destroy(&w->mu);
-    free(w->dir);
-    free(w->agent_sock);
-    free(w);
-}
-
-static void boot_stats_write(struct boot_watch *w, double seconds)
-{
-    struct volume_stats st;
-    _cleanup_free_ char *path = xasprintf("%s/boot-stats", w->dir);
-    _cleanup_free_ char *tmp = xasprintf("%s/boot-stats.tmp", w->dir);
-    FILE *f = fopen(tmp, "we");
-
-    volume_stats(w->v, &st);
-    fprintf(stderr,
-            "kiln: agent hello after %.2f s: %" PRIu64 " bytes fetched from the store, "
-            "%" PRIu64 " bytes read, %" PRIu64 " of %" PRIu64 " chunks prefetched were hits\n",
-            seconds, st.bytes_fetched, st.bytes_read, st.prefetch_hits, st.prefetch_chunks);
-    if (!f)
-        return;
-    fprintf(f, "boot_files_read=%" PRIu64 "\nboot_files_fetched=%" PRIu64 "\n",
-            w->files.bytes_read, w->files.bytes_fetched);
-    fprintf(f,
-            "hello_seconds=%.3f\nchunks_fetched=%" PRIu64 "\nbytes_fetched=%" PRIu64
-            "\nbytes_read=%" PRIu64 "\ncache_hits=%" PRIu64 "\nprefetch_chunks=%" PRIu64
-            "\nprefetch_bytes=%" PRIu64 "\nprefetch_hits=%" PRIu64 "\nprefetch_errors=%" PRIu64
-            "\n",
-            seconds, st.chunks_fetched, st.bytes_fetched, st.bytes_read, st.cache_hits,
-            st.prefetch_chunks, st.prefetch_bytes, st.prefetch_hits, st.prefetch_errors);
-    if (fclose(f) != 0 || rename(tmp, path) != 0)
-        unlink(tmp);
-}
-
-static void *boot_watch_main(void *arg)
-{
-    struct boot_watch *w = arg;
-    struct agent_client *ac = NULL;
-    int e = agent_client_connect(w->agent_sock, 3600 * 1000, &ac, NULL);
-    double seconds = (double)(now_ns() - w->start_ns) / 1e9;
-
-    /* Hang up at once: the agent serves one client at a time. */
-    agent_client_free(ac);
-    pthread_mutex_lock(&w->mu);
-    if (e >= 0 && !w->over) {
-        int r = volume_boot_finish(w->v);
-        if (r < 0)
-            fprintf(stderr, "kiln: warning: boot profile not saved: %s\n", error_message());
-        else if (r > 0)
-            fprintf(stderr, "kiln: boot profile saved\n");
-        boot_stats_write(w, seconds);
-    }
-    w->done = true;
-    bool abandoned = w->over;
-    pthread_mutex_unlock(&w->mu);
-    if (abandoned)
-        boot_watch_free(w);
-    return NULL;
-}
-
-/* Start the boot profile's prefetch, or its recording (volume.h). */
+/* Start the boot profile's prefetch, or its recording (boot-watch.h). */
 static void boot_profile_start(struct region *r, const char *id, struct volume *v,
                                const struct boot_args *a)
 {
-    _cleanup_(registry_volume_freep) struct registry_volume *row = NULL;
-    _cleanup_free_ char *path = NULL;
-
-    if (a->no_profile || !volume_base(v) || service_volume_get(r, id, &row) < 0 ||
-        !row->snapshot_id[0])
-        return;
-    path = volume_profile_path(r->dir, row->snapshot_id);
     struct volume_boot_options o = {
         .threads = a->prefetch_threads,
         .record_seconds = a->record_seconds,
     };
-    int e = volume_boot_start(v, path, &o);
-    if (e < 0)
+
+    if (a->no_profile)
+        return;
+    if (service_boot_profile_start(r, id, v, &o) < 0)
         fprintf(stderr, "kiln: warning: no boot profile: %s\n", error_message());
-    else
-        fprintf(stderr, "kiln: %s boot profile %s\n", e > 0 ? "prefetching" : "recording",
-                path);
 }
 
 static int read_local(const char *path, char **ret, size_t *ret_len);
@@ -325,14 +241,13 @@ static int do_boot(struct cli *cli, int argc, char **argv)
     _cleanup_(region_freep) struct region *r = NULL;
     _cleanup_free_ char *dir = NULL, *nbd_sock = NULL, *kernel = NULL, *initrd = NULL;
     _cleanup_free_ char *qmp = NULL, *ssh_addr = NULL, *netdev = NULL, *absdir = NULL;
+    _cleanup_free_ char *agent_sock = NULL;
     struct volume *v = NULL;
     struct nbd_backend be;
     struct nbd_server *srv = NULL;
     struct vm *vm = NULL;
     struct vm_config c = { 0 };
     struct boot_watch *w = NULL;
-    pthread_t watcher;
-    bool watching = false;
     _cleanup_(imds_instance_release) struct imds_instance md = { 0 };
     enum vm_accel accel;
     bool has_initrd = false;
@@ -346,6 +261,9 @@ static int do_boot(struct cli *cli, int argc, char **argv)
         return ex;
     const char *id = a.pos[0];
     uint64_t start_ns = now_ns();
+    /* the boot watcher's lines (the profile, the hello) are info */
+    if (!cli->quiet && log_get_level() < LOG_INFO)
+        log_set_level(LOG_INFO);
     if (a.metadata) {
         _cleanup_free_ char *text = NULL;
         size_t tlen;
@@ -457,18 +375,9 @@ static int do_boot(struct cli *cli, int argc, char **argv)
         return 1;
     }
     qmp = xasprintf("%s/qmp.sock", dir);
-    w = xcalloc(1, sizeof(*w));
-    pthread_mutex_init(&w->mu, NULL);
-    w->start_ns = start_ns;
-    w->files = files;
-    w->v = v;
-    w->dir = xstrdup(dir);
-    w->agent_sock = xasprintf("%s/agent.sock", dir);
-    {
-        _cleanup_free_ char *stats = xasprintf("%s/boot-stats", dir);
-        unlink(stats);
-    }
-    watching = pthread_create(&watcher, NULL, boot_watch_main, w) == 0;
+    agent_sock = xasprintf("%s/agent.sock", dir);
+    if (service_boot_watch_new(v, dir, agent_sock, start_ns, &files, &w) < 0)
+        fprintf(stderr, "kiln: warning: no boot stats: %s\n", error_message());
     fprintf(stderr,
             "kiln: booting '%s' (q35, %s, uuid %s), qemu pid %d\n"
             "kiln: console %s/console.log\n"
@@ -478,22 +387,7 @@ static int do_boot(struct cli *cli, int argc, char **argv)
     fflush(stderr);
     supervise(vm, qmp, &sigs, &status);
     vm_free(vm);
-    if (watching) {
-        /* The watcher is done, or still waiting for an agent that will
-         * never answer: then leave it (and the watch) without the volume. */
-        pthread_mutex_lock(&w->mu);
-        w->over = true;
-        bool done = w->done;
-        pthread_mutex_unlock(&w->mu);
-        if (done) {
-            pthread_join(watcher, NULL);
-            boot_watch_free(w);
-        } else {
-            pthread_detach(watcher);
-        }
-    } else {
-        boot_watch_free(w);
-    }
+    service_boot_watch_free(w); /* before the volume closes */
     e = nbd_server_shutdown(srv); /* flushes the volume */
     nbd_server_free(srv);         /* closes it */
     if (e < 0) {

@@ -60,6 +60,7 @@
 #include "registry/images.h"
 #include "registry/jobs.h"
 #include "registry/volumes.h"
+#include "service/boot-watch.h"
 #include "service/instance-types.h"
 #include "service/instances.h"
 #include "service/service.h"
@@ -471,6 +472,7 @@ static int write_durably(const char *dir, const char *name, const char *data, si
 struct parts {
     struct nbd_server *nbd;
     struct vm *vm;
+    struct boot_watch *watch; /* the agent's hello: boot profile, boot-stats */
 };
 
 /* Tear down in the order that keeps the data; returns the flush's result. */
@@ -480,6 +482,8 @@ static int parts_release(struct inst *in, struct parts *p)
 
     vm_free(p->vm);
     p->vm = NULL;
+    service_boot_watch_free(p->watch); /* joined before the volume closes */
+    p->watch = NULL;
     if (p->nbd) {
         e = nbd_server_shutdown(p->nbd);
         nbd_server_free(p->nbd); /* closes the volume */
@@ -491,8 +495,10 @@ static int parts_release(struct inst *in, struct parts *p)
     return e;
 }
 
-/* Boot: called with in->hold held. */
-static int boot(struct inst *in, const struct registry_instance *row, struct parts *p)
+/* Boot: called with in->hold held.  `start_ns` (now_ns()) is when the
+ * instance's thread started: boot-stats' times count from it. */
+static int boot(struct inst *in, const struct registry_instance *row, struct parts *p,
+                uint64_t start_ns)
 {
     struct instance_manager *m = in->m;
     _cleanup_free_ char *nbd_sock = xasprintf("%s/nbd.sock", in->dir);
@@ -520,6 +526,12 @@ static int boot(struct inst *in, const struct registry_instance *row, struct par
         return error_set(e, "cannot create '%s': %s", in->dir, strerror(-e));
     pthread_mutex_lock(&in->rg->reg_lock);
     e = service_volume_open(in->rg->r, row->root_volume_id, 0, &v);
+    /* the root snapshot's boot profile: prefetch it, or record this boot
+     * into it until the agent's hello (before the volume is shared) */
+    if (e >= 0 && service_boot_profile_start(in->rg->r, row->root_volume_id, v, NULL) < 0) {
+        log_warning("instance %s: no boot profile: %s", in->id, error_message());
+        error_clear();
+    }
     pthread_mutex_unlock(&in->rg->reg_lock);
     if (e < 0)
         return e;
@@ -529,6 +541,8 @@ static int boot(struct inst *in, const struct registry_instance *row, struct par
         volume_close(v);
         return e;
     }
+    struct volume_stats files;
+    volume_stats(v, &files);
     struct nbd_server_options o = {
         .export_name = row->root_volume_id,
         .description = "kiln instance root volume",
@@ -572,6 +586,13 @@ static int boot(struct inst *in, const struct registry_instance *row, struct par
         return e;
     }
     in->qemu_running = true;
+    {
+        _cleanup_free_ char *agent = xasprintf("%s/agent.sock", in->dir);
+        if (service_boot_watch_new(v, in->dir, agent, start_ns, &files, &p->watch) < 0) {
+            log_warning("instance %s: no boot stats: %s", in->id, error_message());
+            error_clear();
+        }
+    }
     log_info("instance %s booting (%s, %u vCPU, %u MiB), qemu pid %d, ssh %s:22", in->id,
              vm_accel_name(accel), c.vcpus, c.memory_mib, (int)vm_pid(p->vm), row->address);
     return 0;
@@ -607,12 +628,13 @@ static void *inst_thread(void *ud)
     uint64_t quit_at = 0;
     bool quit_sent = false;
     int status = 0, e;
+    uint64_t start_ns = now_ns();
 
     pthread_mutex_lock(&in->hold);
     e = row_get(in->rg, in->id, &row);
     if (e >= 0) {
         snprintf(in->root_volume_id, sizeof(in->root_volume_id), "%s", row->root_volume_id);
-        e = boot(in, row, &p);
+        e = boot(in, row, &p, start_ns);
     }
     if (e < 0) {
         const char *msg = error_message();

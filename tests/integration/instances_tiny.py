@@ -136,6 +136,18 @@ def agent(iid, *argv, timeout=300):
                           capture_output=True, text=True)
 
 
+def boot_stats(iid, timeout=600):
+    """DIR/boot-stats, written at the agent's hello (docs/operations.md)."""
+    path = os.path.join(instance_dir(iid), "boot-stats")
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise AssertionError("no boot-stats for %s: the agent never said hello" % iid)
+        time.sleep(1)
+    with open(path) as f:
+        return {k: float(v) for k, v in (line.strip().split("=", 1) for line in f)}
+
+
 def console(ec2, iid):
     # botocore decodes the base64 Output itself
     return ec2.get_console_output(InstanceId=iid).get("Output", "")
@@ -167,6 +179,7 @@ def describe(ec2, iid):
 
 class Instances(unittest.TestCase):
     A = None
+    A_STATS = None
     B = None
     A_VOLUME = None
     B_VOLUME = None
@@ -287,6 +300,15 @@ class Instances(unittest.TestCase):
         self.assertEqual(vol["Tags"], [{"Key": "role", "Value": "root"}])
         ec2.get_waiter("instance_running").wait(InstanceIds=[iid], WaiterConfig=WAIT)
         out = wait_console(ec2, iid, "imds-v2-id:")
+        # the image's first launch records its boot profile until the
+        # agent's hello: nothing prefetched, every chunk fetched by a read
+        Instances.A_STATS = st = boot_stats(iid)
+        self.assertEqual(st["prefetch_chunks"], 0)
+        self.assertGreater(st["chunks_fetched"], 0)
+        snap = ec2.describe_images(ImageIds=[IMAGE])["Images"][0][
+            "BlockDeviceMappings"][0]["Ebs"]["SnapshotId"]
+        self.assertTrue(os.path.exists(os.path.join(DATA, "regions", REGION, "profiles",
+                                                    snap + ".profile")))
         self.assertIn("imds-v1-id: " + iid, out)
         self.assertIn("imds-v2-id: " + iid, out)
         # filters, tags, status, attributes, the CLI
@@ -396,6 +418,14 @@ class Instances(unittest.TestCase):
         self.assertRegex(out, r"user-data: imds-v1-status: HTTP/1\.[01] 401")
         self.assertNotIn("imds-v1-id: " + iid, out)
         self.assertIn("user-data: imds-v2-id: " + iid, out)
+        # the second launch of the image prefetches A's profile: its reads
+        # find the chunks there and fetch fewer themselves than A's did
+        st = boot_stats(iid)
+        self.assertGreater(st["prefetch_chunks"], 0, st)
+        self.assertGreater(st["prefetch_hits"], 0, st)
+        self.assertEqual(st["prefetch_errors"], 0, st)
+        self.assertLess(st["chunks_fetched"] - st["prefetch_chunks"],
+                        self.A_STATS["chunks_fetched"], (st, self.A_STATS))
 
     def test_8_serve_restarts(self):
         """SIGTERM stops B cleanly and the next serve starts it again; after
