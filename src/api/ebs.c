@@ -36,10 +36,10 @@
 #include <openssl/hmac.h>
 
 #include "api/internal.h"
-#include "api/json.h"
 #include "common/cleanup.h"
 #include "common/error.h"
 #include "common/ids.h"
+#include "common/json.h"
 #include "common/log.h"
 #include "common/util.h"
 #include "registry/ebs-uploads.h"

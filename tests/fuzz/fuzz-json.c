@@ -1,4 +1,4 @@
-/* Fuzz target for the strict JSON reader (src/api/json.c): any bytes
+/* Fuzz target for the strict JSON reader (src/common/json.c): any bytes
  * either parse into a tree whose strings are valid UTF-8 without NUL, no
  * deeper than JSON_MAX_DEPTH, with distinct member names, or are refused
  * with a message; a string written back with json_write_string() parses
@@ -7,8 +7,8 @@
 #include <string.h>
 
 #include "api/internal.h"
-#include "api/json.h"
 #include "common/error.h"
+#include "common/json.h"
 #include "fuzz.h"
 
 static void check(const struct json_value *v, int depth)

@@ -1,12 +1,12 @@
-/* The strict JSON reader (src/api/json.c): what StartSnapshot bodies look
+/* The strict JSON reader (src/common/json.c): what StartSnapshot bodies look
  * like parses into the expected tree; every kind of malformed input is
  * refused with a message; strings round-trip through json_write_string(). */
 #include <errno.h>
 #include <string.h>
 
 #include "api/internal.h"
-#include "api/json.h"
 #include "common/error.h"
+#include "common/json.h"
 #include "tap.h"
 
 static void refused(const char *text, const char *what)

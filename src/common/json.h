@@ -1,21 +1,21 @@
-/* A small strict JSON reader and the string escaping the EBS direct API's
- * rest-json responses need.  Only StartSnapshot sends JSON to kiln (a few
- * hundred bytes), so the reader builds a tree and is written for being
- * right, not fast: RFC 8259 exactly (no comments, no trailing commas, no
- * leading zeros, no control characters in strings), UTF-8 checked, \u
- * escapes with surrogate pairs, duplicate object keys refused, nesting
- * capped at JSON_MAX_DEPTH and the input at JSON_MAX_INPUT.  Every refusal
- * is -EINVAL with a message naming the offset.  tests/fuzz/fuzz-json.c is
- * its fuzz target.
+/* A small strict JSON reader, shared by the EBS direct API (StartSnapshot
+ * bodies, a few hundred bytes) and the bake templates (src/bake/).  It
+ * builds a tree and is written for being right, not fast: RFC 8259 exactly
+ * (no comments, no trailing commas, no leading zeros, no control characters
+ * in strings), UTF-8 checked, \u escapes with surrogate pairs, duplicate
+ * object keys refused, nesting capped at JSON_MAX_DEPTH and the input at
+ * JSON_MAX_INPUT.  Every refusal is -EINVAL with a message naming the
+ * offset.  tests/fuzz/fuzz-json.c is its fuzz target.  The string writer for
+ * the EBS rest-json responses, json_write_string(), lives in
+ * src/api/json-write.c (declared in src/api/internal.h).
  */
-#ifndef KILN_API_JSON_H
-#define KILN_API_JSON_H
+#ifndef KILN_COMMON_JSON_H
+#define KILN_COMMON_JSON_H
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
-#include "api/xml.h"
 #include "common/cleanup.h"
 
 #define JSON_MAX_DEPTH 32
@@ -57,8 +57,8 @@ const struct json_value *json_get(const struct json_value *v, const char *key);
 /* "object", "string", ...: for messages. */
 const char *json_type_name(enum json_type t);
 
-/* Append s as a JSON string literal (quotes included); control characters
- * are escaped, invalid UTF-8 bytes become U+FFFD. */
-void json_write_string(struct api_buf *b, const char *s);
+/* true when s[0..len) is well-formed UTF-8 (no overlongs, surrogates or
+ * code points beyond U+10FFFF). */
+bool json_utf8_is_valid(const char *s, size_t len);
 
 #endif

@@ -1,5 +1,5 @@
-/* The strict JSON reader and string writer: see json.h. */
-#include "api/json.h"
+/* The strict JSON reader: see json.h. */
+#include "common/json.h"
 
 #include <errno.h>
 #include <math.h>
@@ -7,15 +7,90 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "api/internal.h"
 #include "common/cleanup.h"
 #include "common/error.h"
+#include "common/hash.h"
 #include "common/util.h"
 
 struct parser {
     const char *s;
     size_t len, pos;
 };
+
+/* A growable byte buffer for one string literal; bounded by the input's
+ * size, which json_parse() caps. */
+struct sbuf {
+    char *data;
+    size_t len, alloc;
+};
+
+static void sbuf_add(struct sbuf *b, const void *p, size_t n)
+{
+    if (b->len + n + 1 > b->alloc) {
+        size_t want = b->alloc ? b->alloc : 32;
+        while (want < b->len + n + 1)
+            want *= 2;
+        b->data = xrealloc(b->data, want);
+        b->alloc = want;
+    }
+    memcpy(b->data + b->len, p, n);
+    b->len += n;
+    b->data[b->len] = '\0';
+}
+
+static void sbuf_addc(struct sbuf *b, char c)
+{
+    sbuf_add(b, &c, 1);
+}
+
+static char *sbuf_steal(struct sbuf *b)
+{
+    char *s = b->data ? b->data : xstrdup("");
+
+    b->data = NULL;
+    b->len = b->alloc = 0;
+    return s;
+}
+
+bool json_utf8_is_valid(const char *s, size_t len)
+{
+    const unsigned char *p = (const unsigned char *)s, *end = p + len;
+
+    while (p < end) {
+        unsigned c = *p, cp;
+        size_t n;
+
+        if (c < 0x80) {
+            p++;
+            continue;
+        }
+        if (c >= 0xc2 && c <= 0xdf) {
+            n = 1;
+            cp = c & 0x1f;
+        } else if (c >= 0xe0 && c <= 0xef) {
+            n = 2;
+            cp = c & 0x0f;
+        } else if (c >= 0xf0 && c <= 0xf4) {
+            n = 3;
+            cp = c & 0x07;
+        } else {
+            return false;
+        }
+        if ((size_t)(end - p) <= n)
+            return false;
+        for (size_t i = 1; i <= n; i++) {
+            if ((p[i] & 0xc0) != 0x80)
+                return false;
+            cp = cp << 6 | (p[i] & 0x3f);
+        }
+        /* Overlong forms, surrogates, beyond U+10FFFF. */
+        if ((n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) || cp > 0x10ffff ||
+            (cp >= 0xd800 && cp <= 0xdfff))
+            return false;
+        p += n + 1;
+    }
+    return true;
+}
 
 static int fail(struct parser *p, const char *what)
 {
@@ -56,34 +131,34 @@ static int hex4(struct parser *p, unsigned *ret)
     return 0;
 }
 
-static void put_utf8(struct api_buf *b, unsigned cp)
+static void put_utf8(struct sbuf *b, unsigned cp)
 {
     char o[4];
 
     if (cp < 0x80) {
-        api_buf_addc(b, (char)cp);
+        sbuf_addc(b, (char)cp);
     } else if (cp < 0x800) {
         o[0] = (char)(0xc0 | cp >> 6);
         o[1] = (char)(0x80 | (cp & 0x3f));
-        api_buf_add(b, o, 2);
+        sbuf_add(b, o, 2);
     } else if (cp < 0x10000) {
         o[0] = (char)(0xe0 | cp >> 12);
         o[1] = (char)(0x80 | ((cp >> 6) & 0x3f));
         o[2] = (char)(0x80 | (cp & 0x3f));
-        api_buf_add(b, o, 3);
+        sbuf_add(b, o, 3);
     } else {
         o[0] = (char)(0xf0 | cp >> 18);
         o[1] = (char)(0x80 | ((cp >> 12) & 0x3f));
         o[2] = (char)(0x80 | ((cp >> 6) & 0x3f));
         o[3] = (char)(0x80 | (cp & 0x3f));
-        api_buf_add(b, o, 4);
+        sbuf_add(b, o, 4);
     }
 }
 
 /* A string literal at p->pos (the opening quote). */
 static int parse_string(struct parser *p, char **ret, size_t *ret_len)
 {
-    struct api_buf b = { 0 };
+    struct sbuf b = { 0 };
     size_t start;
     int r;
 
@@ -108,12 +183,12 @@ static int parse_string(struct parser *p, char **ret, size_t *ret_len)
             while (p->pos < p->len && p->s[p->pos] != '"' && p->s[p->pos] != '\\' &&
                    (unsigned char)p->s[p->pos] >= 0x20)
                 p->pos++;
-            if (!api_utf8_is_valid(p->s + start, p->pos - start)) {
+            if (!json_utf8_is_valid(p->s + start, p->pos - start)) {
                 p->pos = start;
                 r = fail(p, "invalid UTF-8 in a string");
                 goto fail;
             }
-            api_buf_add(&b, p->s + start, p->pos - start);
+            sbuf_add(&b, p->s + start, p->pos - start);
             continue;
         }
         p->pos++;
@@ -123,14 +198,14 @@ static int parse_string(struct parser *p, char **ret, size_t *ret_len)
         }
         c = (unsigned char)p->s[p->pos++];
         switch (c) {
-        case '"': api_buf_addc(&b, '"'); break;
-        case '\\': api_buf_addc(&b, '\\'); break;
-        case '/': api_buf_addc(&b, '/'); break;
-        case 'b': api_buf_addc(&b, '\b'); break;
-        case 'f': api_buf_addc(&b, '\f'); break;
-        case 'n': api_buf_addc(&b, '\n'); break;
-        case 'r': api_buf_addc(&b, '\r'); break;
-        case 't': api_buf_addc(&b, '\t'); break;
+        case '"': sbuf_addc(&b, '"'); break;
+        case '\\': sbuf_addc(&b, '\\'); break;
+        case '/': sbuf_addc(&b, '/'); break;
+        case 'b': sbuf_addc(&b, '\b'); break;
+        case 'f': sbuf_addc(&b, '\f'); break;
+        case 'n': sbuf_addc(&b, '\n'); break;
+        case 'r': sbuf_addc(&b, '\r'); break;
+        case 't': sbuf_addc(&b, '\t'); break;
         case 'u': {
             unsigned cp, lo;
             r = hex4(p, &cp);
@@ -168,10 +243,10 @@ static int parse_string(struct parser *p, char **ret, size_t *ret_len)
         }
     }
     *ret_len = b.len;
-    *ret = api_buf_steal(&b);
+    *ret = sbuf_steal(&b);
     return 0;
 fail:
-    api_buf_release(&b);
+    free(b.data);
     return r;
 }
 
@@ -402,36 +477,4 @@ const char *json_type_name(enum json_type t)
     case JSON_OBJECT: return "object";
     }
     return "value";
-}
-
-void json_write_string(struct api_buf *b, const char *s)
-{
-    size_t n = strlen(s), i = 0;
-
-    api_buf_addc(b, '"');
-    while (i < n) {
-        unsigned char c = (unsigned char)s[i];
-        if (c == '"' || c == '\\') {
-            api_buf_addc(b, '\\');
-            api_buf_addc(b, (char)c);
-            i++;
-        } else if (c < 0x20) {
-            api_buf_printf(b, "\\u%04x", c);
-            i++;
-        } else if (c < 0x80) {
-            api_buf_addc(b, (char)c);
-            i++;
-        } else {
-            /* The longest valid UTF-8 sequence here, else U+FFFD. */
-            size_t len = (c & 0xe0) == 0xc0 ? 2 : (c & 0xf0) == 0xe0 ? 3 : (c & 0xf8) == 0xf0 ? 4 : 1;
-            if (len > 1 && i + len <= n && api_utf8_is_valid(s + i, len)) {
-                api_buf_add(b, s + i, len);
-                i += len;
-            } else {
-                api_buf_adds(b, "\xef\xbf\xbd");
-                i++;
-            }
-        }
-    }
-    api_buf_addc(b, '"');
 }
