@@ -1,6 +1,7 @@
 /* Parameters shared by the Describe* actions: Filter.N lists and EC2
- * wildcard matching, optional booleans, and MaxResults/NextToken paging
- * with its opaque tokens (declared in internal.h). */
+ * wildcard matching, optional booleans, base64 blobs, and
+ * MaxResults/NextToken paging with its opaque tokens (declared in
+ * internal.h). */
 #include <errno.h>
 #include <fnmatch.h>
 #include <inttypes.h>
@@ -8,6 +9,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <openssl/evp.h>
 
 #include "api/internal.h"
 #include "common/cleanup.h"
@@ -144,6 +147,27 @@ bool api_in_list(const char *const *list, size_t n, const char *s)
 }
 
 /* An optional boolean parameter. */
+int api_base64_decode(const char *b64, size_t max, uint8_t **ret, size_t *ret_n)
+{
+    size_t n = strlen(b64), pad = 0;
+    uint8_t *out;
+    int got;
+
+    if (n == 0 || n % 4 || n > 4 * ((max + 2) / 3))
+        return -EMSGSIZE;
+    if (b64[n - 1] == '=')
+        pad = b64[n - 2] == '=' ? 2 : 1;
+    out = xmalloc(n / 4 * 3 + 1);
+    got = EVP_DecodeBlock(out, (const unsigned char *)b64, (int)n);
+    if (got < 0 || (size_t)got < pad) {
+        free(out);
+        return -EINVAL;
+    }
+    *ret = out;
+    *ret_n = (size_t)got - pad;
+    return 0;
+}
+
 int api_get_bool(struct api_ctx *ctx, const struct query *q, const char *name, bool *ret)
 {
     const char *v = query_get(q, name);

@@ -198,6 +198,28 @@ static bool match_fields(const struct api_filters *fs, const struct registry_ins
            api_filters_match(fs, "launch-index", idx);
 }
 
+/* The blockDeviceMapping of an instance (DescribeInstances, and
+ * DescribeInstanceAttribute's blockDeviceMapping): its root volume,
+ * attached at launch, until the instance is terminated. */
+static void write_block_device_mapping(struct xml *x, const struct registry_instance *row)
+{
+    char when[64];
+
+    xml_open(x, "blockDeviceMapping");
+    if (row->root_volume_id[0] && row->state != INSTANCE_TERMINATED) {
+        xml_open(x, "item");
+        xml_element(x, "deviceName", row->root_device_name);
+        xml_open(x, "ebs");
+        xml_element(x, "volumeId", row->root_volume_id);
+        xml_element(x, "status", "attached");
+        xml_element(x, "attachTime", api_format_time(row->launch_time, when, sizeof(when)));
+        xml_element_bool(x, "deleteOnTermination", row->root_delete_on_termination);
+        xml_close(x);
+        xml_close(x);
+    }
+    xml_close(x);
+}
+
 /* One <item> of an instancesSet. */
 static int write_instance(struct xml *x, struct region *rg, const struct registry_instance *row,
                           const struct registry_tag *tags, size_t n_tags)
@@ -252,19 +274,7 @@ static int write_instance(struct xml *x, struct region *rg, const struct registr
     xml_element(x, "architecture", "x86_64");
     xml_element(x, "rootDeviceType", "ebs");
     xml_element(x, "rootDeviceName", row->root_device_name);
-    xml_open(x, "blockDeviceMapping");
-    if (row->root_volume_id[0] && row->state != INSTANCE_TERMINATED) {
-        xml_open(x, "item");
-        xml_element(x, "deviceName", row->root_device_name);
-        xml_open(x, "ebs");
-        xml_element(x, "volumeId", row->root_volume_id);
-        xml_element(x, "status", "attached");
-        xml_element(x, "attachTime", api_format_time(row->launch_time, when, sizeof(when)));
-        xml_element_bool(x, "deleteOnTermination", row->root_delete_on_termination);
-        xml_close(x);
-        xml_close(x);
-    }
-    xml_close(x);
+    write_block_device_mapping(x, row);
     xml_element(x, "virtualizationType", "hvm");
     if (row->client_token[0])
         xml_element(x, "clientToken", row->client_token);
@@ -290,34 +300,29 @@ static int write_instance(struct xml *x, struct region *rg, const struct registr
 
 static int decode_user_data(struct api_ctx *ctx, const char *b64, uint8_t **ret, size_t *ret_n)
 {
-    size_t n = strlen(b64), pad = 0;
     uint8_t *out;
-    int got;
+    size_t n;
+    int r;
 
-    if (n == 0) {
+    if (b64[0] == '\0') {
         *ret = NULL;
         *ret_n = 0;
         return 0;
     }
-    if (n % 4 || n > 4 * ((INSTANCE_USER_DATA_MAX + 2) / 3))
+    r = api_base64_decode(b64, INSTANCE_USER_DATA_MAX, &out, &n);
+    if (r == -EMSGSIZE)
         return api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE,
                         "User data must be base64 of at most %d bytes", INSTANCE_USER_DATA_MAX);
-    if (b64[n - 1] == '=')
-        pad = b64[n - 2] == '=' ? 2 : 1;
-    out = xmalloc(n / 4 * 3 + 1);
-    got = EVP_DecodeBlock(out, (const unsigned char *)b64, (int)n);
-    if (got < 0 || (size_t)got < pad) {
-        free(out);
+    if (r < 0)
         return api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE,
                         "Invalid BASE64 encoding of user data.");
-    }
-    if ((size_t)got - pad > INSTANCE_USER_DATA_MAX) {
+    if (n > INSTANCE_USER_DATA_MAX) {
         free(out);
         return api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE, "User data is limited to %d bytes",
                         INSTANCE_USER_DATA_MAX);
     }
     *ret = out;
-    *ret_n = (size_t)got - pad;
+    *ret_n = n;
     return 0;
 }
 
@@ -903,6 +908,24 @@ out:
 
 /* ---- DescribeInstanceStatus ---- */
 
+/* One of DescribeInstanceStatus' systemStatus and instanceStatus: "ok"
+ * with its reachability check passed while the instance runs, else
+ * "not-applicable" with no details. */
+static void write_status(struct xml *x, const char *name, enum instance_state state)
+{
+    xml_open(x, name);
+    xml_element(x, "status", state == INSTANCE_RUNNING ? "ok" : "not-applicable");
+    xml_open(x, "details");
+    if (state == INSTANCE_RUNNING) {
+        xml_open(x, "item");
+        xml_element(x, "name", "reachability");
+        xml_element(x, "status", "passed");
+        xml_close(x);
+    }
+    xml_close(x);
+    xml_close(x);
+}
+
 int api_describe_instance_status(struct api_ctx *ctx, const struct query *q, struct xml *x)
 {
     static const char *const known[] = {"instance-state-name", "instance-state-code",
@@ -946,33 +969,12 @@ int api_describe_instance_status(struct api_ctx *ctx, const struct query *q, str
             !api_filters_match(&fs, "instance-state-code", code) ||
             !api_filters_match(&fs, "availability-zone", row->availability_zone))
             continue;
-        const char *st = row->state == INSTANCE_RUNNING ? "ok" : "not-applicable";
         xml_open(x, "item");
         xml_element(x, "instanceId", row->id);
         xml_element(x, "availabilityZone", row->availability_zone);
         write_state(x, "instanceState", row->state);
-        xml_open(x, "systemStatus");
-        xml_element(x, "status", st);
-        xml_open(x, "details");
-        if (row->state == INSTANCE_RUNNING) {
-            xml_open(x, "item");
-            xml_element(x, "name", "reachability");
-            xml_element(x, "status", "passed");
-            xml_close(x);
-        }
-        xml_close(x);
-        xml_close(x);
-        xml_open(x, "instanceStatus");
-        xml_element(x, "status", st);
-        xml_open(x, "details");
-        if (row->state == INSTANCE_RUNNING) {
-            xml_open(x, "item");
-            xml_element(x, "name", "reachability");
-            xml_element(x, "status", "passed");
-            xml_close(x);
-        }
-        xml_close(x);
-        xml_close(x);
+        write_status(x, "systemStatus", row->state);
+        write_status(x, "instanceStatus", row->state);
         xml_open(x, "eventsSet");
         xml_close(x);
         xml_close(x);
@@ -1248,20 +1250,7 @@ int api_describe_instance_attribute(struct api_ctx *ctx, const struct query *q, 
         xml_element(x, "value", row->root_device_name);
         xml_close(x);
     } else if (strcmp(attr, "blockDeviceMapping") == 0) {
-        char when[64];
-        xml_open(x, "blockDeviceMapping");
-        if (row->root_volume_id[0] && row->state != INSTANCE_TERMINATED) {
-            xml_open(x, "item");
-            xml_element(x, "deviceName", row->root_device_name);
-            xml_open(x, "ebs");
-            xml_element(x, "volumeId", row->root_volume_id);
-            xml_element(x, "status", "attached");
-            xml_element(x, "attachTime", api_format_time(row->launch_time, when, sizeof(when)));
-            xml_element_bool(x, "deleteOnTermination", row->root_delete_on_termination);
-            xml_close(x);
-            xml_close(x);
-        }
-        xml_close(x);
+        write_block_device_mapping(x, row);
     } else if (strcmp(attr, "disableApiTermination") == 0 || strcmp(attr, "disableApiStop") == 0 ||
                strcmp(attr, "ebsOptimized") == 0) {
         xml_open(x, attr);

@@ -207,6 +207,14 @@ bool api_in_list(const char *const *list, size_t n, const char *s);
 /* An optional boolean parameter (false when absent). */
 int api_get_bool(struct api_ctx *ctx, const struct query *q, const char *name, bool *ret);
 
+/* Decode the base64 text of a blob parameter of at most `max` bytes: 0 and
+ * a new buffer in *ret (the caller frees it) with its length in *ret_n;
+ * -EMSGSIZE when b64 is empty, its length is not a multiple of 4 or
+ * longer than max bytes encode to (the decoded length may still exceed
+ * max by up to 2: check it where it matters); -EINVAL when it is not
+ * base64.  Records no error: the caller words it for its parameter. */
+int api_base64_decode(const char *b64, size_t max, uint8_t **ret, size_t *ret_n);
+
 /* ---- pagination (filters.c) ---- */
 
 #define API_MAX_RESULTS_MIN 5

@@ -12,8 +12,6 @@
 #include <string.h>
 #include <time.h>
 
-#include <openssl/evp.h>
-
 #include "api/internal.h"
 #include "api/query.h"
 #include "api/xml.h"
@@ -188,27 +186,17 @@ int api_create_key_pair(struct api_ctx *ctx, const struct query *q, struct xml *
  * encode it). */
 static int decode_material(struct api_ctx *ctx, const char *b64, uint8_t **ret, size_t *ret_n)
 {
-    size_t n = strlen(b64), pad = 0;
-    uint8_t *out;
-    int got;
+    int r = api_base64_decode(b64, SSH_KEY_MATERIAL_MAX, ret, ret_n);
 
-    if (n == 0 || n % 4 || n > 4 * ((SSH_KEY_MATERIAL_MAX + 2) / 3))
+    if (r == -EMSGSIZE)
         return api_fail(ctx, API_ERR_KEY_FORMAT,
                         "Key is not in valid OpenSSH public key format (PublicKeyMaterial "
                         "must be base64 of at most %d bytes)",
                         SSH_KEY_MATERIAL_MAX);
-    if (b64[n - 1] == '=')
-        pad = b64[n - 2] == '=' ? 2 : 1;
-    out = xmalloc(n / 4 * 3 + 1);
-    got = EVP_DecodeBlock(out, (const unsigned char *)b64, (int)n);
-    if (got < 0 || (size_t)got < pad) {
-        free(out);
+    if (r < 0)
         return api_fail(ctx, API_ERR_KEY_FORMAT,
                         "Key is not in valid OpenSSH public key format (PublicKeyMaterial "
                         "is not base64)");
-    }
-    *ret = out;
-    *ret_n = (size_t)got - pad;
     return 0;
 }
 

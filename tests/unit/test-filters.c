@@ -280,6 +280,31 @@ static void test_candidates(void)
     query_release(&q);
 }
 
+static void test_base64(void)
+{
+    uint8_t *out = NULL;
+    size_t n = 99;
+
+    is_int(api_base64_decode("aGk=", 8, &out, &n), 0, "base64 with one pad");
+    ok(n == 2 && memcmp(out, "hi", 2) == 0, "decodes to its 2 bytes");
+    free(out);
+    out = NULL;
+    is_int(api_base64_decode("aA==", 8, &out, &n), 0, "two pads");
+    ok(n == 1 && out[0] == 'h', "decodes to its byte");
+    free(out);
+    out = NULL;
+    is_int(api_base64_decode("YWJjZGVm", 6, &out, &n), 0, "no pad, exactly max");
+    ok(n == 6 && memcmp(out, "abcdef", 6) == 0, "decodes to its 6 bytes");
+    free(out);
+    out = NULL;
+    n = 99;
+    is_int(api_base64_decode("", 8, &out, &n), -EMSGSIZE, "empty refused");
+    is_int(api_base64_decode("aGk", 8, &out, &n), -EMSGSIZE, "a length not a multiple of 4");
+    is_int(api_base64_decode("YWJjZGVmZ2g=", 6, &out, &n), -EMSGSIZE, "longer than max encodes to");
+    is_int(api_base64_decode("a*k=", 8, &out, &n), -EINVAL, "not base64");
+    ok(out == NULL && n == 99, "nothing written on refusal");
+}
+
 int main(void)
 {
     test_parse_and_match();
@@ -287,5 +312,6 @@ int main(void)
     test_paging();
     test_tag_specs();
     test_candidates();
+    test_base64();
     return done_testing();
 }
