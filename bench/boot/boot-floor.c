@@ -3,9 +3,10 @@
  * console, QMP and agent sockets, the metadata network), except that the
  * root disk is a local raw file instead of kiln's NBD export.
  *
- *   boot-floor DIR KERNEL INITRD|- RAW KILN [tcg|kvm]
+ *   boot-floor DIR KERNEL INITRD|- RAW KILN [tcg|kvm [VCPUS MEMORY_MIB]]
  *
- * KILN is the kiln executable the metadata network's guestfwd runs.  Execs
+ * VCPUS and MEMORY_MIB default to `kiln vm boot`'s (1 and 256); the
+ * RunInstances bench passes its instance type's.  KILN is the kiln executable the metadata network's guestfwd runs.  Execs
  * QEMU in place (its pid is this process's). */
 #include <errno.h>
 #include <stdio.h>
@@ -23,8 +24,9 @@ int main(int argc, char **argv)
     struct vm_config c = { 0 };
     char uuid[37], **qargv = NULL, *netdev = NULL;
 
-    if (argc < 6 || argc > 7) {
-        fprintf(stderr, "usage: boot-floor DIR KERNEL INITRD|- RAW KILN [tcg|kvm]\n");
+    if (argc < 6 || argc == 8 || argc > 9) {
+        fprintf(stderr,
+                "usage: boot-floor DIR KERNEL INITRD|- RAW KILN [tcg|kvm [VCPUS MEMORY_MIB]]\n");
         return 2;
     }
     char *dir = realpath(argv[1], NULL);
@@ -39,7 +41,11 @@ int main(int argc, char **argv)
     c.kernel = argv[2];
     c.initrd = strcmp(argv[3], "-") == 0 ? NULL : argv[3];
     c.uuid = uuid;
-    c.accel = argc == 7 && strcmp(argv[6], "kvm") == 0 ? VM_ACCEL_KVM : VM_ACCEL_TCG;
+    if (argc == 9) {
+        c.vcpus = (unsigned)strtoul(argv[7], NULL, 10);
+        c.memory_mib = (unsigned)strtoul(argv[8], NULL, 10);
+    }
+    c.accel = argc >= 7 && strcmp(argv[6], "kvm") == 0 ? VM_ACCEL_KVM : VM_ACCEL_TCG;
     int e = imds_netdev_options(dir, argv[5], 0, &netdev);
     if (e >= 0) {
         c.netdev_extra = netdev;
