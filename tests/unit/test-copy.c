@@ -17,6 +17,7 @@
 #include "registry/images.h"
 #include "registry/jobs.h"
 #include "service/service.h"
+#include "service-util.h"
 #include "tap.h"
 
 #define OWNER "123456789012"
@@ -26,28 +27,9 @@ static char tmpdir[] = "/tmp/kiln-test-copy.XXXXXX";
 
 static int write_disk(const char *path, uint8_t *data)
 {
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    unsigned seed = 7;
-
-    for (size_t i = 0; i < DISK_SIZE; i++) {
-        seed = seed * 1103515245u + 12345u;
-        data[i] = (uint8_t)(seed >> 16);
-    }
+    test_fill(data, DISK_SIZE, 7);
     memset(data + DISK_SIZE / 2, 0, 64 * 1024); /* a hole */
-    if (fd < 0 || write(fd, data, DISK_SIZE) != (ssize_t)DISK_SIZE)
-        return -1;
-    return close(fd);
-}
-
-static size_t count_snapshots(struct region *r)
-{
-    struct registry_snapshot **list = NULL;
-    size_t n = 0;
-
-    if (registry_snapshot_list(r->reg, &list, &n) < 0)
-        return (size_t)-1;
-    registry_snapshot_list_free(list, n);
-    return n;
+    return test_disk_write(path, data, DISK_SIZE);
 }
 
 /* Accept a copy and run its job. */
@@ -317,7 +299,7 @@ int main(void)
                "the copy is in error, its message names the chunk: %s",
                bad && bad->state_message ? bad->state_message : "");
             ok(!job_exists(fresh, copy), "no job left behind");
-            is_int(count_snapshots(fresh), 1, "one snapshot registered, in error");
+            is_int(test_count_snapshots(fresh), 1, "one snapshot registered, in error");
             registry_snapshot_free(bad);
             region_free(fresh);
         }

@@ -27,6 +27,7 @@
 #include "service/create-image.h"
 #include "service/service.h"
 #include "volume/volume.h"
+#include "service-util.h"
 #include "tap.h"
 
 #define OWNER "123456789012"
@@ -36,30 +37,6 @@
 #define WRITE_LEN (256 * 1024)
 
 static char tmpdir[] = "/tmp/kiln-test-create-image.XXXXXX";
-
-static int write_disk(const char *path, uint8_t *data)
-{
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    unsigned seed = 5;
-
-    for (size_t i = 0; i < DISK_SIZE; i++) {
-        seed = seed * 1103515245u + 12345u;
-        data[i] = (uint8_t)(seed >> 16);
-    }
-    if (fd < 0 || write(fd, data, DISK_SIZE) != (ssize_t)DISK_SIZE)
-        return -1;
-    return close(fd);
-}
-
-static size_t count_snapshots(struct region *r)
-{
-    struct registry_snapshot **list = NULL;
-    size_t n = 0;
-    if (registry_snapshot_list(r->reg, &list, &n) < 0)
-        return (size_t)-1;
-    registry_snapshot_list_free(list, n);
-    return n;
-}
 
 static size_t count_images(struct region *r)
 {
@@ -166,7 +143,8 @@ int main(void)
     for (size_t i = 0; i < WRITE_LEN; i++)
         pattern[i] = (uint8_t)(i * 13 + i / 4096);
     snprintf(path, sizeof(path), "%s/disk.raw", tmpdir);
-    ok(write_disk(path, data) == 0, "wrote a test disk");
+    test_fill(data, DISK_SIZE, 5);
+    ok(test_disk_write(path, data, DISK_SIZE) == 0, "wrote a test disk");
     is_int(region_open(tmpdir, "us-east-1", false, &r), 0, "opened a region");
     is_int(service_image_import(r, path, &io, ami, sid), 0, "imported an image (uefi)");
     is_int(registry_snapshot_get(r->reg, sid, &base), 0, "its snapshot");
@@ -214,7 +192,7 @@ int main(void)
     close(lfd);
 
     /* ---- refusals and failures leave nothing ---- */
-    snaps = count_snapshots(r);
+    snaps = test_count_snapshots(r);
     images = count_images(r);
     o.name = "captured running";
     is_int(service_image_create(r, &in, v, NULL, &o, &res3), -EEXIST, "a duplicate name: EEXIST");
@@ -239,7 +217,7 @@ int main(void)
     o.name = "held elsewhere";
     is_int(service_image_create(r, &in, NULL, NULL, &o, &res3), -EBUSY,
            "the closed path while another handle writes: EBUSY");
-    is_int(count_snapshots(r), snaps, "no snapshot left by the failures");
+    is_int(test_count_snapshots(r), snaps, "no snapshot left by the failures");
     is_int(count_images(r), images, "no image left by the failures");
 
     /* ---- stopped: the closed volume ---- */

@@ -20,20 +20,13 @@
 #include "common/error.h"
 #include "registry/ebs-uploads.h"
 #include "service/service.h"
+#include "service-util.h"
 #include "tap.h"
 
 #define OWNER "123456789012"
 #define OTHER "210987654321"
 
 static char tmpdir[] = "/tmp/kiln-test-ebs.XXXXXX";
-
-static void fill(uint8_t *b, unsigned seed)
-{
-    for (size_t i = 0; i < EBS_BLOCK_SIZE; i++) {
-        seed = seed * 1103515245u + 12345u;
-        b[i] = (uint8_t)(seed >> 16);
-    }
-}
 
 static int put(struct region *r, const char *account, const char *id, uint64_t index,
                const uint8_t *data)
@@ -147,7 +140,7 @@ static void test_parent_deleted(struct region *r, const uint8_t *a, uint8_t *got
     enum snapshot_state st;
     struct digest agg;
 
-    fill(e, 4);
+    test_fill(e, EBS_BLOCK_SIZE, 4);
     is_int(service_ebs_start(r, &o, &row), 0, "start a parent");
     if (row)
         snprintf(parent, sizeof(parent), "%s", row->id);
@@ -260,9 +253,9 @@ int main(void)
     bool related = false;
 
     test_checksums();
-    fill(a, 1);
-    fill(b, 2);
-    fill(c, 3);
+    test_fill(a, EBS_BLOCK_SIZE, 1);
+    test_fill(b, EBS_BLOCK_SIZE, 2);
+    test_fill(c, EBS_BLOCK_SIZE, 3);
     if (!mkdtemp(tmpdir))
         return 1;
     is_int(region_open(tmpdir, "us-east-1", false, &r), 0, "open a region");

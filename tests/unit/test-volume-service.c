@@ -19,6 +19,7 @@
 #include "registry/jobs.h"
 #include "service/service.h"
 #include "volume/volume.h"
+#include "service-util.h"
 #include "tap.h"
 
 #define OWNER "123456789012"
@@ -27,20 +28,6 @@
 #define DISK_SIZE (6 * MiB)
 
 static char tmpdir[] = "/tmp/kiln-test-volume-service.XXXXXX";
-
-static int write_disk(const char *path, uint8_t *data)
-{
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    unsigned seed = 11;
-
-    for (size_t i = 0; i < DISK_SIZE; i++) {
-        seed = seed * 1103515245u + 12345u;
-        data[i] = (uint8_t)(seed >> 16);
-    }
-    if (fd < 0 || write(fd, data, DISK_SIZE) != (ssize_t)DISK_SIZE)
-        return -1;
-    return close(fd);
-}
 
 static size_t count_volumes(struct region *r)
 {
@@ -102,7 +89,8 @@ int main(void)
     for (size_t i = 0; i < 16 * 65536; i++)
         pattern[i] = (uint8_t)(i * 7 + i / 4096);
     snprintf(path, sizeof(path), "%s/disk.raw", tmpdir);
-    ok(write_disk(path, data) == 0, "wrote a test disk");
+    test_fill(data, DISK_SIZE, 11);
+    ok(test_disk_write(path, data, DISK_SIZE) == 0, "wrote a test disk");
     is_int(region_open(tmpdir, "us-east-1", false, &r), 0, "opened a region");
     is_int(service_snapshot_import(r, path, &io, sid, &ist), 0, "imported a snapshot");
 
