@@ -494,6 +494,65 @@ static const char migration_10[] =
     "UPDATE instances SET terminated_time = CAST(strftime('%s', 'now') AS INTEGER) * 1000\n"
     "    WHERE state = 'terminated';\n";
 
+/* Migration 11: image baking (issue 6; src/registry/bake.c,
+ * docs/baking.md).  bake_builds: one row per build with the identity of the
+ * process running it (pid, boot id, start time in clock ticks since boot)
+ * so that the janitor can tell a dead build from a live one.
+ * bake_journal: the resources a build makes, recorded `pending` before
+ * each is created, then `created` with its id, then `released` (kept as
+ * output) or `undone`; `error` keeps the message of a failed undo.
+ * bake_layers: the layer cache, key (64 hex) to the snapshot holding it. */
+static const char migration_11[] =
+    "CREATE TABLE bake_builds (\n"
+    "    id              TEXT NOT NULL PRIMARY KEY\n"
+    "                    CHECK (length(id) = 21 AND substr(id, 1, 4) = 'bld-'\n"
+    "                           AND substr(id, 5) NOT GLOB '*[^0-9a-f]*'),\n"
+    "    owner           TEXT NOT NULL\n"
+    "                    CHECK (length(owner) = 12 AND owner NOT GLOB '*[^0-9]*'),\n"
+    "    template_digest TEXT NOT NULL\n"
+    "                    CHECK (length(template_digest) = 64\n"
+    "                           AND template_digest NOT GLOB '*[^0-9a-f]*'),\n"
+    "    state           TEXT NOT NULL\n"
+    "                    CHECK (state IN ('running', 'succeeded', 'failed', 'cleaned')),\n"
+    "    pid             INTEGER NOT NULL CHECK (pid > 0),\n"
+    "    boot_id         TEXT NOT NULL CHECK (length(boot_id) BETWEEN 1 AND 64),\n"
+    "    start_time      INTEGER NOT NULL CHECK (start_time >= 0),\n"
+    "    created         INTEGER NOT NULL CHECK (created >= 0),\n"
+    "    updated         INTEGER NOT NULL CHECK (updated >= 0)\n"
+    ") STRICT, WITHOUT ROWID;\n"
+    "\n"
+    "CREATE INDEX bake_builds_state ON bake_builds (state);\n"
+    "\n"
+    "CREATE TABLE bake_journal (\n"
+    "    build_id    TEXT NOT NULL REFERENCES bake_builds (id) ON DELETE CASCADE,\n"
+    "    seq         INTEGER NOT NULL CHECK (seq >= 1),\n"
+    "    kind        TEXT NOT NULL\n"
+    "                CHECK (kind IN ('instance', 'volume', 'snapshot', 'image')),\n"
+    "    resource_id TEXT NOT NULL CHECK (length(resource_id) <= 31),\n"
+    "    state       TEXT NOT NULL\n"
+    "                CHECK (state IN ('pending', 'created', 'released', 'undone')),\n"
+    "    error       TEXT CHECK (error IS NULL OR length(error) <= 1024),\n"
+    "    updated     INTEGER NOT NULL CHECK (updated >= 0),\n"
+    "    CHECK ((state = 'pending') = (resource_id = '') OR state = 'undone'),\n"
+    "    PRIMARY KEY (build_id, seq)\n"
+    ") STRICT, WITHOUT ROWID;\n"
+    "\n"
+    "CREATE TABLE bake_layers (\n"
+    "    key         TEXT NOT NULL PRIMARY KEY\n"
+    "                CHECK (length(key) = 64 AND key NOT GLOB '*[^0-9a-f]*'),\n"
+    "    snapshot_id TEXT NOT NULL\n"
+    "                CHECK (length(snapshot_id) = 22 AND substr(snapshot_id, 1, 5) = 'snap-'\n"
+    "                       AND substr(snapshot_id, 6) NOT GLOB '*[^0-9a-f]*'),\n"
+    "    parent_key  TEXT CHECK (parent_key IS NULL OR (length(parent_key) = 64\n"
+    "                            AND parent_key NOT GLOB '*[^0-9a-f]*')),\n"
+    "    summary     TEXT NOT NULL CHECK (length(summary) <= 256),\n"
+    "    created     INTEGER NOT NULL CHECK (created >= 0),\n"
+    "    last_used   INTEGER NOT NULL CHECK (last_used >= 0),\n"
+    "    size        INTEGER NOT NULL CHECK (size >= 0)\n"
+    ") STRICT, WITHOUT ROWID;\n"
+    "\n"
+    "CREATE INDEX bake_layers_last_used ON bake_layers (last_used);\n";
+
 static const struct reg_migration migrations[] = {
     { 1, "snapshots, tags and settings", migration_1 },
     { 2, "images, block devices and launch permissions", migration_2 },
@@ -505,6 +564,7 @@ static const struct reg_migration migrations[] = {
     { 8, "volume snapshot jobs, the volume of a snapshot", migration_8 },
     { 9, "instances, key pairs and security groups", migration_9 },
     { 10, "the time an instance became terminated", migration_10 },
+    { 11, "image baking: builds, their journal, the layer cache", migration_11 },
 };
 
 _Static_assert(REGISTRY_APPLICATION_ID == 1802071150, "migration 1 stamps this application id");
