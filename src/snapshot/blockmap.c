@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "common/byteorder.h"
 #include "common/cleanup.h"
 #include "common/error.h"
 #include "common/util.h"
@@ -73,47 +74,21 @@ int blockmap_append(struct blockmap *m, uint64_t block, uint32_t count, const st
     return 0;
 }
 
-static void put64(uint8_t *p, uint64_t v)
-{
-    v = htole64(v);
-    memcpy(p, &v, 8);
-}
-
-static void put32(uint8_t *p, uint32_t v)
-{
-    v = htole32(v);
-    memcpy(p, &v, 4);
-}
-
-static uint64_t get64(const uint8_t *p)
-{
-    uint64_t v;
-    memcpy(&v, p, 8);
-    return le64toh(v);
-}
-
-static uint32_t get32(const uint8_t *p)
-{
-    uint32_t v;
-    memcpy(&v, p, 4);
-    return le32toh(v);
-}
-
 int blockmap_serialize(const struct blockmap *m, uint8_t **ret, size_t *ret_len)
 {
     size_t len = MAP_HEADER_SIZE + m->n * MAP_ENTRY_SIZE;
     uint8_t *buf = xcalloc(1, len);
 
     memcpy(buf, MAP_MAGIC, 8);
-    put32(buf + 8, MAP_VERSION);
-    put32(buf + 12, BLOCK_SHIFT);
-    put64(buf + 16, m->volume_size);
-    put64(buf + 24, m->n);
+    put_le32(buf + 8, MAP_VERSION);
+    put_le32(buf + 12, BLOCK_SHIFT);
+    put_le64(buf + 16, m->volume_size);
+    put_le64(buf + 24, m->n);
     memcpy(buf + 32, m->parent.b, DIGEST_SIZE);
     for (size_t i = 0; i < m->n; i++) {
         uint8_t *e = buf + MAP_HEADER_SIZE + i * MAP_ENTRY_SIZE;
-        put64(e, m->ext[i].block);
-        put32(e + 8, m->ext[i].count);
+        put_le64(e, m->ext[i].block);
+        put_le32(e + 8, m->ext[i].count);
         memcpy(e + 16, m->ext[i].id.b, DIGEST_SIZE);
     }
     *ret = buf;
@@ -129,19 +104,19 @@ int blockmap_parse(const void *data, size_t len, struct blockmap **ret)
 
     if (len < MAP_HEADER_SIZE || memcmp(p, MAP_MAGIC, 8) != 0)
         return error_set(EBADMSG, "block map has no valid header");
-    if (get32(p + 8) != MAP_VERSION)
+    if (get_le32(p + 8) != MAP_VERSION)
         return error_set(EBADMSG, "block map format version %u is not supported",
-                         get32(p + 8));
-    if (get32(p + 12) != BLOCK_SHIFT)
-        return error_set(EBADMSG, "block map block size 2^%u is not supported", get32(p + 12));
-    size = get64(p + 16);
+                         get_le32(p + 8));
+    if (get_le32(p + 12) != BLOCK_SHIFT)
+        return error_set(EBADMSG, "block map block size 2^%u is not supported", get_le32(p + 12));
+    size = get_le64(p + 16);
     if (size % 512)
         return error_set(EBADMSG, "block map volume size %llu is not a multiple of 512",
                          (unsigned long long)size);
     if (size > BLOCKMAP_MAX_VOLUME)
         return error_set(EBADMSG, "block map volume size %llu is too large",
                          (unsigned long long)size);
-    n = get64(p + 24);
+    n = get_le64(p + 24);
     if (n > (len - MAP_HEADER_SIZE) / MAP_ENTRY_SIZE ||
         MAP_HEADER_SIZE + n * MAP_ENTRY_SIZE != len)
         return error_set(EBADMSG, "block map length %zu does not match its %llu extents", len,
@@ -154,7 +129,7 @@ int blockmap_parse(const void *data, size_t len, struct blockmap **ret)
         const uint8_t *e = p + MAP_HEADER_SIZE + i * MAP_ENTRY_SIZE;
         struct digest id;
         memcpy(id.b, e + 16, DIGEST_SIZE);
-        if (get32(e + 12) != 0 || blockmap_append(m, get64(e), get32(e + 8), &id) < 0)
+        if (get_le32(e + 12) != 0 || blockmap_append(m, get_le64(e), get_le32(e + 8), &id) < 0)
             return error_set(EBADMSG, "block map extent %llu is invalid",
                              (unsigned long long)i);
     }

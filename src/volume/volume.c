@@ -47,6 +47,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/byteorder.h"
 #include "common/cleanup.h"
 #include "common/error.h"
 #include "common/log.h"
@@ -190,32 +191,6 @@ uint64_t volume_next_clean(struct volume *v, uint64_t b, uint64_t end)
 }
 
 /* ---- bitmap files ---- */
-
-static void put_le32(uint8_t *p, uint32_t x)
-{
-    x = htole32(x);
-    memcpy(p, &x, 4);
-}
-
-static void put_le64(uint8_t *p, uint64_t x)
-{
-    x = htole64(x);
-    memcpy(p, &x, 8);
-}
-
-static uint32_t get_le32(const uint8_t *p)
-{
-    uint32_t x;
-    memcpy(&x, p, 4);
-    return le32toh(x);
-}
-
-static uint64_t get_le64(const uint8_t *p)
-{
-    uint64_t x;
-    memcpy(&x, p, 8);
-    return le64toh(x);
-}
 
 /* Write `nmaps` bitmaps of `words` words each (copied atomically word by
  * word) as file `name` of the volume's directory: temporary file,
