@@ -7,7 +7,6 @@ refusal), DescribeKeyPairs (names, ids, filters, NotFound), DeleteKeyPair
 (idempotent as EC2), another account not seeing them; CreateSecurityGroup,
 AuthorizeSecurityGroupIngress (duplicates refused, nothing half-added),
 DescribeSecurityGroups, DeleteSecurityGroup."""
-import configparser
 import json
 import os
 import shutil
@@ -15,29 +14,12 @@ import subprocess
 import tempfile
 import unittest
 
-import boto3
-from botocore.config import Config
 from botocore.exceptions import ClientError
 
-ENDPOINT = os.environ["KILN_TEST_ENDPOINT"]
-KILN = os.environ["KILN"]
-DATA = os.environ["KILN_TEST_DATA_DIR"]
-CREDENTIALS = os.path.join(DATA, "credentials")
+from kilnapi import DATA, ENDPOINT, KILN, client, default_keys
+
 
 _tmp = tempfile.TemporaryDirectory(prefix="kiln-keys-test.")
-
-
-def default_keys():
-    cp = configparser.ConfigParser()
-    cp.read(CREDENTIALS)
-    return cp["default"]["aws_access_key_id"], cp["default"]["aws_secret_access_key"]
-
-
-def client(keys):
-    return boto3.client(
-        "ec2", region_name="us-east-1", endpoint_url=ENDPOINT,
-        aws_access_key_id=keys[0], aws_secret_access_key=keys[1],
-        config=Config(retries={"max_attempts": 1, "mode": "standard"}))
 
 
 _other = None

@@ -9,7 +9,6 @@ directory, which makes them the data directory's default account's; the
 tests sign as that account with the key the server wrote to DATA/credentials
 on its first start, and as a second account made with `kiln account
 create`."""
-import configparser
 import datetime
 import json
 import os
@@ -23,31 +22,16 @@ import urllib.parse
 import http.client
 import xml.etree.ElementTree as ET
 
-import boto3
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
-from botocore.config import Config
 from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 
-ENDPOINT = os.environ["KILN_TEST_ENDPOINT"]
-KILN = os.environ["KILN"]
-DATA = os.environ["KILN_TEST_DATA_DIR"]
-CREDENTIALS = os.path.join(DATA, "credentials")
+# CREDENTIALS, DATA, ENDPOINT, KILN, client and default_keys are imported
+# from here by the other modules
+from kilnapi import CREDENTIALS, DATA, ENDPOINT, KILN, client, default_keys  # noqa: F401
+
 NS = "{http://ec2.amazonaws.com/doc/2016-11-15/}"
-
-
-def default_keys():
-    cp = configparser.ConfigParser()
-    cp.read(CREDENTIALS)
-    return cp["default"]["aws_access_key_id"], cp["default"]["aws_secret_access_key"]
-
-
-def client(keys, region="us-east-1"):
-    return boto3.client(
-        "ec2", region_name=region, endpoint_url=ENDPOINT,
-        aws_access_key_id=keys[0], aws_secret_access_key=keys[1],
-        config=Config(retries={"max_attempts": 1, "mode": "standard"}))
 
 
 _tmp = tempfile.TemporaryDirectory(prefix="kiln-snap-test.")

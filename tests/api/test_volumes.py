@@ -5,7 +5,6 @@ volume_available waiter, the aws CLI), ModifyVolume (grow, never shrink),
 CreateSnapshot of a volume (the snapshot_completed waiter; its data equals
 the volume's), DeleteVolume, and another account's volumes not existing for
 you."""
-import configparser
 import json
 import os
 import shutil
@@ -14,30 +13,13 @@ import tempfile
 import time
 import unittest
 
-import boto3
-from botocore.config import Config
 from botocore.exceptions import ClientError
 
-ENDPOINT = os.environ["KILN_TEST_ENDPOINT"]
-KILN = os.environ["KILN"]
-DATA = os.environ["KILN_TEST_DATA_DIR"]
-CREDENTIALS = os.path.join(DATA, "credentials")
+from kilnapi import CREDENTIALS, DATA, ENDPOINT, KILN, client, default_keys
+
 ZONE = "us-east-1a"
 
 _tmp = tempfile.TemporaryDirectory(prefix="kiln-vol-test.")
-
-
-def default_keys():
-    cp = configparser.ConfigParser()
-    cp.read(CREDENTIALS)
-    return cp["default"]["aws_access_key_id"], cp["default"]["aws_secret_access_key"]
-
-
-def client(keys):
-    return boto3.client(
-        "ec2", region_name="us-east-1", endpoint_url=ENDPOINT,
-        aws_access_key_id=keys[0], aws_secret_access_key=keys[1],
-        config=Config(retries={"max_attempts": 1, "mode": "standard"}))
 
 
 def kiln(*args):
