@@ -21,6 +21,7 @@
 #include "common/cleanup.h"
 #include "common/error.h"
 #include "common/ids.h"
+#include "common/log.h"
 #include "common/util.h"
 
 static int64_t now_ms(void)
@@ -261,8 +262,8 @@ static void record_failure(struct registry *reg, const struct registry_bake_entr
 
     error_describe(r, msg, sizeof(msg));
     if (registry_bake_entry_set_error(reg, e->build_id, e->seq, msg, now_ms()) < 0)
-        fprintf(stderr, "kiln: cannot record the failed undo of entry %u of build '%s'\n", e->seq,
-                e->build_id);
+        log_warning("cannot record the failed undo of journal entry %u of build '%s': %s", e->seq,
+                    e->build_id, error_message() ? error_message() : "?");
     /* Leave the undo's own message as the one the caller sees. */
     error_set(r, "cannot undo %s '%s' (journal entry %u of build '%s'): %s",
               registry_bake_kind_to_string(e->kind), e->resource_id[0] ? e->resource_id : "?",

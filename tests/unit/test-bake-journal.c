@@ -395,6 +395,39 @@ static void test_process_identity(void)
     }
 }
 
+/* The janitor keeps a failed undo for the next pass, then finishes. */
+static void test_janitor_retry(struct registry *reg, struct world *w)
+{
+    struct bake_process dead;
+    struct bake_janitor_report rep;
+    struct bake_undo_ops ops = ops_for(w);
+    struct digest d = tmpl_digest(5);
+    char id[ID_MAX_SIZE];
+    pid_t child = fork();
+
+    if (child == 0)
+        _exit(0);
+    if (child < 0 || bake_process_self(&dead) < 0) {
+        ok(0, "fork");
+        return;
+    }
+    waitpid(child, NULL, 0);
+    dead.pid = child; /* reaped: gone (or, if reused, another start time) */
+    is_int(bake_journal_begin(reg, OWNER, &d, &dead, id), 0, "begin a build of a dead process");
+    make(reg, w, id, BAKE_KIND_VOLUME, "vol-00000000000000005");
+    snprintf(w->stuck, sizeof(w->stuck), "vol-00000000000000005");
+    is_int(bake_janitor_run(reg, &ops, &rep), 1, "the janitor works on the dead build");
+    is_int(rep.builds_failed, 1, "its undo failed");
+    is_int(rep.entries_failed, 1, "one entry failed");
+    is_int(build_state(reg, id), BAKE_BUILD_FAILED, "the build is failed");
+    ok(world_has(w, "vol-00000000000000005"), "the volume is still there");
+    w->stuck[0] = '\0';
+    is_int(bake_janitor_run(reg, &ops, &rep), 1, "the next pass takes it up again");
+    is_int(rep.builds_cleaned, 1, "and cleans it");
+    ok(!world_has(w, "vol-00000000000000005"), "the volume is gone");
+    is_int(build_state(reg, id), BAKE_BUILD_CLEANED, "the build is cleaned");
+}
+
 /* A child runs a build and is killed mid-way; the janitor undoes it. */
 static void test_crash(struct world *w, const char *dbpath)
 {
@@ -561,6 +594,7 @@ int main(void)
     test_order(reg, &w);
     test_finish(reg, &w);
     test_idempotent_and_failure(reg, &w);
+    test_janitor_retry(reg, &w);
     test_registry_refusals(reg);
     test_layers(reg);
     registry_free(reg);
