@@ -25,6 +25,7 @@
 #include "bake/cache-key.h"
 #include "common/cleanup.h"
 #include "common/error.h"
+#include "common/json.h"
 #include "common/util.h"
 
 static void put_u64(struct sha256_ctx *ctx, uint64_t v)
@@ -375,6 +376,96 @@ int bake_cache_key_step(const struct digest *prev, const struct bake_value *step
         sha256_final(ctx, ret);
     sha256_free(ctx);
     return r < 0 ? r : 0;
+}
+
+/* ---- from JSON ---------------------------------------------------------- */
+
+/* Release what copy() allocated under v (not v itself). */
+static void value_release(struct bake_value *v)
+{
+    if (v->type != BAKE_VALUE_LIST && v->type != BAKE_VALUE_MAP)
+        return;
+    for (size_t i = 0; v->items && i < v->len; i++)
+        value_release((struct bake_value *)&v->items[i]);
+    free((void *)v->items);
+    v->items = NULL;
+}
+
+static int copy(const struct json_value *j, struct bake_value *v, char *where, size_t size,
+                size_t where_len, unsigned depth)
+{
+    struct bake_value *items;
+    int r;
+
+    memset(v, 0, sizeof(*v));
+    if (depth > BAKE_CACHE_DEPTH_MAX)
+        return error_set(EINVAL, "'%s' nests deeper than %d levels", where, BAKE_CACHE_DEPTH_MAX);
+    switch (j->type) {
+    case JSON_NULL: v->type = BAKE_VALUE_NULL; return 0;
+    case JSON_BOOL:
+        v->type = BAKE_VALUE_BOOL;
+        v->boolean = j->boolean;
+        return 0;
+    case JSON_NUMBER:
+        if (!j->is_integer)
+            return error_set(EINVAL, "'%s' is a number that is not an integer", where);
+        v->type = BAKE_VALUE_INT;
+        v->integer = j->integer;
+        return 0;
+    case JSON_STRING:
+        v->type = BAKE_VALUE_STRING;
+        v->string = j->string ? j->string : "";
+        v->len = j->string ? j->len : 0;
+        return 0;
+    case JSON_ARRAY:
+    case JSON_OBJECT:
+        v->type = j->type == JSON_ARRAY ? BAKE_VALUE_LIST : BAKE_VALUE_MAP;
+        items = xcalloc(j->n ? j->n : 1, sizeof(*items));
+        v->items = items;
+        v->len = j->n;
+        if (j->type == JSON_OBJECT)
+            v->keys = (const char *const *)j->keys;
+        for (size_t i = 0; i < j->n; i++) {
+            if (j->type == JSON_ARRAY)
+                snprintf(where + where_len, size - where_len, "[%zu]", i);
+            else
+                snprintf(where + where_len, size - where_len, "%s%s", where_len ? "." : "",
+                         j->keys[i]);
+            r = copy(&j->items[i], &items[i], where, size, strlen(where), depth + 1);
+            where[where_len] = '\0';
+            if (r < 0) {
+                v->len = i + 1;
+                value_release(v);
+                return r;
+            }
+        }
+        return 0;
+    }
+    return error_set(EINVAL, "'%s' has an invalid JSON type %d", where, (int)j->type);
+}
+
+int bake_value_from_json(const struct json_value *json, const char *where, struct bake_value **ret)
+{
+    struct bake_value *v = xcalloc(1, sizeof(*v));
+    char path[512];
+    int r;
+
+    snprintf(path, sizeof(path), "%s", where ? where : "");
+    r = copy(json, v, path, sizeof(path), strlen(path), 0);
+    if (r < 0) {
+        free(v);
+        return r;
+    }
+    *ret = v;
+    return 0;
+}
+
+void bake_value_free(struct bake_value *v)
+{
+    if (!v)
+        return;
+    value_release(v);
+    free(v);
 }
 
 /* ---- the secret ------------------------------------------------------- */

@@ -68,6 +68,17 @@ struct bake_value {
     const char *const *keys;        /* MAP keys (NUL-terminated), parallel to items */
 };
 
+struct json_value;
+
+/* A tree copied from a parsed JSON value (common/json.h), for a step the
+ * template module keeps as JSON after interpolation: numbers must be
+ * integers (-EINVAL naming the place otherwise), no string is sensitive
+ * (the caller sets `sensitive` on the strings that come from sensitive
+ * variables).  The copy borrows the strings and keys of `json`, which must
+ * outlive it; free it with bake_value_free(). */
+int bake_value_from_json(const struct json_value *json, const char *where, struct bake_value **ret);
+void bake_value_free(struct bake_value *v);
+
 struct bake_cache_secret {
     uint8_t b[32];
 };

@@ -10,7 +10,9 @@
  * changes the key, the secret too, and it is refused without a secret);
  * duplicate keys, missing inputs and FIFOs are refused with a message
  * naming the place; the per-data-dir secret is created once (0600) and read
- * back the same, and a secret file of the wrong size is -EBADMSG.
+ * back the same, and a secret file of the wrong size is -EBADMSG; steps
+ * given as JSON text convert to trees whose keys ignore whitespace and key
+ * order, and a fraction is refused naming its place.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -23,6 +25,7 @@
 
 #include "bake/cache-key.h"
 #include "common/error.h"
+#include "common/json.h"
 #include "tap.h"
 
 static char dir[256];
@@ -316,6 +319,51 @@ static void test_sensitive(void)
     }
 }
 
+/* Steps that arrive as JSON text: whitespace and key order do not count. */
+static void test_json(void)
+{
+    static const char a[] = "{\"type\":\"shell\",\"inline\":[\"apt-get update\",\"true\"],"
+                            "\"env\":{\"A\":\"1\",\"B\":2},\"name\":\"x\"}";
+    static const char b[] = "{\n  \"env\" : { \"B\" : 2, \"A\" : \"1\" },\n"
+                            "  \"name\": \"other name\",\n  \"inline\": [ \"apt-get update\", "
+                            "\"true\" ],\n  \"type\": \"shell\"\n}\n";
+    static const char c[] = "{\"type\":\"shell\",\"inline\":[\"apt-get update\",\"true\"],"
+                            "\"env\":{\"A\":\"1\",\"B\":3},\"name\":\"x\"}";
+    static const char f[] = "{\"type\":\"shell\",\"env\":{\"B\":[1, 2.5]}}";
+    struct json_value *ja = NULL, *jb = NULL, *jc = NULL, *jf = NULL;
+    struct bake_value *va = NULL, *vb = NULL, *vc = NULL, *vf = NULL;
+    struct digest k0, ka, kb, kc;
+
+    memset(&k0, 5, sizeof(k0));
+    if (json_parse(a, strlen(a), &ja) < 0 || json_parse(b, strlen(b), &jb) < 0 ||
+        json_parse(c, strlen(c), &jc) < 0 || json_parse(f, strlen(f), &jf) < 0) {
+        ok(0, "parse the JSON steps: %s", error_message());
+        return;
+    }
+    is_int(bake_value_from_json(ja, "steps[0]", &va), 0, "convert step a");
+    is_int(bake_value_from_json(jb, "steps[0]", &vb), 0, "convert step b");
+    is_int(bake_value_from_json(jc, "steps[0]", &vc), 0, "convert step c");
+    if (va && vb && vc) {
+        bake_cache_key_step(&k0, va, NULL, dir, NULL, 0, NULL, &ka);
+        bake_cache_key_step(&k0, vb, NULL, dir, NULL, 0, NULL, &kb);
+        bake_cache_key_step(&k0, vc, NULL, dir, NULL, 0, NULL, &kc);
+        ok(digest_equal(&ka, &kb), "whitespace, key order and the name do not change the key");
+        ok(!digest_equal(&ka, &kc), "a nested value does");
+    }
+    is_int(bake_value_from_json(jf, "steps[3]", &vf), -EINVAL, "a fraction is refused");
+    ok(error_message() && strstr(error_message(), "steps[3].env.B[1]"),
+       "the message names the place: %s", error_message());
+    bake_value_free(va);
+    bake_value_free(vb);
+    bake_value_free(vc);
+    bake_value_free(vf);
+    bake_value_free(NULL);
+    json_free(ja);
+    json_free(jb);
+    json_free(jc);
+    json_free(jf);
+}
+
 int main(void)
 {
     char tmpl[] = "/tmp/kiln-test-cache-key-XXXXXX";
@@ -328,6 +376,7 @@ int main(void)
     test_order_and_values();
     test_inputs();
     test_sensitive();
+    test_json();
     {
         char cmd[600];
         snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpl);
