@@ -53,8 +53,8 @@ int service_boot_profile_start(struct region *r, const char *volume_id, struct v
     path = volume_profile_path(r->dir, row->snapshot_id);
     e = volume_boot_start(v, path, o);
     if (e >= 0)
-        log_info("volume '%s': %s boot profile %s", volume_id,
-                 e > 0 ? "prefetching" : "recording", path);
+        log_info("volume '%s': %s boot profile %s", volume_id, e > 0 ? "prefetching" : "recording",
+                 path);
     return e;
 }
 
@@ -78,8 +78,8 @@ static void boot_stats_write(struct boot_watch *w, double seconds)
         log_warning("cannot write '%s': %m", tmp);
         return;
     }
-    fprintf(f, "boot_files_read=%" PRIu64 "\nboot_files_fetched=%" PRIu64 "\n",
-            w->files.bytes_read, w->files.bytes_fetched);
+    fprintf(f, "boot_files_read=%" PRIu64 "\nboot_files_fetched=%" PRIu64 "\n", w->files.bytes_read,
+            w->files.bytes_fetched);
     fprintf(f,
             "hello_seconds=%.3f\nhello_unix=%lld.%03ld\nchunks_fetched=%" PRIu64
             "\nbytes_fetched=%" PRIu64 "\nbytes_read=%" PRIu64 "\ncache_hits=%" PRIu64

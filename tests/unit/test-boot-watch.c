@@ -19,9 +19,9 @@
 #include "common/util.h"
 #include "service/boot-watch.h"
 #include "store/store.h"
+#include "tap.h"
 #include "vm/vm.h"
 #include "volume/volume.h"
-#include "tap.h"
 
 static char tmpdir[] = "/tmp/kiln-test-boot-watch.XXXXXX";
 
@@ -105,10 +105,10 @@ static void sleep_ms(long ms)
 }
 
 /* Wait (at most about 60 s, never asserted as a timing) for a condition. */
-#define WAIT_FOR(cond)                                                         \
-    do {                                                                       \
-        for (int i_ = 0; i_ < 6000 && !(cond); i_++)                           \
-            sleep_ms(10);                                                      \
+#define WAIT_FOR(cond)                                                                             \
+    do {                                                                                           \
+        for (int i_ = 0; i_ < 6000 && !(cond); i_++)                                               \
+            sleep_ms(10);                                                                          \
     } while (0)
 
 static char *read_text(const char *path)
@@ -164,8 +164,7 @@ int main(void)
     if (strlen(sock) >= sizeof(sa.sun_path))
         return 1;
     memcpy(sa.sun_path, sock, strlen(sock) + 1);
-    ok(f.lfd >= 0 && bind(f.lfd, (struct sockaddr *)&sa, sizeof(sa)) == 0 &&
-           listen(f.lfd, 8) == 0,
+    ok(f.lfd >= 0 && bind(f.lfd, (struct sockaddr *)&sa, sizeof(sa)) == 0 && listen(f.lfd, 8) == 0,
        "a fake agent listens");
     pthread_create(&fake, NULL, fake_main, &f);
     is_int(volume_read(v, buf, sizeof(buf), 0), 0, "a read before the hello");
