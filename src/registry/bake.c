@@ -376,6 +376,8 @@ static int change_state(struct registry_bake_entry *e, const void *arg)
                          e->build_id,
                          registry_bake_entry_state_to_string(c->state) ? entry_state_names[c->state]
                                                                        : "to an invalid state");
+    if (e->state == BAKE_ENTRY_UNDONE && c->state == BAKE_ENTRY_UNDONE)
+        return 0; /* two janitors undid it: the second write is a no-op */
     if (e->state == BAKE_ENTRY_RELEASED || e->state == BAKE_ENTRY_UNDONE)
         return error_set(EINVAL, "journal entry %u of build '%s' is %s already", e->seq,
                          e->build_id, entry_state_names[e->state]);

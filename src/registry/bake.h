@@ -114,7 +114,8 @@ int registry_bake_entry_set_created(struct registry *reg, const char *build_id, 
  * undone, `resource_id` (may be NULL) is recorded when the entry had none
  * (a pending entry resolved through the resource's tag).  -EINVAL for a
  * move the state machine forbids (released or undone entries are final;
- * a pending entry cannot be released). */
+ * a pending entry cannot be released).  Undone again is a no-op (two
+ * janitors may race on one build). */
 int registry_bake_entry_set_state(struct registry *reg, const char *build_id, uint32_t seq,
                                   enum registry_bake_entry_state state, const char *resource_id,
                                   int64_t now_ms);

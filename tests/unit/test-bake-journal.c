@@ -203,6 +203,10 @@ static void test_order(struct registry *reg, struct world *w)
     }
     free(list);
     ok(bake_journal_fail(reg, id, &ops, NULL) == -EINVAL, "a cleaned build cannot fail again");
+    is_int(registry_bake_entry_set_state(reg, id, 1, BAKE_ENTRY_UNDONE, NULL, 5), 0,
+           "undone again is a no-op (two janitors)");
+    ok(registry_bake_entry_set_state(reg, id, 3, BAKE_ENTRY_UNDONE, NULL, 5) == -EINVAL,
+       "a released entry cannot be undone");
     ok(bake_journal_intent(reg, id, BAKE_KIND_VOLUME, &snap) == -EINVAL,
        "no intent on a cleaned build: %s", error_message());
 }
