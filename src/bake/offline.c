@@ -1274,13 +1274,16 @@ static int find_unit(struct offline *o, const char *unit, char **ret_path, ext2_
                      unit, o->name, file);
 }
 
-struct install {
-    struct names wanted, required, alias;
-};
-
-/* [Install] WantedBy=, RequiredBy=, Alias= of a unit file. */
-static void parse_install(char *text, struct install *in)
+static void add_name(char ***v, size_t *n, const char *name)
 {
+    *v = xrealloc(*v, (*n + 1) * sizeof(**v));
+    (*v)[(*n)++] = xstrdup(name);
+}
+
+int offline_unit_install_parse(const char *data, size_t size, struct offline_unit_install *ret)
+{
+    struct offline_unit_install in = { 0 };
+    _cleanup_free_ char *text = xstrndup(data, size);
     bool section = false;
 
     for (char *line = text, *next; line; line = next) {
@@ -1297,40 +1300,60 @@ static void parse_install(char *text, struct install *in)
         }
         if (!section || line[0] == '#' || line[0] == ';')
             continue;
-        struct names *ns = NULL;
         char *eq = strchr(line, '=');
         if (!eq)
             continue;
         *eq = '\0';
         for (char *k = eq; k > line && (k[-1] == ' ' || k[-1] == '\t');)
             *--k = '\0';
-        if (!strcmp(line, "WantedBy"))
-            ns = &in->wanted;
-        else if (!strcmp(line, "RequiredBy"))
-            ns = &in->required;
-        else if (!strcmp(line, "Alias"))
-            ns = &in->alias;
-        if (!ns)
+        char ***v = NULL;
+        size_t *cnt = NULL;
+        if (!strcmp(line, "WantedBy")) {
+            v = &in.wanted_by;
+            cnt = &in.n_wanted_by;
+        } else if (!strcmp(line, "RequiredBy")) {
+            v = &in.required_by;
+            cnt = &in.n_required_by;
+        } else if (!strcmp(line, "Alias")) {
+            v = &in.alias;
+            cnt = &in.n_alias;
+        } else {
             continue;
+        }
         char *save = NULL;
-        for (char *tok = strtok_r(eq + 1, " \t", &save); tok; tok = strtok_r(NULL, " \t", &save)) {
-            ns->v = xrealloc(ns->v, (ns->n + 1) * sizeof(*ns->v));
-            ns->v[ns->n++] = xstrdup(tok);
+        for (char *tok = strtok_r(eq + 1, " \t\r", &save); tok;
+             tok = strtok_r(NULL, " \t\r", &save)) {
+            if (in.n_wanted_by + in.n_required_by + in.n_alias == OFFLINE_UNIT_INSTALL_MAX) {
+                offline_unit_install_release(&in);
+                return error_set(EINVAL, "[Install] names more than %d units",
+                                 OFFLINE_UNIT_INSTALL_MAX);
+            }
+            add_name(v, cnt, tok);
         }
     }
+    *ret = in;
+    return 0;
 }
 
-static void install_release(struct install *in)
+static void free_names(char **v, size_t n)
 {
-    names_release(&in->wanted);
-    names_release(&in->required);
-    names_release(&in->alias);
+    for (size_t i = 0; i < n; i++)
+        free(v[i]);
+    free(v);
+}
+
+void offline_unit_install_release(struct offline_unit_install *u)
+{
+    free_names(u->wanted_by, u->n_wanted_by);
+    free_names(u->required_by, u->n_required_by);
+    free_names(u->alias, u->n_alias);
+    memset(u, 0, sizeof(*u));
 }
 
 static int systemd_enable(struct offline *o, const char *unit)
 {
     _cleanup_free_ char *file = NULL, *text = NULL;
-    struct install in = { 0 };
+    struct offline_unit_install in = { 0 };
     ext2_ino_t ino = 0;
     size_t len;
     int rc;
@@ -1341,12 +1364,17 @@ static int systemd_enable(struct offline *o, const char *unit)
     rc = read_file(o, ino, file, &text, &len);
     if (rc < 0)
         return rc;
-    parse_install(text, &in);
-    for (size_t i = 0; rc >= 0 && i < in.wanted.n + in.required.n + in.alias.n; i++) {
-        bool wanted = i < in.wanted.n, required = !wanted && i < in.wanted.n + in.required.n;
-        const char *t = wanted     ? in.wanted.v[i]
-                        : required ? in.required.v[i - in.wanted.n]
-                                   : in.alias.v[i - in.wanted.n - in.required.n];
+    rc = offline_unit_install_parse(text, len, &in);
+    if (rc < 0) {
+        _cleanup_free_ char *msg = xstrdup(error_message() ? error_message() : "");
+        return error_set(rc, "unit file '%s' in '%s': %s", file, o->name, msg);
+    }
+    size_t nw = in.n_wanted_by, nr = in.n_required_by, total = nw + nr + in.n_alias;
+    for (size_t i = 0; rc >= 0 && i < total; i++) {
+        bool wanted = i < nw, required = !wanted && i < nw + nr;
+        const char *t = wanted     ? in.wanted_by[i]
+                        : required ? in.required_by[i - nw]
+                                   : in.alias[i - nw - nr];
         rc = check_unit(o, t);
         if (rc < 0) {
             rc = error_set(EINVAL, "unit file '%s' in '%s': bad [Install] entry '%s'", file,
@@ -1360,12 +1388,12 @@ static int systemd_enable(struct offline *o, const char *unit)
                 : xasprintf("/etc/systemd/system/%s", t);
         rc = offline_symlink(o, file, link, OFFLINE_MKDIRS);
     }
-    if (rc >= 0 && in.wanted.n + in.required.n + in.alias.n == 0)
+    if (rc >= 0 && total == 0)
         rc = error_set(EINVAL,
                        "cannot enable '%s' in '%s': '%s' has no WantedBy=, RequiredBy= or "
                        "Alias= in [Install]",
                        unit, o->name, file);
-    install_release(&in);
+    offline_unit_install_release(&in);
     return rc;
 }
 

@@ -138,4 +138,21 @@ enum offline_systemd_action {
  *           regular file). */
 int offline_systemd(struct offline *o, enum offline_systemd_action action, const char *unit);
 
+/* The [Install] section of a unit file, as `enable` reads it. */
+struct offline_unit_install {
+    char **wanted_by, **required_by, **alias; /* names as written, none empty */
+    size_t n_wanted_by, n_required_by, n_alias;
+};
+
+/* At most this many names in one [Install] section. */
+#define OFFLINE_UNIT_INSTALL_MAX 256
+
+/* Parse the WantedBy=, RequiredBy= and Alias= lines (space-separated lists,
+ * repeatable) of the [Install] section of unit file text `text` (`len`
+ * bytes, any bytes: a NUL ends the text).  -EINVAL with a message for more
+ * than OFFLINE_UNIT_INSTALL_MAX names.  Release with
+ * offline_unit_install_release(). */
+int offline_unit_install_parse(const char *text, size_t len, struct offline_unit_install *ret);
+void offline_unit_install_release(struct offline_unit_install *u);
+
 #endif

@@ -496,6 +496,30 @@ static void test_refusals(void)
     is_int(offline_close(NULL), 0, "close accepts NULL");
 }
 
+static void test_unit_install(void)
+{
+    struct offline_unit_install in;
+    const char *unit = "[Unit]\nWantedBy=no.target\n[Install]\nWantedBy = a.target b.target\r\n"
+                       "# WantedBy=comment.target\nRequiredBy=c.target\nAlias=d.service\n"
+                       "WantedBy=e.target\n[X-Other]\nAlias=no.service\n";
+
+    is_int(offline_unit_install_parse(unit, strlen(unit), &in), 0, "[Install] parsed");
+    is_int(in.n_wanted_by, 3, "three WantedBy names over two lines");
+    ok(in.n_wanted_by == 3 && !strcmp(in.wanted_by[0], "a.target") &&
+           !strcmp(in.wanted_by[1], "b.target") && !strcmp(in.wanted_by[2], "e.target"),
+       "in order, blanks and CR trimmed, other sections and comments ignored");
+    ok(in.n_required_by == 1 && !strcmp(in.required_by[0], "c.target"), "RequiredBy");
+    ok(in.n_alias == 1 && !strcmp(in.alias[0], "d.service"), "Alias");
+    offline_unit_install_release(&in);
+    char *many = malloc(20 * 300 + 32);
+    snprintf(many, 32, "[Install]\nWantedBy=");
+    for (int i = 0; i < 300; i++)
+        snprintf(many + strlen(many), 20, "t%d.target ", i);
+    is_int(offline_unit_install_parse(many, strlen(many), &in), -EINVAL, "300 names: refused");
+    ok(message_has("more than 256", NULL), "the message gives the bound");
+    free(many);
+}
+
 int main(void)
 {
     char path[600];
@@ -514,6 +538,7 @@ int main(void)
         test_operations();
         test_full();
         test_refusals();
+        test_unit_install();
         store_free(store);
     }
     sh("rm -rf %s", tmpdir);
