@@ -65,8 +65,7 @@ static int fs_err(struct offline *o, errcode_t e, const char *what, const char *
         return error_set(EIO, "cannot %s '%s' in '%s': %s (%s)", what, path, o->name,
                          ext4_io_strerror(e), strerror(io ? io : EIO));
     }
-    return error_set(err, "cannot %s '%s' in '%s': %s", what, path, o->name,
-                     ext4_io_strerror(e));
+    return error_set(err, "cannot %s '%s' in '%s': %s", what, path, o->name, ext4_io_strerror(e));
 }
 
 static int check_usable(struct offline *o)
@@ -179,8 +178,7 @@ int offline_open(const struct ext4_io_reader *r, const char *name, struct offlin
 int offline_open_volume(struct volume *v, const char *name, struct offline **ret)
 {
     struct ext4_io_reader r = {
-        .read = vol_read, .write = vol_write, .flush = vol_flush, .ud = v, .size = volume_size(v)
-    };
+        .read = vol_read, .write = vol_write, .flush = vol_flush, .ud = v, .size = volume_size(v)};
 
     if (volume_is_read_only(v))
         return error_set(EROFS, "cannot edit '%s': the volume is open read-only", name);
@@ -233,8 +231,8 @@ static int check_path(struct offline *o, const char *path)
         if (n == 2 && p[0] == '.' && p[1] == '.')
             return error_set(EINVAL, "path '%s' in '%s' has a '..' component", path, o->name);
         if (n > EXT2_NAME_LEN)
-            return error_set(EINVAL, "path '%s' in '%s' has a name longer than 255 bytes",
-                             path, o->name);
+            return error_set(EINVAL, "path '%s' in '%s' has a name longer than 255 bytes", path,
+                             o->name);
         p += n;
     }
     return 0;
@@ -243,16 +241,14 @@ static int check_path(struct offline *o, const char *path)
 static int read_inode(struct offline *o, ext2_ino_t ino, struct ext2_inode_large *inode,
                       const char *path)
 {
-    errcode_t e = ext2fs_read_inode_full(o->fs, ino, (struct ext2_inode *)inode,
-                                         sizeof(*inode));
+    errcode_t e = ext2fs_read_inode_full(o->fs, ino, (struct ext2_inode *)inode, sizeof(*inode));
     return e ? fs_err(o, e, "read the inode of", path) : 0;
 }
 
 static int write_inode(struct offline *o, ext2_ino_t ino, struct ext2_inode_large *inode,
                        const char *path)
 {
-    errcode_t e = ext2fs_write_inode_full(o->fs, ino, (struct ext2_inode *)inode,
-                                          sizeof(*inode));
+    errcode_t e = ext2fs_write_inode_full(o->fs, ino, (struct ext2_inode *)inode, sizeof(*inode));
     return e ? fs_err(o, e, "write the inode of", path) : 0;
 }
 
@@ -291,8 +287,8 @@ static int read_link(struct offline *o, ext2_ino_t ino, const char *path, char *
     return 0;
 }
 
-static int lookup(struct offline *o, ext2_ino_t dir, const char *name, size_t len,
-                  ext2_ino_t *ret, const char *path)
+static int lookup(struct offline *o, ext2_ino_t dir, const char *name, size_t len, ext2_ino_t *ret,
+                  const char *path)
 {
     errcode_t e = ext2fs_lookup(o->fs, dir, name, (int)len, NULL, ret);
     if (e == EXT2_ET_FILE_NOT_FOUND)
@@ -352,9 +348,10 @@ static int resolve(struct offline *o, const char *path, unsigned flags, ext2_ino
             if (cur != EXT2_ROOT_INO) {
                 rc = lookup(o, cur, "..", 2, &next, path);
                 if (rc < 0)
-                    return rc == -ENOENT ? error_set(EBADMSG, "'%s' in '%s': a directory has no '..'",
-                                                     path, o->name)
-                                         : rc;
+                    return rc == -ENOENT
+                               ? error_set(EBADMSG, "'%s' in '%s': a directory has no '..'", path,
+                                           o->name)
+                               : rc;
                 cur = next;
             }
             pos += n;
@@ -375,8 +372,8 @@ static int resolve(struct offline *o, const char *path, unsigned flags, ext2_ino
         if (LINUX_S_ISLNK(mode) && (!last || (flags & RESOLVE_FOLLOW))) {
             _cleanup_free_ char *target = NULL;
             if (++links > MAX_LINKS)
-                return error_set(ELOOP, "'%s' in '%s': too many levels of symbolic links",
-                                 path, o->name);
+                return error_set(ELOOP, "'%s' in '%s': too many levels of symbolic links", path,
+                                 o->name);
             rc = read_link(o, next, path, &target);
             if (rc < 0)
                 return rc;
@@ -419,16 +416,16 @@ static int resolve_parent(struct offline *o, const char *path, unsigned flags, e
     _cleanup_free_ char *dir = xstrndup(path, start);
     rc = resolve(o, dir, RESOLVE_FOLLOW | ((flags & OFFLINE_MKDIRS) ? RESOLVE_MKDIRS : 0), ret_dir);
     if (rc == -ENOENT)
-        return error_set(ENOENT, "cannot create '%s' in '%s': its directory does not exist",
-                         path, o->name);
+        return error_set(ENOENT, "cannot create '%s' in '%s': its directory does not exist", path,
+                         o->name);
     if (rc < 0)
         return rc;
     rc = mode_of(o, *ret_dir, &mode, path);
     if (rc < 0)
         return rc;
     if (!LINUX_S_ISDIR(mode))
-        return error_set(ENOTDIR, "cannot create '%s' in '%s': its parent is not a directory",
-                         path, o->name);
+        return error_set(ENOTDIR, "cannot create '%s' in '%s': its parent is not a directory", path,
+                         o->name);
     memcpy(ret_name, path + start, len - start);
     ret_name[len - start] = '\0';
     return 0;
@@ -460,8 +457,8 @@ static int check_attr(struct offline *o, const struct offline_attr *a, const cha
     return 0;
 }
 
-static int link_name(struct offline *o, ext2_ino_t dir, const char *name, ext2_ino_t ino,
-                     int type, const char *path)
+static int link_name(struct offline *o, ext2_ino_t dir, const char *name, ext2_ino_t ino, int type,
+                     const char *path)
 {
     errcode_t e = ext2fs_link(o->fs, dir, name, ino, type);
     if (e == EXT2_ET_DIR_NO_SPACE) {
@@ -622,9 +619,8 @@ static int check_space(struct offline *o, uint64_t len, const char *path)
     uint64_t free_blocks = ext2fs_free_blocks_count(o->fs->super);
 
     if (len && need > free_blocks)
-        return error_set(ENOSPC,
-                         "cannot write '%s' in '%s': %s (%llu blocks needed, %llu free)", path,
-                         o->name, ext4_io_strerror(EXT2_ET_BLOCK_ALLOC_FAIL),
+        return error_set(ENOSPC, "cannot write '%s' in '%s': %s (%llu blocks needed, %llu free)",
+                         path, o->name, ext4_io_strerror(EXT2_ET_BLOCK_ALLOC_FAIL),
                          (unsigned long long)need, (unsigned long long)free_blocks);
     return 0;
 }
@@ -651,8 +647,8 @@ static int truncate_to(struct offline *o, ext2_ino_t ino, uint64_t size, const c
 
 /* Write `len` bytes at offset `at` of file `ino` (its size).  On failure
  * with `undo`, the file is cut back to `at` bytes. */
-static int append_data(struct offline *o, ext2_ino_t ino, uint64_t at, const void *data,
-                       size_t len, const char *path, bool undo)
+static int append_data(struct offline *o, ext2_ino_t ino, uint64_t at, const void *data, size_t len,
+                       const char *path, bool undo)
 {
     ext2_file_t f;
     errcode_t e;
@@ -738,8 +734,7 @@ static int install(struct offline *o, ext2_ino_t dir, const char *name, ext2_ino
     if (rc == 0) {
         rc = mode_of(o, old, &mode, path);
         if (rc >= 0 && LINUX_S_ISDIR(mode))
-            rc = error_set(EEXIST, "cannot replace '%s' in '%s': it is a directory", path,
-                           o->name);
+            rc = error_set(EEXIST, "cannot replace '%s' in '%s': it is a directory", path, o->name);
         if (rc >= 0)
             rc = unlink_inode(o, dir, name, old, path);
     } else if (rc == -ENOENT) {
@@ -778,8 +773,7 @@ static int create_file(struct offline *o, const char *path, const struct offline
         if (rc < 0)
             return rc;
         if (LINUX_S_ISDIR(inode.i_mode))
-            return error_set(EEXIST, "cannot write '%s' in '%s': it is a directory", path,
-                             o->name);
+            return error_set(EEXIST, "cannot write '%s' in '%s': it is a directory", path, o->name);
         if (LINUX_S_ISREG(inode.i_mode)) { /* keep what was not given */
             if (mode < 0)
                 mode = inode.i_mode & 07777;
@@ -852,7 +846,7 @@ static int fill_host(struct offline *o, ext2_ino_t ino, void *ud, const char *pa
 int offline_file_write(struct offline *o, const char *path, const void *data, size_t len,
                        const struct offline_attr *a, unsigned flags)
 {
-    struct mem_src m = { data, len };
+    struct mem_src m = {data, len};
     int rc = check_usable(o);
 
     if (rc >= 0)
@@ -925,8 +919,7 @@ static int set_attr(struct offline *o, ext2_ino_t ino, const struct offline_attr
     return write_inode(o, ino, &inode, path);
 }
 
-int offline_mkdir(struct offline *o, const char *path, const struct offline_attr *a,
-                  unsigned flags)
+int offline_mkdir(struct offline *o, const char *path, const struct offline_attr *a, unsigned flags)
 {
     char name[EXT2_NAME_LEN + 1];
     ext2_ino_t dir, ino;
@@ -945,8 +938,9 @@ int offline_mkdir(struct offline *o, const char *path, const struct offline_attr
         if (rc < 0)
             return rc;
         if (!LINUX_S_ISDIR(mode))
-            return error_set(EEXIST, "cannot create directory '%s' in '%s': something else is there",
-                             path, o->name);
+            return error_set(EEXIST,
+                             "cannot create directory '%s' in '%s': something else is there", path,
+                             o->name);
         return set_attr(o, ino, a, path);
     }
     if (rc != -ENOENT)
@@ -964,8 +958,7 @@ struct names {
     size_t n;
 };
 
-static int collect_name(struct ext2_dir_entry *d, int offset, int blocksize, char *buf,
-                        void *priv)
+static int collect_name(struct ext2_dir_entry *d, int offset, int blocksize, char *buf, void *priv)
 {
     struct names *ns = priv;
     size_t len = ext2fs_dirent_name_len(d);
@@ -1002,7 +995,7 @@ static int remove_tree(struct offline *o, ext2_ino_t dir, const char *name, ext2
     if (rc < 0)
         return rc;
     if (LINUX_S_ISDIR(mode)) {
-        struct names ns = { 0 };
+        struct names ns = {0};
         rc = list_dir(o, ino, path, &ns);
         for (size_t i = 0; rc >= 0 && i < ns.n; i++) {
             ext2_ino_t child;
@@ -1046,7 +1039,7 @@ int offline_delete(struct offline *o, const char *path, unsigned flags)
     if (rc < 0)
         return rc;
     if (LINUX_S_ISDIR(mode) && !(flags & OFFLINE_RECURSIVE)) {
-        struct names ns = { 0 };
+        struct names ns = {0};
         rc = list_dir(o, ino, path, &ns);
         size_t n = ns.n;
         names_release(&ns);
@@ -1153,13 +1146,12 @@ static int copy_tree(struct offline *o, const char *host, const char *path,
         char target[MAX_PATH];
         ssize_t n = readlink(host, target, sizeof(target) - 1);
         if (n < 0)
-            return error_set(errno, "cannot read link '%s' on the host: %s", host,
-                             strerror(errno));
+            return error_set(errno, "cannot read link '%s' on the host: %s", host, strerror(errno));
         target[n] = '\0';
         return offline_symlink(o, target, path, flags);
     }
-    struct offline_attr fa = { .mode = (int)(st.st_mode & 07777), .uid = a ? a->uid : -1,
-                               .gid = a ? a->gid : -1 };
+    struct offline_attr fa = {
+        .mode = (int)(st.st_mode & 07777), .uid = a ? a->uid : -1, .gid = a ? a->gid : -1};
     if (S_ISREG(st.st_mode)) {
         if (top && a && a->mode >= 0)
             fa.mode = a->mode;
@@ -1205,8 +1197,7 @@ int offline_copy(struct offline *o, const char *host_path, const char *path,
         if (n && host_path[n - 1] != '/') {
             const char *base = strrchr(host_path, '/');
             base = base ? base + 1 : host_path;
-            _cleanup_free_ char *dst =
-                xasprintf("%s/%s", strcmp(path, "/") ? path : "", base);
+            _cleanup_free_ char *dst = xasprintf("%s/%s", strcmp(path, "/") ? path : "", base);
             return copy_tree(o, host_path, dst, a, flags, true);
         }
     }
@@ -1215,19 +1206,20 @@ int offline_copy(struct offline *o, const char *host_path, const char *path,
 
 /* ---- systemd ---- */
 
-static const char *const unit_dirs[] = { "/etc/systemd/system", "/lib/systemd/system",
-                                         "/usr/lib/systemd/system" };
+static const char *const unit_dirs[] = {"/etc/systemd/system", "/lib/systemd/system",
+                                        "/usr/lib/systemd/system"};
 
 static int check_unit(struct offline *o, const char *unit)
 {
-    static const char *const suffixes[] = { ".service", ".socket", ".timer",  ".target",
-                                            ".path",    ".mount",  ".automount", ".swap",
-                                            ".slice" };
+    static const char *const suffixes[] = {".service", ".socket",    ".timer", ".target", ".path",
+                                           ".mount",   ".automount", ".swap",  ".slice"};
     size_t n = strlen(unit);
     bool suffix = false;
 
-    if (n == 0 || n > 255 || strspn(unit, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-                                          "0123456789:-_.\\@") != n || unit[0] == '.')
+    if (n == 0 || n > 255 ||
+        strspn(unit, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                     "0123456789:-_.\\@") != n ||
+        unit[0] == '.')
         return error_set(EINVAL, "'%s' is not a systemd unit name", unit);
     for (size_t i = 0; i < ARRAY_SIZE(suffixes); i++) {
         size_t s = strlen(suffixes[i]);
@@ -1282,7 +1274,7 @@ static void add_name(char ***v, size_t *n, const char *name)
 
 int offline_unit_install_parse(const char *data, size_t size, struct offline_unit_install *ret)
 {
-    struct offline_unit_install in = { 0 };
+    struct offline_unit_install in = {0};
     _cleanup_free_ char *text = xstrndup(data, size);
     bool section = false;
 
@@ -1353,7 +1345,7 @@ void offline_unit_install_release(struct offline_unit_install *u)
 static int systemd_enable(struct offline *o, const char *unit)
 {
     _cleanup_free_ char *file = NULL, *text = NULL;
-    struct offline_unit_install in = { 0 };
+    struct offline_unit_install in = {0};
     ext2_ino_t ino = 0;
     size_t len;
     int rc;
@@ -1383,8 +1375,7 @@ static int systemd_enable(struct offline *o, const char *unit)
         }
         _cleanup_free_ char *link =
             wanted || required
-                ? xasprintf("/etc/systemd/system/%s.%s/%s", t, wanted ? "wants" : "requires",
-                            unit)
+                ? xasprintf("/etc/systemd/system/%s.%s/%s", t, wanted ? "wants" : "requires", unit)
                 : xasprintf("/etc/systemd/system/%s", t);
         rc = offline_symlink(o, file, link, OFFLINE_MKDIRS);
     }
@@ -1399,7 +1390,7 @@ static int systemd_enable(struct offline *o, const char *unit)
 
 static int systemd_disable(struct offline *o, const char *unit)
 {
-    struct names ns = { 0 };
+    struct names ns = {0};
     ext2_ino_t dir;
     int rc;
 
@@ -1470,12 +1461,9 @@ int offline_systemd(struct offline *o, enum offline_systemd_action action, const
     if (rc < 0)
         return rc;
     switch (action) {
-    case OFFLINE_SYSTEMD_ENABLE:
-        return systemd_enable(o, unit);
-    case OFFLINE_SYSTEMD_DISABLE:
-        return systemd_disable(o, unit);
-    case OFFLINE_SYSTEMD_MASK:
-        return systemd_mask(o, unit);
+    case OFFLINE_SYSTEMD_ENABLE: return systemd_enable(o, unit);
+    case OFFLINE_SYSTEMD_DISABLE: return systemd_disable(o, unit);
+    case OFFLINE_SYSTEMD_MASK: return systemd_mask(o, unit);
     }
     return error_set(EINVAL, "unknown systemd action %d", (int)action);
 }

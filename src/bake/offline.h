@@ -71,7 +71,7 @@ struct offline_attr {
     int mode;
     int64_t uid, gid;
 };
-#define OFFLINE_ATTR_DEFAULT ((struct offline_attr){ .mode = -1, .uid = -1, .gid = -1 })
+#define OFFLINE_ATTR_DEFAULT ((struct offline_attr){.mode = -1, .uid = -1, .gid = -1})
 
 enum offline_flags {
     OFFLINE_MKDIRS = 1U << 0,     /* create missing parent directories (0755, root) */
