@@ -173,7 +173,7 @@ DEFINE_CLEANUP_FREE(struct bake_template, bake_template_free)
 
 /* Declare the template's variables in `ip` and resolve them (overrides,
  * environment, defaults; interp.h).  Returns 0 or -EINVAL naming the
- * variable (`variables.a.default: variable cycle a -> b -> a`). */
+ * place (`variables.b.default: variable cycle through 'a'`). */
 int bake_template_resolve_variables(struct bake_template *t, struct bake_interp *ip);
 
 /* Expand the source's strings (owners, filter values, image id), which may
