@@ -538,12 +538,46 @@ static void test_examples(const char *dir)
     ok(n >= 3, "at least three examples (%d)", n);
 }
 
+/* bake_template_load(): the file's path starts every message; a
+ * `builders` key selects the Packer reader; a missing file is -ENOENT. */
+static void test_load(void)
+{
+    char path[] = "/tmp/kiln-test-template-XXXXXX";
+    const char bad[] = "{" HEAD "\"steps\": [{\"type\": \"reboot\", \"nmae\": \"a\"}]}";
+    const char pk[] = "{\"builders\": [{\"type\": \"docker\"}]}";
+    struct bake_template *t = NULL;
+    char *want;
+    int fd = mkstemp(path);
+
+    ok(fd >= 0 && write(fd, bad, strlen(bad)) == (ssize_t)strlen(bad), "bad template written");
+    close(fd);
+    error_clear();
+    is_int(bake_template_load(path, &t), -EINVAL, "a bad template file is refused");
+    want = xasprintf("template '%s': steps[0].nmae: unknown key", path);
+    is_str(error_message(), want, "  the message starts with the file's path");
+    free(want);
+    fd = open(path, O_WRONLY | O_TRUNC);
+    ok(fd >= 0 && write(fd, pk, strlen(pk)) == (ssize_t)strlen(pk), "Packer template written");
+    close(fd);
+    error_clear();
+    is_int(bake_template_load(path, &t), -EINVAL, "builders selects the Packer reader");
+    want = xasprintf("template '%s': builders[0].type: builder 'docker' is outside kiln's "
+                     "Packer subset (only amazon-ebs)",
+                     path);
+    is_str(error_message(), want, "  with the Packer reader's message");
+    free(want);
+    unlink(path);
+    is_int(bake_template_load(path, &t), -ENOENT, "a missing file is -ENOENT");
+    ok(t == NULL, "nothing returned");
+}
+
 int main(int argc, char **argv)
 {
     test_good();
     test_bad();
     test_interp();
     test_packer();
+    test_load();
     if (argc > 1)
         test_examples(argv[1]);
     return done_testing();
