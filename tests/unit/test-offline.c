@@ -493,6 +493,56 @@ static void test_refusals(void)
     is_int(offline_close(NULL), 0, "close accepts NULL");
 }
 
+/* A reader over a raw file whose writes can be made to fail. */
+struct faulty {
+    int fd;
+    bool fail;
+};
+
+static int faulty_read(void *ud, void *buf, size_t len, uint64_t off)
+{
+    struct faulty *f = ud;
+    return pread(f->fd, buf, len, (off_t)off) == (ssize_t)len ? 0 : -EIO;
+}
+
+static int faulty_write(void *ud, const void *buf, size_t len, uint64_t off)
+{
+    struct faulty *f = ud;
+    if (f->fail)
+        return -EIO;
+    return pwrite(f->fd, buf, len, (off_t)off) == (ssize_t)len ? 0 : -EIO;
+}
+
+static void test_io_error(void)
+{
+    char img[600], sb_before[1024], sb_after[1024];
+    struct offline *o = NULL;
+    struct faulty f = {.fd = -1};
+
+    snprintf(img, sizeof(img), "%s/faulty.img", tmpdir);
+    is_int(mkfs(NULL, img, "8M"), 0, "an image behind a failing disk");
+    f.fd = open(img, O_RDWR);
+    struct ext4_io_reader r = {
+        .read = faulty_read, .write = faulty_write, .ud = &f, .size = 8 * MiB};
+    ok(f.fd >= 0 && pread(f.fd, sb_before, 1024, 1024) == 1024, "its superblock");
+    is_int(offline_open(&r, "disk-faulty", &o), 0, "opened over a plain reader");
+    if (!o)
+        return;
+    f.fail = true;
+    is_int(offline_file_write(o, "/f", "data", 4, NULL, 0), -EIO, "a failing write: EIO");
+    ok(message_has("'/f'", "Input/output error"), "named, with the disk's error");
+    f.fail = false;
+    is_int(offline_mkdir(o, "/d", NULL, 0), -EIO, "the handle refuses further work");
+    ok(message_has("inconsistent", "disk-faulty"), "and says why");
+    is_int(offline_close(o), -EIO, "close writes no metadata and fails");
+    ok(pread(f.fd, sb_after, 1024, 1024) == 1024 && memcmp(sb_before, sb_after, 1024) == 0,
+       "the superblock was not written");
+    close(f.fd);
+    struct ext4_io_reader ro = r;
+    ro.write = NULL;
+    is_int(offline_open(&ro, "disk-ro", &o), -EROFS, "a reader without write: EROFS");
+}
+
 static void test_unit_install(void)
 {
     struct offline_unit_install in;
@@ -536,6 +586,7 @@ int main(void)
         test_full();
         test_refusals();
         test_unit_install();
+        test_io_error();
         store_free(store);
     }
     sh("rm -rf %s", tmpdir);
