@@ -723,25 +723,72 @@ static int read_file(struct offline *o, ext2_ino_t ino, const char *path, char *
 
 /* Link new inode `ino` as `name` in `dir`, replacing a non-directory
  * already there.  On failure the new inode is freed. */
+struct retarget {
+    const char *name;
+    size_t len;
+    ext2_ino_t old, ino;
+    int type;
+    bool done;
+};
+
+static int retarget_cb(struct ext2_dir_entry *d, int offset, int blocksize, char *buf, void *priv)
+{
+    struct retarget *r = priv;
+
+    if (d->inode != r->old || (size_t)ext2fs_dirent_name_len(d) != r->len ||
+        memcmp(d->name, r->name, r->len) != 0)
+        return 0;
+    d->inode = r->ino;
+    ext2fs_dirent_set_file_type(d, r->type);
+    r->done = true;
+    return DIRENT_CHANGED | DIRENT_ABORT;
+}
+
+/* Drop one link of `ino`, whose name is already gone. */
+static int drop_link(struct offline *o, ext2_ino_t ino, const char *path)
+{
+    struct ext2_inode_large inode;
+    int rc = read_inode(o, ino, &inode, path);
+
+    if (rc < 0)
+        return rc;
+    if (inode.i_links_count > 1) {
+        inode.i_links_count--;
+        return write_inode(o, ino, &inode, path);
+    }
+    return free_inode(o, ino, path);
+}
+
+/* Name new inode `ino` `name` in `dir`.  A non-directory already there is
+ * replaced by pointing its directory entry at the new inode (no new entry,
+ * so no space is needed and there is no moment without the name), then
+ * dropping the old inode's link.  On failure the new inode is freed. */
 static int install(struct offline *o, ext2_ino_t dir, const char *name, ext2_ino_t ino, int type,
                    const char *path)
 {
-    ext2_ino_t old;
+    struct retarget r = {.name = name, .len = strlen(name), .ino = ino, .type = type};
     uint16_t mode;
+    errcode_t e;
     int rc;
 
-    rc = lookup(o, dir, name, strlen(name), &old, path);
+    rc = lookup(o, dir, name, r.len, &r.old, path);
     if (rc == 0) {
-        rc = mode_of(o, old, &mode, path);
+        rc = mode_of(o, r.old, &mode, path);
         if (rc >= 0 && LINUX_S_ISDIR(mode))
             rc = error_set(EEXIST, "cannot replace '%s' in '%s': it is a directory", path, o->name);
+        if (rc >= 0) {
+            e = ext2fs_dir_iterate(o->fs, dir, 0, NULL, retarget_cb, &r);
+            if (e)
+                rc = fs_err(o, e, "replace", path);
+            else if (!r.done)
+                rc = error_set(EBADMSG, "cannot replace '%s' in '%s': its entry vanished", path,
+                               o->name);
+        }
         if (rc >= 0)
-            rc = unlink_inode(o, dir, name, old, path);
+            return drop_link(o, r.old, path);
     } else if (rc == -ENOENT) {
-        rc = 0;
-    }
-    if (rc >= 0)
         rc = link_name(o, dir, name, ino, type, path);
+    }
     if (rc < 0 && !o->broken) {
         int saved = rc;
         _cleanup_free_ char *msg = xstrdup(error_message() ? error_message() : "");
