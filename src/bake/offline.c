@@ -113,7 +113,7 @@ static int open_reader(struct offline *o)
         if (rc < 0 && rc != -EINVAL)
             return error_set(rc, "cannot read the superblock of '%s'", o->name);
         if (has_partition_table(&o->rd))
-            return error_set(EINVAL,
+            return error_set(ENOTSUP,
                              "'%s' is a partitioned disk: the offline executor edits only a "
                              "bare ext2/3/4 file system at offset 0",
                              o->name);
@@ -123,7 +123,7 @@ static int open_reader(struct offline *o)
     if (e) {
         int err = ext4_io_errno(e);
         if (e == EXT2_ET_UNSUPP_FEATURE || e == EXT2_ET_RO_UNSUPP_FEATURE)
-            err = EINVAL;
+            err = ENOTSUP;
         o->fs = NULL;
         return error_set(err == EIO ? EBADMSG : err, "cannot open the file system of '%s': %s",
                          o->name, ext4_io_strerror(e));

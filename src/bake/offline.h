@@ -6,7 +6,7 @@
  * volume's read path (volume_read/volume_write), so reads fall through to
  * the snapshot the volume was made from and every write lands in the
  * volume's overlay.  Only a bare ext2/3/4 file system at offset 0 (as kiln's
- * images are) is supported; a partitioned disk is refused with -EINVAL.
+ * images are) is supported; a partitioned disk is refused with -ENOTSUP.
  *
  * Paths inside the image are absolute; a `..` component is refused
  * (-EINVAL) and symbolic links met on the way are resolved inside the image
@@ -45,10 +45,10 @@ struct offline;
 /* Open the ext4 file system of volume `v` (borrowed; opened writable; must
  * outlive the handle) read-write; `name` (copied) names it in messages (a
  * volume or build id).  Refused, with nothing written: no ext2/3/4 file
- * system at offset 0 (-EINVAL; a partitioned disk says so), a corrupt one
- * (-EBADMSG with libext2fs's reason), one marked with errors or with a
+ * system at offset 0 (-EINVAL), a partitioned disk (-ENOTSUP), a corrupt
+ * one (-EBADMSG with libext2fs's reason), one marked with errors or with a
  * journal to replay (-EBADMSG), features libext2fs cannot write
- * (-EINVAL). */
+ * (-ENOTSUP), a read-only volume (-EROFS). */
 int offline_open_volume(struct volume *v, const char *name, struct offline **ret);
 
 /* The same over any reader with a write callback (`r` borrowed, must

@@ -480,7 +480,7 @@ static void test_refusals(void)
               "printf 'x' | dd of=%s bs=1 seek=1048576 conv=notrunc status=none",
               img, img),
            0, "a disk with an MBR");
-    check_refused(img, EINVAL, "partitioned disk", "a partitioned disk");
+    check_refused(img, ENOTSUP, "partitioned disk", "a partitioned disk");
 
     is_int(mkfs(NULL, img, "8M"), 0, "a good image");
     struct volume *v = volume_of(img, VOLUME_OPEN_READ_ONLY);
