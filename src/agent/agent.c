@@ -42,7 +42,12 @@
 #endif
 
 #define DEFAULT_PORT "/dev/virtio-ports/org.kiln.agent.0"
-#define WRITE_TIMEOUT_MS 5000
+/* How long a write waits for a connected host that does not read.  A host
+ * that is gone shows POLLHUP at once; a connected one may be slow (a loaded
+ * machine, a sanitized client): dropping the rest of a frame to it would
+ * desynchronise the stream (a GET's data short by a frame was seen with 5 s
+ * under load), so the wait is long. */
+#define WRITE_TIMEOUT_MS 60000
 
 extern char **environ;
 
@@ -77,8 +82,9 @@ static void msleep(long ms)
     nanosleep(&ts, NULL);
 }
 
-/* Write a whole frame.  A host that does not read for WRITE_TIMEOUT_MS (or
- * is gone) loses the frame: the agent never blocks for ever on the port. */
+/* Write a whole frame.  A host that is gone (POLLHUP), or that does not read
+ * for WRITE_TIMEOUT_MS, loses the frame: the agent never blocks for ever on
+ * the port. */
 static void send_raw(const uint8_t *p, size_t n)
 {
     while (n > 0) {
