@@ -14,9 +14,6 @@
 
 #define API_REQUEST_ID_SIZE 37 /* UUID v4 text with NUL */
 
-/* true when s[0..len) is well-formed UTF-8 (no overlongs, surrogates or
- * code points beyond U+10FFFF). */
-bool api_utf8_is_valid(const char *s, size_t len);
 
 /* Fill buf with a random (version 4) UUID.  Returns 0 or -errno. */
 int api_request_id(char buf[API_REQUEST_ID_SIZE]);

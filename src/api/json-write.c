@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "api/internal.h"
+#include "common/util.h"
 
 void json_write_string(struct api_buf *b, const char *s)
 {
@@ -24,7 +25,7 @@ void json_write_string(struct api_buf *b, const char *s)
         } else {
             /* The longest valid UTF-8 sequence here, else U+FFFD. */
             size_t len = (c & 0xe0) == 0xc0 ? 2 : (c & 0xf0) == 0xe0 ? 3 : (c & 0xf8) == 0xf0 ? 4 : 1;
-            if (len > 1 && i + len <= n && api_utf8_is_valid(s + i, len)) {
+            if (len > 1 && i + len <= n && utf8_is_valid(s + i, len)) {
                 api_buf_add(b, s + i, len);
                 i += len;
             } else {

@@ -109,7 +109,7 @@ static int key_name_param(struct api_ctx *ctx, const struct query *q, const char
         return api_fail(ctx, API_ERR_MISSING_PARAMETER,
                         "The request must contain the parameter KeyName");
     if (!name[0] || strlen(name) > KEY_PAIR_NAME_MAX || !printable(name) ||
-        !api_utf8_is_valid(name, strlen(name)))
+        !utf8_is_valid(name, strlen(name)))
         return api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE,
                         "Key name must be 1 to %d printable characters", KEY_PAIR_NAME_MAX);
     *ret = name;
@@ -336,7 +336,7 @@ static int group_text_param(struct api_ctx *ctx, const struct query *q, const ch
         return api_fail(ctx, API_ERR_MISSING_PARAMETER, "The request must contain the parameter %s",
                         param);
     if (!v[0] || strlen(v) > SECURITY_GROUP_NAME_MAX || !printable(v) ||
-        !api_utf8_is_valid(v, strlen(v)))
+        !utf8_is_valid(v, strlen(v)))
         return api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE,
                         "%s must be 1 to %d printable characters", param, SECURITY_GROUP_NAME_MAX);
     *ret = v;

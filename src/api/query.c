@@ -15,46 +15,6 @@
 #include "common/hash.h"
 #include "common/util.h"
 
-bool api_utf8_is_valid(const char *s, size_t len)
-{
-    const unsigned char *p = (const unsigned char *)s, *end = p + len;
-
-    while (p < end) {
-        unsigned c = *p;
-        size_t n;
-        uint32_t cp;
-
-        if (c < 0x80) {
-            p++;
-            continue;
-        } else if (c >= 0xc2 && c <= 0xdf) {
-            n = 1;
-            cp = c & 0x1f;
-        } else if (c >= 0xe0 && c <= 0xef) {
-            n = 2;
-            cp = c & 0x0f;
-        } else if (c >= 0xf0 && c <= 0xf4) {
-            n = 3;
-            cp = c & 0x07;
-        } else {
-            return false;
-        }
-        if ((size_t)(end - p) <= n)
-            return false;
-        for (size_t i = 1; i <= n; i++) {
-            if ((p[i] & 0xc0) != 0x80)
-                return false;
-            cp = (cp << 6) | (p[i] & 0x3f);
-        }
-        /* Overlong forms, surrogates, beyond U+10FFFF. */
-        if ((n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) || cp > 0x10ffff ||
-            (cp >= 0xd800 && cp <= 0xdfff))
-            return false;
-        p += n + 1;
-    }
-    return true;
-}
-
 /* Decode s[0..len) into a new string.  `what` names it in messages. */
 static int decode(const char *s, size_t len, size_t cap, const char *what, char **ret)
 {
@@ -82,7 +42,7 @@ static int decode(const char *s, size_t len, size_t cap, const char *what, char 
     out[o] = '\0';
     if (o > cap)
         return error_set(EINVAL, "%s longer than %zu bytes", what, cap);
-    if (!api_utf8_is_valid(out, o))
+    if (!utf8_is_valid(out, o))
         return error_set(EINVAL, "%s is not valid UTF-8", what);
     *ret = TAKE_PTR(out);
     return 0;

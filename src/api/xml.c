@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "api/internal.h"
+#include "common/util.h"
 
 static struct api_buf *buf(struct xml *x)
 {
@@ -71,7 +72,7 @@ static void escape(struct xml *x, const char *s)
         }
         /* A multi-byte sequence: copy it if valid, else replace one byte. */
         n = c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : 2;
-        if (strnlen((const char *)p, n) == n && api_utf8_is_valid((const char *)p, n)) {
+        if (strnlen((const char *)p, n) == n && utf8_is_valid((const char *)p, n)) {
             api_buf_add(buf(x), p, n);
             p += n;
         } else {

@@ -57,8 +57,4 @@ const struct json_value *json_get(const struct json_value *v, const char *key);
 /* "object", "string", ...: for messages. */
 const char *json_type_name(enum json_type t);
 
-/* true when s[0..len) is well-formed UTF-8 (no overlongs, surrogates or
- * code points beyond U+10FFFF). */
-bool json_utf8_is_valid(const char *s, size_t len);
-
 #endif

@@ -36,6 +36,10 @@ int mkdir_p(const char *path);
 /* true when len bytes at p are all zero (len need not be aligned). */
 bool buf_is_zero(const void *p, size_t len);
 
+/* true when s[0..len) is well-formed UTF-8 (no overlongs, surrogates or
+ * code points beyond U+10FFFF). */
+bool utf8_is_valid(const char *s, size_t len);
+
 /* Parse a size like "2G", "512K", "1048576".  Returns 0 or -EINVAL. */
 int parse_size(const char *s, uint64_t *ret_size);
 

@@ -9,6 +9,7 @@
 #include "api/internal.h"
 #include "common/error.h"
 #include "common/json.h"
+#include "common/util.h"
 #include "fuzz.h"
 
 static void check(const struct json_value *v, int depth)
@@ -20,7 +21,7 @@ static void check(const struct json_value *v, int depth)
         struct api_buf b = { 0 };
         struct json_value *again = NULL;
         if (!v->string || strlen(v->string) != v->len ||
-            !api_utf8_is_valid(v->string, v->len))
+            !utf8_is_valid(v->string, v->len))
             abort();
         json_write_string(&b, v->string);
         if (json_parse(b.data, b.len, &again) < 0 || again->type != JSON_STRING ||
@@ -32,7 +33,7 @@ static void check(const struct json_value *v, int depth)
     }
     case JSON_OBJECT:
         for (size_t i = 0; i < v->n; i++) {
-            if (!api_utf8_is_valid(v->keys[i], strlen(v->keys[i])))
+            if (!utf8_is_valid(v->keys[i], strlen(v->keys[i])))
                 abort();
             for (size_t j = 0; j < i; j++)
                 if (strcmp(v->keys[i], v->keys[j]) == 0)

@@ -8,6 +8,7 @@
 #include "api/internal.h"
 #include "api/query.h"
 #include "common/error.h"
+#include "common/util.h"
 #include "fuzz.h"
 
 static void check_query(const struct query *q, int depth)
@@ -17,8 +18,8 @@ static void check_query(const struct query *q, int depth)
     size_t n = 0;
 
     for (size_t i = 0; i < q->n; i++)
-        if (!api_utf8_is_valid(q->params[i].key, strlen(q->params[i].key)) ||
-            !api_utf8_is_valid(q->params[i].value, strlen(q->params[i].value)))
+        if (!utf8_is_valid(q->params[i].key, strlen(q->params[i].key)) ||
+            !utf8_is_valid(q->params[i].value, strlen(q->params[i].value)))
             abort();
     (void)query_check_unique(q);
     (void)query_get(q, "Action");
