@@ -24,7 +24,9 @@ static const struct {
     { "conectix", 8, 0, "a VHD image" },
     { "QED\0", 4, 0, "a QED image" },
     { "<<< Oracle VM VirtualBox Disk Image >>>", 39, 0, "a VDI image" },
-    { "\x1f\x8b", 2, 0, "a gzip file" },
+    /* ID1 ID2 CM=8: deflate is the only method RFC 1952 defines; two
+     * bytes alone refuse one random raw disk in 65536. */
+    { "\x1f\x8b\x08", 3, 0, "a gzip file" },
     { "\xfd" "7zXZ\0", 6, 0, "an xz file" },
     { "\x28\xb5\x2f\xfd", 4, 0, "a zstd file" },
     { "BZh", 3, 0, "a bzip2 file" },
