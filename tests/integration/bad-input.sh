@@ -153,7 +153,7 @@ kiln snapshot export "$snap" "$T/good.out"
 cmp "$T/disk.raw" "$T/good.out" || die "the good qcow2 exports different data"
 # A raw disk whose first two bytes happen to be gzip's ID1 ID2 is a disk.
 { printf '\037\213\000'; head -c 4093 /dev/urandom; } > "$T/gzip-like.raw"
-import_id "$T/gzip-like.raw" >/dev/null ||
+kiln snapshot import -q "$T/gzip-like.raw" >/dev/null ||
     die "a raw disk starting 1f 8b 00 was refused"
 
 # A --parent that exists but is in another region is not found either.
