@@ -115,5 +115,10 @@ int cmd_volume(struct cli *cli, int argc, char **argv);
 int cmd_vm(struct cli *cli, int argc, char **argv);
 int cmd_imds_serve(struct cli *cli, int argc, char **argv);
 int cmd_base_image(struct cli *cli, int argc, char **argv);
+/* kiln bake TEMPLATE (cmd-bake.c); its verbs cache and distribute
+ * (cmd-bake-admin.c), argv[0] being the verb. */
+int cmd_bake(struct cli *cli, int argc, char **argv);
+int cmd_bake_cache(struct cli *cli, int argc, char **argv);
+int cmd_bake_distribute(struct cli *cli, int argc, char **argv);
 
 #endif

@@ -33,6 +33,9 @@ static const char usage[] =
     "  imds-serve DIR           one guest connection to the metadata service\n"
     "                           (run by QEMU's guestfwd; docs/imds.md)\n"
     "  base-image build tiny|debian  build and register a base image from Debian\n"
+    "  bake TEMPLATE.json             bake an image from a template (docs/baking.md)\n"
+    "  bake cache list|prune          the layer cache of bakes\n"
+    "  bake distribute BUILD          copy a build's image to its regions again\n"
     "                           packages\n"
     "  account create NAME      create an account and its first access key\n"
     "  account list             list accounts and their access key ids\n"
@@ -119,6 +122,8 @@ int main(int argc, char **argv)
         r = cmd_imds_serve(&cli, argc, argv);
     else if (strcmp(verb, "base-image") == 0)
         r = cmd_base_image(&cli, argc, argv);
+    else if (strcmp(verb, "bake") == 0)
+        r = cmd_bake(&cli, argc, argv);
     else if (strcmp(verb, "help") == 0) {
         fputs(usage, stdout);
         r = 0;
