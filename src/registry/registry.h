@@ -165,5 +165,11 @@ int registry_tag_delete(struct registry *reg, const char *resource_id, const cha
 int registry_tag_list(struct registry *reg, const char *resource_id, struct registry_tag **ret,
                       size_t *ret_n);
 void registry_tag_list_free(struct registry_tag *tags, size_t n);
+/* The ids of the resources whose id starts with `prefix`- ("i", "vol",
+ * "snap", "ami") that carry tag key=value, sorted: *ret an array of
+ * strings, each and the array the caller's to free() (never NULL on
+ * success). */
+int registry_tag_find(struct registry *reg, const char *key, const char *value,
+                      const char *prefix, char ***ret, size_t *ret_n);
 
 #endif

@@ -121,3 +121,57 @@ int registry_tag_list(struct registry *reg, const char *resource_id, struct regi
     *ret = tags;
     return 0;
 }
+
+static int read_resource_id(struct registry *reg, sqlite3_stmt *st, void *slot, void *data)
+{
+    char **id = slot;
+
+    (void)reg, (void)data;
+    *id = reg_column_strdup(st, 0);
+    if (!*id)
+        return error_set(EBADMSG, "a tag row has a NULL resource id");
+    return 0;
+}
+
+static void release_ids(void *list, size_t n)
+{
+    char **ids = list;
+
+    for (size_t i = 0; ids && i < n; i++)
+        free(ids[i]);
+    free(ids);
+}
+
+int registry_tag_find(struct registry *reg, const char *key, const char *value,
+                      const char *prefix, char ***ret, size_t *ret_n)
+{
+    _cleanup_stmt_ sqlite3_stmt *st = NULL;
+    _cleanup_free_ char *what = NULL, *like = NULL;
+    void *ids;
+    int r;
+
+    if (!key || !key[0] || !value || !prefix || !prefix[0] || strpbrk(prefix, "%_\\"))
+        return error_set(EINVAL, "cannot find tagged resources: empty key or bad prefix");
+    what = xasprintf("the %s- resources tagged %s=%s", prefix, key, value);
+    like = xasprintf("%s-%%", prefix);
+    const struct reg_collector c = {
+        .size = sizeof(char *),
+        .read = read_resource_id,
+        .release = release_ids,
+        .what = what,
+    };
+    r = reg_prepare(reg,
+                    "SELECT resource_id FROM tags WHERE key = ?1 AND value = ?2"
+                    " AND resource_id LIKE ?3 ORDER BY resource_id",
+                    &st);
+    if (r < 0)
+        return r;
+    reg_bind_text(st, 1, key);
+    reg_bind_text(st, 2, value);
+    reg_bind_text(st, 3, like);
+    r = reg_collect(reg, st, &c, NULL, &ids, ret_n);
+    if (r < 0)
+        return r;
+    *ret = ids;
+    return 0;
+}

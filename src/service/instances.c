@@ -123,6 +123,8 @@ struct instance_manager {
     uint64_t used_memory_mib;
     struct host_capacity host;
     int64_t retention_ms; /* terminated instances vanish after it */
+    instance_recovery_fn recovery;
+    void *recovery_ud;
 };
 
 static struct instance_manager *the_manager;
@@ -928,6 +930,8 @@ int instance_manager_stop(struct instance_manager *m, const char *region, const 
     return e;
 }
 
+static void kill_leftover(const char *id, const char *dir);
+
 int instance_manager_terminate(struct instance_manager *m, const char *region,
                                const char *instance_id, bool wait)
 {
@@ -952,6 +956,8 @@ int instance_manager_terminate(struct instance_manager *m, const char *region,
             wait_thread(in);
         return e;
     }
+    /* no thread of ours runs it: a QEMU a dead process left goes first */
+    kill_leftover(instance_id, in->dir);
     e = set_state(rg, instance_id, INSTANCE_SHUTTING_DOWN, NULL, NULL);
     if (e >= 0)
         e = finish_terminate(m, rg, row);
@@ -1270,7 +1276,8 @@ int instance_manager_launch(struct instance_manager *m, const char *region,
         e = registry_image_get(rg->r->reg, l->image_id, &img);
         if (e == -ENOENT)
             e = error_set(ENOENT, "The image id '[%s]' does not exist", l->image_id);
-        if (e >= 0 && img->state != IMAGE_AVAILABLE)
+        if (e >= 0 && img->state != IMAGE_AVAILABLE &&
+            !(l->allow_pending && img->state == IMAGE_PENDING))
             e = error_set(EAGAIN, "The image id '[%s]' is %s, not available", l->image_id,
                           image_state_to_string(img->state));
         if (e >= 0 && !(dev = root_device(img)))
@@ -1469,7 +1476,13 @@ static void recover_region(struct instance_manager *m, struct mregion *rg)
     for (size_t i = 0; i < n; i++) {
         struct registry_instance *row = list[i];
         _cleanup_free_ char *dir = instance_manager_dir(m, rg->name, row->id);
+        enum instance_recovery policy = INSTANCE_RECOVER_RESTART;
         bool again = false;
+
+        if (m->recovery && row->state != INSTANCE_TERMINATED)
+            policy = m->recovery(rg->r, row, m->recovery_ud);
+        if (policy == INSTANCE_RECOVER_SKIP)
+            continue;
 
         switch (row->state) {
         case INSTANCE_PENDING:
@@ -1478,14 +1491,15 @@ static void recover_region(struct instance_manager *m, struct mregion *rg)
             kill_leftover(row->id, dir);
             set_state(rg, row->id, INSTANCE_STOPPED, "Server.InternalError",
                       "Server.InternalError: kiln serve ended without stopping the instance");
-            again = row->state != INSTANCE_STOPPING;
+            again = row->state != INSTANCE_STOPPING && policy == INSTANCE_RECOVER_RESTART;
             break;
         case INSTANCE_SHUTTING_DOWN:
             kill_leftover(row->id, dir);
             finish_terminate(m, rg, row);
             break;
         case INSTANCE_STOPPED:
-            again = strcmp(row->reason_code, INSTANCE_REASON_DAEMON_STOPPED) == 0 &&
+            again = policy == INSTANCE_RECOVER_RESTART &&
+                    strcmp(row->reason_code, INSTANCE_REASON_DAEMON_STOPPED) == 0 &&
                     strcmp(row->reason_message, INSTANCE_REASON_DAEMON_STOPPED_MESSAGE) == 0;
             break;
         default: break;
@@ -1507,6 +1521,8 @@ int instance_manager_new(const struct instance_manager_options *o, struct instan
     int e;
 
     m->data_dir = xstrdup(o->data_dir);
+    m->recovery = o->recovery;
+    m->recovery_ud = o->recovery_ud;
     m->retention_ms = o->terminated_retention_ms > 0 ? o->terminated_retention_ms
                                                      : INSTANCE_TERMINATED_RETENTION_DEFAULT_MS;
     /* this executable's path now: /proc/self/exe says "(deleted)" once a

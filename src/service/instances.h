@@ -39,6 +39,17 @@ struct service_client_token;
 
 struct instance_manager; /* one per `kiln serve` process */
 
+/* What the restart policy does with an instance a previous process left
+ * pending, running or stopping (instance_manager_new()). */
+enum instance_recovery {
+    INSTANCE_RECOVER_RESTART, /* the policy: stopped, and started again */
+    INSTANCE_RECOVER_STOP,    /* stopped (its leftover QEMU killed), not started again */
+    INSTANCE_RECOVER_SKIP,    /* left alone: a live process (a bake) runs it */
+};
+typedef enum instance_recovery (*instance_recovery_fn)(struct region *r,
+                                                        const struct registry_instance *row,
+                                                        void *ud);
+
 struct instance_manager_options {
     const char *data_dir;
     const char *const *regions; /* the regions served */
@@ -48,6 +59,12 @@ struct instance_manager_options {
      * console.log); 0: INSTANCE_TERMINATED_RETENTION_DEFAULT_MS.  `kiln
      * serve` reads KILN_TERMINATED_RETENTION_SECONDS (docs/operations.md) */
     int64_t terminated_retention_ms;
+    /* Decides per instance what the restart policy does (NULL: restart
+     * them all).  `kiln serve` leaves a live bake's build instances alone
+     * and stops a dead one's (bake/driver.h); `kiln bake`'s own manager
+     * skips every instance it did not launch. */
+    instance_recovery_fn recovery;
+    void *recovery_ud;
 };
 
 #define INSTANCE_TERMINATED_RETENTION_DEFAULT_MS (3600 * 1000) /* EC2: about an hour */
@@ -117,8 +134,9 @@ int instance_manager_start(struct instance_manager *m, const char *region, const
 int instance_manager_reboot(struct instance_manager *m, const char *region,
                             const char *instance_id);
 
-/* Terminate: -> shutting-down, QEMU stopped (forced after a timeout), then
- * `terminated`; the root volume is deleted when DeleteOnTermination, else
+/* Terminate: -> shutting-down, QEMU stopped (forced after a timeout; the
+ * leftover QEMU of a process that died, found through qemu.pid and checked
+ * against its command line, is killed), then `terminated`; the root volume is deleted when DeleteOnTermination, else
  * detached (available).  The instance directory is emptied but for its
  * console.log.  The row stays (DescribeInstances shows it) for the
  * retention period (instance_manager_expire()).
@@ -155,6 +173,9 @@ struct instance_launch {
     /* the token with the digest of the request, recorded (client_tokens,
      * resource id the reservation) in the launch's transaction; NULL: none */
     const struct service_client_token *token;
+    /* a `pending` image launches too: a bake's tests of its candidate
+     * image, before it becomes available (never set by the API) */
+    bool allow_pending;
 };
 
 /* RunInstances: as many instances as fit on the host, at least min_count

@@ -311,6 +311,8 @@ struct service_volume_create_options {
     const char *availability_zone; /* NULL: the region's zone "<region>a" */
     const char *volume_type;       /* NULL or "gp3" */
     int iops, throughput;          /* 0: gp3's defaults (3000, 125 MiB/s) */
+    const struct registry_tag *tags; /* set in the transaction that inserts the row */
+    size_t n_tags;
 };
 
 /* Create an available volume: an empty directory and a row; no data is
@@ -341,6 +343,8 @@ int service_volume_open_snapshot(struct region *r, const char *snap_id, struct v
 struct service_volume_snapshot_options {
     const char *owner;       /* NULL: the volume's owner */
     const char *description; /* or NULL */
+    const struct registry_tag *tags; /* set in the transaction that inserts the row */
+    size_t n_tags;
 };
 
 /* CreateSnapshot of a volume: incremental (volume_snapshot()), registered

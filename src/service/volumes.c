@@ -78,6 +78,40 @@ int service_volume_get(struct region *r, const char *id, struct registry_volume 
     return e;
 }
 
+static int volume_insert(struct registry *reg, const void *row)
+{
+    return registry_volume_insert(reg, row);
+}
+
+static int snapshot_insert(struct registry *reg, const void *row)
+{
+    return registry_snapshot_insert(reg, row);
+}
+
+/* Insert a row and its tags in one transaction: a resource that exists
+ * carries its tags from its first moment (a bake's janitor finds what a
+ * killed build made through them). */
+static int insert_tagged(struct region *r, const char *id, const struct registry_tag *tags,
+                         size_t n_tags, int (*insert)(struct registry *, const void *),
+                         const void *row)
+{
+    int e;
+
+    if (n_tags == 0)
+        return insert(r->reg, row);
+    e = registry_begin(r->reg);
+    if (e < 0)
+        return e;
+    e = insert(r->reg, row);
+    for (size_t i = 0; i < n_tags && e >= 0; i++)
+        e = registry_tag_set(r->reg, id, tags[i].key, tags[i].value);
+    if (e >= 0)
+        e = registry_commit(r->reg);
+    if (e < 0)
+        registry_rollback(r->reg);
+    return e;
+}
+
 int service_volume_create(struct region *r, const struct service_volume_create_options *o,
                           char ret_id[ID_MAX_SIZE])
 {
@@ -158,7 +192,7 @@ int service_volume_create(struct region *r, const struct service_volume_create_o
     }
     row.size_gib = size_gib;
     if (e == 0)
-        e = registry_volume_insert(r->reg, &row);
+        e = insert_tagged(r, row.id, o->tags, o->n_tags, volume_insert, &row);
     if (e < 0)
         rmdir(dir);
     store_unlock(r->store);
@@ -366,7 +400,7 @@ int service_volume_snapshot_open(struct region *r, struct volume *v, const char 
     e = store_lock(r->store, false, LOCK_TIMEOUT_MS);
     if (e < 0)
         return e;
-    e = registry_snapshot_insert(r->reg, &row);
+    e = insert_tagged(r, row.id, o ? o->tags : NULL, o ? o->n_tags : 0, snapshot_insert, &row);
     if (e < 0)
         goto out;
     struct snap_progress prog = { .r = r, .row = &row };
