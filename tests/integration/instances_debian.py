@@ -7,30 +7,21 @@ KILN_DATA_DIR, KILN_TEST_DIR and KILN_TEST_IMAGE.
 The tests run in order (their names are numbered) and share one instance:
 one debian boot per run.  The boot times (RunInstances to the agent's
 hello, to the first ssh, to cloud-init's end) are printed, not asserted."""
-import base64
-import configparser
 import json
 import os
 import re
 import secrets
 import shlex
-import signal
-import socket
 import subprocess
 import sys
 import time
 import unittest
 
-import boto3
-from botocore.config import Config
 from botocore.exceptions import ClientError
 
-KILN = os.environ["KILN"]
-DATA = os.environ["KILN_DATA_DIR"]
-TDIR = os.environ["KILN_TEST_DIR"]
+from kiln_serve import TDIR, WAIT, Serve, ServeCase, agent, console, describe
+
 IMAGE = os.environ["KILN_TEST_IMAGE"]
-REGION = "us-east-1"
-WAIT = {"Delay": 2, "MaxAttempts": 300}
 MARKER = "kiln-debian-marker-" + secrets.token_hex(6)
 USER_DATA = """#cloud-config
 write_files:
@@ -57,95 +48,8 @@ print(get("meta-data/instance-id"))
 print(get("meta-data/public-keys/0/openssh-key").strip())
 """
 
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-class Serve:
-    def __init__(self):
-        self.port = free_port()
-        self.proc = None
-
-    def start(self):
-        env = dict(os.environ, KILN_ACCEL="tcg")
-        with open(os.path.join(TDIR, "serve.log"), "a") as log:
-            self.proc = subprocess.Popen(
-                [KILN, "serve", "--data-dir", DATA, "--listen", "127.0.0.1:%d" % self.port],
-                stdout=log, stderr=log, env=env)
-        with open(os.path.join(TDIR, "serve.pid"), "w") as f:
-            f.write("%d\n" % self.proc.pid)
-        creds = os.path.join(DATA, "credentials")
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                if os.path.exists(creds):
-                    return
-            except OSError:
-                pass
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("kiln serve did not start")
-            time.sleep(0.1)
-
-    def stop(self):
-        self.proc.send_signal(signal.SIGTERM)
-        rc = self.proc.wait(timeout=300)
-        self.proc = None
-        return rc
-
-
 SERVE = Serve()
-
-
-def endpoint():
-    return "http://127.0.0.1:%d" % SERVE.port
-
-
-def client():
-    c = configparser.ConfigParser()
-    c.read(os.path.join(DATA, "credentials"))
-    return boto3.client(
-        "ec2", region_name=REGION, endpoint_url=endpoint(),
-        aws_access_key_id=c["default"]["aws_access_key_id"],
-        aws_secret_access_key=c["default"]["aws_secret_access_key"],
-        config=Config(retries={"max_attempts": 2, "mode": "standard"}))
-
-
-def aws(*args):
-    env = dict(os.environ, AWS_SHARED_CREDENTIALS_FILE=os.path.join(DATA, "credentials"),
-               AWS_CONFIG_FILE="/dev/null", AWS_PAGER="")
-    out = subprocess.run(["aws", "--region", REGION, "--endpoint-url", endpoint(),
-                          "--output", "json", "ec2"] + list(args),
-                         env=env, capture_output=True, text=True)
-    if out.returncode != 0:
-        raise AssertionError("aws ec2 %s: %s" % (" ".join(args), out.stderr))
-    return json.loads(out.stdout) if out.stdout.strip() else {}
-
-
-def instance_dir(iid):
-    return os.path.join(DATA, "regions", REGION, "instances", iid)
-
-
-def agent(iid, *argv, timeout=300):
-    sock = os.path.join(instance_dir(iid), "agent.sock")
-    r = subprocess.run([KILN, "vm", "agent", sock, "--timeout", str(timeout)] + list(argv),
-                       capture_output=True, text=True)
-    if r.returncode != 0:
-        raise AssertionError("agent %s: status %d: %s" % (argv, r.returncode, r.stderr))
-    return r.stdout
-
-
-def console(ec2, iid):
-    return ec2.get_console_output(InstanceId=iid).get("Output", "")
-
-
-def describe(ec2, iid):
-    return ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]
+aws = SERVE.aws
 
 
 def ssh_once(addr, *cmd, timeout=120):
@@ -175,24 +79,14 @@ def guest_ssh(addr, *cmd):
     return out
 
 
-class DebianInstance(unittest.TestCase):
+class DebianInstance(ServeCase):
+    SERVE = SERVE
     iid = None
     addr = None
     volume = None
     group = None
     t0 = None
     times = {}
-
-    @classmethod
-    def setUpClass(cls):
-        SERVE.start()
-        cls.ec2 = client()
-
-    @classmethod
-    def tearDownClass(cls):
-        if SERVE.proc:
-            rc = SERVE.stop()
-            assert rc == 0, "kiln serve exited %d after SIGTERM" % rc
 
     def need(self, *attrs):
         for a in attrs:

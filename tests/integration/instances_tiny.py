@@ -9,29 +9,21 @@ instances, to keep the number of boots modest: A (HttpTokens optional,
 DeleteOnTermination true) and B (HttpTokens required, a larger root
 volume kept at termination)."""
 import base64
-import configparser
-import json
 import os
 import signal
-import socket
-import subprocess
 import sys
 import time
 import unittest
 
-import boto3
-from botocore.config import Config
 from botocore.exceptions import ClientError
 
-KILN = os.environ["KILN"]
-DATA = os.environ["KILN_DATA_DIR"]
-TDIR = os.environ["KILN_TEST_DIR"]
+from kiln_serve import DATA, REGION, WAIT, Serve, ServeCase, agent_run, console, describe, \
+    instance_dir
+
 IMAGE = os.environ["KILN_TEST_IMAGE"]
-REGION = "us-east-1"
 OTHER_KEY = "AKIDKILNOTHER0001"
 OTHER_SECRET = "other/Secret+0123456789abcdefghijklmnop"
 OTHER_ACCOUNT = "123456789012"
-WAIT = {"Delay": 2, "MaxAttempts": 300}
 
 # The user data: print the instance id the metadata service gives over
 # IMDSv1 and over IMDSv2 (busybox nc, HTTP/1.0).
@@ -45,95 +37,13 @@ v2=$(get "GET /latest/meta-data/instance-id HTTP/1.0\r\nX-aws-ec2-metadata-token
 echo "imds-v2-id: $(echo "$v2" | tail -n 1)"
 """
 
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-class Serve:
-    """One `kiln serve` at a time on a fixed port."""
-
-    def __init__(self):
-        self.port = free_port()
-        self.proc = None
-
-    def start(self):
-        log = open(os.path.join(TDIR, "serve.log"), "a")
-        env = dict(os.environ, KILN_ACCEL="tcg")
-        self.proc = subprocess.Popen(
-            [KILN, "serve", "--data-dir", DATA, "--listen", "127.0.0.1:%d" % self.port,
-             "--access-key", OTHER_KEY, "--secret-key", OTHER_SECRET,
-             "--account", OTHER_ACCOUNT],
-            stdout=log, stderr=log, env=env)
-        with open(os.path.join(TDIR, "serve.pid"), "w") as f:
-            f.write("%d\n" % self.proc.pid)
-        creds = os.path.join(DATA, "credentials")
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                if os.path.exists(creds):
-                    return
-            except OSError:
-                pass
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("kiln serve did not start")
-            time.sleep(0.1)
-
-    def stop(self):
-        self.proc.send_signal(signal.SIGTERM)
-        rc = self.proc.wait(timeout=300)
-        self.proc = None
-        return rc
-
-    def kill(self):
-        self.proc.kill()
-        self.proc.wait()
-        self.proc = None
-
-
-SERVE = Serve()
-
-
-def endpoint():
-    return "http://127.0.0.1:%d" % SERVE.port
-
-
-def default_key():
-    c = configparser.ConfigParser()
-    c.read(os.path.join(DATA, "credentials"))
-    return c["default"]["aws_access_key_id"], c["default"]["aws_secret_access_key"]
+SERVE = Serve(["--access-key", OTHER_KEY, "--secret-key", OTHER_SECRET,
+               "--account", OTHER_ACCOUNT])
+aws = SERVE.aws
 
 
 def client(other=False):
-    akid, secret = (OTHER_KEY, OTHER_SECRET) if other else default_key()
-    return boto3.client(
-        "ec2", region_name=REGION, endpoint_url=endpoint(),
-        aws_access_key_id=akid, aws_secret_access_key=secret,
-        config=Config(retries={"max_attempts": 2, "mode": "standard"}))
-
-
-def aws(*args):
-    env = dict(os.environ, AWS_SHARED_CREDENTIALS_FILE=os.path.join(DATA, "credentials"),
-               AWS_CONFIG_FILE="/dev/null", AWS_PAGER="")
-    out = subprocess.run(["aws", "--region", REGION, "--endpoint-url", endpoint(),
-                          "--output", "json", "ec2"] + list(args),
-                         env=env, check=True, capture_output=True, text=True)
-    return json.loads(out.stdout) if out.stdout.strip() else {}
-
-
-def instance_dir(iid):
-    return os.path.join(DATA, "regions", REGION, "instances", iid)
-
-
-def agent(iid, *argv, timeout=300):
-    sock = os.path.join(instance_dir(iid), "agent.sock")
-    return subprocess.run([KILN, "vm", "agent", sock, "--timeout", str(timeout)] + list(argv),
-                          capture_output=True, text=True)
+    return SERVE.client((OTHER_KEY, OTHER_SECRET) if other else None)
 
 
 def boot_stats(iid, timeout=600):
@@ -146,11 +56,6 @@ def boot_stats(iid, timeout=600):
         time.sleep(1)
     with open(path) as f:
         return {k: float(v) for k, v in (line.strip().split("=", 1) for line in f)}
-
-
-def console(ec2, iid):
-    # botocore decodes the base64 Output itself
-    return ec2.get_console_output(InstanceId=iid).get("Output", "")
 
 
 def wait_console(ec2, iid, text, timeout=600):
@@ -173,27 +78,13 @@ def alive(pid):
         return False
 
 
-def describe(ec2, iid):
-    return ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]
-
-
-class Instances(unittest.TestCase):
+class Instances(ServeCase):
+    SERVE = SERVE
     A = None
     A_STATS = None
     B = None
     A_VOLUME = None
     B_VOLUME = None
-
-    @classmethod
-    def setUpClass(cls):
-        SERVE.start()
-        cls.ec2 = client()
-
-    @classmethod
-    def tearDownClass(cls):
-        if SERVE.proc:
-            rc = SERVE.stop()
-            assert rc == 0, "kiln serve exited %d after SIGTERM" % rc
 
     def code(self, fn, **kw):
         with self.assertRaises(ClientError) as cm:
@@ -339,7 +230,7 @@ class Instances(unittest.TestCase):
 
     def test_4_stop_start_keep_data(self):
         ec2, iid = self.ec2, self.A
-        r = agent(iid, "exec", "sh", "-c", "echo kept-across-stop > /kiln-data && sync")
+        r = agent_run(iid, "exec", "sh", "-c", "echo kept-across-stop > /kiln-data && sync")
         self.assertEqual(r.returncode, 0, r.stderr)
         ch = ec2.stop_instances(InstanceIds=[iid])["StoppingInstances"][0]
         self.assertEqual(ch["PreviousState"]["Name"], "running")
@@ -353,7 +244,7 @@ class Instances(unittest.TestCase):
         ch = ec2.start_instances(InstanceIds=[iid])["StartingInstances"][0]
         self.assertEqual(ch["PreviousState"]["Name"], "stopped")
         ec2.get_waiter("instance_running").wait(InstanceIds=[iid], WaiterConfig=WAIT)
-        r = agent(iid, "exec", "cat", "/kiln-data")
+        r = agent_run(iid, "exec", "cat", "/kiln-data")
         self.assertEqual(r.stdout, "kept-across-stop\n", r.stderr)
         self.assertEqual(describe(ec2, iid)["PrivateIpAddress"],
                          describe(ec2, iid)["PublicIpAddress"])
@@ -432,14 +323,14 @@ class Instances(unittest.TestCase):
         a kill -9 of serve the next one kills the leftover QEMU and starts B
         again."""
         iid = self.B
-        self.assertEqual(agent(iid, "exec", "sh", "-c",
-                               "echo across-restarts > /kiln-b && sync").returncode, 0)
+        self.assertEqual(agent_run(iid, "exec", "sh", "-c",
+                                   "echo across-restarts > /kiln-b && sync").returncode, 0)
         self.assertEqual(SERVE.stop(), 0)
         SERVE.start()
         ec2 = Instances.ec2 = client()
         # the reason says why it stopped until it runs again
         ec2.get_waiter("instance_running").wait(InstanceIds=[iid], WaiterConfig=WAIT)
-        self.assertEqual(agent(iid, "exec", "cat", "/kiln-b").stdout, "across-restarts\n")
+        self.assertEqual(agent_run(iid, "exec", "cat", "/kiln-b").stdout, "across-restarts\n")
         with open(os.path.join(instance_dir(iid), "qemu.pid")) as f:
             old = int(f.read())
         SERVE.kill()
@@ -448,7 +339,7 @@ class Instances(unittest.TestCase):
         ec2 = Instances.ec2 = client()
         ec2.get_waiter("instance_running").wait(InstanceIds=[iid], WaiterConfig=WAIT)
         self.assertFalse(alive(old))
-        self.assertEqual(agent(iid, "exec", "cat", "/kiln-b").stdout, "across-restarts\n")
+        self.assertEqual(agent_run(iid, "exec", "cat", "/kiln-b").stdout, "across-restarts\n")
 
     def test_9_terminate_keeps_volume(self):
         ec2, iid = self.ec2, self.B
