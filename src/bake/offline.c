@@ -252,13 +252,29 @@ static int write_inode(struct offline *o, ext2_ino_t ino, struct ext2_inode_larg
     return e ? fs_err(o, e, "write the inode of", path) : 0;
 }
 
+/* Read the first `size` bytes of the data of inode `ino` into `buf`. */
+static int read_data(struct offline *o, ext2_ino_t ino, char *buf, uint64_t size, const char *path)
+{
+    ext2_file_t f;
+    unsigned got = 0;
+    errcode_t e;
+
+    e = ext2fs_file_open(o->fs, ino, 0, &f);
+    if (e)
+        return fs_err(o, e, "open", path);
+    e = size ? ext2fs_file_read(f, buf, (unsigned)size, &got) : 0;
+    ext2fs_file_close(f);
+    if (e)
+        return fs_err(o, e, "read", path);
+    if (got != size)
+        return error_set(EBADMSG, "'%s' in '%s' is shorter than its size", path, o->name);
+    return 0;
+}
+
 /* The target of symbolic link `ino` (a new string). */
 static int read_link(struct offline *o, ext2_ino_t ino, const char *path, char **ret)
 {
     struct ext2_inode_large inode;
-    ext2_file_t f = NULL;
-    unsigned got = 0;
-    errcode_t e;
     int rc;
 
     rc = read_inode(o, ino, &inode, path);
@@ -273,15 +289,9 @@ static int read_link(struct offline *o, ext2_ino_t ino, const char *path, char *
             return error_set(EBADMSG, "symbolic link '%s' in '%s' is corrupt", path, o->name);
         memcpy(buf, inode.i_block, size);
     } else {
-        e = ext2fs_file_open(o->fs, ino, 0, &f);
-        if (!e)
-            e = ext2fs_file_read(f, buf, (unsigned)size, &got);
-        if (f)
-            ext2fs_file_close(f);
-        if (e)
-            return fs_err(o, e, "read symbolic link", path);
-        if (got != size)
-            return error_set(EBADMSG, "symbolic link '%s' in '%s' is short", path, o->name);
+        rc = read_data(o, ino, buf, size, path);
+        if (rc < 0)
+            return rc;
     }
     *ret = TAKE_PTR(buf);
     return 0;
@@ -457,6 +467,19 @@ static int check_attr(struct offline *o, const struct offline_attr *a, const cha
     return 0;
 }
 
+/* What every step checks before it touches the file system: the handle
+ * is usable, `path` is well formed, attributes `a` (or NULL) in range. */
+static int check_step(struct offline *o, const char *path, const struct offline_attr *a)
+{
+    int rc = check_usable(o);
+
+    if (rc >= 0)
+        rc = check_path(o, path);
+    if (rc >= 0)
+        rc = check_attr(o, a, path);
+    return rc;
+}
+
 static int link_name(struct offline *o, ext2_ino_t dir, const char *name, ext2_ino_t ino, int type,
                      const char *path)
 {
@@ -573,6 +596,28 @@ static int make_dir(struct offline *o, ext2_ino_t parent, const char *name,
     return 0;
 }
 
+/* Free new inode `ino` after failure `rc` of the step that made it,
+ * keeping that step's message; returns rc. */
+static int discard_inode(struct offline *o, ext2_ino_t ino, int rc, const char *path)
+{
+    _cleanup_free_ char *msg = xstrdup(error_message() ? error_message() : "");
+
+    free_inode(o, ino, path);
+    return error_set(rc, "%s", msg);
+}
+
+/* Drop one link of `ino` (read into `inode`), whose name is already gone:
+ * the inode goes with its last one. */
+static int put_link(struct offline *o, ext2_ino_t ino, struct ext2_inode_large *inode,
+                    const char *path)
+{
+    if (inode->i_links_count > 1) {
+        inode->i_links_count--;
+        return write_inode(o, ino, inode, path);
+    }
+    return free_inode(o, ino, path);
+}
+
 /* Remove name `name` of `ino` from directory `dir`, dropping a link (and
  * the inode with its last one).  Directories must be empty. */
 static int unlink_inode(struct offline *o, ext2_ino_t dir, const char *name, ext2_ino_t ino,
@@ -600,11 +645,7 @@ static int unlink_inode(struct offline *o, ext2_ino_t dir, const char *name, ext
             return rc;
         return free_inode(o, ino, path);
     }
-    if (inode.i_links_count > 1) {
-        inode.i_links_count--;
-        return write_inode(o, ino, &inode, path);
-    }
-    return free_inode(o, ino, path);
+    return put_link(o, ino, &inode, path);
 }
 
 /* ---- file data ---- */
@@ -691,9 +732,6 @@ static int read_file(struct offline *o, ext2_ino_t ino, const char *path, char *
                      size_t *ret_len)
 {
     struct ext2_inode_large inode;
-    ext2_file_t f;
-    unsigned got = 0;
-    errcode_t e;
     int rc;
 
     rc = read_inode(o, ino, &inode, path);
@@ -706,15 +744,9 @@ static int read_file(struct offline *o, ext2_ino_t ino, const char *path, char *
         return error_set(EFBIG, "'%s' in '%s' is larger than %u MiB", path, o->name,
                          MAX_READ_FILE >> 20);
     _cleanup_free_ char *buf = xmalloc(size + 1);
-    e = ext2fs_file_open(o->fs, ino, 0, &f);
-    if (e)
-        return fs_err(o, e, "open", path);
-    e = size ? ext2fs_file_read(f, buf, (unsigned)size, &got) : 0;
-    ext2fs_file_close(f);
-    if (e)
-        return fs_err(o, e, "read", path);
-    if (got != size)
-        return error_set(EBADMSG, "'%s' in '%s' is shorter than its size", path, o->name);
+    rc = read_data(o, ino, buf, size, path);
+    if (rc < 0)
+        return rc;
     buf[size] = '\0';
     *ret_len = size;
     *ret = TAKE_PTR(buf);
@@ -752,11 +784,7 @@ static int drop_link(struct offline *o, ext2_ino_t ino, const char *path)
 
     if (rc < 0)
         return rc;
-    if (inode.i_links_count > 1) {
-        inode.i_links_count--;
-        return write_inode(o, ino, &inode, path);
-    }
-    return free_inode(o, ino, path);
+    return put_link(o, ino, &inode, path);
 }
 
 /* Name new inode `ino` `name` in `dir`.  A non-directory already there is
@@ -789,12 +817,8 @@ static int install(struct offline *o, ext2_ino_t dir, const char *name, ext2_ino
     } else if (rc == -ENOENT) {
         rc = link_name(o, dir, name, ino, type, path);
     }
-    if (rc < 0 && !o->broken) {
-        int saved = rc;
-        _cleanup_free_ char *msg = xstrdup(error_message() ? error_message() : "");
-        free_inode(o, ino, path);
-        return error_set(saved, "%s", msg);
-    }
+    if (rc < 0 && !o->broken)
+        return discard_inode(o, ino, rc, path);
     return rc;
 }
 
@@ -838,14 +862,8 @@ static int create_file(struct offline *o, const char *path, const struct offline
     if (rc < 0)
         return rc;
     rc = fill(o, ino, ud, path);
-    if (rc < 0) {
-        if (!o->broken) {
-            _cleanup_free_ char *msg = xstrdup(error_message() ? error_message() : "");
-            free_inode(o, ino, path);
-            error_set(rc, "%s", msg);
-        }
-        return rc;
-    }
+    if (rc < 0)
+        return o->broken ? rc : discard_inode(o, ino, rc, path);
     return install(o, dir, name, ino, EXT2_FT_REG_FILE, path);
 }
 
@@ -894,12 +912,8 @@ int offline_file_write(struct offline *o, const char *path, const void *data, si
                        const struct offline_attr *a, unsigned flags)
 {
     struct mem_src m = {data, len};
-    int rc = check_usable(o);
+    int rc = check_step(o, path, a);
 
-    if (rc >= 0)
-        rc = check_path(o, path);
-    if (rc >= 0)
-        rc = check_attr(o, a, path);
     if (rc < 0)
         return rc;
     return create_file(o, path, a, 0644, flags, fill_mem, &m);
@@ -912,10 +926,8 @@ int offline_symlink(struct offline *o, const char *target, const char *path, uns
     char name[EXT2_NAME_LEN + 1];
     ext2_ino_t dir, old;
     errcode_t e;
-    int rc = check_usable(o);
+    int rc = check_step(o, path, NULL);
 
-    if (rc >= 0)
-        rc = check_path(o, path);
     if (rc < 0)
         return rc;
     if (!target || !target[0] || strlen(target) >= MAX_PATH)
@@ -970,12 +982,8 @@ int offline_mkdir(struct offline *o, const char *path, const struct offline_attr
 {
     char name[EXT2_NAME_LEN + 1];
     ext2_ino_t dir, ino;
-    int rc = check_usable(o);
+    int rc = check_step(o, path, a);
 
-    if (rc >= 0)
-        rc = check_path(o, path);
-    if (rc >= 0)
-        rc = check_attr(o, a, path);
     if (rc < 0)
         return rc;
     rc = resolve(o, path, RESOLVE_FOLLOW, &ino);
@@ -1063,10 +1071,8 @@ int offline_delete(struct offline *o, const char *path, unsigned flags)
     char name[EXT2_NAME_LEN + 1];
     ext2_ino_t dir, ino;
     uint16_t mode;
-    int rc = check_usable(o);
+    int rc = check_step(o, path, NULL);
 
-    if (rc >= 0)
-        rc = check_path(o, path);
     if (rc < 0)
         return rc;
     rc = resolve_parent(o, path, 0, &dir, name);
@@ -1107,12 +1113,8 @@ int offline_append_line(struct offline *o, const char *path, const char *line,
                         const struct offline_attr *a, unsigned flags)
 {
     ext2_ino_t ino;
-    int rc = check_usable(o);
+    int rc = check_step(o, path, a);
 
-    if (rc >= 0)
-        rc = check_path(o, path);
-    if (rc >= 0)
-        rc = check_attr(o, a, path);
     if (rc < 0)
         return rc;
     if (!line || strchr(line, '\n'))
@@ -1229,12 +1231,8 @@ int offline_copy(struct offline *o, const char *host_path, const char *path,
                  const struct offline_attr *a, unsigned flags)
 {
     struct stat st;
-    int rc = check_usable(o);
+    int rc = check_step(o, path, a);
 
-    if (rc >= 0)
-        rc = check_path(o, path);
-    if (rc >= 0)
-        rc = check_attr(o, a, path);
     if (rc >= 0)
         rc = check_host(o, host_path, 0);
     if (rc < 0)

@@ -357,6 +357,12 @@ static void test_operations(void)
     ok(access(hosttmp, F_OK) != 0, "it did not reach the host's /tmp");
     is_int(offline_file_write(o, "/etc/up/escaped.txt", "root\n", 5, NULL, 0), 0,
            "a write through a link climbing out with '..'");
+    /* a target of 60 bytes or more does not fit in the inode: a slow link,
+     * whose target resolution reads from a data block */
+    const char *far = "/opt/a-directory-whose-name-is-long-enough-that-a-link-to-it-is-slow";
+    is_int(offline_mkdir(o, far, NULL, 0), 0, "mkdir: a directory with a long name");
+    is_int(offline_symlink(o, far, "/slow", 0), 0, "symlink: a slow link to it");
+    is_int(offline_file_write(o, "/slow/f", "far\n", 4, NULL, 0), 0, "a write through a slow link");
 
     is_int(TIMED("close (ext2fs_close + flush)", offline_close(o)), 0, "closed and flushed");
     is_int(export_volume(v, out), 0, "the volume read back into a raw file");
@@ -397,6 +403,9 @@ static void test_operations(void)
     snprintf(via, sizeof(via), "/tmp/%s-via-link", tmpdir + 5);
     check_cat(out, via, "in");
     check_cat(out, "/escaped.txt", "root\n");
+    snprintf(via, sizeof(via), "%s/f", far);
+    check_cat(out, via, "far\n");
+    check_stat(out, "/slow", "Type: symlink", NULL);
     volume_close(v);
 }
 
