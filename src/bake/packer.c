@@ -13,51 +13,9 @@
 #include "common/json.h"
 #include "common/util.h"
 
-static int bad_type(const char *place, const char *want, const struct json_value *v)
-{
-    return error_set(EINVAL, "%s: expected %s, got %s", place, want, json_type_name(v->type));
-}
-
 static int outside(const char *place)
 {
     return error_set(EINVAL, "%s: outside kiln's Packer subset (docs/baking.md)", place);
-}
-
-static int str(const struct json_value *v, const char *place, char **ret)
-{
-    if (v->type != JSON_STRING)
-        return bad_type(place, "a string", v);
-    free(*ret);
-    *ret = xstrdup(v->string);
-    return 0;
-}
-
-static int strv(const struct json_value *v, const char *place, struct bake_strv *ret)
-{
-    if (v->type != JSON_ARRAY)
-        return bad_type(place, "an array of strings", v);
-    for (size_t i = 0; i < v->n; i++) {
-        if (v->items[i].type != JSON_STRING) {
-            _cleanup_free_ char *p = xasprintf("%s[%zu]", place, i);
-            return bad_type(p, "a string", &v->items[i]);
-        }
-        bake_strv_add(ret, v->items[i].string);
-    }
-    return 0;
-}
-
-static int kvs(const struct json_value *v, const char *place, struct bake_kvs *ret)
-{
-    if (v->type != JSON_OBJECT)
-        return bad_type(place, "an object of strings", v);
-    for (size_t i = 0; i < v->n; i++) {
-        if (v->items[i].type != JSON_STRING) {
-            _cleanup_free_ char *p = xasprintf("%s.%s", place, v->keys[i]);
-            return bad_type(p, "a string", &v->items[i]);
-        }
-        bake_kvs_add(ret, v->keys[i], v->items[i].string);
-    }
-    return 0;
 }
 
 static void warn(struct bake_template *t, const char *place, const char *why)
@@ -78,7 +36,7 @@ static int parse_source_filter(struct bake_template *t, const struct json_value 
     struct bake_source *s = &t->source;
 
     if (v->type != JSON_OBJECT)
-        return bad_type(place, "an object", v);
+        return bake_bad_type(place, "an object", v);
     s->has_filter = true;
     for (size_t i = 0; i < v->n; i++) {
         const char *key = v->keys[i];
@@ -86,20 +44,17 @@ static int parse_source_filter(struct bake_template *t, const struct json_value 
         _cleanup_free_ char *kp = xasprintf("%s.%s", place, key);
         int r;
         if (strcmp(key, "owners") == 0) {
-            r = strv(x, kp, &s->owners);
+            r = bake_get_strv(x, kp, &s->owners);
         } else if (strcmp(key, "most_recent") == 0) {
-            if (x->type != JSON_BOOL)
-                return bad_type(kp, "a boolean", x);
-            s->most_recent = x->boolean;
-            r = 0;
+            r = bake_get_bool(x, kp, &s->most_recent);
         } else if (strcmp(key, "filters") == 0) {
             if (x->type != JSON_OBJECT)
-                return bad_type(kp, "an object of strings", x);
+                return bake_bad_type(kp, "an object of strings", x);
             s->filters = xcalloc(x->n ? x->n : 1, sizeof(*s->filters));
             for (size_t k = 0; k < x->n; k++) {
                 _cleanup_free_ char *fp = xasprintf("%s.%s", kp, x->keys[k]);
                 if (x->items[k].type != JSON_STRING)
-                    return bad_type(fp, "a string", &x->items[k]);
+                    return bake_bad_type(fp, "a string", &x->items[k]);
                 s->filters[s->n_filters].name = xstrdup(x->keys[k]);
                 bake_strv_add(&s->filters[s->n_filters].values, x->items[k].string);
                 s->n_filters++;
@@ -126,11 +81,11 @@ static int parse_builder(struct bake_template *t, const struct json_value *b)
     int r;
 
     if (b->type != JSON_OBJECT)
-        return bad_type(place, "an object", b);
+        return bake_bad_type(place, "an object", b);
     if (!type)
         return error_set(EINVAL, "%s.type: required", place);
     if (type->type != JSON_STRING)
-        return bad_type("builders[0].type", "a string", type);
+        return bake_bad_type("builders[0].type", "a string", type);
     if (strcmp(type->string, "amazon-ebs") != 0)
         return error_set(EINVAL, "builders[0].type: builder '%s' is outside kiln's Packer subset "
                                  "(only amazon-ebs)",
@@ -151,36 +106,36 @@ static int parse_builder(struct bake_template *t, const struct json_value *b)
         if (strcmp(key, "type") == 0) {
             r = 0;
         } else if (strcmp(key, "name") == 0) {
-            r = str(x, kp, &t->name);
+            r = bake_get_string(x, kp, &t->name);
         } else if (strcmp(key, "region") == 0) {
             _cleanup_free_ char *region = NULL;
-            r = str(x, kp, &region);
+            r = bake_get_string(x, kp, &region);
             if (r == 0) {
                 _cleanup_free_ char *w =
                     xasprintf("'%s' noted: kiln builds in the daemon's region", region);
                 warn(t, kp, w);
             }
         } else if (strcmp(key, "source_ami") == 0) {
-            r = str(x, kp, &source_ami);
+            r = bake_get_string(x, kp, &source_ami);
         } else if (strcmp(key, "source_ami_filter") == 0) {
             r = parse_source_filter(t, x, kp);
         } else if (strcmp(key, "instance_type") == 0) {
-            r = str(x, kp, &t->build.instance_type);
+            r = bake_get_string(x, kp, &t->build.instance_type);
         } else if (strcmp(key, "ami_name") == 0) {
-            r = str(x, kp, &t->output.name);
+            r = bake_get_string(x, kp, &t->output.name);
         } else if (strcmp(key, "ami_description") == 0) {
-            r = str(x, kp, &t->output.description);
+            r = bake_get_string(x, kp, &t->output.description);
         } else if (strcmp(key, "ami_regions") == 0) {
-            r = strv(x, kp, &t->distribution.regions);
+            r = bake_get_strv(x, kp, &t->distribution.regions);
         } else if (strcmp(key, "ami_users") == 0) {
-            r = strv(x, kp, &t->distribution.user_ids);
+            r = bake_get_strv(x, kp, &t->distribution.user_ids);
         } else if (strcmp(key, "tags") == 0) {
-            r = kvs(x, kp, &t->output.tags);
+            r = bake_get_kvs(x, kp, &t->output.tags);
         } else if (strcmp(key, "snapshot_tags") == 0) {
-            r = kvs(x, kp, &t->output.snapshot_tags);
+            r = bake_get_kvs(x, kp, &t->output.snapshot_tags);
         } else if (strcmp(key, "ssh_username") == 0 || strcmp(key, "communicator") == 0 ||
                    strcmp(key, "ssh_timeout") == 0) {
-            r = x->type == JSON_STRING ? 0 : bad_type(kp, "a string", x);
+            r = x->type == JSON_STRING ? 0 : bake_bad_type(kp, "a string", x);
             if (r == 0)
                 warn(t, kp, "noted: kiln runs steps through its agent, without SSH");
         } else {
@@ -216,12 +171,12 @@ static int parse_provisioner(struct bake_template *t, const struct json_value *p
     int r;
 
     if (p->type != JSON_OBJECT)
-        return bad_type(place, "an object", p);
+        return bake_bad_type(place, "an object", p);
     if (!type)
         return error_set(EINVAL, "%s.type: required", place);
     if (type->type != JSON_STRING) {
         _cleanup_free_ char *tp = xasprintf("%s.type", place);
-        return bad_type(tp, "a string", type);
+        return bake_bad_type(tp, "a string", type);
     }
     if (strcmp(type->string, "shell") == 0)
         st = BAKE_STEP_SHELL;
@@ -242,20 +197,20 @@ static int parse_provisioner(struct bake_template *t, const struct json_value *p
         if (strcmp(key, "type") == 0 || key[0] == '_') {
             r = 0;
         } else if (st == BAKE_STEP_SHELL && strcmp(key, "inline") == 0) {
-            r = strv(x, kp, &s->inline_cmds);
+            r = bake_get_strv(x, kp, &s->inline_cmds);
         } else if (st == BAKE_STEP_SHELL && strcmp(key, "script") == 0) {
-            r = str(x, kp, &s->script);
+            r = bake_get_string(x, kp, &s->script);
         } else if (st == BAKE_STEP_SHELL && strcmp(key, "scripts") == 0) {
-            r = strv(x, kp, &s->scripts);
+            r = bake_get_strv(x, kp, &s->scripts);
         } else if (st == BAKE_STEP_SHELL && strcmp(key, "environment_vars") == 0) {
             if (x->type != JSON_ARRAY)
-                return bad_type(kp, "an array of strings", x);
+                return bake_bad_type(kp, "an array of strings", x);
             for (size_t k = 0; k < x->n; k++) {
                 _cleanup_free_ char *ep = xasprintf("%s[%zu]", kp, k);
                 const char *eq;
                 _cleanup_free_ char *name = NULL;
                 if (x->items[k].type != JSON_STRING)
-                    return bad_type(ep, "a string", &x->items[k]);
+                    return bake_bad_type(ep, "a string", &x->items[k]);
                 eq = strchr(x->items[k].string, '=');
                 if (!eq || eq == x->items[k].string)
                     return error_set(EINVAL, "%s: expected \"NAME=VALUE\"", ep);
@@ -264,16 +219,16 @@ static int parse_provisioner(struct bake_template *t, const struct json_value *p
             }
             r = 0;
         } else if (st == BAKE_STEP_SHELL && strcmp(key, "execute_command") == 0) {
-            r = x->type == JSON_STRING ? 0 : bad_type(kp, "a string", x);
+            r = x->type == JSON_STRING ? 0 : bake_bad_type(kp, "a string", x);
             if (r == 0)
                 warn(t, kp, "ignored: the agent runs scripts itself");
         } else if (st == BAKE_STEP_FILE && strcmp(key, "source") == 0) {
-            r = str(x, kp, &s->source);
+            r = bake_get_string(x, kp, &s->source);
         } else if (st == BAKE_STEP_FILE && strcmp(key, "destination") == 0) {
-            r = str(x, kp, &s->destination);
+            r = bake_get_string(x, kp, &s->destination);
         } else if (st == BAKE_STEP_FILE && strcmp(key, "direction") == 0) {
             if (x->type != JSON_STRING)
-                return bad_type(kp, "a string", x);
+                return bake_bad_type(kp, "a string", x);
             if (strcmp(x->string, "upload") != 0)
                 return error_set(EINVAL, "%s: only \"upload\" is in kiln's Packer subset", kp);
             r = 0;
@@ -284,7 +239,7 @@ static int parse_provisioner(struct bake_template *t, const struct json_value *p
             r = 0;
         } else if (strcmp(key, "timeout") == 0) {
             if (x->type != JSON_STRING)
-                return bad_type(kp, "a string", x);
+                return bake_bad_type(kp, "a string", x);
             r = bake_parse_duration(x->string, &s->timeout_s);
             if (r < 0)
                 return bake_error_prefix(r, "%s", kp);
@@ -318,7 +273,7 @@ static int parse_post_processor(struct bake_template *t, const struct json_value
         return error_set(EINVAL, "%s: post-processor chains are outside kiln's Packer subset",
                          place);
     if (p->type != JSON_OBJECT)
-        return bad_type(place, "a string or an object", p);
+        return bake_bad_type(place, "a string or an object", p);
     type = json_get(p, "type");
     if (!type || type->type != JSON_STRING)
         return error_set(EINVAL, "%s.type: required (a string)", place);
@@ -334,14 +289,11 @@ static int parse_post_processor(struct bake_template *t, const struct json_value
         if (strcmp(key, "type") == 0 || key[0] == '_') {
             r = 0;
         } else if (strcmp(key, "output") == 0) {
-            r = str(x, kp, &t->manifest.output);
+            r = bake_get_string(x, kp, &t->manifest.output);
         } else if (strcmp(key, "strip_path") == 0) {
-            if (x->type != JSON_BOOL)
-                return bad_type(kp, "a boolean", x);
-            t->manifest.strip_path = x->boolean;
-            r = 0;
+            r = bake_get_bool(x, kp, &t->manifest.strip_path);
         } else if (strcmp(key, "custom_data") == 0) {
-            r = kvs(x, kp, &t->manifest.custom_data);
+            r = bake_get_kvs(x, kp, &t->manifest.custom_data);
         } else {
             return outside(kp);
         }
@@ -357,7 +309,7 @@ static int parse_variables(struct bake_template *t, const struct json_value *v,
                            const struct json_value *sensitive)
 {
     if (v->type != JSON_OBJECT)
-        return bad_type("variables", "an object", v);
+        return bake_bad_type("variables", "an object", v);
     t->variables = xcalloc(v->n ? v->n : 1, sizeof(*t->variables));
     for (size_t i = 0; i < v->n; i++) {
         struct bake_variable *var = &t->variables[t->n_variables++];
@@ -368,19 +320,19 @@ static int parse_variables(struct bake_template *t, const struct json_value *v,
             var->default_value = xstrdup(v->items[i].string);
         } else {
             _cleanup_free_ char *p = xasprintf("variables.%s", v->keys[i]);
-            return bad_type(p, "a string or null", &v->items[i]);
+            return bake_bad_type(p, "a string or null", &v->items[i]);
         }
     }
     if (!sensitive)
         return 0;
     if (sensitive->type != JSON_ARRAY)
-        return bad_type("sensitive-variables", "an array of strings", sensitive);
+        return bake_bad_type("sensitive-variables", "an array of strings", sensitive);
     for (size_t i = 0; i < sensitive->n; i++) {
         const struct json_value *x = &sensitive->items[i];
         bool found = false;
         if (x->type != JSON_STRING) {
             _cleanup_free_ char *p = xasprintf("sensitive-variables[%zu]", i);
-            return bad_type(p, "a string", x);
+            return bake_bad_type(p, "a string", x);
         }
         for (size_t k = 0; k < t->n_variables; k++)
             if (strcmp(t->variables[k].name, x->string) == 0) {
@@ -414,7 +366,7 @@ int bake_packer_parse(const char *text, size_t len, struct bake_template **ret)
             strcmp(key, "provisioners") == 0 || strcmp(key, "post-processors") == 0)
             continue;
         if (strcmp(key, "description") == 0) {
-            r = str(&root->items[i], key, &t->description);
+            r = bake_get_string(&root->items[i], key, &t->description);
             if (r < 0)
                 return r;
         } else if (strcmp(key, "min_packer_version") == 0) {
@@ -433,7 +385,7 @@ int bake_packer_parse(const char *text, size_t len, struct bake_template **ret)
     if (!builders)
         return error_set(EINVAL, "builders: required");
     if (builders->type != JSON_ARRAY)
-        return bad_type("builders", "an array", builders);
+        return bake_bad_type("builders", "an array", builders);
     if (builders->n != 1)
         return error_set(EINVAL, "builders: exactly one builder (kiln's Packer subset), got %zu",
                          builders->n);
@@ -446,7 +398,7 @@ int bake_packer_parse(const char *text, size_t len, struct bake_template **ret)
     if (!prov)
         return error_set(EINVAL, "provisioners: required (at least one)");
     if (prov->type != JSON_ARRAY)
-        return bad_type("provisioners", "an array", prov);
+        return bake_bad_type("provisioners", "an array", prov);
     if (prov->n == 0 || prov->n > BAKE_TEMPLATE_MAX_STEPS)
         return error_set(EINVAL, "provisioners: from 1 to %d provisioners",
                          BAKE_TEMPLATE_MAX_STEPS);
@@ -456,7 +408,7 @@ int bake_packer_parse(const char *text, size_t len, struct bake_template **ret)
     post = json_get(root, "post-processors");
     if (post) {
         if (post->type != JSON_ARRAY)
-            return bad_type("post-processors", "an array", post);
+            return bake_bad_type("post-processors", "an array", post);
         for (size_t i = 0; i < post->n; i++)
             if ((r = parse_post_processor(t, &post->items[i], i)) < 0)
                 return r;

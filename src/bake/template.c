@@ -174,15 +174,15 @@ struct bake_template *bake_template_new(void)
 
 /* ---- typed readers: each names the place on failure ---- */
 
-static int bad_type(const char *place, const char *want, const struct json_value *v)
+int bake_bad_type(const char *place, const char *want, const struct json_value *v)
 {
     return error_set(EINVAL, "%s: expected %s, got %s", place, want, json_type_name(v->type));
 }
 
-static int get_string(const struct json_value *v, const char *place, char **ret)
+int bake_get_string(const struct json_value *v, const char *place, char **ret)
 {
     if (v->type != JSON_STRING)
-        return bad_type(place, "a string", v);
+        return bake_bad_type(place, "a string", v);
     free(*ret);
     *ret = xstrdup(v->string);
     return 0;
@@ -190,16 +190,16 @@ static int get_string(const struct json_value *v, const char *place, char **ret)
 
 static int get_nonempty(const struct json_value *v, const char *place, char **ret)
 {
-    int r = get_string(v, place, ret);
+    int r = bake_get_string(v, place, ret);
     if (r == 0 && !**ret)
         return error_set(EINVAL, "%s: must not be empty", place);
     return r;
 }
 
-static int get_bool(const struct json_value *v, const char *place, bool *ret)
+int bake_get_bool(const struct json_value *v, const char *place, bool *ret)
 {
     if (v->type != JSON_BOOL)
-        return bad_type(place, "a boolean", v);
+        return bake_bad_type(place, "a boolean", v);
     *ret = v->boolean;
     return 0;
 }
@@ -207,7 +207,7 @@ static int get_bool(const struct json_value *v, const char *place, bool *ret)
 static int get_uint(const struct json_value *v, const char *place, uint64_t max, uint64_t *ret)
 {
     if (v->type != JSON_NUMBER)
-        return bad_type(place, "an integer", v);
+        return bake_bad_type(place, "an integer", v);
     if (!v->is_integer || v->integer < 0 || (uint64_t)v->integer > max)
         return error_set(EINVAL, "%s: expected an integer from 0 to %llu", place,
                          (unsigned long long)max);
@@ -215,29 +215,29 @@ static int get_uint(const struct json_value *v, const char *place, uint64_t max,
     return 0;
 }
 
-static int get_strv(const struct json_value *v, const char *place, struct bake_strv *ret)
+int bake_get_strv(const struct json_value *v, const char *place, struct bake_strv *ret)
 {
     if (v->type != JSON_ARRAY)
-        return bad_type(place, "an array of strings", v);
+        return bake_bad_type(place, "an array of strings", v);
     strv_release(ret);
     for (size_t i = 0; i < v->n; i++) {
         if (v->items[i].type != JSON_STRING) {
             _cleanup_free_ char *p = xasprintf("%s[%zu]", place, i);
-            return bad_type(p, "a string", &v->items[i]);
+            return bake_bad_type(p, "a string", &v->items[i]);
         }
         bake_strv_add(ret, v->items[i].string);
     }
     return 0;
 }
 
-static int get_kvs(const struct json_value *v, const char *place, struct bake_kvs *ret)
+int bake_get_kvs(const struct json_value *v, const char *place, struct bake_kvs *ret)
 {
     if (v->type != JSON_OBJECT)
-        return bad_type(place, "an object of strings", v);
+        return bake_bad_type(place, "an object of strings", v);
     for (size_t i = 0; i < v->n; i++) {
         if (v->items[i].type != JSON_STRING) {
             _cleanup_free_ char *p = xasprintf("%s.%s", place, v->keys[i]);
-            return bad_type(p, "a string", &v->items[i]);
+            return bake_bad_type(p, "a string", &v->items[i]);
         }
         bake_kvs_add(ret, v->keys[i], v->items[i].string);
     }
@@ -280,7 +280,7 @@ int bake_parse_duration(const char *s, uint64_t *ret_seconds)
 static int get_duration(const struct json_value *v, const char *place, uint64_t *ret)
 {
     _cleanup_free_ char *s = NULL;
-    int r = get_string(v, place, &s);
+    int r = bake_get_string(v, place, &s);
 
     if (r < 0)
         return r;
@@ -296,7 +296,7 @@ static int get_mode(const struct json_value *v, const char *place, int *ret)
     int mode = 0;
 
     if (v->type != JSON_STRING)
-        return bad_type(place, "an octal string like \"0644\"", v);
+        return bake_bad_type(place, "an octal string like \"0644\"", v);
     s = v->string;
     if (strlen(s) < 3 || strlen(s) > 4)
         return error_set(EINVAL, "%s: bad mode '%s' (an octal string like \"0644\")", place, s);
@@ -332,7 +332,7 @@ static int get_owner(const struct json_value *v, const char *place, int64_t *uid
     const char *s, *colon;
 
     if (v->type != JSON_STRING)
-        return bad_type(place, "a string \"uid:gid\"", v);
+        return bake_bad_type(place, "a string \"uid:gid\"", v);
     s = v->string;
     colon = strchr(s, ':');
     if (!colon || parse_id(s, (size_t)(colon - s), uid) < 0 ||
@@ -347,7 +347,7 @@ static int get_executor(const struct json_value *v, const char *place, enum bake
     static const char *const names[] = { "auto", "offline", "agent" };
 
     if (v->type != JSON_STRING)
-        return bad_type(place, "a string", v);
+        return bake_bad_type(place, "a string", v);
     for (size_t i = 0; i < ARRAY_SIZE(names); i++)
         if (strcmp(v->string, names[i]) == 0) {
             *ret = (enum bake_executor)i;
@@ -371,7 +371,7 @@ static char *sub(const char *place, const char *key)
 static int need_object(const struct json_value *v, const char *place)
 {
     if (v->type != JSON_OBJECT)
-        return bad_type(place, "an object", v);
+        return bake_bad_type(place, "an object", v);
     return 0;
 }
 
@@ -410,21 +410,21 @@ static int parse_variables(struct bake_template *t, const struct json_value *v)
                 continue;
             if (strcmp(key, "type") == 0) {
                 if (x->type != JSON_STRING)
-                    return bad_type(kp, "a string", x);
+                    return bake_bad_type(kp, "a string", x);
                 if (strcmp(x->string, "string") != 0)
                     return error_set(EINVAL, "%s: unknown type '%s' (only \"string\")", kp,
                                      x->string);
             } else if (strcmp(key, "default") == 0) {
-                r = get_string(x, kp, &var->default_value);
+                r = bake_get_string(x, kp, &var->default_value);
             } else if (strcmp(key, "required") == 0) {
-                r = get_bool(x, kp, &var->required);
+                r = bake_get_bool(x, kp, &var->required);
             } else if (strcmp(key, "sensitive") == 0) {
-                r = get_bool(x, kp, &var->sensitive);
+                r = bake_get_bool(x, kp, &var->sensitive);
             } else if (strcmp(key, "env") == 0) {
                 r = get_nonempty(x, kp, &var->env);
             } else if (strcmp(key, "description") == 0) {
                 _cleanup_free_ char *ignored = NULL;
-                r = get_string(x, kp, &ignored);
+                r = bake_get_string(x, kp, &ignored);
             } else {
                 return unknown_key(place, key);
             }
@@ -450,13 +450,13 @@ static int parse_filter_map(struct bake_source *s, const struct json_value *v, c
         if (v->items[i].type == JSON_STRING)
             bake_strv_add(&f->values, v->items[i].string);
         else if (v->items[i].type == JSON_ARRAY) {
-            r = get_strv(&v->items[i], kp, &f->values);
+            r = bake_get_strv(&v->items[i], kp, &f->values);
             if (r < 0)
                 return r;
             if (f->values.n == 0)
                 return error_set(EINVAL, "%s: needs at least one value", kp);
         } else
-            return bad_type(kp, "a string or an array of strings", &v->items[i]);
+            return bake_bad_type(kp, "a string or an array of strings", &v->items[i]);
     }
     return 0;
 }
@@ -487,12 +487,12 @@ static int parse_source(struct bake_template *t, const struct json_value *v)
                 if (is_comment(x->keys[k]))
                     continue;
                 if (strcmp(x->keys[k], "owners") == 0) {
-                    r = get_strv(&x->items[k], fp, &s->owners);
+                    r = bake_get_strv(&x->items[k], fp, &s->owners);
                     have_owners = true;
                 } else if (strcmp(x->keys[k], "filters") == 0) {
                     r = parse_filter_map(s, &x->items[k], fp);
                 } else if (strcmp(x->keys[k], "most_recent") == 0) {
-                    r = get_bool(&x->items[k], fp, &s->most_recent);
+                    r = bake_get_bool(&x->items[k], fp, &s->most_recent);
                 } else {
                     return unknown_key(kp, x->keys[k]);
                 }
@@ -540,7 +540,7 @@ static int parse_build(struct bake_template *t, const struct json_value *v)
             r = get_duration(x, kp, &t->build.timeout_s);
         } else if (strcmp(key, "on_error") == 0) {
             if (x->type != JSON_STRING)
-                return bad_type(kp, "a string", x);
+                return bake_bad_type(kp, "a string", x);
             if (strcmp(x->string, "cleanup") == 0)
                 t->build.on_error = BAKE_ON_ERROR_CLEANUP;
             else if (strcmp(x->string, "keep") == 0)
@@ -551,7 +551,7 @@ static int parse_build(struct bake_template *t, const struct json_value *v)
                 return error_set(EINVAL, "%s: unknown value '%s' (cleanup, keep or abort)", kp,
                                  x->string);
         } else if (strcmp(key, "cache") == 0) {
-            r = get_bool(x, kp, &t->build.cache);
+            r = bake_get_bool(x, kp, &t->build.cache);
         } else {
             return unknown_key("build", key);
         }
@@ -610,7 +610,7 @@ static int step_field(struct bake_step *s, const char *key, const struct json_va
     if (strcmp(key, "source") == 0)
         return get_nonempty(x, kp, &s->source);
     if (strcmp(key, "content") == 0)
-        return get_string(x, kp, &s->content);
+        return bake_get_string(x, kp, &s->content);
     if (strcmp(key, "destination") == 0)
         return get_nonempty(x, kp, &s->destination);
     if (strcmp(key, "path") == 0)
@@ -620,29 +620,29 @@ static int step_field(struct bake_step *s, const char *key, const struct json_va
     if (strcmp(key, "owner") == 0)
         return get_owner(x, kp, &s->uid, &s->gid);
     if (strcmp(key, "mkdirs") == 0)
-        return get_bool(x, kp, &s->mkdirs);
+        return bake_get_bool(x, kp, &s->mkdirs);
     if (strcmp(key, "recursive") == 0)
-        return get_bool(x, kp, &s->recursive);
+        return bake_get_bool(x, kp, &s->recursive);
     if (strcmp(key, "target") == 0)
         return get_nonempty(x, kp, &s->target);
     if (strcmp(key, "link") == 0)
         return get_nonempty(x, kp, &s->link);
     if (strcmp(key, "line") == 0)
-        return get_string(x, kp, &s->line);
+        return bake_get_string(x, kp, &s->line);
     if (strcmp(key, "inline") == 0)
-        return get_strv(x, kp, &s->inline_cmds);
+        return bake_get_strv(x, kp, &s->inline_cmds);
     if (strcmp(key, "script") == 0)
         return get_nonempty(x, kp, &s->script);
     if (strcmp(key, "scripts") == 0)
-        return get_strv(x, kp, &s->scripts);
+        return bake_get_strv(x, kp, &s->scripts);
     if (strcmp(key, "env") == 0)
-        return get_kvs(x, kp, &s->env);
+        return bake_get_kvs(x, kp, &s->env);
     if (strcmp(key, "enable") == 0)
-        return get_strv(x, kp, &s->enable);
+        return bake_get_strv(x, kp, &s->enable);
     if (strcmp(key, "disable") == 0)
-        return get_strv(x, kp, &s->disable);
+        return bake_get_strv(x, kp, &s->disable);
     if (strcmp(key, "mask") == 0)
-        return get_strv(x, kp, &s->mask);
+        return bake_get_strv(x, kp, &s->mask);
     return unknown_key("", kp);
 }
 
@@ -732,7 +732,7 @@ static int parse_step(struct bake_step **steps, size_t *n, const char *prefix,
     if (!type)
         return error_set(EINVAL, "%s: required", tp);
     if (type->type != JSON_STRING)
-        return bad_type(tp, "a string", type);
+        return bake_bad_type(tp, "a string", type);
     for (ti = 0; ti < ARRAY_SIZE(step_type_names); ti++)
         if (strcmp(type->string, step_type_names[ti]) == 0)
             break;
@@ -752,7 +752,7 @@ static int parse_step(struct bake_step **steps, size_t *n, const char *prefix,
             r = get_nonempty(x, kp, &s->name);
         } else if (strcmp(key, "phase") == 0) {
             if (x->type != JSON_STRING)
-                return bad_type(kp, "a string", x);
+                return bake_bad_type(kp, "a string", x);
             if (strcmp(x->string, "build") == 0)
                 s->phase = BAKE_PHASE_BUILD;
             else if (strcmp(x->string, "validate") == 0 && !in_tests)
@@ -781,7 +781,7 @@ static int parse_step(struct bake_step **steps, size_t *n, const char *prefix,
                         return r;
                 }
             } else {
-                return bad_type(kp, "a boolean or an object {\"ttl\": ...}", x);
+                return bake_bad_type(kp, "a boolean or an object {\"ttl\": ...}", x);
             }
         } else if (strcmp(key, "executor") == 0) {
             r = get_executor(x, kp, &s->executor);
@@ -805,7 +805,7 @@ static int parse_steps(struct bake_step **steps, size_t *n, const char *prefix,
     int r;
 
     if (v->type != JSON_ARRAY)
-        return bad_type(prefix, "an array of steps", v);
+        return bake_bad_type(prefix, "an array of steps", v);
     if (v->n > BAKE_TEMPLATE_MAX_STEPS)
         return error_set(EINVAL, "%s: more than %d steps", prefix, BAKE_TEMPLATE_MAX_STEPS);
     for (size_t i = 0; i < v->n; i++) {
@@ -862,13 +862,13 @@ static int parse_output(struct bake_template *t, const struct json_value *v)
         if (strcmp(key, "name") == 0)
             r = get_nonempty(x, kp, &t->output.name);
         else if (strcmp(key, "description") == 0)
-            r = get_string(x, kp, &t->output.description);
+            r = bake_get_string(x, kp, &t->output.description);
         else if (strcmp(key, "version") == 0)
             r = get_nonempty(x, kp, &t->output.version);
         else if (strcmp(key, "tags") == 0)
-            r = get_kvs(x, kp, &t->output.tags);
+            r = bake_get_kvs(x, kp, &t->output.tags);
         else if (strcmp(key, "snapshot_tags") == 0)
-            r = get_kvs(x, kp, &t->output.snapshot_tags);
+            r = bake_get_kvs(x, kp, &t->output.snapshot_tags);
         else
             return unknown_key("output", key);
         if (r < 0)
@@ -892,7 +892,7 @@ static int parse_distribution(struct bake_template *t, const struct json_value *
         if (is_comment(key))
             continue;
         if (strcmp(key, "regions") == 0) {
-            r = get_strv(x, kp, &t->distribution.regions);
+            r = bake_get_strv(x, kp, &t->distribution.regions);
         } else if (strcmp(key, "deprecate_after") == 0) {
             r = get_duration(x, kp, &t->distribution.deprecate_after_s);
         } else if (strcmp(key, "launch_permission") == 0) {
@@ -904,9 +904,9 @@ static int parse_distribution(struct bake_template *t, const struct json_value *
                 if (is_comment(x->keys[k]))
                     continue;
                 if (strcmp(x->keys[k], "user_ids") == 0)
-                    r = get_strv(&x->items[k], lp, &t->distribution.user_ids);
+                    r = bake_get_strv(&x->items[k], lp, &t->distribution.user_ids);
                 else if (strcmp(x->keys[k], "groups") == 0) {
-                    r = get_strv(&x->items[k], lp, &t->distribution.groups);
+                    r = bake_get_strv(&x->items[k], lp, &t->distribution.groups);
                     for (size_t g = 0; r == 0 && g < t->distribution.groups.n; g++)
                         if (strcmp(t->distribution.groups.items[g], "all") != 0)
                             r = error_set(EINVAL, "%s[%zu]: unknown group '%s' (only \"all\")",
@@ -940,7 +940,7 @@ static int parse_manifest(struct bake_template *t, const struct json_value *v)
         if (strcmp(key, "output") == 0)
             r = get_nonempty(x, kp, &t->manifest.output);
         else if (strcmp(key, "custom_data") == 0)
-            r = get_kvs(x, kp, &t->manifest.custom_data);
+            r = bake_get_kvs(x, kp, &t->manifest.custom_data);
         else
             return unknown_key("manifest", key);
         if (r < 0)
@@ -966,14 +966,14 @@ static int parse_root(struct bake_template *t, const struct json_value *root)
         if (is_comment(key))
             continue;
         if (strcmp(key, "schema") == 0) {
-            r = get_string(x, key, &t->schema);
+            r = bake_get_string(x, key, &t->schema);
             if (r == 0 && strcmp(t->schema, SCHEMA) != 0)
                 r = error_set(EINVAL, "schema: unknown schema '%s' (this kiln reads \"%s\")",
                               t->schema, SCHEMA);
         } else if (strcmp(key, "name") == 0) {
             r = get_nonempty(x, key, &t->name);
         } else if (strcmp(key, "description") == 0) {
-            r = get_string(x, key, &t->description);
+            r = bake_get_string(x, key, &t->description);
         } else if (strcmp(key, "version") == 0) {
             r = get_nonempty(x, key, &t->version);
         } else if (strcmp(key, "variables") == 0) {

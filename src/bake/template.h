@@ -26,6 +26,7 @@
 #define BAKE_TEMPLATE_MAX_DURATION (366ULL * 24 * 3600) /* seconds */
 
 struct bake_interp;
+struct json_value;
 
 enum bake_step_type {
     BAKE_STEP_FILE,
@@ -201,5 +202,15 @@ void bake_kvs_add(struct bake_kvs *m, const char *key, const char *value);
 struct bake_step *bake_template_add_step(struct bake_template *t, enum bake_step_type type);
 /* The per-type rules (exactly one of source and content, ...): 0 or -EINVAL. */
 int bake_step_check(struct bake_step *s);
+
+/* Typed readers of a JSON value at `place` in the template (native or
+ * Packer): 0, or -EINVAL with the message "<place>: expected <what>, got
+ * <type>" (bake_bad_type() records it).  A string or string list read
+ * replaces what *ret held; a string map's entries are added to *ret. */
+int bake_bad_type(const char *place, const char *want, const struct json_value *v);
+int bake_get_string(const struct json_value *v, const char *place, char **ret);
+int bake_get_bool(const struct json_value *v, const char *place, bool *ret);
+int bake_get_strv(const struct json_value *v, const char *place, struct bake_strv *ret);
+int bake_get_kvs(const struct json_value *v, const char *place, struct bake_kvs *ret);
 
 #endif

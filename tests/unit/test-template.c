@@ -494,6 +494,22 @@ static void test_packer(void)
     packer_refused("{" PB ", \"provisioners\": [{\"type\": \"file\", \"source\": \"a\", "
                    "\"destination\": \"a\"}]}",
                    "provisioners[0]: 'a' is not an absolute path");
+    /* the typed readers the native reader shares name the Packer place */
+    packer_refused("{\"builders\": [{\"type\": \"amazon-ebs\", \"ami_name\": \"n\", "
+                   "\"source_ami_filter\": {\"most_recent\": \"yes\"}}], \"provisioners\": []}",
+                   "builders[0].source_ami_filter.most_recent: expected a boolean, got string");
+    packer_refused("{\"builders\": [{\"type\": \"amazon-ebs\", \"source_ami\": \"ami-1\", "
+                   "\"ami_name\": \"n\", \"ami_users\": [\"1\", 2]}], \"provisioners\": []}",
+                   "builders[0].ami_users[1]: expected a string, got number");
+    packer_refused("{\"builders\": [{\"type\": \"amazon-ebs\", \"source_ami\": \"ami-1\", "
+                   "\"ami_name\": 7}], \"provisioners\": []}",
+                   "builders[0].ami_name: expected a string, got number");
+    packer_refused("{" PB ", \"provisioners\": [{\"type\": \"shell\", \"inline\": [\"a\"]}], "
+                   "\"post-processors\": [{\"type\": \"manifest\", \"custom_data\": {\"k\": []}}]}",
+                   "post-processors[0].custom_data.k: expected a string, got array");
+    packer_refused("{" PB ", \"provisioners\": [{\"type\": \"shell\", \"inline\": [\"a\"]}], "
+                   "\"post-processors\": [{\"type\": \"manifest\", \"strip_path\": 1}]}",
+                   "post-processors[0].strip_path: expected a boolean, got number");
 }
 
 /* Every examples/ template loads, resolves (with fields set) and expands. */
