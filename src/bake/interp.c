@@ -10,6 +10,7 @@
 #include "common/cleanup.h"
 #include "common/error.h"
 #include "common/json.h"
+#include "common/strbuf.h"
 #include "common/util.h"
 
 #define MAX_EXPANDED (1024 * 1024)
@@ -35,39 +36,6 @@ struct bake_interp {
     char **secrets;
     const char *resolving_place; /* for nested expansion messages */
 };
-
-/* A growable string. */
-struct str {
-    char *p;
-    size_t len, alloc;
-};
-
-static void str_add(struct str *s, const char *p, size_t n)
-{
-    if (s->len + n + 1 > s->alloc) {
-        size_t want = s->alloc ? s->alloc : 64;
-        while (want < s->len + n + 1)
-            want *= 2;
-        s->p = xrealloc(s->p, want);
-        s->alloc = want;
-    }
-    memcpy(s->p + s->len, p, n);
-    s->len += n;
-    s->p[s->len] = '\0';
-}
-
-static void str_adds(struct str *s, const char *p)
-{
-    str_add(s, p, strlen(p));
-}
-
-static char *str_steal(struct str *s)
-{
-    char *r = s->p ? s->p : xstrdup("");
-    s->p = NULL;
-    s->len = s->alloc = 0;
-    return r;
-}
 
 struct bake_interp *bake_interp_new(time_t now)
 {
@@ -322,7 +290,7 @@ static const struct {
 
 int bake_go_layout_to_strftime(const char *layout, char **ret)
 {
-    struct str s = { 0 };
+    struct strbuf s = { 0 };
     const char *p = layout;
 
     if (!*layout)
@@ -332,7 +300,7 @@ int bake_go_layout_to_strftime(const char *layout, char **ret)
         for (i = 0; i < ARRAY_SIZE(layout_tokens); i++) {
             size_t n = strlen(layout_tokens[i].go);
             if (strncmp(p, layout_tokens[i].go, n) == 0) {
-                str_adds(&s, layout_tokens[i].fmt);
+                strbuf_adds(&s, layout_tokens[i].fmt);
                 p += n;
                 break;
             }
@@ -340,12 +308,12 @@ int bake_go_layout_to_strftime(const char *layout, char **ret)
         if (i < ARRAY_SIZE(layout_tokens))
             continue;
         if (*p == '%')
-            str_adds(&s, "%%");
+            strbuf_adds(&s, "%%");
         else
-            str_add(&s, p, 1);
+            strbuf_add(&s, p, 1);
         p++;
     }
-    *ret = str_steal(&s);
+    *ret = strbuf_steal(&s);
     return 0;
 }
 
@@ -378,7 +346,7 @@ static int parse_arg(const char **pp, const char *end, const char *place, char *
 }
 
 static int expand_action(struct bake_interp *ip, const char *a, size_t alen, const char *place,
-                         unsigned flags, struct str *out)
+                         unsigned flags, struct strbuf *out)
 {
     const char *p = a, *end = a + alen;
     _cleanup_free_ char *fn = NULL, *arg = NULL, *extra = NULL;
@@ -399,7 +367,7 @@ static int expand_action(struct bake_interp *ip, const char *a, size_t alen, con
             return error_set(EINVAL, "%s: unknown field '.%s'", place, field);
         for (size_t i = 0; i < ip->n_fields; i++)
             if (strcmp(ip->field_names[i], field) == 0) {
-                str_adds(out, ip->field_values[i]);
+                strbuf_adds(out, ip->field_values[i]);
                 return 0;
             }
         return error_set(EINVAL, "%s: field '.%s' has no value here", place, field);
@@ -439,7 +407,7 @@ static int expand_action(struct bake_interp *ip, const char *a, size_t alen, con
                 return error_set(EINVAL, "%s: variable '%s' is not resolved yet", place, arg);
             }
         }
-        str_adds(out, v->value);
+        strbuf_adds(out, v->value);
         return 0;
     }
     if (strcmp(fn, "env") == 0) {
@@ -451,7 +419,7 @@ static int expand_action(struct bake_interp *ip, const char *a, size_t alen, con
         if (!arg)
             return error_set(EINVAL, "%s: 'env' needs a variable name", place);
         e = getenv(arg);
-        str_adds(out, e ? e : "");
+        strbuf_adds(out, e ? e : "");
         return 0;
     }
     if (strcmp(fn, "timestamp") == 0 || strcmp(fn, "uuid") == 0) {
@@ -459,10 +427,10 @@ static int expand_action(struct bake_interp *ip, const char *a, size_t alen, con
         if (arg)
             return error_set(EINVAL, "%s: '%s' takes no argument", place, fn);
         if (fn[0] == 'u') {
-            str_adds(out, ip->uuid);
+            strbuf_adds(out, ip->uuid);
         } else {
             snprintf(buf, sizeof(buf), "%lld", (long long)ip->now);
-            str_adds(out, buf);
+            strbuf_adds(out, buf);
         }
         return 0;
     }
@@ -483,7 +451,7 @@ static int expand_action(struct bake_interp *ip, const char *a, size_t alen, con
 #pragma GCC diagnostic pop
         if (n == 0 && *fmt)
             return error_set(EINVAL, "%s: isotime layout too long", place);
-        str_add(out, buf, n);
+        strbuf_add(out, buf, n);
         return 0;
     }
     return error_set(EINVAL, "%s: unknown function '%s'", place, fn);
@@ -492,14 +460,14 @@ static int expand_action(struct bake_interp *ip, const char *a, size_t alen, con
 int bake_interp_expand(struct bake_interp *ip, const char *in, const char *place, unsigned flags,
                        char **ret)
 {
-    struct str out = { 0 };
+    struct strbuf out = { 0 };
     const char *p = in, *open, *close;
     const char *saved = ip->resolving_place;
     int r = 0;
 
     ip->resolving_place = place;
     while ((open = strstr(p, "{{"))) {
-        str_add(&out, p, (size_t)(open - p));
+        strbuf_add(&out, p, (size_t)(open - p));
         close = strstr(open + 2, "}}");
         if (!close) {
             r = error_set(EINVAL, "%s: '{{' without '}}'", place);
@@ -518,12 +486,12 @@ int bake_interp_expand(struct bake_interp *ip, const char *in, const char *place
         r = error_set(EINVAL, "%s: '}}' without '{{'", place);
         goto out;
     }
-    str_adds(&out, p);
-    *ret = str_steal(&out);
+    strbuf_adds(&out, p);
+    *ret = strbuf_steal(&out);
 out:
     ip->resolving_place = saved;
     if (r < 0)
-        free(out.p);
+        strbuf_release(&out);
     return r;
 }
 
@@ -533,36 +501,36 @@ out:
  * quotes (a'\''b) and with backslashes (a\'b). */
 static char *quoted_form(const char *s, bool backslash)
 {
-    struct str o = { 0 };
+    struct strbuf o = { 0 };
 
     for (const char *p = s; *p; p++) {
         if (!backslash && *p == '\'')
-            str_adds(&o, "'\\''");
+            strbuf_adds(&o, "'\\''");
         else if (backslash && strchr(" \t'\"\\$`!&;|<>()*?[]#~{}", *p)) {
-            str_adds(&o, "\\");
-            str_add(&o, p, 1);
+            strbuf_adds(&o, "\\");
+            strbuf_add(&o, p, 1);
         } else
-            str_add(&o, p, 1);
+            strbuf_add(&o, p, 1);
     }
-    return str_steal(&o);
+    return strbuf_steal(&o);
 }
 
 static char *replace_all(char *line, const char *what)
 {
-    struct str o = { 0 };
+    struct strbuf o = { 0 };
     const char *p = line, *hit;
     size_t n = strlen(what);
 
     if (n == 0 || !strstr(line, what))
         return line;
     while ((hit = strstr(p, what))) {
-        str_add(&o, p, (size_t)(hit - p));
-        str_adds(&o, "<sensitive>");
+        strbuf_add(&o, p, (size_t)(hit - p));
+        strbuf_adds(&o, "<sensitive>");
         p = hit + n;
     }
-    str_adds(&o, p);
+    strbuf_adds(&o, p);
     free(line);
-    return str_steal(&o);
+    return strbuf_steal(&o);
 }
 
 char *bake_interp_mask(const struct bake_interp *ip, const char *line)

@@ -10,47 +10,13 @@
 #include "common/cleanup.h"
 #include "common/error.h"
 #include "common/hash.h"
+#include "common/strbuf.h"
 #include "common/util.h"
 
 struct parser {
     const char *s;
     size_t len, pos;
 };
-
-/* A growable byte buffer for one string literal; bounded by the input's
- * size, which json_parse() caps. */
-struct sbuf {
-    char *data;
-    size_t len, alloc;
-};
-
-static void sbuf_add(struct sbuf *b, const void *p, size_t n)
-{
-    if (b->len + n + 1 > b->alloc) {
-        size_t want = b->alloc ? b->alloc : 32;
-        while (want < b->len + n + 1)
-            want *= 2;
-        b->data = xrealloc(b->data, want);
-        b->alloc = want;
-    }
-    memcpy(b->data + b->len, p, n);
-    b->len += n;
-    b->data[b->len] = '\0';
-}
-
-static void sbuf_addc(struct sbuf *b, char c)
-{
-    sbuf_add(b, &c, 1);
-}
-
-static char *sbuf_steal(struct sbuf *b)
-{
-    char *s = b->data ? b->data : xstrdup("");
-
-    b->data = NULL;
-    b->len = b->alloc = 0;
-    return s;
-}
 
 static int fail(struct parser *p, const char *what)
 {
@@ -91,34 +57,34 @@ static int hex4(struct parser *p, unsigned *ret)
     return 0;
 }
 
-static void put_utf8(struct sbuf *b, unsigned cp)
+static void put_utf8(struct strbuf *b, unsigned cp)
 {
     char o[4];
 
     if (cp < 0x80) {
-        sbuf_addc(b, (char)cp);
+        strbuf_addc(b, (char)cp);
     } else if (cp < 0x800) {
         o[0] = (char)(0xc0 | cp >> 6);
         o[1] = (char)(0x80 | (cp & 0x3f));
-        sbuf_add(b, o, 2);
+        strbuf_add(b, o, 2);
     } else if (cp < 0x10000) {
         o[0] = (char)(0xe0 | cp >> 12);
         o[1] = (char)(0x80 | ((cp >> 6) & 0x3f));
         o[2] = (char)(0x80 | (cp & 0x3f));
-        sbuf_add(b, o, 3);
+        strbuf_add(b, o, 3);
     } else {
         o[0] = (char)(0xf0 | cp >> 18);
         o[1] = (char)(0x80 | ((cp >> 12) & 0x3f));
         o[2] = (char)(0x80 | ((cp >> 6) & 0x3f));
         o[3] = (char)(0x80 | (cp & 0x3f));
-        sbuf_add(b, o, 4);
+        strbuf_add(b, o, 4);
     }
 }
 
 /* A string literal at p->pos (the opening quote). */
 static int parse_string(struct parser *p, char **ret, size_t *ret_len)
 {
-    struct sbuf b = { 0 };
+    struct strbuf b = { 0 }; /* bounded by the input, which json_parse() caps */
     size_t start;
     int r;
 
@@ -148,7 +114,7 @@ static int parse_string(struct parser *p, char **ret, size_t *ret_len)
                 r = fail(p, "invalid UTF-8 in a string");
                 goto fail;
             }
-            sbuf_add(&b, p->s + start, p->pos - start);
+            strbuf_add(&b, p->s + start, p->pos - start);
             continue;
         }
         p->pos++;
@@ -158,14 +124,14 @@ static int parse_string(struct parser *p, char **ret, size_t *ret_len)
         }
         c = (unsigned char)p->s[p->pos++];
         switch (c) {
-        case '"': sbuf_addc(&b, '"'); break;
-        case '\\': sbuf_addc(&b, '\\'); break;
-        case '/': sbuf_addc(&b, '/'); break;
-        case 'b': sbuf_addc(&b, '\b'); break;
-        case 'f': sbuf_addc(&b, '\f'); break;
-        case 'n': sbuf_addc(&b, '\n'); break;
-        case 'r': sbuf_addc(&b, '\r'); break;
-        case 't': sbuf_addc(&b, '\t'); break;
+        case '"': strbuf_addc(&b, '"'); break;
+        case '\\': strbuf_addc(&b, '\\'); break;
+        case '/': strbuf_addc(&b, '/'); break;
+        case 'b': strbuf_addc(&b, '\b'); break;
+        case 'f': strbuf_addc(&b, '\f'); break;
+        case 'n': strbuf_addc(&b, '\n'); break;
+        case 'r': strbuf_addc(&b, '\r'); break;
+        case 't': strbuf_addc(&b, '\t'); break;
         case 'u': {
             unsigned cp, lo;
             r = hex4(p, &cp);
@@ -203,10 +169,10 @@ static int parse_string(struct parser *p, char **ret, size_t *ret_len)
         }
     }
     *ret_len = b.len;
-    *ret = sbuf_steal(&b);
+    *ret = strbuf_steal(&b);
     return 0;
 fail:
-    free(b.data);
+    strbuf_release(&b);
     return r;
 }
 
@@ -437,4 +403,24 @@ const char *json_type_name(enum json_type t)
     case JSON_OBJECT: return "object";
     }
     return "value";
+}
+
+void json_fput_string(FILE *f, const char *s)
+{
+    fputc('"', f);
+    for (const unsigned char *p = (const unsigned char *)(s ? s : ""); *p; p++) {
+        switch (*p) {
+        case '"': fputs("\\\"", f); break;
+        case '\\': fputs("\\\\", f); break;
+        case '\n': fputs("\\n", f); break;
+        case '\r': fputs("\\r", f); break;
+        case '\t': fputs("\\t", f); break;
+        default:
+            if (*p < 0x20)
+                fprintf(f, "\\u%04x", *p);
+            else
+                fputc(*p, f);
+        }
+    }
+    fputc('"', f);
 }

@@ -19,6 +19,7 @@
 
 #include "common/cleanup.h"
 #include "common/error.h"
+#include "common/strbuf.h"
 #include "common/util.h"
 #include "imds/imds.h"
 
@@ -27,45 +28,6 @@
 #define INSTANCE_MAX (1024 * 1024)
 #define TTL_MAX 21600
 #define IDLE_MS 10000
-
-/* ---- a growing buffer ---- */
-
-struct buf {
-    char *p;
-    size_t len, cap;
-};
-
-static void buf_add(struct buf *b, const void *data, size_t len)
-{
-    if (b->len + len + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->len + len + 1)
-            cap *= 2;
-        b->p = xrealloc(b->p, cap);
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, data, len);
-    b->len += len;
-    b->p[b->len] = '\0';
-}
-
-static void buf_str(struct buf *b, const char *s)
-{
-    buf_add(b, s, strlen(s));
-}
-
-static void buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void buf_printf(struct buf *b, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    _cleanup_free_ char *s = NULL;
-    int n = vasprintf(&s, fmt, ap);
-    va_end(ap);
-    if (n < 0)
-        abort(); /* out of memory, as xmalloc */
-    buf_add(b, s, (size_t)n);
-}
 
 /* ---- the instance file ---- */
 
@@ -105,17 +67,17 @@ void imds_instance_release(struct imds_instance *in)
     memset(in, 0, sizeof(*in));
 }
 
-static void add_hex_line(struct buf *b, const char *name, const void *data, size_t len)
+static void add_hex_line(struct strbuf *b, const char *name, const void *data, size_t len)
 {
     static const char hex[] = "0123456789abcdef";
     const uint8_t *p = data;
-    buf_str(b, name);
-    buf_str(b, " ");
+    strbuf_adds(b, name);
+    strbuf_adds(b, " ");
     for (size_t i = 0; i < len; i++) {
         char two[2] = { hex[p[i] >> 4], hex[p[i] & 15] };
-        buf_add(b, two, 2);
+        strbuf_add(b, two, 2);
     }
-    buf_str(b, "\n");
+    strbuf_adds(b, "\n");
 }
 
 /* A value the metadata tree can carry: no control characters except the
@@ -151,7 +113,7 @@ int imds_instance_format(const struct imds_instance *in, char **ret_text, size_t
     int r = instance_check(in);
     if (r < 0)
         return r;
-    struct buf b = { 0 };
+    struct strbuf b = { 0 };
     for (size_t i = 0; i < ARRAY_SIZE(string_fields); i++) {
         const char *v = field_get(in, &string_fields[i]);
         if (v && *v)
@@ -160,14 +122,14 @@ int imds_instance_format(const struct imds_instance *in, char **ret_text, size_t
     if (in->user_data)
         add_hex_line(&b, "user_data", in->user_data, in->user_data_len);
     if (in->tokens_required)
-        buf_str(&b, "tokens_required 31\n");
+        strbuf_adds(&b, "tokens_required 31\n");
     if (in->endpoint_disabled)
-        buf_str(&b, "endpoint_disabled 31\n");
+        strbuf_adds(&b, "endpoint_disabled 31\n");
     if (b.len > INSTANCE_MAX) {
-        free(b.p);
+        free(b.data);
         return error_set(EINVAL, "instance metadata is over 1 MiB");
     }
-    *ret_text = b.p;
+    *ret_text = b.data;
     *ret_len = b.len;
     return 0;
 }
@@ -464,32 +426,32 @@ static const char *const versions[] = {
     "2021-03-23", "2021-07-15", "2022-09-24",
 };
 
-static void response(struct buf *out, int status, const char *reason, const char *ctype,
+static void response(struct strbuf *out, int status, const char *reason, const char *ctype,
                      const char *extra_headers, const void *body, size_t blen, bool head_only,
                      bool close)
 {
-    buf_printf(out, "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
-                    "Server: EC2ws\r\nConnection: %s\r\n%s\r\n",
-               status, reason, ctype, blen, close ? "close" : "keep-alive",
-               extra_headers ? extra_headers : "");
+    strbuf_printf(out, "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
+                       "Server: EC2ws\r\nConnection: %s\r\n%s\r\n",
+                  status, reason, ctype, blen, close ? "close" : "keep-alive",
+                  extra_headers ? extra_headers : "");
     if (!head_only)
-        buf_add(out, body, blen);
+        strbuf_add(out, body, blen);
 }
 
-static void error_page(struct buf *out, int status, const char *reason, bool head_only,
+static void error_page(struct strbuf *out, int status, const char *reason, bool head_only,
                        bool close)
 {
-    struct buf b = { 0 };
-    buf_printf(&b,
-               "<?xml version=\"1.0\" encoding=\"iso-8859-1\"?>\n"
-               "<!DOCTYPE html PUBLIC \"-//W3C//DTD XHTML 1.0 Transitional//EN\"\n"
-               "\t\"http://www.w3.org/TR/xhtml1/DTD/xhtml1-transitional.dtd\">\n"
-               "<html xmlns=\"http://www.w3.org/1999/xhtml\" xml:lang=\"en\" lang=\"en\">\n"
-               " <head>\n  <title>%d - %s</title>\n </head>\n <body>\n  <h1>%d - %s</h1>\n"
-               " </body>\n</html>\n",
-               status, reason, status, reason);
-    response(out, status, reason, "text/html", NULL, b.p, b.len, head_only, close);
-    free(b.p);
+    struct strbuf b = { 0 };
+    strbuf_printf(&b,
+                  "<?xml version=\"1.0\" encoding=\"iso-8859-1\"?>\n"
+                  "<!DOCTYPE html PUBLIC \"-//W3C//DTD XHTML 1.0 Transitional//EN\"\n"
+                  "\t\"http://www.w3.org/TR/xhtml1/DTD/xhtml1-transitional.dtd\">\n"
+                  "<html xmlns=\"http://www.w3.org/1999/xhtml\" xml:lang=\"en\" lang=\"en\">\n"
+                  " <head>\n  <title>%d - %s</title>\n </head>\n <body>\n  <h1>%d - %s</h1>\n"
+                  " </body>\n</html>\n",
+                  status, reason, status, reason);
+    response(out, status, reason, "text/html", NULL, b.data, b.len, head_only, close);
+    free(b.data);
 }
 
 /* The hostname AWS derives from a private address: ip-10-0-0-15.REGION.compute.internal
@@ -505,49 +467,49 @@ static char *local_hostname(const struct imds_instance *in)
     return xasprintf("ip-%s.%s.compute.internal", dashed, in->region);
 }
 
-static void json_string(struct buf *b, const char *s)
+static void json_string(struct strbuf *b, const char *s)
 {
-    buf_str(b, "\"");
+    strbuf_adds(b, "\"");
     for (; *s; s++) {
         unsigned char c = (unsigned char)*s;
         if (c == '"' || c == '\\')
-            buf_printf(b, "\\%c", c);
+            strbuf_printf(b, "\\%c", c);
         else if (c < 0x20)
-            buf_printf(b, "\\u%04x", c);
+            strbuf_printf(b, "\\u%04x", c);
         else
-            buf_add(b, s, 1);
+            strbuf_add(b, s, 1);
     }
-    buf_str(b, "\"");
+    strbuf_adds(b, "\"");
 }
 
 static char *identity_document(const struct imds_instance *in)
 {
-    struct buf b = { 0 };
-    buf_str(&b, "{\n  \"accountId\" : ");
+    struct strbuf b = { 0 };
+    strbuf_adds(&b, "{\n  \"accountId\" : ");
     json_string(&b, in->account_id);
-    buf_str(&b, ",\n  \"architecture\" : \"x86_64\",\n  \"availabilityZone\" : ");
+    strbuf_adds(&b, ",\n  \"architecture\" : \"x86_64\",\n  \"availabilityZone\" : ");
     json_string(&b, in->availability_zone);
-    buf_str(&b, ",\n  \"billingProducts\" : null,\n  \"devpayProductCodes\" : null,\n"
-                "  \"marketplaceProductCodes\" : null,\n  \"imageId\" : ");
+    strbuf_adds(&b, ",\n  \"billingProducts\" : null,\n  \"devpayProductCodes\" : null,\n"
+                    "  \"marketplaceProductCodes\" : null,\n  \"imageId\" : ");
     json_string(&b, in->image_id);
-    buf_str(&b, ",\n  \"instanceId\" : ");
+    strbuf_adds(&b, ",\n  \"instanceId\" : ");
     json_string(&b, in->instance_id);
-    buf_str(&b, ",\n  \"instanceType\" : ");
+    strbuf_adds(&b, ",\n  \"instanceType\" : ");
     json_string(&b, in->instance_type);
-    buf_str(&b, ",\n  \"kernelId\" : null,\n  \"pendingTime\" : ");
+    strbuf_adds(&b, ",\n  \"kernelId\" : null,\n  \"pendingTime\" : ");
     json_string(&b, in->launch_time);
-    buf_str(&b, ",\n  \"privateIp\" : ");
+    strbuf_adds(&b, ",\n  \"privateIp\" : ");
     json_string(&b, in->private_ip);
-    buf_str(&b, ",\n  \"ramdiskId\" : null,\n  \"region\" : ");
+    strbuf_adds(&b, ",\n  \"ramdiskId\" : null,\n  \"region\" : ");
     json_string(&b, in->region);
-    buf_str(&b, ",\n  \"version\" : \"2017-09-30\"\n}");
-    return b.p;
+    strbuf_adds(&b, ",\n  \"version\" : \"2017-09-30\"\n}");
+    return b.data;
 }
 
 /* One node of the tree: a leaf's value, or a directory's listing. */
 struct node {
     bool found;
-    struct buf body;
+    struct strbuf body;
 };
 
 /* The listing of `dir` (no trailing slash): each leaf path under it adds
@@ -566,7 +528,7 @@ static void leaf(struct tree *t, const char *path, const char *value)
     if (!strcmp(path, t->want)) {
         if (!t->want_dir) {
             t->n->found = true;
-            buf_str(&t->n->body, value);
+            strbuf_adds(&t->n->body, value);
         }
         return;
     }
@@ -587,9 +549,9 @@ static void leaf(struct tree *t, const char *path, const char *value)
         return;
     t->seen[t->nseen++] = strndup(rest, nl);
     if (t->n->found)
-        buf_str(&t->n->body, "\n");
+        strbuf_adds(&t->n->body, "\n");
     t->n->found = true;
-    buf_add(&t->n->body, rest, nl);
+    strbuf_add(&t->n->body, rest, nl);
 }
 
 static void list_leaves(struct tree *t, const char *prefix, const char *lines)
@@ -640,14 +602,14 @@ static void meta_data(const struct imds_instance *in, struct tree *t)
         if (!strcmp(t->want, "public-keys") && t->want_dir) {
             t->n->found = true;
             if (t->n->body.len)
-                buf_str(&t->n->body, "\n");
-            buf_printf(&t->n->body, "0=%s", in->key_name);
+                strbuf_adds(&t->n->body, "\n");
+            strbuf_printf(&t->n->body, "0=%s", in->key_name);
         } else if (!strcmp(t->want, "public-keys/0") && t->want_dir) {
             t->n->found = true;
-            buf_str(&t->n->body, "openssh-key");
+            strbuf_adds(&t->n->body, "openssh-key");
         } else if (!strcmp(t->want, "public-keys/0/openssh-key") && !t->want_dir) {
             t->n->found = true;
-            buf_str(&t->n->body, in->public_key);
+            strbuf_adds(&t->n->body, in->public_key);
         } else if (!t->want_dir || strncmp(t->want, "public-keys", 11)) {
             /* the root listing shows "public-keys/" */
             if (!*t->want && t->want_dir)
@@ -662,36 +624,36 @@ static void meta_data(const struct imds_instance *in, struct tree *t)
 }
 
 /* The body for a GET of `path` under a version ("latest" or a date). */
-static bool lookup(const struct imds_instance *in, const char *rest, struct buf *body,
+static bool lookup(const struct imds_instance *in, const char *rest, struct strbuf *body,
                    const char **ctype)
 {
     *ctype = "text/plain";
     if (!*rest || !strcmp(rest, "/")) {
-        buf_str(body, "dynamic\nmeta-data");
+        strbuf_adds(body, "dynamic\nmeta-data");
         if (in->user_data)
-            buf_str(body, "\nuser-data");
+            strbuf_adds(body, "\nuser-data");
         return true;
     }
     if (!strcmp(rest, "/user-data") || !strcmp(rest, "/user-data/")) {
         if (!in->user_data)
             return false;
         *ctype = "application/octet-stream";
-        buf_add(body, in->user_data, in->user_data_len);
+        strbuf_add(body, in->user_data, in->user_data_len);
         return true;
     }
     if (!strcmp(rest, "/dynamic") || !strcmp(rest, "/dynamic/")) {
-        buf_str(body, "instance-identity/");
+        strbuf_adds(body, "instance-identity/");
         return true;
     }
     if (!strcmp(rest, "/dynamic/instance-identity") ||
         !strcmp(rest, "/dynamic/instance-identity/")) {
-        buf_str(body, "document");
+        strbuf_adds(body, "document");
         return true;
     }
     if (!strcmp(rest, "/dynamic/instance-identity/document")) {
         _cleanup_free_ char *d = identity_document(in);
         *ctype = "application/json";
-        buf_str(body, d);
+        strbuf_adds(body, d);
         return true;
     }
     if (strcmp(rest, "/meta-data") && strncmp(rest, "/meta-data/", 11))
@@ -720,24 +682,24 @@ static bool lookup(const struct imds_instance *in, const char *rest, struct buf 
             for (size_t i = 0; i < t2.nseen; i++)
                 free(t2.seen[i]);
             if (n2.found) {
-                buf_add(body, n2.body.p, n2.body.len);
-                free(n2.body.p);
+                strbuf_add(body, n2.body.data, n2.body.len);
+                free(n2.body.data);
                 return true;
             }
-            free(n2.body.p);
+            free(n2.body.data);
         }
-        free(n.body.p);
+        free(n.body.data);
         return false;
     }
-    buf_add(body, n.body.p ? n.body.p : "", n.body.len);
-    free(n.body.p);
+    strbuf_add(body, n.body.data ? n.body.data : "", n.body.len);
+    free(n.body.data);
     return true;
 }
 
 int imds_respond(const struct imds_instance *in, const uint8_t key[IMDS_KEY_SIZE], time_t now,
                  const struct imds_request *rq, char **ret, size_t *ret_len)
 {
-    struct buf out = { 0 };
+    struct strbuf out = { 0 };
     bool head_only = rq->method == IMDS_HEAD;
     bool close = rq->close;
 
@@ -788,12 +750,12 @@ int imds_respond(const struct imds_instance *in, const uint8_t key[IMDS_KEY_SIZE
     }
 
     if (!strcmp(rq->path, "/")) {
-        struct buf b = { 0 };
+        struct strbuf b = { 0 };
         for (size_t i = 0; i < ARRAY_SIZE(versions); i++)
-            buf_printf(&b, "%s\n", versions[i]);
-        buf_str(&b, "latest");
-        response(&out, 200, "OK", "text/plain", NULL, b.p, b.len, head_only, close);
-        free(b.p);
+            strbuf_printf(&b, "%s\n", versions[i]);
+        strbuf_adds(&b, "latest");
+        response(&out, 200, "OK", "text/plain", NULL, b.data, b.len, head_only, close);
+        free(b.data);
         goto done;
     }
     const char *rest = NULL;
@@ -805,15 +767,15 @@ int imds_respond(const struct imds_instance *in, const uint8_t key[IMDS_KEY_SIZE
             (rq->path[1 + vl] == '/' || !rq->path[1 + vl]))
             rest = rq->path + 1 + vl;
     }
-    struct buf body = { 0 };
+    struct strbuf body = { 0 };
     const char *ctype;
     if (rest && lookup(in, rest, &body, &ctype))
-        response(&out, 200, "OK", ctype, NULL, body.p ? body.p : "", body.len, head_only, close);
+        response(&out, 200, "OK", ctype, NULL, body.data ? body.data : "", body.len, head_only, close);
     else
         error_page(&out, 404, "Not Found", head_only, close);
-    free(body.p);
+    free(body.data);
 done:
-    *ret = out.p;
+    *ret = out.data;
     *ret_len = out.len;
     return 0;
 }
