@@ -1,5 +1,6 @@
 /* Command line plumbing shared by the verbs. */
 #include "cmd/cli.h"
+#include "common/json.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -134,22 +135,7 @@ void cli_fail(int err)
 
 void json_string(FILE *f, const char *s)
 {
-    fputc('"', f);
-    for (const unsigned char *p = (const unsigned char *)(s ? s : ""); *p; p++) {
-        switch (*p) {
-        case '"': fputs("\\\"", f); break;
-        case '\\': fputs("\\\\", f); break;
-        case '\n': fputs("\\n", f); break;
-        case '\r': fputs("\\r", f); break;
-        case '\t': fputs("\\t", f); break;
-        default:
-            if (*p < 0x20)
-                fprintf(f, "\\u%04x", *p);
-            else
-                fputc(*p, f);
-        }
-    }
-    fputc('"', f);
+    json_fput_string(f, s);
 }
 
 const char *format_time_ms(int64_t ms, char *buf, size_t size)

@@ -14,6 +14,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdint.h>
 
 #include "common/cleanup.h"
@@ -56,5 +57,9 @@ const struct json_value *json_get(const struct json_value *v, const char *key);
 
 /* "object", "string", ...: for messages. */
 const char *json_type_name(enum json_type t);
+
+/* Write `s` (NULL: "") to f as a JSON string literal: quotes, backslashes
+ * and control characters escaped. */
+void json_fput_string(FILE *f, const char *s);
 
 #endif

@@ -101,8 +101,6 @@ void registry_image_list_free(struct registry_image **list, size_t n)
     free(list);
 }
 
-DEFINE_CLEANUP_FREE(struct registry_image, registry_image_free)
-
 /* ---- validation ------------------------------------------------------ */
 
 static bool one_of(const char *s, const char *const *set, size_t n)

@@ -114,6 +114,7 @@ struct registry_image {
 /* Frees everything the struct points at and the struct.  Accepts NULL. */
 void registry_image_free(struct registry_image *img);
 void registry_image_list_free(struct registry_image **list, size_t n);
+DEFINE_CLEANUP_FREE(struct registry_image, registry_image_free)
 
 /* Insert an image with its devices (img->devices, in order), its launch
  * permissions (img->permissions) and the tags `tags[0..n_tags)`, in one

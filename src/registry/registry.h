@@ -28,6 +28,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/cleanup.h"
 #include "common/hash.h"
 #include "common/ids.h"
 
@@ -115,6 +116,7 @@ struct registry_snapshot {
 /* Frees the strings and the struct itself (a row from _get or _list).
  * Accepts NULL. */
 void registry_snapshot_free(struct registry_snapshot *s);
+DEFINE_CLEANUP_FREE(struct registry_snapshot, registry_snapshot_free)
 
 /* Insert a new row.  -EEXIST if the id is taken; -EINVAL if a field is out
  * of range (malformed id, owner or parent, progress outside 0..100, a

@@ -61,7 +61,6 @@ void registry_snapshot_list_free(struct registry_snapshot **list, size_t n)
     free(list);
 }
 
-DEFINE_CLEANUP_FREE(struct registry_snapshot, registry_snapshot_free)
 
 /* ---- validation ------------------------------------------------------ */
 

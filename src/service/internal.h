@@ -23,8 +23,5 @@ struct snapshot_set {
 int snapshot_set_load(struct region *r, struct snapshot_set *ret);
 void snapshot_set_release(struct snapshot_set *set);
 
-/* -EEXIST when `owner` has an image called `name` in r that is not
- * deregistered (images.c). */
-int image_name_check_free(struct region *r, const char *owner, const char *name);
 
 #endif

@@ -100,6 +100,10 @@ int service_image_import(struct region *r, const char *path,
                          const struct service_image_import_options *opts,
                          char ret_image_id[ID_MAX_SIZE], char ret_snap_id[ID_MAX_SIZE]);
 
+/* -EEXIST when `owner` has an image called `name` in r that is not
+ * deregistered (images.c). */
+int image_name_check_free(struct region *r, const char *owner, const char *name);
+
 /* Delete a snapshot's registry row; its chunks are freed by the next gc. */
 int service_snapshot_delete(struct region *r, const char *id);
 
