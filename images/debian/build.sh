@@ -16,13 +16,10 @@
 set -eu
 PATH=$PATH:/sbin:/usr/sbin
 
-[ $# -eq 3 ] || { echo "usage: build.sh OUT.raw CACHE_DIR AGENT_BINARY" >&2; exit 2; }
-out=$1 cache=$2 agent=$3
 here=$(cd "$(dirname "$0")" && pwd)
-[ -x "$agent" ] || { echo "build.sh: agent '$agent' is not an executable" >&2; exit 1; }
-for tool in mkfs.ext4 tar zstd sha256sum chroot flock; do
-    command -v "$tool" >/dev/null || { echo "build.sh: '$tool' not found" >&2; exit 1; }
-done
+. "$here/../lib.sh"
+image_args "$@"
+need mkfs.ext4 tar zstd sha256sum chroot flock
 
 # The first bookworm mirror apt knows: one-line (.list) or deb822 (.sources).
 apt_mirror() {
@@ -43,9 +40,7 @@ apt_mirror() {
 mirror=${KILN_DEBIAN_MIRROR:-$(apt_mirror | head -n 1)}
 mirror=${mirror:-http://deb.debian.org/debian}
 
-mkdir -p "$cache"
-work=$(mktemp -d "${TMPDIR:-/tmp}/kiln-debian.XXXXXX")
-trap 'rm -rf "$work"' EXIT INT TERM
+image_workdir debian
 
 # ---- stage 1: the debootstrapped tree (cached, one builder at a time) ----
 key=$(sha256sum < "$here/rootfs.sh" | cut -c 1-16)
@@ -57,8 +52,7 @@ tarball=$cache/debian-rootfs-$key.tar.zst
     # again.
     if [ -e "$tarball" ] && ! zstd -q -t "$tarball" 2>/dev/null; then
         rm -f "$tarball"
-        echo "build.sh: the cached '$tarball' is corrupt: removed (the next build makes it again)" >&2
-        exit 1
+        die "the cached '$tarball' is corrupt: removed (the next build makes it again)"
     fi
     if [ ! -s "$tarball" ]; then
         echo "build.sh: debootstrap bookworm from $mirror (cached as $tarball)" >&2
@@ -77,10 +71,8 @@ zstd -dc "$tarball" | tar -C "$root" --numeric-owner --xattrs --xattrs-include='
 # ---- stage 2: kiln's configuration (cheap, redone every build) ----
 kver=$(ls "$root/lib/modules" | sort -V | tail -n 1)
 [ -n "$kver" ] && [ -e "$root/boot/vmlinuz-$kver" ] && [ -e "$root/boot/initrd.img-$kver" ] ||
-    { echo "build.sh: no kernel and initrd in $tarball" >&2; exit 1; }
-# kiln reads the kernel and initrd through these links (docs/vm.md).
-ln -sfn "boot/vmlinuz-$kver" "$root/vmlinuz"
-ln -sfn "boot/initrd.img-$kver" "$root/initrd.img"
+    die "no kernel and initrd in $tarball"
+image_boot_links "$root" "$kver"
 
 install -m 755 "$agent" "$root/usr/sbin/kiln-agent"
 install -m 644 "$here/kiln-agent.service" "$root/etc/systemd/system/kiln-agent.service"
@@ -115,12 +107,7 @@ rm -f "$root/var/lib/dbus/machine-id"
 rm -rf "$root"/var/lib/cloud/* "$root"/var/log/journal/* "$root"/tmp/* "$root"/root/.bash_history
 chroot "$root" passwd -q -l root >/dev/null
 if awk -F: '$2 != "*" && $2 !~ /^!/ { bad = 1 } END { exit !bad }' "$root/etc/shadow"; then
-    echo "build.sh: an account has a password" >&2
-    exit 1
+    die "an account has a password"
 fi
-echo "$kver" > "$root/etc/kiln-kernel"
 
-rm -f "$out"
-truncate -s 2G "$out"
-mkfs.ext4 -q -F -L kiln-root -E nodiscard -d "$root" "$out"
-echo "kernel $kver"
+image_disk "$root" 2G "$kver"

@@ -11,17 +11,11 @@
 set -eu
 PATH=$PATH:/sbin:/usr/sbin
 
-[ $# -eq 3 ] || { echo "usage: build.sh OUT.raw CACHE_DIR AGENT_BINARY" >&2; exit 2; }
-out=$1 cache=$2 agent=$3
 here=$(cd "$(dirname "$0")" && pwd)
-[ -x "$agent" ] || { echo "build.sh: agent '$agent' is not an executable" >&2; exit 1; }
-for tool in dpkg-deb mkfs.ext4 gzip; do
-    command -v "$tool" >/dev/null || { echo "build.sh: '$tool' not found" >&2; exit 1; }
-done
-
-mkdir -p "$cache"
-work=$(mktemp -d "${TMPDIR:-/tmp}/kiln-tiny.XXXXXX")
-trap 'rm -rf "$work"' EXIT INT TERM
+. "$here/../lib.sh"
+image_args "$@"
+need dpkg-deb mkfs.ext4 gzip
+image_workdir tiny
 
 # ---- the packages (cached) ----
 # debs PATTERN PACKAGE: the cached .deb matching PATTERN, downloaded with
@@ -29,17 +23,16 @@ trap 'rm -rf "$work"' EXIT INT TERM
 deb() {
     _f=$(ls "$cache"/$1 2>/dev/null | sort | tail -n 1 || true)
     if [ -z "$_f" ]; then
-        (cd "$cache" && apt-get download "$2" >&2) ||
-            { echo "build.sh: cannot download '$2'" >&2; exit 1; }
+        (cd "$cache" && apt-get download "$2" >&2) || die "cannot download '$2'"
         _f=$(ls "$cache"/$1 2>/dev/null | sort | tail -n 1 || true)
     fi
-    [ -n "$_f" ] || { echo "build.sh: no '$1' in $cache" >&2; exit 1; }
+    [ -n "$_f" ] || die "no '$1' in $cache"
     echo "$_f"
 }
 kpkg=$(cat "$cache/kernel-package" 2>/dev/null || true)
 if [ -z "$kpkg" ]; then
     kpkg=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-/ { print $2; exit }')
-    [ -n "$kpkg" ] || { echo "build.sh: cannot resolve linux-image-amd64" >&2; exit 1; }
+    [ -n "$kpkg" ] || die "cannot resolve linux-image-amd64"
     echo "$kpkg" > "$cache/kernel-package"
 fi
 kdeb=$(deb "${kpkg}_*.deb" "$kpkg")
@@ -50,7 +43,7 @@ dpkg-deb -x "$bdeb" "$work/bb"
 kver=$(ls "$work/k/lib/modules" | head -n 1)
 mods=$work/k/lib/modules/$kver
 busybox=$work/bb/bin/busybox
-[ -x "$busybox" ] || { echo "build.sh: no busybox in $bdeb" >&2; exit 1; }
+[ -x "$busybox" ] || die "no busybox in $bdeb"
 
 # ---- initramfs: busybox, the modules (dependencies first), /init ----
 ird=$work/initramfs
@@ -65,7 +58,7 @@ addmod() {
     local _p _d # recursive: each call needs its own
     grep -qx "$1" "$work/order" && return 0
     _p=$(modfile "$1")
-    [ -n "$_p" ] || { echo "build.sh: module '$1' not in $kver" >&2; exit 1; }
+    [ -n "$_p" ] || die "module '$1' not in $kver"
     for _d in $(tr '\0' '\n' < "$_p" | sed -n 's/^depends=//p' | tr ',' ' '); do
         addmod "$_d"
     done
@@ -96,8 +89,7 @@ for a in $("$busybox" --list); do
 done
 cp "$mods/../../../boot/vmlinuz-$kver" "$root/boot/vmlinuz-$kver"
 cp "$work/initrd.img" "$root/boot/initrd.img-$kver"
-ln -s "boot/vmlinuz-$kver" "$root/vmlinuz"
-ln -s "boot/initrd.img-$kver" "$root/initrd.img"
+image_boot_links "$root" "$kver"
 cp "$agent" "$root/usr/sbin/kiln-agent"
 cp "$here/init" "$root/sbin/init"
 cp "$here/udhcpc.script" "$root/etc/udhcpc.script"
@@ -108,9 +100,5 @@ chmod 755 "$root/sbin/init" "$root/etc/udhcpc.script" "$root/etc/acpi/PWRF/00000
 echo "root:x:0:0:root:/root:/bin/sh" > "$root/etc/passwd"
 echo "root:x:0:" > "$root/etc/group"
 echo "kiln-tiny" > "$root/etc/hostname"
-echo "$kver" > "$root/etc/kiln-kernel"
 
-rm -f "$out"
-truncate -s 64M "$out"
-mkfs.ext4 -q -F -L kiln-root -E nodiscard -d "$root" "$out"
-echo "kernel $kver"
+image_disk "$root" 64M "$kver"
