@@ -5,6 +5,7 @@
  */
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "common/cleanup.h"
@@ -607,4 +608,279 @@ int registry_bake_layer_prune_list(struct registry *reg, int64_t older_than_ms, 
         *ret_n = k;
     }
     return 0;
+}
+
+/* ---- distribution (migration 12) --------------------------------------- */
+
+static const char *const output_state_names[] = {
+    [BAKE_OUTPUT_PENDING] = "pending",
+    [BAKE_OUTPUT_COPYING] = "copying",
+    [BAKE_OUTPUT_DONE] = "done",
+    [BAKE_OUTPUT_FAILED] = "failed",
+};
+
+const char *registry_bake_output_state_to_string(enum registry_bake_output_state s)
+{
+    return (unsigned)s < ARRAY_SIZE(output_state_names) ? output_state_names[s] : NULL;
+}
+
+/* What the schema accepts as a region: 1 to 64 of [a-z0-9-] (the service
+ * layer's rule, region_name_is_valid(), is stricter). */
+static bool region_ok(const char *s, size_t size)
+{
+    size_t n;
+
+    if (!reg_terminated(s, size) || !s[0])
+        return false;
+    n = strlen(s);
+    if (n > BAKE_REGION_SIZE - 1)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') || s[i] == '-'))
+            return false;
+    return true;
+}
+
+void registry_bake_distribution_release(struct registry_bake_distribution *d)
+{
+    if (!d)
+        return;
+    free(d->spec);
+    d->spec = NULL;
+}
+
+int registry_bake_distribution_set(struct registry *reg, const char *build_id,
+                                   const struct registry_bake_distribution *d,
+                                   const char *const *regions, size_t n_regions, int64_t now_ms)
+{
+    int r = check_build_id(build_id);
+
+    if (r < 0)
+        return r;
+    if (!reg_terminated(d->name, sizeof(d->name)) || !d->name[0] || !reg_printable(d->name))
+        return error_set(EINVAL, "build '%s': malformed name", build_id);
+    if (!region_ok(d->region, sizeof(d->region)))
+        return error_set(EINVAL, "build '%s': malformed region '%.64s'", build_id, d->region);
+    if (!reg_terminated(d->image_id, sizeof(d->image_id)) || !id_is_valid("ami", d->image_id))
+        return error_set(EINVAL, "build '%s': malformed image id '%.*s'", build_id, ID_MAX_SIZE,
+                         d->image_id);
+    if (!d->spec || strlen(d->spec) > BAKE_SPEC_MAX)
+        return error_set(EINVAL,
+                         "build '%s': the distribution spec is missing or longer than "
+                         "%d bytes",
+                         build_id, BAKE_SPEC_MAX);
+    if (n_regions < 1 || strcmp(regions[0], d->region) != 0)
+        return error_set(EINVAL, "build '%s': the first output region must be the build's",
+                         build_id);
+    for (size_t i = 0; i < n_regions; i++) {
+        if (!region_ok(regions[i], strlen(regions[i]) + 1))
+            return error_set(EINVAL, "build '%s': malformed region '%.64s'", build_id, regions[i]);
+        for (size_t k = 0; k < i; k++)
+            if (strcmp(regions[k], regions[i]) == 0)
+                return error_set(EINVAL, "build '%s': region '%s' is named twice", build_id,
+                                 regions[i]);
+    }
+    if (n_regions > UINT32_MAX)
+        return error_set(EINVAL, "build '%s': too many regions", build_id);
+
+    r = registry_begin(reg);
+    if (r < 0)
+        return r;
+    {
+        _cleanup_stmt_ sqlite3_stmt *q = NULL;
+        r = reg_select_by_id(reg, "SELECT image_id FROM bake_builds WHERE id = ?1", "build",
+                             build_id, &q);
+        if (r >= 0 && sqlite3_column_type(q, 0) != SQLITE_NULL)
+            r = error_set(EEXIST, "build '%s' has its distribution recorded already", build_id);
+    }
+    if (r >= 0) {
+        _cleanup_stmt_ sqlite3_stmt *st = NULL;
+        r = reg_prepare(reg,
+                        "UPDATE bake_builds SET name = ?2, region = ?3, image_id = ?4,"
+                        " distribution = ?5, updated = ?6 WHERE id = ?1",
+                        &st);
+        if (r >= 0) {
+            reg_bind_text(st, 1, build_id);
+            reg_bind_text(st, 2, d->name);
+            reg_bind_text(st, 3, d->region);
+            reg_bind_text(st, 4, d->image_id);
+            reg_bind_text(st, 5, d->spec);
+            sqlite3_bind_int64(st, 6, now_ms);
+            r = reg_step_done(reg, st, "cannot record the distribution of build '%s'", build_id);
+        }
+    }
+    for (size_t i = 0; r >= 0 && i < n_regions; i++) {
+        _cleanup_stmt_ sqlite3_stmt *st = NULL;
+        r = reg_prepare(reg,
+                        "INSERT INTO bake_outputs (build_id, seq, region, image_id, state,"
+                        " attempts, error, started, updated)"
+                        " VALUES (?1, ?2, ?3, ?4, 'pending', 0, NULL, 0, ?5)",
+                        &st);
+        if (r < 0)
+            break;
+        reg_bind_text(st, 1, build_id);
+        sqlite3_bind_int64(st, 2, (int64_t)i);
+        reg_bind_text(st, 3, regions[i]);
+        /* The build's own region publishes the build's image. */
+        reg_bind_text(st, 4, i == 0 ? d->image_id : "");
+        sqlite3_bind_int64(st, 5, now_ms);
+        r = reg_step_done(reg, st, "cannot record output region '%s' of build '%s'", regions[i],
+                          build_id);
+    }
+    r = registry_end(reg, r);
+    return r < 0 ? r : 0;
+}
+
+int registry_bake_distribution_get(struct registry *reg, const char *build_id,
+                                   struct registry_bake_distribution *ret)
+{
+    _cleanup_stmt_ sqlite3_stmt *st = NULL;
+    struct registry_bake_distribution d = {0};
+    int r = check_build_id(build_id);
+
+    if (r < 0)
+        return r;
+    r = reg_select_by_id(reg,
+                         "SELECT name, region, image_id, distribution FROM bake_builds"
+                         " WHERE id = ?1",
+                         "build", build_id, &st);
+    if (r < 0)
+        return r;
+    if (sqlite3_column_type(st, 2) == SQLITE_NULL)
+        return error_set(ENOENT, "build '%s' has no distribution recorded", build_id);
+    if (!reg_column_copy(st, 0, d.name, sizeof(d.name)) ||
+        !reg_column_copy(st, 1, d.region, sizeof(d.region)) ||
+        !reg_column_copy(st, 2, d.image_id, sizeof(d.image_id)) ||
+        sqlite3_column_type(st, 3) != SQLITE_TEXT || !id_is_valid("ami", d.image_id))
+        return error_set(EBADMSG, "the distribution of build '%s' is malformed", build_id);
+    d.spec = reg_column_strdup(st, 3);
+    *ret = d;
+    return 0;
+}
+
+#define OUTPUT_COLUMNS "build_id, seq, region, image_id, state, attempts, error, started, updated"
+
+static int read_output(struct registry *reg, sqlite3_stmt *st, void *slot, void *data)
+{
+    struct registry_bake_output *o = slot;
+    int64_t seq = sqlite3_column_int64(st, 1), attempts = sqlite3_column_int64(st, 5);
+    int state;
+
+    (void)reg;
+    (void)data;
+    memset(o, 0, sizeof(*o));
+    state =
+        name_index(output_state_names, ARRAY_SIZE(output_state_names), sqlite3_column_text(st, 4));
+    if (!reg_column_copy(st, 0, o->build_id, sizeof(o->build_id)) || seq < 0 || seq > UINT32_MAX ||
+        !reg_column_copy(st, 2, o->region, sizeof(o->region)) ||
+        !reg_column_copy(st, 3, o->image_id, sizeof(o->image_id)) || state < 0 || attempts < 0 ||
+        attempts > UINT32_MAX || !reg_column_copy(st, 6, o->error, sizeof(o->error)) ||
+        (o->image_id[0] && !id_is_valid("ami", o->image_id)))
+        return error_set(EBADMSG, "output row '%s' of build '%s' is malformed", o->region,
+                         o->build_id);
+    o->seq = (uint32_t)seq;
+    o->state = (enum registry_bake_output_state)state;
+    o->attempts = (uint32_t)attempts;
+    o->started = sqlite3_column_int64(st, 7);
+    o->updated = sqlite3_column_int64(st, 8);
+    return 0;
+}
+
+int registry_bake_output_list(struct registry *reg, const char *build_id,
+                              struct registry_bake_output **ret, size_t *ret_n)
+{
+    static const struct reg_collector c = {
+        .size = sizeof(struct registry_bake_output),
+        .read = read_output,
+        .release = reg_collect_release_free,
+        .what = "build outputs",
+    };
+    _cleanup_stmt_ sqlite3_stmt *st = NULL;
+    int r = check_build_id(build_id);
+
+    if (r < 0)
+        return r;
+    r = reg_prepare(reg,
+                    "SELECT " OUTPUT_COLUMNS " FROM bake_outputs WHERE build_id = ?1"
+                    " ORDER BY seq",
+                    &st);
+    if (r < 0)
+        return r;
+    reg_bind_text(st, 1, build_id);
+    return reg_collect(reg, st, &c, NULL, (void **)ret, ret_n);
+}
+
+int registry_bake_output_update(struct registry *reg, const struct registry_bake_output *o,
+                                int64_t now_ms)
+{
+    char error[BAKE_ERROR_MAX + 1];
+    size_t n = 0;
+    int r = check_build_id(o->build_id);
+
+    if (r < 0)
+        return r;
+    if (!region_ok(o->region, sizeof(o->region)))
+        return error_set(EINVAL, "build '%s': malformed region", o->build_id);
+    if (!registry_bake_output_state_to_string(o->state))
+        return error_set(EINVAL, "build '%s': invalid output state %d", o->build_id, (int)o->state);
+    if (!reg_terminated(o->image_id, sizeof(o->image_id)) ||
+        (o->image_id[0] && !id_is_valid("ami", o->image_id)))
+        return error_set(EINVAL, "build '%s': malformed image id for region '%s'", o->build_id,
+                         o->region);
+    if (o->state == BAKE_OUTPUT_DONE && !o->image_id[0])
+        return error_set(EINVAL, "build '%s': region '%s' cannot be done without an image",
+                         o->build_id, o->region);
+    if (o->started < 0)
+        return error_set(EINVAL, "build '%s': negative start time", o->build_id);
+    /* Keep printable bytes only, truncated (as an entry's error). */
+    for (const char *m = o->error; *m && n < BAKE_ERROR_MAX && m < o->error + sizeof(o->error); m++)
+        error[n++] = (*m < 0x20 || *m == 0x7f) ? ' ' : *m;
+    error[n] = '\0';
+
+    r = registry_begin(reg);
+    if (r < 0)
+        return r;
+    {
+        _cleanup_stmt_ sqlite3_stmt *q = NULL;
+        r = reg_prepare(reg, "SELECT state FROM bake_outputs WHERE build_id = ?1 AND region = ?2",
+                        &q);
+        if (r >= 0) {
+            reg_bind_text(q, 1, o->build_id);
+            reg_bind_text(q, 2, o->region);
+            r = sqlite3_step(q);
+            if (r == SQLITE_DONE)
+                r = error_set(ENOENT, "build '%s' has no output region '%s'", o->build_id,
+                              o->region);
+            else if (r != SQLITE_ROW)
+                r = reg_fail(reg, r, "cannot read output region '%s' of build '%s'", o->region,
+                             o->build_id);
+            else if (strcmp((const char *)sqlite3_column_text(q, 0), "done") == 0)
+                r = error_set(EINVAL, "output region '%s' of build '%s' is done already", o->region,
+                              o->build_id);
+            else
+                r = 0;
+        }
+    }
+    if (r >= 0) {
+        _cleanup_stmt_ sqlite3_stmt *st = NULL;
+        r = reg_prepare(reg,
+                        "UPDATE bake_outputs SET image_id = ?3, state = ?4, attempts = ?5,"
+                        " error = ?6, started = ?7, updated = ?8"
+                        " WHERE build_id = ?1 AND region = ?2",
+                        &st);
+        if (r >= 0) {
+            reg_bind_text(st, 1, o->build_id);
+            reg_bind_text(st, 2, o->region);
+            reg_bind_text(st, 3, o->image_id);
+            reg_bind_text(st, 4, output_state_names[o->state]);
+            sqlite3_bind_int64(st, 5, o->attempts);
+            reg_bind_text(st, 6, n ? error : NULL);
+            sqlite3_bind_int64(st, 7, o->started);
+            sqlite3_bind_int64(st, 8, now_ms);
+            r = reg_step_done(reg, st, "cannot update output region '%s' of build '%s'", o->region,
+                              o->build_id);
+        }
+    }
+    r = registry_end(reg, r);
+    return r < 0 ? r : 0;
 }

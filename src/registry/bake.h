@@ -168,4 +168,80 @@ int registry_bake_layer_delete(struct registry *reg, const struct digest *key);
 int registry_bake_layer_prune_list(struct registry *reg, int64_t older_than_ms, uint64_t max_bytes,
                                    struct registry_bake_layer **ret, size_t *ret_n);
 
+/* ---- distribution (migration 12, docs/baking.md "Distribution") ----
+ *
+ * What a build publishes: the build's columns name, region, image_id and
+ * distribution (the spec as JSON, written and read by src/bake/distribute.c;
+ * the registry only stores it), and one bake_outputs row per region (the
+ * build's own region first), with the state of the image there:
+ *   pending  nothing done yet;
+ *   copying  a CopyImage of the build's image was started (image_id set once
+ *            the copy is accepted; `attempts` numbers the copies);
+ *   done     the image is available there with its permissions, deprecation
+ *            and tags (terminal);
+ *   failed   the last attempt failed (`error` says why); the next
+ *            `kiln bake distribute` tries again. */
+
+#define BAKE_NAME_MAX 256         /* bytes of a build's name */
+#define BAKE_REGION_SIZE 65       /* region names are at most 64 bytes */
+#define BAKE_SPEC_MAX (64 * 1024) /* bytes of a distribution spec */
+
+enum registry_bake_output_state {
+    BAKE_OUTPUT_PENDING,
+    BAKE_OUTPUT_COPYING,
+    BAKE_OUTPUT_DONE,
+    BAKE_OUTPUT_FAILED,
+};
+
+/* "pending", "copying", "done", "failed"; NULL outside the enum. */
+const char *registry_bake_output_state_to_string(enum registry_bake_output_state s);
+
+struct registry_bake_distribution {
+    char name[BAKE_NAME_MAX + 1];  /* the template's name */
+    char region[BAKE_REGION_SIZE]; /* the build's region */
+    char image_id[ID_MAX_SIZE];    /* the build's image there */
+    char *spec;                    /* owned: the distribution spec (JSON) */
+};
+
+void registry_bake_distribution_release(struct registry_bake_distribution *d);
+
+/* Record what build `build_id` publishes, and insert one pending output
+ * row per region of regions[0..n_regions) (regions[0] the build's own
+ * region, the rest in the template's order), in one transaction.
+ * -ENOENT no such build, -EEXIST recorded already, -EINVAL a malformed
+ * value (named). */
+int registry_bake_distribution_set(struct registry *reg, const char *build_id,
+                                   const struct registry_bake_distribution *d,
+                                   const char *const *regions, size_t n_regions, int64_t now_ms);
+
+/* What build `build_id` publishes into *ret (release with
+ * registry_bake_distribution_release()).  -ENOENT no such build, or one
+ * with nothing recorded. */
+int registry_bake_distribution_get(struct registry *reg, const char *build_id,
+                                   struct registry_bake_distribution *ret);
+
+struct registry_bake_output {
+    char build_id[ID_MAX_SIZE];
+    uint32_t seq; /* 0 the build's region, then the template's order */
+    char region[BAKE_REGION_SIZE];
+    char image_id[ID_MAX_SIZE]; /* "" while not known */
+    enum registry_bake_output_state state;
+    uint32_t attempts;              /* copies started (0 for the build's region) */
+    char error[BAKE_ERROR_MAX + 1]; /* "" unless failed (or a copy still waited for) */
+    int64_t started;                /* unix ms the current attempt started, 0 none */
+    int64_t updated;                /* unix ms */
+};
+
+/* The output rows of build `build_id` by seq.  *ret: free() (never NULL
+ * on success). */
+int registry_bake_output_list(struct registry *reg, const char *build_id,
+                              struct registry_bake_output **ret, size_t *ret_n);
+
+/* Write state, image_id, attempts, error (truncated to BAKE_ERROR_MAX
+ * bytes, control characters replaced) and started of the row (o->build_id,
+ * o->region), with updated = now_ms.  A done row is final: changing it is
+ * -EINVAL, as is done without an image id.  -ENOENT no such row. */
+int registry_bake_output_update(struct registry *reg, const struct registry_bake_output *o,
+                                int64_t now_ms);
+
 #endif

@@ -553,6 +553,40 @@ static const char migration_11[] =
     "\n"
     "CREATE INDEX bake_layers_last_used ON bake_layers (last_used);\n";
 
+/* Bake distribution (src/registry/bake.c, src/bake/distribute.c): what a
+ * build publishes (its name, region, image and distribution spec as JSON,
+ * NULL until recorded) and the state of its image in each region. */
+static const char migration_12[] =
+    "ALTER TABLE bake_builds ADD COLUMN name TEXT\n"
+    "    CHECK (name IS NULL OR length(name) BETWEEN 1 AND 256);\n"
+    "ALTER TABLE bake_builds ADD COLUMN region TEXT\n"
+    "    CHECK (region IS NULL OR (length(region) BETWEEN 1 AND 64\n"
+    "                              AND region NOT GLOB '*[^a-z0-9-]*'));\n"
+    "ALTER TABLE bake_builds ADD COLUMN image_id TEXT\n"
+    "    CHECK (image_id IS NULL OR (length(image_id) = 21 AND substr(image_id, 1, 4) = 'ami-'\n"
+    "                                AND substr(image_id, 5) NOT GLOB '*[^0-9a-f]*'));\n"
+    "ALTER TABLE bake_builds ADD COLUMN distribution TEXT\n"
+    "    CHECK (distribution IS NULL OR length(distribution) <= 65536);\n"
+    "\n"
+    "CREATE TABLE bake_outputs (\n"
+    "    build_id TEXT NOT NULL REFERENCES bake_builds (id) ON DELETE CASCADE,\n"
+    "    seq      INTEGER NOT NULL CHECK (seq >= 0),\n"
+    "    region   TEXT NOT NULL\n"
+    "             CHECK (length(region) BETWEEN 1 AND 64 AND region NOT GLOB '*[^a-z0-9-]*'),\n"
+    "    image_id TEXT NOT NULL\n"
+    "             CHECK (image_id = '' OR (length(image_id) = 21\n"
+    "                    AND substr(image_id, 1, 4) = 'ami-'\n"
+    "                    AND substr(image_id, 5) NOT GLOB '*[^0-9a-f]*')),\n"
+    "    state    TEXT NOT NULL CHECK (state IN ('pending', 'copying', 'done', 'failed')),\n"
+    "    attempts INTEGER NOT NULL CHECK (attempts >= 0),\n"
+    "    error    TEXT CHECK (error IS NULL OR length(error) <= 1024),\n"
+    "    started  INTEGER NOT NULL CHECK (started >= 0),\n"
+    "    updated  INTEGER NOT NULL CHECK (updated >= 0),\n"
+    "    CHECK (state != 'done' OR image_id != ''),\n"
+    "    PRIMARY KEY (build_id, region),\n"
+    "    UNIQUE (build_id, seq)\n"
+    ") STRICT, WITHOUT ROWID;\n";
+
 static const struct reg_migration migrations[] = {
     { 1, "snapshots, tags and settings", migration_1 },
     { 2, "images, block devices and launch permissions", migration_2 },
@@ -565,6 +599,7 @@ static const struct reg_migration migrations[] = {
     { 9, "instances, key pairs and security groups", migration_9 },
     { 10, "the time an instance became terminated", migration_10 },
     { 11, "image baking: builds, their journal, the layer cache", migration_11 },
+    { 12, "bake distribution: what a build publishes, per region", migration_12 },
 };
 
 _Static_assert(REGISTRY_APPLICATION_ID == 1802071150, "migration 1 stamps this application id");
