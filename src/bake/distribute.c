@@ -26,7 +26,6 @@
 #include "registry/jobs.h"
 #include "service/service.h"
 
-#define SPEC_VERSION 1
 #define POLL_MS 200
 #define MS_PER_MINUTE 60000
 #define TAG_KEY_MAX 128
@@ -53,123 +52,15 @@ static int64_t now_ms(void)
 
 /* ---- the spec: a small JSON object on the build row ---- */
 
-struct spec {
-    char **users; /* account ids */
-    size_t n_users;
-    bool is_public;
-    int64_t deprecate_at; /* unix ms, 0: none */
-    struct registry_tag *tags, *snapshot_tags;
-    size_t n_tags, n_snapshot_tags;
-};
-
-static void tags_release(struct registry_tag *t, size_t n)
+void bake_distribution_spec_release(struct bake_distribution_spec *s)
 {
-    for (size_t i = 0; i < n; i++) {
-        free(t[i].key);
-        free(t[i].value);
-    }
-    free(t);
-}
-
-static void spec_release(struct spec *s)
-{
-    for (size_t i = 0; i < s->n_users; i++)
-        free(s->users[i]);
-    free(s->users);
-    tags_release(s->tags, s->n_tags);
-    tags_release(s->snapshot_tags, s->n_snapshot_tags);
+    for (size_t i = 0; i < s->n_user_ids; i++)
+        free(s->user_ids[i]);
+    free(s->user_ids);
+    registry_tag_list_free(s->tags, s->n_tags);
+    registry_tag_list_free(s->snapshot_tags, s->n_snapshot_tags);
     memset(s, 0, sizeof(*s));
 }
-
-/* A tag map as a JSON object. */
-static void put_tags(FILE *f, const struct bake_kvs *kv)
-{
-    fputc('{', f);
-    for (size_t i = 0; i < kv->n; i++) {
-        if (i)
-            fputc(',', f);
-        json_fput_string(f, kv->items[i].key);
-        fputc(':', f);
-        json_fput_string(f, kv->items[i].value);
-    }
-    fputc('}', f);
-}
-
-static int spec_bad(const char *build_id, const char *what)
-{
-    return error_set(EBADMSG, "the distribution spec of build '%s' is malformed: %s", build_id,
-                     what);
-}
-
-static int read_tags(const struct json_value *v, const char *build_id, struct registry_tag **ret,
-                     size_t *ret_n)
-{
-    struct registry_tag *t;
-
-    if (!v || v->type != JSON_OBJECT)
-        return spec_bad(build_id, "tags are not an object");
-    t = xcalloc(v->n + 1, sizeof(*t));
-    for (size_t i = 0; i < v->n; i++) {
-        if (v->items[i].type != JSON_STRING) {
-            tags_release(t, i);
-            return spec_bad(build_id, "a tag value is not a string");
-        }
-        t[i].key = xstrdup(v->keys[i]);
-        t[i].value = xstrdup(v->items[i].string);
-    }
-    *ret = t;
-    *ret_n = v->n;
-    return 0;
-}
-
-static int spec_parse(const char *text, const char *build_id, struct spec *ret)
-{
-    _cleanup_(json_freep) struct json_value *root = NULL;
-    const struct json_value *v, *users, *groups, *at;
-    struct spec s = {0};
-    int e;
-
-    e = json_parse(text, strlen(text), &root);
-    if (e < 0)
-        return spec_bad(build_id, error_message() ? error_message() : "not JSON");
-    v = json_get(root, "version");
-    if (!v || !v->is_integer || v->integer != SPEC_VERSION)
-        return spec_bad(build_id, "unknown version");
-    users = json_get(root, "user_ids");
-    groups = json_get(root, "groups");
-    at = json_get(root, "deprecate_at");
-    if (!users || users->type != JSON_ARRAY || !groups || groups->type != JSON_ARRAY || !at ||
-        !at->is_integer || at->integer < 0)
-        return spec_bad(build_id, "user_ids, groups or deprecate_at");
-    s.users = xcalloc(users->n + 1, sizeof(*s.users));
-    for (size_t i = 0; i < users->n; i++) {
-        if (users->items[i].type != JSON_STRING) {
-            spec_release(&s);
-            return spec_bad(build_id, "an account id is not a string");
-        }
-        s.users[s.n_users++] = xstrdup(users->items[i].string);
-    }
-    for (size_t i = 0; i < groups->n; i++) {
-        if (groups->items[i].type != JSON_STRING || strcmp(groups->items[i].string, "all") != 0) {
-            spec_release(&s);
-            return spec_bad(build_id, "a group is not \"all\"");
-        }
-        s.is_public = true;
-    }
-    s.deprecate_at = at->integer;
-    e = read_tags(json_get(root, "tags"), build_id, &s.tags, &s.n_tags);
-    if (e >= 0)
-        e = read_tags(json_get(root, "snapshot_tags"), build_id, &s.snapshot_tags,
-                      &s.n_snapshot_tags);
-    if (e < 0) {
-        spec_release(&s);
-        return e;
-    }
-    *ret = s;
-    return 0;
-}
-
-/* ---- recording ---- */
 
 static bool account_ok(const char *s)
 {
@@ -181,7 +72,7 @@ static bool account_ok(const char *s)
     return n == 12;
 }
 
-/* Code points of a UTF-8 string (the template reader checked it). */
+/* Code points of a UTF-8 string (the JSON reader checked it). */
 static size_t utf8_chars(const char *s)
 {
     size_t n = 0;
@@ -192,25 +83,199 @@ static size_t utf8_chars(const char *s)
     return n;
 }
 
-/* EC2's tag rules (as src/api/tags.c checks them), for `place`. */
-static int check_tags(const struct bake_kvs *kv, const char *place)
+/* EC2's rules for one tag (as src/api/tags.c checks them), `place` naming
+ * where it comes from. */
+static int check_tag(int err, const char *place, const char *k, const char *v)
 {
+    size_t n = utf8_chars(k);
+
+    if (n == 0 || n > TAG_KEY_MAX)
+        return error_set(err, "%s: a tag key must be 1 to %d characters long", place, TAG_KEY_MAX);
+    if (strncmp(k, "aws:", 4) == 0)
+        return error_set(err, "%s.%s: tag keys starting with 'aws:' are reserved", place, k);
+    if (utf8_chars(v) > TAG_VALUE_MAX)
+        return error_set(err, "%s.%s: a tag value must be at most %d characters long", place, k,
+                         TAG_VALUE_MAX);
+    return 0;
+}
+
+static int check_kvs(const struct bake_kvs *kv, const char *place)
+{
+    int e = 0;
+
     if (kv->n > BAKE_DISTRIBUTE_TAGS_MAX)
         return error_set(EINVAL, "%s: %zu tags, at most %d", place, kv->n,
                          BAKE_DISTRIBUTE_TAGS_MAX);
-    for (size_t i = 0; i < kv->n; i++) {
-        const char *k = kv->items[i].key, *v = kv->items[i].value;
-        size_t n = utf8_chars(k);
-        if (n == 0 || n > TAG_KEY_MAX)
-            return error_set(EINVAL, "%s: a tag key must be 1 to %d characters long", place,
-                             TAG_KEY_MAX);
-        if (strncmp(k, "aws:", 4) == 0)
-            return error_set(EINVAL, "%s.%s: tag keys starting with 'aws:' are reserved", place, k);
-        if (utf8_chars(v) > TAG_VALUE_MAX)
-            return error_set(EINVAL, "%s.%s: a tag value must be at most %d characters long", place,
-                             k, TAG_VALUE_MAX);
+    for (size_t i = 0; e >= 0 && i < kv->n; i++)
+        e = check_tag(EINVAL, place, kv->items[i].key, kv->items[i].value);
+    return e;
+}
+
+static void put_tags(FILE *f, const struct registry_tag *t, size_t n)
+{
+    fputc('{', f);
+    for (size_t i = 0; i < n; i++) {
+        if (i)
+            fputc(',', f);
+        json_fput_string(f, t[i].key);
+        fputc(':', f);
+        json_fput_string(f, t[i].value);
     }
+    fputc('}', f);
+}
+
+int bake_distribution_spec_write(const struct bake_distribution_spec *s, char **ret)
+{
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+
+    if (!f)
+        return error_set(ENOMEM, "cannot write a distribution spec: %s", strerror(errno));
+    fprintf(f, "{\"version\":%d,\"user_ids\":[", BAKE_SPEC_VERSION);
+    for (size_t i = 0; i < s->n_user_ids; i++) {
+        if (i)
+            fputc(',', f);
+        json_fput_string(f, s->user_ids[i]);
+    }
+    fprintf(f, "],\"groups\":[%s],\"deprecate_at\":%lld,\"deprecate_after_s\":%llu",
+            s->is_public ? "\"all\"" : "", (long long)s->deprecate_at,
+            (unsigned long long)s->deprecate_after_s);
+    fputs(",\"tags\":", f);
+    put_tags(f, s->tags, s->n_tags);
+    fputs(",\"snapshot_tags\":", f);
+    put_tags(f, s->snapshot_tags, s->n_snapshot_tags);
+    fputc('}', f);
+    if (fclose(f) != 0) {
+        free(text);
+        return error_set(ENOMEM, "cannot write a distribution spec");
+    }
+    if (len > BAKE_SPEC_MAX) {
+        free(text);
+        return error_set(EINVAL, "the distribution spec takes %zu bytes, more than %d", len,
+                         BAKE_SPEC_MAX);
+    }
+    *ret = text;
     return 0;
+}
+
+static int bad(const char *what)
+{
+    return error_set(EBADMSG, "malformed distribution spec: %s", what);
+}
+
+static int read_tags(const struct json_value *v, const char *place, struct registry_tag **ret,
+                     size_t *ret_n)
+{
+    struct registry_tag *t;
+    int e = 0;
+
+    if (!v || v->type != JSON_OBJECT)
+        return error_set(EBADMSG, "malformed distribution spec: %s is not an object", place);
+    if (v->n > BAKE_DISTRIBUTE_TAGS_MAX)
+        return error_set(EBADMSG, "malformed distribution spec: %s has more than %d tags", place,
+                         BAKE_DISTRIBUTE_TAGS_MAX);
+    t = xcalloc(v->n + 1, sizeof(*t));
+    for (size_t i = 0; e >= 0 && i < v->n; i++) {
+        if (v->items[i].type != JSON_STRING) {
+            e = error_set(EBADMSG, "malformed distribution spec: %s.%s is not a string", place,
+                          v->keys[i]);
+            break;
+        }
+        e = check_tag(EBADMSG, place, v->keys[i], v->items[i].string);
+        if (e < 0) {
+            _cleanup_free_ char *why = xstrdup(error_message());
+            e = error_set(EBADMSG, "malformed distribution spec: %s", why);
+            break;
+        }
+        t[i].key = xstrdup(v->keys[i]);
+        t[i].value = xstrdup(v->items[i].string);
+    }
+    if (e < 0) {
+        registry_tag_list_free(t, v->n);
+        return e;
+    }
+    *ret = t;
+    *ret_n = v->n;
+    return 0;
+}
+
+int bake_distribution_spec_parse(const char *text, size_t len, struct bake_distribution_spec *ret)
+{
+    static const char *const keys[] = {"version",          "user_ids", "groups",
+                                       "deprecate_at",     "tags",     "snapshot_tags",
+                                       "deprecate_after_s"};
+    _cleanup_(json_freep) struct json_value *root = NULL;
+    const struct json_value *v, *users, *groups, *at, *after;
+    struct bake_distribution_spec s = {0};
+    int e;
+
+    if (len > BAKE_SPEC_MAX)
+        return bad("too long");
+    e = json_parse(text, len, &root);
+    if (e < 0)
+        return error_set(EBADMSG, "malformed distribution spec: %s",
+                         error_message() ? error_message() : "not JSON");
+    if (root->type != JSON_OBJECT)
+        return bad("not an object");
+    for (size_t i = 0; i < root->n; i++) {
+        bool known = false;
+        for (size_t k = 0; k < ARRAY_SIZE(keys); k++)
+            known = known || strcmp(root->keys[i], keys[k]) == 0;
+        if (!known)
+            return error_set(EBADMSG, "malformed distribution spec: unknown key '%.64s'",
+                             root->keys[i]);
+    }
+    v = json_get(root, "version");
+    if (!v || v->type != JSON_NUMBER || !v->is_integer || v->integer != BAKE_SPEC_VERSION)
+        return bad("not version 1");
+    users = json_get(root, "user_ids");
+    groups = json_get(root, "groups");
+    at = json_get(root, "deprecate_at");
+    after = json_get(root, "deprecate_after_s");
+    if (!users || users->type != JSON_ARRAY || users->n > BAKE_DISTRIBUTE_USERS_MAX)
+        return bad("user_ids is not an array of at most 100 account ids");
+    if (!groups || groups->type != JSON_ARRAY || groups->n > 1 ||
+        (groups->n == 1 &&
+         (groups->items[0].type != JSON_STRING || strcmp(groups->items[0].string, "all") != 0)))
+        return bad("groups is not [] or [\"all\"]");
+    if (!at || at->type != JSON_NUMBER || !at->is_integer || at->integer < 0 || !after ||
+        after->type != JSON_NUMBER || !after->is_integer || after->integer < 0)
+        return bad("deprecate_at or deprecate_after_s is not an integer >= 0");
+    s.user_ids = xcalloc(users->n + 1, sizeof(*s.user_ids));
+    for (size_t i = 0; i < users->n; i++) {
+        if (users->items[i].type != JSON_STRING || !account_ok(users->items[i].string)) {
+            bake_distribution_spec_release(&s);
+            return bad("user_ids holds something that is not a 12-digit account id");
+        }
+        s.user_ids[s.n_user_ids++] = xstrdup(users->items[i].string);
+    }
+    s.is_public = groups->n == 1;
+    s.deprecate_at = at->integer;
+    s.deprecate_after_s = (uint64_t)after->integer;
+    e = read_tags(json_get(root, "tags"), "tags", &s.tags, &s.n_tags);
+    if (e >= 0)
+        e = read_tags(json_get(root, "snapshot_tags"), "snapshot_tags", &s.snapshot_tags,
+                      &s.n_snapshot_tags);
+    if (e < 0) {
+        bake_distribution_spec_release(&s);
+        return e;
+    }
+    *ret = s;
+    return 0;
+}
+
+/* ---- recording ---- */
+
+static struct registry_tag *tags_from_kvs(const struct bake_kvs *kv)
+{
+    struct registry_tag *t = xcalloc(kv->n + 1, sizeof(*t));
+
+    for (size_t i = 0; i < kv->n; i++) {
+        t[i].key = xstrdup(kv->items[i].key);
+        t[i].value = xstrdup(kv->items[i].value);
+    }
+    return t;
 }
 
 int bake_distribution_record(struct registry *reg, const char *build_id, const char *region,
@@ -220,11 +285,10 @@ int bake_distribution_record(struct registry *reg, const char *build_id, const c
     const struct bake_strv *users = &t->distribution.user_ids;
     const struct bake_strv *groups = &t->distribution.groups;
     struct registry_bake_distribution d = {0};
+    struct bake_distribution_spec spec = {0};
     _cleanup_free_ const char **out = NULL;
-    char *spec = NULL;
-    size_t spec_len = 0, n_out = 0, n_users = 0;
-    FILE *f;
-    int64_t at = 0;
+    char *text = NULL;
+    size_t n_out = 0;
     int e;
 
     if (!region || !region_name_is_valid(region))
@@ -264,15 +328,36 @@ int bake_distribution_record(struct registry *reg, const char *build_id, const c
                              "distribution.launch_permission.groups[%zu]: '%.40s': the only "
                              "group is \"all\"",
                              i, groups->items[i]);
-    e = check_tags(&t->output.tags, "output.tags");
+    e = check_kvs(&t->output.tags, "output.tags");
     if (e >= 0)
-        e = check_tags(&t->output.snapshot_tags, "output.snapshot_tags");
+        e = check_kvs(&t->output.snapshot_tags, "output.snapshot_tags");
     if (e < 0)
         return e;
-    if (t->distribution.deprecate_after_s) {
-        at = now_ms() + (int64_t)t->distribution.deprecate_after_s * 1000;
-        at = (at + MS_PER_MINUTE / 2) / MS_PER_MINUTE * MS_PER_MINUTE;
+
+    /* The spec: accounts without duplicates, the deprecation time fixed
+     * now (rounded to the minute, as EC2 does), the tags. */
+    spec.user_ids = xcalloc(users->n + 1, sizeof(*spec.user_ids));
+    for (size_t i = 0; i < users->n; i++) {
+        bool dup = false;
+        for (size_t k = 0; k < spec.n_user_ids; k++)
+            dup = dup || strcmp(spec.user_ids[k], users->items[i]) == 0;
+        if (!dup)
+            spec.user_ids[spec.n_user_ids++] = xstrdup(users->items[i]);
     }
+    spec.is_public = groups->n > 0;
+    spec.deprecate_after_s = t->distribution.deprecate_after_s;
+    if (spec.deprecate_after_s) {
+        int64_t at = now_ms() + (int64_t)spec.deprecate_after_s * 1000;
+        spec.deprecate_at = (at + MS_PER_MINUTE / 2) / MS_PER_MINUTE * MS_PER_MINUTE;
+    }
+    spec.tags = tags_from_kvs(&t->output.tags);
+    spec.n_tags = t->output.tags.n;
+    spec.snapshot_tags = tags_from_kvs(&t->output.snapshot_tags);
+    spec.n_snapshot_tags = t->output.snapshot_tags.n;
+    e = bake_distribution_spec_write(&spec, &text);
+    bake_distribution_spec_release(&spec);
+    if (e < 0)
+        return e;
 
     /* The build's region first, then the others in the template's order. */
     out = xcalloc(regions->n + 1, sizeof(*out));
@@ -280,44 +365,12 @@ int bake_distribution_record(struct registry *reg, const char *build_id, const c
     for (size_t i = 0; i < regions->n; i++)
         if (strcmp(regions->items[i], region) != 0)
             out[n_out++] = regions->items[i];
-
-    f = open_memstream(&spec, &spec_len);
-    if (!f)
-        return error_set(ENOMEM, "cannot write the distribution spec: %s", strerror(errno));
-    fprintf(f, "{\"version\":%d,\"user_ids\":[", SPEC_VERSION);
-    for (size_t i = 0; i < users->n; i++) {
-        bool dup = false;
-        for (size_t k = 0; k < i; k++)
-            dup = dup || strcmp(users->items[k], users->items[i]) == 0;
-        if (dup)
-            continue;
-        if (n_users++)
-            fputc(',', f);
-        json_fput_string(f, users->items[i]);
-    }
-    fprintf(f, "],\"groups\":[%s],\"deprecate_at\":%lld,\"deprecate_after_s\":%llu",
-            groups->n ? "\"all\"" : "", (long long)at,
-            (unsigned long long)t->distribution.deprecate_after_s);
-    fputs(",\"tags\":", f);
-    put_tags(f, &t->output.tags);
-    fputs(",\"snapshot_tags\":", f);
-    put_tags(f, &t->output.snapshot_tags);
-    fputc('}', f);
-    if (fclose(f) != 0) {
-        free(spec);
-        return error_set(ENOMEM, "cannot write the distribution spec");
-    }
-
     snprintf(d.name, sizeof(d.name), "%s", t->name);
     snprintf(d.region, sizeof(d.region), "%s", region);
     snprintf(d.image_id, sizeof(d.image_id), "%s", image_id);
-    d.spec = spec;
-    if (spec_len > BAKE_SPEC_MAX)
-        e = error_set(EINVAL, "distribution: the spec takes %zu bytes, more than %d", spec_len,
-                      BAKE_SPEC_MAX);
-    else
-        e = registry_bake_distribution_set(reg, build_id, &d, out, n_out, now_ms());
-    free(spec);
+    d.spec = text;
+    e = registry_bake_distribution_set(reg, build_id, &d, out, n_out, now_ms());
+    free(text);
     return e;
 }
 
@@ -329,7 +382,7 @@ struct dist {
     struct registry_bake_build build;
     struct registry_bake_distribution rec;
     struct registry_image *source; /* the build's image in its region */
-    struct spec spec;
+    struct bake_distribution_spec spec;
     struct registry_bake_output *outs;
     size_t n_outs;
     struct region **regions; /* per output; [0] is home (borrowed) */
@@ -431,8 +484,9 @@ static int apply(struct dist *d, struct region *r, const char *id)
                           "(DisableImageBlockPublicAccess, then retry)",
                           id, r->name, d->build.owner);
     }
-    for (size_t i = 0; e >= 0 && i < d->spec.n_users; i++)
-        e = registry_image_permission_add(r->reg, id, REGISTRY_PERMISSION_USER, d->spec.users[i]);
+    for (size_t i = 0; e >= 0 && i < d->spec.n_user_ids; i++)
+        e = registry_image_permission_add(r->reg, id, REGISTRY_PERMISSION_USER,
+                                          d->spec.user_ids[i]);
     if (e >= 0 && d->spec.is_public)
         e = registry_image_permission_add(r->reg, id, REGISTRY_PERMISSION_GROUP, "all");
     if (e >= 0 && d->spec.deprecate_at && img->deprecation_time != d->spec.deprecate_at) {
@@ -877,9 +931,11 @@ static int load(struct dist *d)
     e = registry_bake_distribution_get(d->home->reg, o->build_id, &d->rec);
     if (e < 0)
         return e;
-    e = spec_parse(d->rec.spec, o->build_id, &d->spec);
-    if (e < 0)
-        return e;
+    e = bake_distribution_spec_parse(d->rec.spec, strlen(d->rec.spec), &d->spec);
+    if (e < 0) {
+        _cleanup_free_ char *why = xstrdup(error_message() ? error_message() : "");
+        return error_set(e, "build '%s': %s", o->build_id, why);
+    }
     e = registry_bake_output_list(d->home->reg, o->build_id, &d->outs, &d->n_outs);
     if (e < 0)
         return e;
@@ -944,7 +1000,7 @@ out:
     free(d.waiting);
     free(d.outs);
     registry_image_free(d.source);
-    spec_release(&d.spec);
+    bake_distribution_spec_release(&d.spec);
     registry_bake_distribution_release(&d.rec);
     region_free(d.home);
     strbuf_release(&d.failures);

@@ -53,7 +53,9 @@
 #ifndef KILN_BAKE_DISTRIBUTE_H
 #define KILN_BAKE_DISTRIBUTE_H
 
+#include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "bake/template.h"
 #include "registry/bake.h"
@@ -62,6 +64,37 @@
 #define BAKE_DISTRIBUTE_REGIONS_MAX 64            /* regions a template may name */
 #define BAKE_DISTRIBUTE_USERS_MAX 100             /* launch permission accounts */
 #define BAKE_DISTRIBUTE_TAGS_MAX 50               /* tags per resource, as EC2 */
+
+/* The distribution spec as the build row keeps it (docs/formats.md, "Bake
+ * distribution"): one JSON object, version BAKE_SPEC_VERSION. */
+#define BAKE_SPEC_VERSION 1
+
+struct registry_tag;
+
+struct bake_distribution_spec {
+    char **user_ids; /* 12-digit account ids given a launch permission */
+    size_t n_user_ids;
+    bool is_public;                            /* the launch permission group "all" */
+    int64_t deprecate_at;                      /* unix ms, 0: none */
+    uint64_t deprecate_after_s;                /* what the template said (for the manifest) */
+    struct registry_tag *tags, *snapshot_tags; /* on the image, on its snapshots */
+    size_t n_tags, n_snapshot_tags;
+};
+
+/* Write s as its JSON text into *ret (the caller frees it).  -EINVAL when
+ * it takes more than BAKE_SPEC_MAX bytes. */
+int bake_distribution_spec_write(const struct bake_distribution_spec *s, char **ret);
+
+/* Read a spec from text[0..len) (need not be NUL-terminated) strictly:
+ * version 1, no unknown key, account ids of 12 digits (at most
+ * BAKE_DISTRIBUTE_USERS_MAX), groups [] or ["all"], times >= 0, tags by
+ * EC2's rules (at most BAKE_DISTRIBUTE_TAGS_MAX each).  Anything else is
+ * -EBADMSG with a message (`malformed distribution spec: ...`).  *ret is
+ * released with bake_distribution_spec_release().  Fuzzed by
+ * tests/fuzz/fuzz-distribution-spec.c (write after parse reads back the
+ * same). */
+int bake_distribution_spec_parse(const char *text, size_t len, struct bake_distribution_spec *ret);
+void bake_distribution_spec_release(struct bake_distribution_spec *s);
 
 /* Record what build `build_id` publishes: its image `image_id` in its
  * region `region`, and t->distribution with t->output.tags and

@@ -283,6 +283,64 @@ static void test_record_refusals(struct region *home, const char *ami)
     bake_template_free(t);
 }
 
+/* The spec reader: what the writer makes reads back; refusals say why. */
+static void test_spec(void)
+{
+    static const char full[] =
+        "{\"version\":1,\"user_ids\":[\"111122223333\"],\"groups\":[\"all\"],"
+        "\"deprecate_at\":1767225600000,\"deprecate_after_s\":2592000,"
+        "\"tags\":{\"app\":\"w\\\"eb\"},\"snapshot_tags\":{\"layer\":\"root\"}}";
+    static const struct {
+        const char *text, *why;
+    } bad[] = {
+        {"{\"version\":2,\"user_ids\":[],\"groups\":[],\"deprecate_at\":0,"
+         "\"deprecate_after_s\":0,\"tags\":{},\"snapshot_tags\":{}}",
+         "not version 1"},
+        {"{\"version\":1,\"user_ids\":[\"12345\"],\"groups\":[],\"deprecate_at\":0,"
+         "\"deprecate_after_s\":0,\"tags\":{},\"snapshot_tags\":{}}",
+         "not a 12-digit account id"},
+        {"{\"version\":1,\"user_ids\":[],\"groups\":[\"everyone\"],\"deprecate_at\":0,"
+         "\"deprecate_after_s\":0,\"tags\":{},\"snapshot_tags\":{}}",
+         "groups is not"},
+        {"{\"version\":1,\"user_ids\":[],\"groups\":[],\"deprecate_at\":-1,"
+         "\"deprecate_after_s\":0,\"tags\":{},\"snapshot_tags\":{}}",
+         "is not an integer >= 0"},
+        {"{\"version\":1,\"user_ids\":[],\"groups\":[],\"deprecate_at\":0,"
+         "\"deprecate_after_s\":0,\"tags\":{\"aws:x\":\"y\"},\"snapshot_tags\":{}}",
+         "tags.aws:x: tag keys starting with 'aws:' are reserved"},
+        {"{\"version\":1,\"user_ids\":[],\"groups\":[],\"deprecate_at\":0,"
+         "\"deprecate_after_s\":0,\"tags\":{},\"snapshot_tags\":{\"k\":1}}",
+         "snapshot_tags.k is not a string"},
+        {"{\"version\":1,\"user_ids\":[],\"groups\":[],\"deprecate_at\":0,"
+         "\"deprecate_after_s\":0,\"tags\":{},\"snapshot_tags\":{},\"x\":1}",
+         "unknown key 'x'"},
+        {"{\"version\":1,", "malformed distribution spec"},
+        {"[]", "not an object"},
+    };
+    struct bake_distribution_spec sp = {0};
+    char *text = NULL;
+    int e = bake_distribution_spec_parse(full, strlen(full), &sp);
+
+    is_int(e, 0, "a spec reads");
+    if (e == 0) {
+        ok(sp.n_user_ids == 1 && strcmp(sp.user_ids[0], USER) == 0, "its account");
+        ok(sp.is_public, "public");
+        ok(sp.deprecate_at == 1767225600000LL && sp.deprecate_after_s == 2592000,
+           "its deprecation");
+        ok(sp.n_tags == 1 && strcmp(sp.tags[0].value, "w\"eb") == 0, "its tag, unescaped");
+        is_int(bake_distribution_spec_write(&sp, &text), 0, "and writes");
+        is_str(text, full, "the same text");
+    }
+    free(text);
+    bake_distribution_spec_release(&sp);
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        error_clear();
+        e = bake_distribution_spec_parse(bad[i].text, strlen(bad[i].text), &sp);
+        ok(e == -EBADMSG && error_message() && strstr(error_message(), bad[i].why),
+           "refused, %s: %s", bad[i].why, error_message() ? error_message() : "(none)");
+    }
+}
+
 int main(void)
 {
     struct service_image_import_options io = {
@@ -309,6 +367,7 @@ int main(void)
     e = service_image_import(home, path, &io, ami, snap);
     is_int(e, 0, "imported image %s", ami);
 
+    test_spec();
     test_record_refusals(home, ami);
 
     /* ---- record, then a first distribute with eu-north-1 blocked ---- */
