@@ -212,6 +212,7 @@ struct build {
     char snap[ID_MAX_SIZE];       /* the current snapshot */
     uint32_t snap_seq;            /* its journal entry when not released (0: none) */
     struct digest key;            /* its cache key */
+    struct digest check_key;      /* the key after the validate steps */
     char instance[ID_MAX_SIZE];   /* the build instance at the state, "" when none */
     struct agent_client *agent;   /* connected to it */
     unsigned n_run;               /* steps that ran (not cached) */
@@ -1217,6 +1218,9 @@ static int cache_insert(struct build *b, const struct bake_step *s, const struct
         e = registry_bake_layer_insert(b->r->reg, &l);
     if (e >= 0)
         e = bake_journal_release(b->r->reg, b->id, seq);
+    /* the cache's now, not the build's: its kiln:bake-layer tag stays */
+    if (e >= 0)
+        e = registry_tag_delete(b->r->reg, snap, BAKE_BUILD_TAG, NULL);
     e = registry_end(b->r->reg, e);
     if (e == -EEXIST) { /* a concurrent bake cached it first: ours is scratch */
         error_clear();
@@ -1435,6 +1439,52 @@ fail:
     return e;
 }
 
+/* Checks (validate steps, tests) are cached too: their key chains the
+ * state's key with each check step, and a passed check leaves a marker
+ * layer of that key on the same snapshot.  A rebuild with no change thus
+ * boots nothing. */
+static int checks_key(struct build *b, const struct digest *from, const struct bake_step *steps,
+                      size_t n, bool validate_phase, struct digest *ret)
+{
+    *ret = *from;
+    for (size_t i = 0; i < n; i++) {
+        if (validate_phase && steps[i].phase != BAKE_PHASE_VALIDATE)
+            continue;
+        int e = step_key(b, &steps[i], ret, ret);
+        if (e < 0)
+            return e;
+    }
+    return 0;
+}
+
+static bool marker_present(struct build *b, const struct digest *key)
+{
+    struct registry_bake_layer l;
+
+    if (!b->use_cache || registry_bake_layer_get(b->r->reg, key, &l) < 0) {
+        error_clear();
+        return false;
+    }
+    if (strcmp(l.snapshot_id, b->snap) != 0)
+        return false;
+    registry_bake_layer_touch(b->r->reg, key, wall_ms());
+    return true;
+}
+
+static void marker_set(struct build *b, const struct digest *key, const char *what)
+{
+    struct registry_bake_layer l = {.key = *key, .created = wall_ms(), .has_parent = true,
+                                    .parent_key = b->key};
+
+    if (!b->use_cache)
+        return;
+    l.last_used = l.created;
+    snprintf(l.snapshot_id, sizeof(l.snapshot_id), "%s", b->snap);
+    snprintf(l.summary, sizeof(l.summary), "%s: %s passed", b->t->name, what);
+    if (registry_bake_layer_insert(b->r->reg, &l) < 0)
+        error_clear(); /* a marker lost costs a rerun, nothing else */
+}
+
 static int run_validate_step(struct build *b, size_t i, const struct bake_step *s)
 {
     uint64_t t0 = now_ns();
@@ -1567,9 +1617,21 @@ static int publish(struct build *b)
         return e;
     out(b, "image %s registered (pending) from %s\n", b->res->image_id, b->snap);
     if (t->has_tests && t->tests.n_steps) {
-        e = run_tests(b, b->res->image_id);
+        struct digest tkey;
+        e = checks_key(b, &b->check_key, t->tests.steps, t->tests.n_steps, false, &tkey);
         if (e < 0)
             return e;
+        if (marker_present(b, &tkey)) {
+            out(b, "tests: passed before on this very state (%zu steps): cached\n",
+                t->tests.n_steps);
+            b->res->n_tests = b->res->tests_passed = t->tests.n_steps;
+            b->res->tests_cached = true;
+        } else {
+            e = run_tests(b, b->res->image_id);
+            if (e < 0)
+                return e;
+            marker_set(b, &tkey, "tests");
+        }
     }
     for (size_t i = 0; i < t->output.snapshot_tags.n && e >= 0; i++)
         e = registry_tag_set(b->r->reg, b->snap, t->output.snapshot_tags.items[i].key,
@@ -1585,6 +1647,8 @@ static int publish(struct build *b)
         /* the image's root snapshot is an output too when the cache does not own it */
         if (e >= 0 && b->snap_seq)
             e = bake_journal_release(b->r->reg, b->id, b->snap_seq);
+        if (e >= 0 && b->snap_seq)
+            e = registry_tag_delete(b->r->reg, b->snap, BAKE_BUILD_TAG, NULL);
         if (e >= 0)
             e = registry_tag_delete(b->r->reg, b->res->image_id, BAKE_BUILD_TAG, NULL);
     }
@@ -1642,8 +1706,8 @@ static int write_manifest(struct build *b)
         json_fput_string(f, r->snapshot_id);
         fputs(i + 1 < res->n_steps ? "},\n" : "}\n", f);
     }
-    fprintf(f, "  ],\n  \"tests\": {\"run\": %zu, \"passed\": %zu},\n", res->n_tests,
-            res->tests_passed);
+    fprintf(f, "  ],\n  \"tests\": {\"run\": %zu, \"passed\": %zu, \"cached\": %s},\n",
+            res->n_tests, res->tests_passed, res->tests_cached ? "true" : "false");
     fprintf(f, "  \"instances_launched\": %u,\n  \"seconds\": %.3f,\n  \"custom_data\": {",
             res->instances_launched, res->seconds);
     for (size_t i = 0; i < t->manifest.custom_data.n; i++) {
@@ -1777,11 +1841,11 @@ static void finish(struct build *b, int e)
 {
     struct bake_undo_ops ops = undo_ops(&b->undo);
     struct bake_undo_report rep = {0};
-    int on_error = b->o->on_error >= 0 ? b->o->on_error : (int)b->t->build.on_error;
-    int u;
+    int on_error, u;
 
     if (!b->begun)
         return;
+    on_error = b->o->on_error >= 0 ? b->o->on_error : (int)b->t->build.on_error;
     if (e >= 0) {
         terminate_build_instance(b);
         u = bake_journal_finish(b->r->reg, b->id, &ops, &rep);
@@ -1903,11 +1967,22 @@ int bake_run(const struct bake_options *o, struct bake_result *ret)
     for (size_t i = 0, k = 0; i < b.t->n_steps && e >= 0; i++)
         if (b.t->steps[i].phase == BAKE_PHASE_BUILD)
             e = run_build_step(&b, k++, n_build, &b.t->steps[i]);
-    for (size_t i = 0; i < b.t->n_steps && e >= 0; i++)
-        if (b.t->steps[i].phase == BAKE_PHASE_VALIDATE)
-            e = run_validate_step(&b, i, &b.t->steps[i]);
     if (e < 0)
         goto out;
+    e = checks_key(&b, &b.key, b.t->steps, b.t->n_steps, true, &b.check_key);
+    if (e < 0)
+        goto out;
+    if (n_build < b.t->n_steps && marker_present(&b, &b.check_key)) {
+        out(&b, "[validate] passed before on this very state (%zu steps): cached\n",
+            b.t->n_steps - n_build);
+    } else if (n_build < b.t->n_steps) {
+        for (size_t i = 0; i < b.t->n_steps && e >= 0; i++)
+            if (b.t->steps[i].phase == BAKE_PHASE_VALIDATE)
+                e = run_validate_step(&b, i, &b.t->steps[i]);
+        if (e < 0)
+            goto out;
+        marker_set(&b, &b.check_key, "validate");
+    }
     /* the build instance is done: tests run on a fresh one */
     terminate_build_instance(&b);
     e = publish(&b);

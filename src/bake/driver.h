@@ -86,6 +86,7 @@ struct bake_result {
     size_t n_steps;
     struct bake_step_report *steps; /* free() */
     size_t n_tests, tests_passed;
+    bool tests_cached; /* passed before on the same state: not run again */
     unsigned instances_launched; /* VMs booted (build + tests) */
     double seconds;
 };

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "api/api.h"
+#include "bake/driver.h"
 #include "cmd/cli.h"
 #include "common/cleanup.h"
 #include "common/error.h"
@@ -173,6 +174,31 @@ static bool account_id_is_valid(const char *s)
     return strlen(s) == 12 && strspn(s, "0123456789") == 12;
 }
 
+/* Undo what bakes that died (kill -9, a crash, a reboot) left behind, in
+ * every region served (docs/baking.md, "No orphans"). */
+static void bake_janitors(const char *data_dir, const char *const *regions, size_t n,
+                          struct instance_manager *m)
+{
+    for (size_t i = 0; i < n; i++) {
+        _cleanup_(region_freep) struct region *r = NULL;
+        struct bake_janitor_report rep = {0};
+        int e = region_open(data_dir, regions[i], false, &r);
+
+        if (e >= 0)
+            e = bake_janitor(r, m, &rep);
+        if (e < 0) {
+            log_error("region %s: bake janitor: %s", regions[i],
+                      error_message() ? error_message() : strerror(-e));
+            error_clear();
+        } else if (rep.builds_cleaned || rep.builds_failed) {
+            log_info("region %s: bake janitor cleaned %zu abandoned build(s): %zu resources "
+                     "removed, %zu failed (retried at the next start)",
+                     regions[i], rep.builds_cleaned + rep.builds_failed, rep.entries_undone,
+                     rep.entries_failed);
+        }
+    }
+}
+
 int cmd_serve(struct cli *cli, int argc, char **argv)
 {
     static const struct option options[] = {
@@ -315,9 +341,12 @@ int cmd_serve(struct cli *cli, int argc, char **argv)
         .regions = jo.regions,
         .n_regions = jo.n_regions,
     };
+    io.recovery = bake_instance_recovery; /* a live bake's build VMs are the bake's */
     r = retention_from_env(&io.terminated_retention_ms);
     if (r >= 0)
         r = instance_manager_new(&io, &instances);
+    if (r >= 0)
+        bake_janitors(cli->data_dir, jo.regions, jo.n_regions, instances);
     if (r < 0) {
         cli_error(r, "cannot start the instance manager");
         job_runner_free(jobs);
