@@ -13,7 +13,8 @@
  *    (`copying` kept); a later call resumes the same copy;
  *  - a job runner of this process (what `kiln serve` has) runs the copy;
  *  - a copy accepted before a crash is adopted through its client token;
- *  - a failed copy is deregistered and copied again (attempt 2);
+ *  - a copy that fails (a damaged source chunk) fails its region; once the
+ *    chunk is mended the retry deregisters it and copies again (attempt 2);
  *  - block public access in a region fails that region with EC2's reason.
  */
 #include <errno.h>
@@ -564,57 +565,64 @@ int main(void)
         is_int(count_images("me-south-1", NULL, 0), 1, "and no second copy");
     }
 
-    /* ---- a failed copy is deregistered and copied again ---- */
+    /* ---- a copy that fails (a damaged source chunk) is recorded; once the
+     * chunk is mended, the retry deregisters the failed copy and copies
+     * again (attempt 2) ---- */
     {
+        struct service_image_import_options io2 = {
+            .name = "web 2", .owner = OWNER, .format = IMAGE_FORMAT_RAW};
         struct region *dst = NULL;
         struct registry_image *img = NULL;
-        char failed_id[ID_MAX_SIZE] = "", failed_snap[ID_MAX_SIZE] = "";
+        struct blockmap *m = NULL;
+        char ami2[ID_MAX_SIZE], snap2[ID_MAX_SIZE], hex[DIGEST_HEX_SIZE], chunk[700];
+        char failed_id[ID_MAX_SIZE] = "", failed_snap[ID_MAX_SIZE] = "", saved[8];
         enum image_state live[] = {IMAGE_AVAILABLE};
+        bool damaged = false;
 
+        test_fill(data, DISK_SIZE, 12);
+        ok(test_disk_write(path, data, DISK_SIZE) == 0, "wrote a second disk");
+        is_int(service_image_import(home, path, &io2, ami2, snap2), 0, "imported %s", ami2);
+        if (service_snapshot_get(home, snap2, NULL, &m) == 0 && m->n > 0) {
+            digest_to_hex(&m->ext[0].id, hex);
+            snprintf(chunk, sizeof(chunk), "%s/regions/" HOME "/store/chunks/%.2s/%s", tmpdir, hex,
+                     hex);
+            fd = open(chunk, O_RDWR);
+            damaged = fd >= 0 && pread(fd, saved, 8, 40) == 8 &&
+                      pwrite(fd, "garbage!", 8, 40) == 8 && close(fd) == 0;
+        }
+        blockmap_free(m);
+        ok(damaged, "damaged chunk %.12s of %s", hex, snap2);
         is_int(new_build(home, build), 0, "begin build %s", build);
-        is_int(record(home, build, ami, "\"af-south-1\"", ""), 0, "record: af-south-1");
-        fd = hold_jobs_lock();
-        e = distribute(build, 1);
-        is_int(e, -ETIMEDOUT, "the copy waits (lock held)");
-        if (fd >= 0)
-            close(fd);
+        is_int(record(home, build, ami2, "\"af-south-1\"", ""), 0, "record: af-south-1");
+        e = distribute(build, 600);
+        ok(e < 0 && strstr(error_message(), "af-south-1: the copy 'ami-") &&
+               strstr(error_message(), "corrupt"),
+           "the copy fails, saying why: %s", error_message());
         e = outputs(home, build, &outs, &n);
         o = e == 0 ? find_out(outs, n, "af-south-1") : NULL;
+        ok(o && o->state == BAKE_OUTPUT_FAILED && o->attempts == 1 && o->image_id[0],
+           "af-south-1 is failed after one attempt, its copy named");
         if (o)
             snprintf(failed_id, sizeof(failed_id), "%s", o->image_id);
         free(outs);
-        /* The copy job fails: its rows become what service_job_run()'s
-         * failure leaves (image failed with a reason, snapshot error, no
-         * job). */
         ok(region_open(tmpdir, "af-south-1", false, &dst) == 0, "opened af-south-1");
         if (dst && registry_image_get(dst->reg, failed_id, &img) == 0) {
-            struct registry_snapshot *s = NULL;
-            struct registry_image_update u = {.set = IMAGE_SET_STATE,
-                                              .state = IMAGE_FAILED,
-                                              .state_reason_code = "Server.InternalError",
-                                              .state_reason_message = "chunk damaged"};
+            is_int(img->state, IMAGE_FAILED, "the copy is failed there");
             snprintf(failed_snap, sizeof(failed_snap), "%s", img->devices[0].snapshot_id);
-            is_int(registry_image_update(dst->reg, failed_id, &u), 0, "copy marked failed");
-            if (registry_snapshot_get(dst->reg, failed_snap, &s) == 0) {
-                s->state = SNAPSHOT_ERROR;
-                is_int(registry_snapshot_update(dst->reg, s), 0, "its snapshot error");
-            }
-            registry_snapshot_free(s);
-            is_int(registry_job_delete(dst->reg, failed_id), 0, "its job gone");
-        } else {
-            ok(false, "read the pending copy %s", failed_id);
         }
         registry_image_free(img);
         img = NULL;
+
+        fd = open(chunk, O_WRONLY);
+        ok(fd >= 0 && pwrite(fd, saved, 8, 40) == 8 && close(fd) == 0, "mended the chunk");
         e = distribute(build, 600);
         is_int(e, 0, "the retry copies again: %s", e ? error_message() : "");
-        ok(strstr(logbuf, "(attempt 1) failed: chunk damaged") != NULL,
-           "saying why attempt 1 failed");
-        ok(strstr(logbuf, "deregistered the failed copy") != NULL, "after discarding the failure");
+        ok(strstr(logbuf, "(attempt 1) failed: ") != NULL, "saying why attempt 1 failed");
+        ok(strstr(logbuf, "deregistered the failed copy") != NULL, "after discarding it");
         e = outputs(home, build, &outs, &n);
         o = e == 0 ? find_out(outs, n, "af-south-1") : NULL;
         ok(o && o->state == BAKE_OUTPUT_DONE && o->attempts == 2 &&
-               strcmp(o->image_id, failed_id) != 0,
+               strcmp(o->image_id, failed_id) != 0 && !o->error[0],
            "done at attempt 2 with a new copy");
         free(outs);
         if (dst && registry_image_get(dst->reg, failed_id, &img) == 0)
@@ -622,7 +630,7 @@ int main(void)
         registry_image_free(img);
         {
             struct registry_snapshot *s = NULL;
-            ok(dst && registry_snapshot_get(dst->reg, failed_snap, &s) == -ENOENT,
+            ok(dst && failed_snap[0] && registry_snapshot_get(dst->reg, failed_snap, &s) == -ENOENT,
                "its snapshot is deleted");
             registry_snapshot_free(s);
         }
@@ -650,6 +658,36 @@ int main(void)
         e = distribute(build, 600);
         is_int(e, 0, "the retry publishes it: %s", e ? error_message() : "");
         region_free(dst);
+    }
+
+    /* ---- the output rows refuse what their state machine forbids ---- */
+    e = outputs(home, build, &outs, &n);
+    ok(e == 0 && n == 2 && outs[1].state == BAKE_OUTPUT_DONE, "the last build's rows");
+    if (e == 0 && n == 2) {
+        struct registry_bake_output row = outs[1];
+        row.state = BAKE_OUTPUT_FAILED;
+        e = registry_bake_output_update(home->reg, &row, 1);
+        ok(e == -EINVAL && strstr(error_message(), "is done already"), "a done row is final: %s",
+           error_message());
+        snprintf(row.region, sizeof(row.region), "nowhere-9");
+        is_int(registry_bake_output_update(home->reg, &row, 1), -ENOENT, "an unknown region");
+        snprintf(row.region, sizeof(row.region), "Bad!");
+        is_int(registry_bake_output_update(home->reg, &row, 1), -EINVAL, "a malformed region");
+    }
+    free(outs);
+    {
+        struct registry_bake_output row = {0};
+        char b2[ID_MAX_SIZE];
+        is_int(new_build(home, b2), 0, "begin build %s", b2);
+        is_int(record(home, b2, ami, "\"eu-west-1\"", ""), 0, "record: eu-west-1");
+        snprintf(row.build_id, sizeof(row.build_id), "%s", b2);
+        snprintf(row.region, sizeof(row.region), "eu-west-1");
+        row.state = BAKE_OUTPUT_DONE;
+        e = registry_bake_output_update(home->reg, &row, 1);
+        ok(e == -EINVAL && strstr(error_message(), "cannot be done without an image"),
+           "done needs an image: %s", error_message());
+        snprintf(row.image_id, sizeof(row.image_id), "snap-0123456789abcdef0");
+        is_int(registry_bake_output_update(home->reg, &row, 1), -EINVAL, "a malformed image id");
     }
 
     /* ---- refusals of bake_distribute ---- */
