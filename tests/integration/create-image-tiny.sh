@@ -19,14 +19,9 @@
 requires qemu-system-x86_64 dpkg-deb mkfs.ext4 python3 debugfs nbdcopy
 python3 -c 'import boto3' 2>/dev/null || { echo "SKIP: boto3 not found"; exit 77; }
 export KILN_ACCEL=tcg
-cache=${KILN_VM_CACHE:-${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/kiln-test-debs}
-mkdir -p "$cache"
-if ! ls "$cache"/linux-image-*.deb >/dev/null 2>&1; then
-    requires apt-get
-fi
+tiny_cache
 
-kiln base-image build tiny --cache-dir "$cache" > "$T/ids" 2> "$T/build.err" ||
-    { cat "$T/build.err" >&2; die "base-image build failed"; }
+base_image_build tiny "$cache"
 ami=$(sed -n 1p "$T/ids")
 
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')

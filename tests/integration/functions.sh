@@ -168,3 +168,49 @@ sparse_file() {
             dd of="$_f" bs=4096 seek="$_off" oflag=seek_bytes conv=notrunc status=none
     done
 }
+
+# ---- helpers for the tests that build base images and boot guests -----------
+#
+#   requires_py MODULE...     skip the test (exit 77) unless python3 imports
+#                             every MODULE
+#   tiny_cache                $cache: the tiny image's .debs, cached in
+#                             $KILN_VM_CACHE, default
+#                             ${XDG_CACHE_HOME:-~/.cache}/kiln-test-debs and
+#                             shared by every build directory; a cold cache
+#                             requires apt-get
+#   base_image_build NAME CACHE  `kiln base-image build NAME`: its ids (image,
+#                             snapshot) in $T/ids, its stderr in
+#                             $T/build.err, shown when it fails
+#   kill_serve_and_guests     kill -9 of the `kiln serve` in $T/serve.pid and
+#                             of every QEMU of $KILN_DATA_DIR: the cleanup of
+#                             a test whose serve or guests a failure may
+#                             leave running (on_cleanup kill_serve_and_guests)
+
+requires_py() {
+    _mods=$(echo "$*" | sed 's/ /, /g')
+    if ! python3 -c "import $_mods" >/dev/null 2>&1; then
+        echo "SKIP: python3 with $* not found"
+        exit 77
+    fi
+}
+
+tiny_cache() {
+    cache=${KILN_VM_CACHE:-${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/kiln-test-debs}
+    mkdir -p "$cache"
+    if ! ls "$cache"/linux-image-*.deb >/dev/null 2>&1; then
+        requires apt-get
+    fi
+}
+
+base_image_build() {
+    kiln base-image build "$1" --cache-dir "$2" > "$T/ids" 2> "$T/build.err" ||
+        { cat "$T/build.err" >&2; die "base-image build failed"; }
+}
+
+kill_serve_and_guests() {
+    [ -f "$T/serve.pid" ] && kill -9 "$(cat "$T/serve.pid")" 2>/dev/null
+    for _p in "$KILN_DATA_DIR"/regions/*/instances/*/qemu.pid; do
+        [ -f "$_p" ] && kill -9 "$(cat "$_p")" 2>/dev/null
+    done
+    return 0
+}

@@ -17,11 +17,7 @@
 . "$(dirname "$0")/functions.sh"
 requires qemu-system-x86_64 dpkg-deb mkfs.ext4 python3
 export KILN_ACCEL=tcg
-cache=${KILN_VM_CACHE:-${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/kiln-test-debs}
-mkdir -p "$cache"
-if ! ls "$cache"/linux-image-*.deb >/dev/null 2>&1; then
-    requires apt-get
-fi
+tiny_cache
 
 # The metadata in the DIR/imds.instance form: `name hexvalue` lines.
 write_metadata() { # FILE required(0|1)
@@ -60,8 +56,7 @@ expect_fail kiln vm boot "$blank" --dir "$T/blank" --metadata "$T/nonexistent.md
 expect_stderr "nonexistent.md"
 
 # ---- build, boot with metadata ----
-kiln base-image build tiny --cache-dir "$cache" > "$T/ids" 2> "$T/build.err" ||
-    { cat "$T/build.err" >&2; die "base-image build failed"; }
+base_image_build tiny "$cache"
 snap=$(sed -n 2p "$T/ids")
 vol=$(kiln volume create --snapshot "$snap" | tail -n 1)
 dir=$T/i

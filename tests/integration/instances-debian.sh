@@ -23,17 +23,13 @@
 # directory: the first run needs the Debian mirror, later runs are offline.
 . "$(dirname "$0")/functions.sh"
 requires qemu-system-x86_64 debootstrap mkfs.ext4 zstd python3 ssh ssh-keygen
-if ! python3 -c 'import boto3, awscli' >/dev/null 2>&1; then
-    echo "SKIP: python3 with boto3 and awscli not found"
-    exit 77
-fi
+requires_py boto3 awscli
 export KILN_ACCEL=tcg
 cache=${KILN_DEBIAN_CACHE:-${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/kiln-test-debian}
 mkdir -p "$cache"
 
 # ---- build and register ----
-kiln base-image build debian --cache-dir "$cache" > "$T/ids" 2> "$T/build.err" ||
-    { cat "$T/build.err" >&2; die "base-image build failed"; }
+base_image_build debian "$cache"
 ami=$(sed -n 1p "$T/ids")
 snap=$(sed -n 2p "$T/ids")
 echo "$ami" | grep -Eq '^ami-[0-9a-f]{17}$' || die "build printed '$ami'"
@@ -44,14 +40,7 @@ kiln image list > "$T/images"
 grep "$ami" "$T/images" | grep -q "kiln/images/debian-12-x86_64-" || die "the image is not listed"
 
 # whatever a failed run leaves: serve and the guest of this data directory
-kill_all() {
-    [ -f "$T/serve.pid" ] && kill -9 "$(cat "$T/serve.pid")" 2>/dev/null
-    for p in "$KILN_DATA_DIR"/regions/*/instances/*/qemu.pid; do
-        [ -f "$p" ] && kill -9 "$(cat "$p")" 2>/dev/null
-    done
-    return 0
-}
-on_cleanup kill_all
+on_cleanup kill_serve_and_guests
 
 export KILN_TEST_IMAGE="$ami" KILN_TEST_DIR="$T"
 python3 "$(dirname "$0")/instances_debian.py" -v || {

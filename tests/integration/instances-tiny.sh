@@ -11,19 +11,11 @@
 # The tiny image's .debs are cached as in vm-tiny.sh ($KILN_VM_CACHE).
 . "$(dirname "$0")/functions.sh"
 requires qemu-system-x86_64 dpkg-deb mkfs.ext4 python3
-if ! python3 -c 'import boto3, awscli' >/dev/null 2>&1; then
-    echo "SKIP: python3 with boto3 and awscli not found"
-    exit 77
-fi
+requires_py boto3 awscli
 export KILN_ACCEL=tcg
-cache=${KILN_VM_CACHE:-${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/kiln-test-debs}
-mkdir -p "$cache"
-if ! ls "$cache"/linux-image-*.deb >/dev/null 2>&1; then
-    requires apt-get
-fi
+tiny_cache
 
-kiln base-image build tiny --cache-dir "$cache" > "$T/ids" 2> "$T/build.err" ||
-    { cat "$T/build.err" >&2; die "base-image build failed"; }
+base_image_build tiny "$cache"
 export KILN_TEST_IMAGE=$(sed -n 1p "$T/ids")
 export KILN_TEST_SNAPSHOT=$(sed -n 2p "$T/ids")
 export KILN_TEST_DIR="$T"
@@ -36,14 +28,7 @@ export KILN_TEST_OWN_SNAPSHOT=$(sed -n 1p "$T/small.ids")
 rm -f "$T/small.img"
 
 # whatever a failed run leaves: serve and the guests of this data directory
-kill_all() {
-    [ -f "$T/serve.pid" ] && kill -9 "$(cat "$T/serve.pid")" 2>/dev/null
-    for p in "$KILN_DATA_DIR"/regions/*/instances/*/qemu.pid; do
-        [ -f "$p" ] && kill -9 "$(cat "$p")" 2>/dev/null
-    done
-    return 0
-}
-on_cleanup kill_all
+on_cleanup kill_serve_and_guests
 
 python3 "$(dirname "$0")/instances_tiny.py" -v || {
     echo "--- serve log" >&2

@@ -16,11 +16,7 @@
 . "$(dirname "$0")/functions.sh"
 requires qemu-system-x86_64 dpkg-deb mkfs.ext4 python3 cmp
 export KILN_ACCEL=tcg
-cache=${KILN_VM_CACHE:-${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/kiln-test-debs}
-mkdir -p "$cache"
-if ! ls "$cache"/linux-image-*.deb >/dev/null 2>&1; then
-    requires apt-get
-fi
+tiny_cache
 
 # ---- bad input, before anything exists ----
 expect_fail kiln base-image build huge
@@ -38,8 +34,7 @@ expect_fail kiln vm boot "$blank" --dir "$T/blank"
 expect_stderr "no ext4 file system"
 
 # ---- build and register ----
-kiln base-image build tiny --cache-dir "$cache" > "$T/ids" 2> "$T/build.err" ||
-    { cat "$T/build.err" >&2; die "base-image build failed"; }
+base_image_build tiny "$cache"
 ami=$(sed -n 1p "$T/ids")
 snap=$(sed -n 2p "$T/ids")
 echo "$ami" | grep -Eq '^ami-[0-9a-f]{17}$' || die "build printed '$ami'"
