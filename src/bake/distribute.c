@@ -213,9 +213,10 @@ int bake_distribution_spec_parse(const char *text, size_t len, struct bake_distr
     if (len > BAKE_SPEC_MAX)
         return bad("too long");
     e = json_parse(text, len, &root);
-    if (e < 0)
-        return error_set(EBADMSG, "malformed distribution spec: %s",
-                         error_message() ? error_message() : "not JSON");
+    if (e < 0) {
+        _cleanup_free_ char *why = xstrdup(error_message() ? error_message() : "not JSON");
+        return error_set(EBADMSG, "malformed distribution spec: %s", why);
+    }
     if (root->type != JSON_OBJECT)
         return bad("not an object");
     for (size_t i = 0; i < root->n; i++) {
