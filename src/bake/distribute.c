@@ -425,7 +425,7 @@ static int fail_region(struct dist *d, size_t i, int err)
     struct registry_bake_output *out = &d->outs[i];
     char msg[BAKE_ERROR_MAX + 1];
 
-    snprintf(msg, sizeof(msg), "%s", error_message() ? error_message() : strerror(-err));
+    error_describe(err, msg, sizeof(msg)); /* the message recorded for err, or strerror */
     out->state = BAKE_OUTPUT_FAILED;
     snprintf(out->error, sizeof(out->error), "%s", msg);
     say(d, "%s: failed: %s", out->region, msg);
