@@ -24,6 +24,7 @@
  *   every secret masked) goes to its own log file.
  */
 #include <errno.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
@@ -1255,6 +1256,67 @@ static bool wants_agent(const struct build *b, const struct bake_step *s)
     return false;
 }
 
+static int agent_sh(struct build *b, const struct bake_step *s, const char *cmd, FILE *log);
+
+/* Upload host directory `host` as guest directory `guest`, recursively:
+ * directories made, files put with their modes, symbolic links made. */
+static int put_tree(struct build *b, const struct bake_step *s, const char *host,
+                    const char *guest, FILE *log, int depth)
+{
+    _cleanup_free_ char *cmd = xstrdup("mkdir -p ");
+    DIR *d;
+    struct dirent *de;
+    int e;
+
+    if (depth > 64)
+        return error_set(ELOOP, "%s: '%s' nests too deep", s->place, host);
+    sh_quote(&cmd, guest);
+    e = agent_sh(b, s, cmd, log);
+    if (e < 0)
+        return e;
+    d = opendir(host);
+    if (!d)
+        return error_set(errno, "%s: cannot read '%s': %m", s->place, host);
+    while (e >= 0 && (de = readdir(d))) {
+        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+            continue;
+        _cleanup_free_ char *hp = xasprintf("%s/%s", host, de->d_name);
+        _cleanup_free_ char *gp = xasprintf("%s/%s", guest, de->d_name);
+        struct stat st;
+        if (lstat(hp, &st) < 0) {
+            e = error_set(errno, "%s: cannot stat '%s': %m", s->place, hp);
+        } else if (S_ISDIR(st.st_mode)) {
+            e = put_tree(b, s, hp, gp, log, depth + 1);
+        } else if (S_ISLNK(st.st_mode)) {
+            char target[PATH_MAX];
+            ssize_t n = readlink(hp, target, sizeof(target) - 1);
+            if (n < 0) {
+                e = error_set(errno, "%s: cannot read the link '%s': %m", s->place, hp);
+            } else {
+                target[n] = '\0';
+                _cleanup_free_ char *ln = xstrdup("ln -sfn ");
+                sh_quote(&ln, target);
+                append(&ln, " ");
+                sh_quote(&ln, gp);
+                e = agent_sh(b, s, ln, log);
+            }
+        } else if (S_ISREG(st.st_mode)) {
+            _cleanup_free_ char *text = NULL;
+            size_t len;
+            e = read_host_file(hp, &text, &len);
+            if (e >= 0)
+                e = agent_client_put(b->agent, gp, st.st_mode & 07777, text, len, true,
+                                     BAKE_AGENT_OP_MS);
+            if (e < 0)
+                e = bake_error_prefix(e, "%s: %s", s->place, gp);
+        } else {
+            e = error_set(EINVAL, "%s: '%s' is not a file, directory or link", s->place, hp);
+        }
+    }
+    closedir(d);
+    return e;
+}
+
 /* A file-level step through the agent (executor: agent). */
 static int agent_file_step(struct build *b, const struct bake_step *s, FILE *log)
 {
@@ -1263,9 +1325,16 @@ static int agent_file_step(struct build *b, const struct bake_step *s, FILE *log
         if (s->content || s->source) {
             _cleanup_free_ char *p = s->source ? host_path(b, s->source) : NULL;
             struct stat st;
-            if (p && stat(p, &st) == 0 && S_ISDIR(st.st_mode))
-                return error_set(EINVAL, "%s: a directory source needs the offline executor",
-                                 s->place);
+            if (p && stat(p, &st) == 0 && S_ISDIR(st.st_mode)) {
+                /* Packer's rule: "dir/" copies its contents, "dir" the directory itself */
+                size_t n = strlen(s->source);
+                if (n && s->source[n - 1] == '/')
+                    return put_tree(b, s, p, s->destination, log, 0);
+                const char *base = strrchr(p, '/');
+                _cleanup_free_ char *dest = xasprintf("%s/%s", s->destination,
+                                                      base ? base + 1 : p);
+                return put_tree(b, s, p, dest, log, 0);
+            }
             return put_file(b, b->agent, s);
         }
         break;
@@ -1319,6 +1388,14 @@ static int agent_file_step(struct build *b, const struct bake_step *s, FILE *log
     }
     append(&cmd, "\n");
     return run_script(b, b->agent, s, bake_step_type_name(s->type), cmd, strlen(cmd), log, 0);
+}
+
+static int agent_sh(struct build *b, const struct bake_step *s, const char *cmd, FILE *log)
+{
+    _cleanup_free_ char *script = xasprintf("set -e\n%s\n", cmd);
+
+    return run_script(b, b->agent, s, bake_step_type_name(s->type), script, strlen(script), log,
+                      0);
 }
 
 static int run_agent_step(struct build *b, const struct bake_step *s, FILE *log)

@@ -190,6 +190,10 @@ static int parse_provisioner(struct bake_template *t, const struct json_value *p
     s = bake_template_add_step(t, st);
     free(s->place);
     s->place = xstrdup(place);
+    /* Packer's provisioners act on the running machine: a file uploaded to
+     * /tmp is there for the next shell provisioner (offline, a boot's
+     * tmpfiles cleanup would remove it) */
+    s->executor = BAKE_EXEC_AGENT;
     for (size_t i = 0; i < p->n; i++) {
         const char *key = p->keys[i];
         const struct json_value *x = &p->items[i];

@@ -31,6 +31,8 @@ TEMPLATE = {
         {"name": "appdir", "type": "mkdir", "path": "/srv/app", "mode": "0750"},
         {"name": "page", "type": "file", "source": "files/page.txt",
          "destination": "/srv/app/page.txt"},
+        {"name": "tree", "type": "file", "source": "files/", "destination": "/srv/tree",
+         "executor": "agent"},
         {"name": "build", "type": "shell",
          "inline": ["echo the token is {{var `token`}}", "echo built > /srv/app/built",
                     "cat /etc/motd > /srv/app/motd-copy"]},
@@ -41,7 +43,9 @@ TEMPLATE = {
         "test \"$(cat /srv/app/built)\" = built",
         "grep -qx hello /srv/app/motd-copy",
         "grep -q '^export FLAVOUR=' /etc/profile",
-        "grep -qx 'static page' /srv/app/page.txt"]}]},
+        "grep -qx 'static page' /srv/app/page.txt",
+        "grep -qx 'static page' /srv/tree/page.txt",
+        "test \"$(readlink /srv/tree/sub/link)\" = ../page.txt"]}]},
     "output": {"name": "tiny-web {{timestamp}}-{{uuid}}", "tags": {"app": "web"},
                "snapshot_tags": {"app": "web"}},
 }
@@ -53,6 +57,9 @@ def write_template(name, t):
     os.makedirs(os.path.join(TDIR, "files"), exist_ok=True)
     with open(os.path.join(TDIR, "files", "page.txt"), "w") as f:
         f.write("static page\n")
+    os.makedirs(os.path.join(TDIR, "files", "sub"), exist_ok=True)
+    if not os.path.islink(os.path.join(TDIR, "files", "sub", "link")):
+        os.symlink("../page.txt", os.path.join(TDIR, "files", "sub", "link"))
     path = os.path.join(TDIR, name)
     with open(path, "w") as f:
         json.dump(t, f, indent=1)
@@ -135,7 +142,8 @@ class BakeTiny(ServeCase):
     def test_02_bake(self):
         rc, out, err, m = bake(write_template("web.json", TEMPLATE))
         for name, how in [("motd", "file, offline"), ("appdir", "mkdir, offline"),
-                          ("page", "file, offline"), ("build", "shell, agent"),
+                          ("page", "file, offline"), ("tree", "file, agent"),
+                          ("build", "shell, agent"),
                           ("flavour", "append_line, offline")]:
             self.assertRegex(out, r"\] %s \(%s\) \.\.\. done [0-9.]+s" % (name, how))
         self.assertNotIn("tok-Zq81-secret", out + err)
@@ -147,12 +155,12 @@ class BakeTiny(ServeCase):
         self.assertEqual(tags["app"], "web")
         self.assertEqual(tags["kiln:bake-template"], "tiny-web")
         self.assertNotIn(TAG, tags)
-        self.assertEqual([s["cache"] for s in m["steps"]], ["miss"] * 5)
+        self.assertEqual([s["cache"] for s in m["steps"]], ["miss"] * 6)
         self.assertEqual(m["tests"], {"run": 1, "passed": 1, "cached": False})
         self.assertEqual(m["instances_launched"], 2)  # the build VM, the test VM
         # the step log has the output, the secret masked
         bid = m["build_id"]
-        log = open(os.path.join(DATA, "bake-logs", bid, "04-build.log")).read()
+        log = open(os.path.join(DATA, "bake-logs", bid, "05-build.log")).read()
         self.assertIn("the token is <sensitive>", log)
         self.assertEqual(self.leftovers(bid), [])
         # the image launches and has what the steps put there (the tests said so)
@@ -163,7 +171,7 @@ class BakeTiny(ServeCase):
 
     def test_03_no_change(self):
         rc, out, err, m = bake(write_template("web.json", TEMPLATE))
-        self.assertEqual([s["cache"] for s in m["steps"]], ["hit"] * 5)
+        self.assertEqual([s["cache"] for s in m["steps"]], ["hit"] * 6)
         self.assertEqual(m["instances_launched"], 0)
         self.assertTrue(m["tests"]["cached"])
         self.assertEqual(self.ec2.describe_images(ImageIds=[m["images"]["us-east-1"]])
@@ -171,7 +179,7 @@ class BakeTiny(ServeCase):
 
     def test_04_last_step_changed(self):
         rc, out, err, m = bake(write_template("web.json", TEMPLATE), "--var", "flavour=2")
-        self.assertEqual([s["cache"] for s in m["steps"]], ["hit"] * 4 + ["miss"])
+        self.assertEqual([s["cache"] for s in m["steps"]], ["hit"] * 5 + ["miss"])
         self.assertEqual(m["instances_launched"], 1)  # only the tests' VM
         self.assertEqual(m["tests"]["run"], 1)
         # a step changed: it and the ones after it run again
@@ -179,22 +187,22 @@ class BakeTiny(ServeCase):
         t["steps"][2]["content"] = "static page\n"
         del t["steps"][2]["source"]
         rc, out, err, m = bake(write_template("web2.json", t), "--var", "flavour=2")
-        self.assertEqual([s["cache"] for s in m["steps"]], ["hit"] * 2 + ["miss"] * 3)
+        self.assertEqual([s["cache"] for s in m["steps"]], ["hit"] * 2 + ["miss"] * 4)
 
     def test_05_failing_step_leaves_nothing(self):
         t = json.loads(json.dumps(TEMPLATE))
-        t["steps"].insert(4, {"name": "broken", "type": "shell",
+        t["steps"].insert(5, {"name": "broken", "type": "shell",
                               "inline": ["echo about to fail >&2", "exit 3"]})
         rc, out, err, m = bake(write_template("fail.json", t), "--no-cache", check=False)
         self.assertEqual(rc, 1, out + err)
-        self.assertIn("steps[4] (broken): inline exited with status 3", err)
+        self.assertIn("steps[5] (broken): inline exited with status 3", err)
         self.assertIn("about to fail", err)
         bid = build_id(out)
         self.assertEqual(self.leftovers(bid), [])
 
     def test_06_kill9_then_serve_cleans_up(self):
         t = json.loads(json.dumps(TEMPLATE))
-        t["steps"].insert(4, {"name": "hang", "type": "shell", "inline": ["sleep 3600"]})
+        t["steps"].insert(5, {"name": "hang", "type": "shell", "inline": ["sleep 3600"]})
         path = write_template("hang.json", t)
         env = dict(os.environ, KILN_ACCEL="tcg")
         log = open(os.path.join(TDIR, "bake-hang.out"), "w")
