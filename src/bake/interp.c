@@ -144,23 +144,12 @@ int bake_interp_parse_var_arg(struct bake_interp *ip, const char *arg)
 
 int bake_interp_load_var_file(struct bake_interp *ip, const char *path)
 {
-    _cleanup_fclose_ FILE *f = fopen(path, "re");
-    _cleanup_free_ char *text = NULL;
     _cleanup_(json_freep) struct json_value *root = NULL;
-    size_t len;
     int r;
 
-    if (!f)
-        return error_set(errno, "cannot open var file '%s': %s", path, strerror(errno));
-    text = xmalloc(JSON_MAX_INPUT + 1);
-    len = fread(text, 1, JSON_MAX_INPUT + 1, f);
-    if (ferror(f))
-        return error_set(EIO, "cannot read var file '%s'", path);
-    if (len > JSON_MAX_INPUT)
-        return error_set(EINVAL, "var file '%s' is larger than %d bytes", path, JSON_MAX_INPUT);
-    r = json_parse(text, len, &root);
+    r = bake_json_load(path, "var file", NULL, NULL, &root);
     if (r < 0)
-        return bake_error_prefix(r, "var file '%s'", path);
+        return r;
     if (root->type != JSON_OBJECT)
         return error_set(EINVAL, "var file '%s': expected an object, got %s", path,
                          json_type_name(root->type));

@@ -1034,26 +1034,46 @@ int bake_template_parse(const char *text, size_t len, struct bake_template **ret
     return 0;
 }
 
-int bake_template_load(const char *path, struct bake_template **ret)
+int bake_json_load(const char *path, const char *what, char **ret_text, size_t *ret_len,
+                   struct json_value **ret_root)
 {
     _cleanup_fclose_ FILE *f = fopen(path, "re");
+    _cleanup_free_ char *text = NULL;
+    struct json_value *root = NULL;
+    size_t len;
+    int r;
+
+    if (!f)
+        return error_set(errno, "cannot open %s '%s': %s", what, path, strerror(errno));
+    text = xmalloc(JSON_MAX_INPUT + 1);
+    len = fread(text, 1, JSON_MAX_INPUT + 1, f);
+    if (ferror(f))
+        return error_set(EIO, "cannot read %s '%s'", what, path);
+    if (len > JSON_MAX_INPUT)
+        return error_set(EINVAL, "%s '%s' is larger than %d bytes", what, path, JSON_MAX_INPUT);
+    r = json_parse(text, len, &root);
+    if (r < 0)
+        return bake_error_prefix(r, "%s '%s'", what, path);
+    text[len] = '\0';
+    if (ret_text) {
+        *ret_text = TAKE_PTR(text);
+        *ret_len = len;
+    }
+    *ret_root = root;
+    return 0;
+}
+
+int bake_template_load(const char *path, struct bake_template **ret)
+{
     _cleanup_free_ char *text = NULL;
     _cleanup_(json_freep) struct json_value *root = NULL;
     struct bake_template *t = NULL;
     size_t len;
     int r;
 
-    if (!f)
-        return error_set(errno, "cannot open template '%s': %s", path, strerror(errno));
-    text = xmalloc(JSON_MAX_INPUT + 1);
-    len = fread(text, 1, JSON_MAX_INPUT + 1, f);
-    if (ferror(f))
-        return error_set(EIO, "cannot read template '%s'", path);
-    if (len > JSON_MAX_INPUT)
-        return error_set(EINVAL, "template '%s' is larger than %d bytes", path, JSON_MAX_INPUT);
-    r = json_parse(text, len, &root);
+    r = bake_json_load(path, "template", &text, &len, &root);
     if (r < 0)
-        return bake_error_prefix(r, "template '%s'", path);
+        return r;
     if (json_get(root, "builders"))
         r = bake_packer_parse(text, len, &t);
     else

@@ -213,4 +213,13 @@ int bake_get_bool(const struct json_value *v, const char *place, bool *ret);
 int bake_get_strv(const struct json_value *v, const char *place, struct bake_strv *ret);
 int bake_get_kvs(const struct json_value *v, const char *place, struct bake_kvs *ret);
 
+/* Read and parse the JSON file `path` (at most JSON_MAX_INPUT bytes),
+ * named "<what> '<path>'" in messages (what: "template", "var file").
+ * Returns 0 with the tree in *ret_root (json_free()) and, unless ret_text
+ * is NULL, the text (NUL-terminated) in *ret_text and its length in
+ * *ret_len, both the caller's; or -errno from opening or reading, or
+ * -EINVAL for a file too large or not JSON. */
+int bake_json_load(const char *path, const char *what, char **ret_text, size_t *ret_len,
+                   struct json_value **ret_root);
+
 #endif

@@ -17,6 +17,7 @@
 #include "bake/packer.h"
 #include "bake/template.h"
 #include "common/error.h"
+#include "common/json.h"
 #include "common/util.h"
 #include "tap.h"
 
@@ -345,8 +346,20 @@ static void test_interp(void)
     is_int(bake_interp_load_var_file(ip, path), -EINVAL, "a var file with a number");
     ok(error_message() && strstr(error_message(), "c: expected a string, got number"),
        "  message names the key: %s", error_message());
-    bake_interp_free(ip);
+    /* over JSON_MAX_INPUT, refused before parsing; then gone */
+    fd = open(path, O_WRONLY | O_TRUNC);
+    ok(fd >= 0 && ftruncate(fd, JSON_MAX_INPUT + 1) == 0, "a var file of 1 MiB + 1 written");
+    close(fd);
+    error_clear();
+    is_int(bake_interp_load_var_file(ip, path), -EINVAL, "a var file over 1 MiB");
+    ok(error_message() && strstr(error_message(), "is larger than 1048576 bytes"),
+       "  message says so: %s", error_message());
     unlink(path);
+    error_clear();
+    is_int(bake_interp_load_var_file(ip, path), -ENOENT, "a missing var file is -ENOENT");
+    ok(error_message() && strncmp(error_message(), "cannot open var file '", 22) == 0,
+       "  message names it: %s", error_message());
+    bake_interp_free(ip);
 
     /* Masking: shell-quoted forms. */
     ip = bake_interp_new(0);
