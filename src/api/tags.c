@@ -49,6 +49,11 @@ static int check_key(struct api_ctx *ctx, const char *key)
     if (strncmp(key, "aws:", 4) == 0)
         return api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE,
                         "Tag keys starting with 'aws:' are reserved for internal use");
+    /* kiln's own (kiln:bake-build, kiln:egress, ...): set and removed by
+     * kiln only, so that its janitor and the instances' network can trust them */
+    if (strncmp(key, "kiln:", 5) == 0)
+        return api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE,
+                        "Tag keys starting with 'kiln:' are reserved for kiln");
     return 0;
 }
 

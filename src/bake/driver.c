@@ -571,7 +571,10 @@ static int launch(struct build *b, const char *image_id, const char *instance_ty
                   struct agent_client **ret_agent)
 {
     _cleanup_free_ char *name = xasprintf("kiln bake %s %s", b->id, role);
-    struct registry_tag itags[2] = {b->build_tags.items[0], {(char *)"Name", name}};
+    /* the build VM reaches the network (apt-get); the tests' VM does not */
+    bool egress = strcmp(role, "build") == 0;
+    struct registry_tag itags[3] = {b->build_tags.items[0], {(char *)"Name", name},
+                                    {(char *)INSTANCE_TAG_EGRESS, (char *)"true"}};
     struct instance_launch l = {
         .owner = b->owner,
         .image_id = image_id,
@@ -581,7 +584,7 @@ static int launch(struct build *b, const char *image_id, const char *instance_ty
         .root_size_gib = b->root_gib,
         .root_delete_on_termination = 1,
         .instance_tags = itags,
-        .n_instance_tags = 2,
+        .n_instance_tags = egress ? 3 : 2,
         .volume_tags = b->build_tags.items,
         .n_volume_tags = b->build_tags.n,
         .min_count = 1,

@@ -499,6 +499,27 @@ static int parts_release(struct inst *in, struct parts *p)
 
 /* Boot: called with in->hold held.  `start_ns` (now_ns()) is when the
  * instance's thread started: boot-stats' times count from it. */
+/* Whether the instance's guest reaches the network beyond the metadata
+ * service: only when tagged INSTANCE_TAG_EGRESS = "true", a tag the API
+ * refuses to set (kiln: keys are kiln's), so only kiln's own launches (a
+ * bake's build VM) get it (docs/vm.md, "Networking"). */
+static bool instance_has_egress(struct region *r, const char *id)
+{
+    struct registry_tag *tags = NULL;
+    size_t n = 0;
+    bool yes = false;
+
+    if (registry_tag_list(r->reg, id, &tags, &n) < 0) {
+        error_clear();
+        return false;
+    }
+    for (size_t i = 0; i < n; i++)
+        yes = yes || (strcmp(tags[i].key, INSTANCE_TAG_EGRESS) == 0 &&
+                      strcmp(tags[i].value, "true") == 0);
+    registry_tag_list_free(tags, n);
+    return yes;
+}
+
 static int boot(struct inst *in, const struct registry_instance *row, struct parts *p,
                 uint64_t start_ns)
 {
@@ -527,6 +548,7 @@ static int boot(struct inst *in, const struct registry_instance *row, struct par
     if (e < 0)
         return error_set(e, "cannot create '%s': %s", in->dir, strerror(-e));
     pthread_mutex_lock(&in->rg->reg_lock);
+    bool egress = instance_has_egress(in->rg->r, row->id);
     e = service_volume_open(in->rg->r, row->root_volume_id, 0, &v);
     /* the root snapshot's boot profile: prefetch it, or record this boot
      * into it until the agent's hello (before the volume is shared) */
@@ -559,7 +581,7 @@ static int boot(struct inst *in, const struct registry_instance *row, struct par
     if (e >= 0)
         e = imds_instance_parse(mdtext, mdlen, &md);
     if (e >= 0) {
-        e = imds_instance_install(in->dir, &md, m->kiln, 0, &netdev);
+        e = imds_instance_install(in->dir, &md, m->kiln, egress ? IMDS_NET_EGRESS : 0, &netdev);
         imds_instance_release(&md);
     }
     if (e >= 0)

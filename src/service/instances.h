@@ -206,6 +206,12 @@ int instance_manager_expire(struct instance_manager *m, const char *region, int6
 /* The instance directory (a new string). */
 char *instance_manager_dir(struct instance_manager *m, const char *region, const char *instance_id);
 
+/* The tag that gives an instance's guest the network beyond the metadata
+ * service (QEMU's slirp with restrict=off; docs/vm.md, "Networking"): set
+ * by kiln itself on a bake's build VMs (apt-get in a shell step); the API
+ * refuses every kiln: tag key. */
+#define INSTANCE_TAG_EGRESS "kiln:egress"
+
 /* Reason codes the manager records (StateReason). */
 #define INSTANCE_REASON_DAEMON_STOPPED "Server.ScheduledStop"
 #define INSTANCE_REASON_DAEMON_STOPPED_MESSAGE                                                     \

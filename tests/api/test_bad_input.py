@@ -404,6 +404,11 @@ class Parameters(Base):
              "Attribute": "volumeSize"},
             {"Action": "CreateTags", "ResourceId.1": self.iid, "Tag.1.Key": "aws:reserved",
              "Tag.1.Value": "v"},
+            # kiln: keys are kiln's (kiln:bake-build, kiln:egress): never set,
+            # nor removed, through the API
+            {"Action": "CreateTags", "ResourceId.1": self.iid, "Tag.1.Key": "kiln:egress",
+             "Tag.1.Value": "true"},
+            {"Action": "DeleteTags", "ResourceId.1": self.iid, "Tag.1.Key": "kiln:bake-build"},
             {"Action": "CreateTags", "ResourceId.1": self.iid, "Tag.1.Key": "k" * 129},
             {"Action": "CreateTags", "ResourceId.1": self.iid, "Tag.1.Key": "ok",
              "Tag.2.Key": "v", "Tag.2.Value": "x" * 257},
