@@ -125,7 +125,7 @@ static const struct {
     const char *value;
 } account_attributes[] = {
     { "supported-platforms", "VPC" },
-    { "default-vpc", "none" },
+    { "default-vpc", NULL }, /* the caller's default VPC (vpcs.c) */
     { "max-instances", "20" },
     { "vpc-max-security-groups-per-interface", "5" },
     { "max-elastic-ips", "5" },
@@ -136,9 +136,11 @@ static int describe_account_attributes(struct api_ctx *ctx, const struct query *
                                        struct xml *x)
 {
     _cleanup_free_ const char **names = NULL;
+    char vpc[ID_MAX_SIZE];
     size_t n;
     int r;
 
+    api_default_vpc_id(ctx, vpc);
     r = query_get_list(q, "AttributeName", &names, &n);
     if (r < 0)
         return r;
@@ -160,7 +162,8 @@ static int describe_account_attributes(struct api_ctx *ctx, const struct query *
         xml_element(x, "attributeName", account_attributes[k].name);
         xml_open(x, "attributeValueSet");
         xml_open(x, "item");
-        xml_element(x, "attributeValue", account_attributes[k].value);
+        xml_element(x, "attributeValue",
+                    account_attributes[k].value ? account_attributes[k].value : vpc);
         xml_close(x);
         xml_close(x);
         xml_close(x);
@@ -211,11 +214,13 @@ static const struct api_action ec2_actions[] = {
       .flags = API_ACTION_OWN_DRY_RUN },
     { .name = "DescribeSnapshots", .handler = api_describe_snapshots,
       .flags = API_ACTION_OWN_DRY_RUN },
+    { .name = "DescribeSubnets", .handler = api_describe_subnets },
     { .name = "DescribeTags", .handler = api_describe_tags, .flags = API_ACTION_OWN_DRY_RUN },
     { .name = "DescribeVolumeAttribute", .handler = api_describe_volume_attribute,
       .flags = API_ACTION_OWN_DRY_RUN },
     { .name = "DescribeVolumes", .handler = api_describe_volumes,
       .flags = API_ACTION_OWN_DRY_RUN },
+    { .name = "DescribeVpcs", .handler = api_describe_vpcs },
     { .name = "DisableImage", .handler = api_disable_image, .flags = API_ACTION_OWN_DRY_RUN },
     { .name = "DisableImageBlockPublicAccess", .handler = api_disable_image_block_public_access,
       .flags = API_ACTION_OWN_DRY_RUN },

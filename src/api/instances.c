@@ -169,15 +169,30 @@ static const char *const instance_filters[] = {
     "root-device-type",
     "architecture",
     "launch-index",
+    "vpc-id",
+    "subnet-id",
     "tag:",
     "tag-key",
     NULL,
 };
 
-static bool match_fields(const struct api_filters *fs, const struct registry_instance *row)
+/* An instance is in the default VPC's subnet (vpcs.c) until it is
+ * terminated, as on EC2. */
+static bool in_vpc(const struct registry_instance *row)
 {
-    char code[16], idx[16];
+    return row->state != INSTANCE_TERMINATED;
+}
+
+static bool match_fields(const struct api_ctx *ctx, const struct api_filters *fs,
+                         const struct registry_instance *row)
+{
+    char code[16], idx[16], vpc[ID_MAX_SIZE] = "", subnet[ID_MAX_SIZE] = "";
     const char *addr = has_address(row) ? row->address : "";
+
+    if (in_vpc(row)) {
+        api_default_vpc_id(ctx, vpc);
+        api_default_subnet_id(ctx, subnet);
+    }
 
     snprintf(code, sizeof(code), "%d", (int)row->state);
     snprintf(idx, sizeof(idx), "%d", row->launch_index);
@@ -195,7 +210,8 @@ static bool match_fields(const struct api_filters *fs, const struct registry_ins
            api_filters_match(fs, "root-device-name", row->root_device_name) &&
            api_filters_match(fs, "root-device-type", "ebs") &&
            api_filters_match(fs, "architecture", "x86_64") &&
-           api_filters_match(fs, "launch-index", idx);
+           api_filters_match(fs, "launch-index", idx) && api_filters_match(fs, "vpc-id", vpc) &&
+           api_filters_match(fs, "subnet-id", subnet);
 }
 
 /* The blockDeviceMapping of an instance (DescribeInstances, and
@@ -221,10 +237,11 @@ static void write_block_device_mapping(struct xml *x, const struct registry_inst
 }
 
 /* One <item> of an instancesSet. */
-static int write_instance(struct xml *x, struct region *rg, const struct registry_instance *row,
-                          const struct registry_tag *tags, size_t n_tags)
+static int write_instance(const struct api_ctx *ctx, struct xml *x, struct region *rg,
+                          const struct registry_instance *row, const struct registry_tag *tags,
+                          size_t n_tags)
 {
-    char when[64];
+    char when[64], id[ID_MAX_SIZE];
     char **sgs = NULL;
     size_t n_sgs = 0;
     int r;
@@ -254,6 +271,12 @@ static int write_instance(struct xml *x, struct region *rg, const struct registr
     xml_open(x, "monitoring");
     xml_element(x, "state", "disabled");
     xml_close(x);
+    if (in_vpc(row)) {
+        api_default_subnet_id(ctx, id);
+        xml_element(x, "subnetId", id);
+        api_default_vpc_id(ctx, id);
+        xml_element(x, "vpcId", id);
+    }
     if (has_address(row)) {
         xml_element(x, "privateIpAddress", row->address);
         xml_element(x, "ipAddress", row->address);
@@ -536,6 +559,68 @@ static int security_groups(struct api_ctx *ctx, struct region *rg, const struct 
     return 0;
 }
 
+/* SubnetId and NetworkInterface.N (docs/api.md, "The default VPC"): a
+ * subnet, where given, is the caller's default subnet; at most one
+ * interface, device 0, a new one (no NetworkInterfaceId), and not beside
+ * an instance-level SubnetId or groups.  ret->groups is the query whose
+ * SecurityGroupId.N names the groups: q, or the interface's fields (then
+ * owned by ret). */
+struct network {
+    struct query_item *items;
+    size_t n;
+    const struct query *groups;
+};
+
+static void network_release(struct network *nw)
+{
+    query_items_free(nw->items, nw->n);
+}
+
+static int network_parse(struct api_ctx *ctx, const struct query *q, struct network *ret)
+{
+    const char *subnet = query_get(q, "SubnetId");
+    const struct query *f;
+    const char *v;
+    bool b;
+    int r;
+
+    ret->groups = q;
+    if (subnet && (r = api_subnet_check(ctx, subnet)) < 0)
+        return r;
+    r = query_get_structs(q, "NetworkInterface", &ret->items, &ret->n);
+    if (r < 0 || ret->n == 0)
+        return r;
+    if (ret->n > 1)
+        return api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE,
+                        "kiln instances have one network interface (%zu given)", ret->n);
+    f = &ret->items[0].fields;
+    if (subnet || query_get(q, "SecurityGroupId.1") || query_get(q, "SecurityGroup.1"))
+        return api_fail(ctx, API_ERR_INVALID_PARAMETER_COMBINATION,
+                        "Network interfaces and an instance-level subnet ID or security groups "
+                        "may not be specified on the same request");
+    if ((v = query_get(f, "DeviceIndex")) && strcmp(v, "0") != 0)
+        return api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE,
+                        "NetworkInterface.%lu.DeviceIndex must be 0 (the only interface)",
+                        ret->items[0].index);
+    if (query_get(f, "NetworkInterfaceId"))
+        return api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE,
+                        "NetworkInterface.%lu.NetworkInterfaceId: kiln has no network "
+                        "interfaces to attach",
+                        ret->items[0].index);
+    if ((v = query_get(f, "AssociatePublicIpAddress")) && query_parse_bool(v, &b) < 0)
+        return api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE,
+                        "NetworkInterface.%lu.AssociatePublicIpAddress must be true or false",
+                        ret->items[0].index);
+    if ((v = query_get(f, "DeleteOnTermination")) && query_parse_bool(v, &b) < 0)
+        return api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE,
+                        "NetworkInterface.%lu.DeleteOnTermination must be true or false",
+                        ret->items[0].index);
+    if ((v = query_get(f, "SubnetId")) && (r = api_subnet_check(ctx, v)) < 0)
+        return r;
+    ret->groups = f;
+    return 0;
+}
+
 /* ---- RunInstances' ClientToken ---- */
 
 /* The instances of `reservation` the caller owns, in launch order. */
@@ -607,6 +692,7 @@ int api_run_instances(struct api_ctx *ctx, const struct query *q, struct xml *x)
     _cleanup_free_ uint8_t *ud = NULL;
     _cleanup_free_ const char **sg_ids = NULL, **sg_names = NULL;
     _cleanup_free_ struct registry_tag *itags = NULL, *vtags = NULL;
+    _cleanup_(network_release) struct network nw = {0};
     struct registry_security_group *groups = NULL;
     struct registry_key_pair *keys = NULL;
     struct registry_image *img = NULL;
@@ -648,6 +734,9 @@ int api_run_instances(struct api_ctx *ctx, const struct query *q, struct xml *x)
                         INSTANCE_CLIENT_TOKEN_MAX);
     if (user_data && (r = decode_user_data(ctx, user_data, &ud, &n_ud)) < 0)
         return r;
+    r = network_parse(ctx, q, &nw);
+    if (r < 0)
+        return r;
     {
         struct api_tag_target t[] = {{"instance", &itags, &n_itags}, {"volume", &vtags, &n_vtags}};
         r = api_tag_specs_parse(ctx, q, t, 2);
@@ -681,7 +770,7 @@ int api_run_instances(struct api_ctx *ctx, const struct query *q, struct xml *x)
     if (r >= 0)
         r = root_override(ctx, rg, q, img, &l);
     if (r >= 0)
-        r = security_groups(ctx, rg, q, &sg_ids, &sg_names, &n_sg, &groups, &n_groups);
+        r = security_groups(ctx, rg, nw.groups, &sg_ids, &sg_names, &n_sg, &groups, &n_groups);
     if (r < 0)
         goto out;
     if (key_name) {
@@ -775,7 +864,7 @@ answer:
         if (r >= 0)
             r = registry_tag_list(rg->reg, ids[i], &tags, &nt);
         if (r >= 0)
-            r = write_instance(x, rg, row, tags, nt);
+            r = write_instance(ctx, x, rg, row, tags, nt);
         registry_tag_list_free(tags, nt);
         registry_instance_free(row);
     }
@@ -848,7 +937,7 @@ int api_describe_instances(struct api_ctx *ctx, const struct query *q, struct xm
         size_t nt = 0;
         char key[128];
 
-        if (!row || !row_visible(ctx, row) || !match_fields(&fs, row))
+        if (!row || !row_visible(ctx, row) || !match_fields(ctx, &fs, row))
             continue;
         /* repeated ids: once */
         bool dup = false;
@@ -884,7 +973,7 @@ int api_describe_instances(struct api_ctx *ctx, const struct query *q, struct xm
             xml_open(x, "instancesSet");
             open_reservation = row->reservation_id;
         }
-        r = write_instance(x, rg, row, tags, nt);
+        r = write_instance(ctx, x, rg, row, tags, nt);
         registry_tag_list_free(tags, nt);
         if (r < 0)
             break;

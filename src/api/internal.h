@@ -35,8 +35,10 @@ enum api_resource {
     API_RES_INSTANCE,
     API_RES_KEY_PAIR,
     API_RES_SECURITY_GROUP,
+    API_RES_VPC,    /* the region's default VPC (vpcs.c) */
+    API_RES_SUBNET, /* and its one subnet */
 };
-#define API_RES_COUNT (API_RES_SECURITY_GROUP + 1)
+#define API_RES_COUNT (API_RES_SUBNET + 1)
 
 /* Conditions a handler or the server names explicitly; API_ERR_NONE means
  * "derive it from the errno". */
@@ -592,6 +594,19 @@ int api_describe_security_groups(struct api_ctx *ctx, const struct query *q, str
 int api_delete_security_group(struct api_ctx *ctx, const struct query *q, struct xml *x);
 int api_authorize_security_group_ingress(struct api_ctx *ctx, const struct query *q,
                                          struct xml *x);
+
+/* vpcs.c: the default VPC and its subnet (the design notes there) */
+#define API_DEFAULT_VPC_CIDR "127.100.0.0/16" /* the instances' addresses */
+/* The ids of the caller's default VPC and subnet in the request's region,
+ * derived from account and region. */
+void api_default_vpc_id(const struct api_ctx *ctx, char ret[ID_MAX_SIZE]);
+void api_default_subnet_id(const struct api_ctx *ctx, char ret[ID_MAX_SIZE]);
+/* 0 when id names the caller's default VPC (subnet); else records
+ * InvalidVpcID.Malformed or .NotFound (InvalidSubnetID.*). */
+int api_vpc_check(struct api_ctx *ctx, const char *id);
+int api_subnet_check(struct api_ctx *ctx, const char *id);
+int api_describe_vpcs(struct api_ctx *ctx, const struct query *q, struct xml *x);
+int api_describe_subnets(struct api_ctx *ctx, const struct query *q, struct xml *x);
 
 /* ---- ClientToken (client-token.c) ---- */
 

@@ -347,11 +347,14 @@ int api_create_security_group(struct api_ctx *ctx, const struct query *q, struct
 {
     _cleanup_(region_freep) struct region *rg = NULL;
     struct registry_security_group g = {0};
-    const char *name = NULL, *description = NULL;
+    const char *name = NULL, *description = NULL, *vpc = query_get(q, "VpcId");
     int r = group_text_param(ctx, q, "GroupName", &name);
 
     if (r >= 0)
         r = group_text_param(ctx, q, "GroupDescription", &description);
+    /* every group is in the default VPC (vpcs.c), named or not */
+    if (r >= 0 && vpc)
+        r = api_vpc_check(ctx, vpc);
     if (r < 0)
         return r;
     if (strncmp(name, "sg-", 3) == 0)
@@ -408,13 +411,14 @@ static int find_group(struct api_ctx *ctx, const struct query *q,
                     "The security group '%.255s' does not exist in default VPC", name);
 }
 
-static void write_group(struct xml *x, const struct registry_security_group *g)
+static void write_group(struct xml *x, const struct registry_security_group *g, const char *vpc)
 {
     xml_open(x, "item");
     xml_element(x, "ownerId", g->owner);
     xml_element(x, "groupName", g->name);
     xml_element(x, "groupId", g->id);
     xml_element(x, "groupDescription", g->description);
+    xml_element(x, "vpcId", vpc);
     xml_open(x, "ipPermissions");
     for (size_t i = 0; i < g->n_rules; i++) {
         const struct registry_security_group_rule *rule = &g->rules[i];
@@ -462,14 +466,17 @@ static void write_group(struct xml *x, const struct registry_security_group *g)
 
 int api_describe_security_groups(struct api_ctx *ctx, const struct query *q, struct xml *x)
 {
-    static const char *const known[] = {"group-name", "group-id", "description", "owner-id", NULL};
+    static const char *const known[] = {"group-name", "group-id", "description",
+                                        "owner-id",   "vpc-id",   NULL};
     _cleanup_(region_freep) struct region *rg = NULL;
     _cleanup_(wanted_release) struct wanted w = {0};
     struct registry_security_group *list = NULL;
     size_t n = 0;
     struct api_filters fs;
+    char vpc[ID_MAX_SIZE];
     int r;
 
+    api_default_vpc_id(ctx, vpc);
     r = wanted_parse(ctx, q, "GroupName", "GroupId", &w);
     if (r < 0)
         return r;
@@ -496,9 +503,10 @@ int api_describe_security_groups(struct api_ctx *ctx, const struct query *q, str
                 !api_filters_match(&fs, "group-name", g->name) ||
                 !api_filters_match(&fs, "group-id", g->id) ||
                 !api_filters_match(&fs, "description", g->description) ||
-                !api_filters_match(&fs, "owner-id", g->owner))
+                !api_filters_match(&fs, "owner-id", g->owner) ||
+                !api_filters_match(&fs, "vpc-id", vpc))
                 continue;
-            write_group(x, g);
+            write_group(x, g, vpc);
         }
         xml_close(x);
     }

@@ -97,6 +97,8 @@ static const char *resource_name(enum api_resource res)
     case API_RES_INSTANCE: return "instance ID";
     case API_RES_KEY_PAIR: return "key pair";
     case API_RES_SECURITY_GROUP: return "security group";
+    case API_RES_VPC: return "vpc ID";
+    case API_RES_SUBNET: return "subnet ID";
     case API_RES_NONE: break;
     }
     return "resource";
@@ -113,6 +115,8 @@ int api_not_found(struct api_ctx *ctx, enum api_resource res, const char *const 
     case API_RES_INSTANCE:
     case API_RES_KEY_PAIR:
     case API_RES_SECURITY_GROUP:
+    case API_RES_VPC:
+    case API_RES_SUBNET:
     case API_RES_NONE: break;
     }
     list = api_join_ids(ids, n);

@@ -1,18 +1,22 @@
 """What real Packer left behind in kiln, read back through boto3 (run by
 packer-ebs.sh after `packer build` exited 0).
 
-Arguments: ENDPOINT ACCESS_KEY SECRET_KEY ACCOUNT BASE_AMI AMI AMI_NAME.
-Checks the AMI Packer printed (the caller's, available, named, tagged, its
+Arguments: ENDPOINT ACCESS_KEY SECRET_KEY ACCOUNT BASE_AMI AMI AMI_NAME
+PACKER_OUTPUT.  Checks that Packer's vpc_filter and subnet_filter found
+the default VPC and subnet and that it connected to the instance's
+address without ssh_interface (by the VPC the instance is in), the AMI
+Packer printed (the caller's, available, named, tagged, its
 root snapshot tagged), the builder instance (launched from the base image
 with the run tags, terminated, its root volume deleted), and that no key
 pair and no security group is left.  Prints the AMI's root snapshot id on
 stdout for the caller's look inside it."""
+import re
 import sys
 
 import boto3
 from botocore.config import Config
 
-endpoint, akid, secret, account, base_ami, ami, ami_name = sys.argv[1:8]
+endpoint, akid, secret, account, base_ami, ami, ami_name, packer_out = sys.argv[1:9]
 ec2 = boto3.client("ec2", region_name="us-east-1", endpoint_url=endpoint,
                    aws_access_key_id=akid, aws_secret_access_key=secret,
                    config=Config(retries={"max_attempts": 2, "mode": "standard"}))
@@ -31,6 +35,18 @@ def check(cond, msg):
 def tags(d):
     return {t["Key"]: t["Value"] for t in d.get("Tags", [])}
 
+
+# ---- the network Packer found and used ----
+with open(packer_out) as f:
+    said = f.read()
+vpc = ec2.describe_vpcs()["Vpcs"]
+subnet = ec2.describe_subnets()["Subnets"]
+check(len(vpc) == 1 and len(subnet) == 1, "vpcs %r, subnets %r" % (vpc, subnet))
+check("Found VPC ID: %s" % vpc[0]["VpcId"] in said, "packer did not find the default VPC")
+check("Found Subnet ID: %s" % subnet[0]["SubnetId"] in said,
+      "packer did not find the default subnet")
+check(re.search(r"Using ssh communicator to connect: 127\.100\.\d+\.\d+", said),
+      "packer did not connect to the instance's address")
 
 # ---- the AMI ----
 images = ec2.describe_images(ImageIds=[ami])["Images"]

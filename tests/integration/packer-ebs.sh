@@ -2,8 +2,11 @@
 # Real Packer (Debian's `packer`, 1.6.6, the amazon-ebs builder) builds an
 # image against `kiln serve` (issue 6; docs/baking.md, "Real Packer against
 # kiln").  The template is packer-ebs.json: the debian base image found by
-# source_ami_filter with its owner, a temporary key pair and security
-# group, ssh as `admin` to the instance's address, a shell provisioner and
+# source_ami_filter with its owner, the default VPC and subnet found by
+# vpc_filter and subnet_filter, a temporary key pair and security group,
+# associate_public_ip_address (RunInstances with a network interface),
+# ssh as `admin` to the address Packer picks by itself (no ssh_interface:
+# the public IP of an instance in a VPC), a shell provisioner and
 # a file provisioner, then StopInstances, CreateImage, the tags, and the
 # cleanup.  Checked: packer exits 0; the AMI it printed is available, the
 # caller's, named and tagged as the template says (packer-ebs.py, boto3);
@@ -85,7 +88,7 @@ ami=$(sed -n 's/^[0-9]*,amazon-ebs,artifact,0,id,us-east-1:\(ami-[0-9a-f]\{17\}\
 echo "packer build against kiln under TCG: $((t1 - t0)) s, $ami" >&2
 
 snap=$(python3 "$here/packer-ebs.py" "$endpoint" "$akid" "$secret" "$account" "$base" "$ami" \
-    "$ami_name") || { tail -n 40 "$T/serve.log" >&2; die "packer-ebs.py failed"; }
+    "$ami_name" "$T/packer.out") || { tail -n 40 "$T/serve.log" >&2; die "packer-ebs.py failed"; }
 
 # ---- serve stops cleanly (SIGTERM, exit 0) ----
 kill -TERM "$serve_pid"
