@@ -14,7 +14,8 @@
  * - Each account has one default VPC per region, as in EC2, and nothing
  *   else: CreateVpc and CreateSubnet do not exist.  The ids are derived
  *   (SHA-256 of account and region), so nothing is stored and they are
- *   stable across restarts: "vpc-" and "subnet-" with 17 hex digits.
+ *   stable across restarts: "vpc-" and "subnet-" with 17 hex digits (the
+ *   CIDR block's association id likewise, "vpc-cidr-assoc-").
  * - The subnet is the whole VPC (EC2 allows a subnet as large as its
  *   VPC), default for the region's one zone, public IP on launch. */
 #include <stdio.h>
@@ -32,7 +33,7 @@
  * the running instances are not subtracted). */
 #define SUBNET_FREE_ADDRESSES "65531"
 
-static void derive_id(const struct api_ctx *ctx, const char *prefix, char ret[ID_MAX_SIZE])
+static void derive_id(const struct api_ctx *ctx, const char *prefix, char *ret, size_t size)
 {
     char text[128], hex[DIGEST_HEX_SIZE];
     struct digest d;
@@ -41,17 +42,17 @@ static void derive_id(const struct api_ctx *ctx, const char *prefix, char ret[ID
 
     sha256(text, (size_t)n < sizeof(text) ? (size_t)n : sizeof(text) - 1, &d);
     digest_to_hex(&d, hex);
-    snprintf(ret, ID_MAX_SIZE, "%s-%.17s", prefix, hex);
+    snprintf(ret, size, "%s-%.17s", prefix, hex);
 }
 
 void api_default_vpc_id(const struct api_ctx *ctx, char ret[ID_MAX_SIZE])
 {
-    derive_id(ctx, "vpc", ret);
+    derive_id(ctx, "vpc", ret, ID_MAX_SIZE);
 }
 
 void api_default_subnet_id(const struct api_ctx *ctx, char ret[ID_MAX_SIZE])
 {
-    derive_id(ctx, "subnet", ret);
+    derive_id(ctx, "subnet", ret, ID_MAX_SIZE);
 }
 
 /* A well-formed id of `res` that must be the derived one. */
@@ -138,11 +139,12 @@ int api_describe_vpcs(struct api_ctx *ctx, const struct query *q, struct xml *x)
                                         "tag-key",
                                         NULL};
     _cleanup_(listing_release) struct listing l = {0};
-    char vpc[ID_MAX_SIZE];
+    char vpc[ID_MAX_SIZE], assoc[ID_MAX_SIZE + 16]; /* "vpc-cidr-assoc-" */
     const struct api_filters *fs = &l.fs;
     int r;
 
     api_default_vpc_id(ctx, vpc);
+    derive_id(ctx, "vpc-cidr-assoc", assoc, sizeof(assoc));
     r = listing_parse(ctx, q, "VpcId", known, API_RES_VPC, "vpc", vpc, &l);
     if (r < 0)
         return r;
@@ -163,7 +165,7 @@ int api_describe_vpcs(struct api_ctx *ctx, const struct query *q, struct xml *x)
         xml_open(x, "cidrBlockAssociationSet");
         xml_open(x, "item");
         xml_element(x, "cidrBlock", CIDR);
-        xml_element(x, "associationId", "vpc-cidr-assoc-default");
+        xml_element(x, "associationId", assoc);
         xml_open(x, "cidrBlockState");
         xml_element(x, "state", "associated");
         xml_close(x);

@@ -2,7 +2,8 @@
 accounts, names, the endpoint and request ids masked, as the snapshot one
 in test_snapshots.py: DescribeImages of a registered image with block
 device mappings and tags, DescribeImageAttribute launchPermission, an
-error response (InvalidAMIID.NotFound) and DescribeRegions.  The element
+error response (InvalidAMIID.NotFound), DescribeRegions, and the default
+VPC (DescribeVpcs, DescribeSubnets, InvalidVpcID.NotFound).  The element
 names are the wire reference's (sections 2.4, 3.2 and 3.3).
 
 Set KILN_GOLDEN_WRITE=1 to write the files from the server's answers
@@ -97,6 +98,27 @@ class Golden(unittest.TestCase):
         status, body = raw({"Action": "DescribeRegions", "Version": VERSION})
         self.check("describe-regions.xml", status, body, 200, [(ENDPOINT, "ENDPOINT")])
 
+    def vpc_masks(self):
+        """The default VPC's ids (test_vpcs.py) and the account, masked."""
+        vpc = self.ec2.describe_vpcs()["Vpcs"][0]
+        assoc = vpc["CidrBlockAssociationSet"][0]["AssociationId"]
+        self.assertRegex(assoc, r"^vpc-cidr-assoc-[0-9a-f]{17}$")
+        subnet = self.ec2.describe_subnets()["Subnets"][0]["SubnetId"]
+        return [(assoc, "ASSOCIATION-ID"), (vpc["VpcId"], "VPC-ID"), (subnet, "SUBNET-ID"),
+                (self.account, "ACCOUNT")]
+
+    def test_describe_vpcs(self):
+        status, body = raw({"Action": "DescribeVpcs", "Version": VERSION})
+        self.check("describe-vpcs.xml", status, body, 200, self.vpc_masks())
+
+    def test_describe_subnets(self):
+        status, body = raw({"Action": "DescribeSubnets", "Version": VERSION})
+        self.check("describe-subnets.xml", status, body, 200, self.vpc_masks())
+
+    def test_error_vpc_not_found(self):
+        status, body = raw({"Action": "DescribeVpcs", "Version": VERSION,
+                            "VpcId.1": "vpc-0000000000000dead"})
+        self.check("error-invalid-vpc-id-not-found.xml", status, body, 400, self.vpc_masks())
 
 if __name__ == "__main__":
     unittest.main()
