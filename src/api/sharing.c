@@ -170,6 +170,36 @@ int api_describe_snapshot_attribute(struct api_ctx *ctx, const struct query *q, 
 
 /* ---- ModifySnapshotAttribute ---- */
 
+/* Whether every UserId.N and UserGroup.N of q repeats an Add entry of
+ * changes: what Packer (aws-sdk-go's ModifySnapshotAttributeInput with
+ * UserIds and CreateVolumePermission.Add) sends and EC2 accepts.  Returns
+ * 1 when they all do, 0 when one does not, or -errno. */
+static int legacy_repeats_adds(const struct query *q, const struct api_permission_changes *changes)
+{
+    static const struct {
+        const char *param;
+        enum registry_permission_kind kind;
+    } lists[] = {{"UserId", REGISTRY_PERMISSION_USER}, {"UserGroup", REGISTRY_PERMISSION_GROUP}};
+
+    for (size_t l = 0; l < ARRAY_SIZE(lists); l++) {
+        _cleanup_free_ const char **v = NULL;
+        size_t n = 0;
+        int r = query_get_list(q, lists[l].param, &v, &n);
+
+        if (r < 0)
+            return r;
+        for (size_t i = 0; i < n; i++) {
+            bool found = false;
+            for (size_t k = 0; k < changes->n && !found; k++)
+                found = changes->v[k].add && changes->v[k].kind == lists[l].kind &&
+                        strcmp(changes->v[k].value, v[i]) == 0;
+            if (!found)
+                return 0;
+        }
+    }
+    return 1;
+}
+
 static int apply_changes(struct registry *reg, const char *id, const void *arg)
 {
     const struct api_permission_changes *changes = arg;
@@ -196,14 +226,19 @@ int api_modify_snapshot_attribute(struct api_ctx *ctx, const struct query *q, st
         if (attr && strcmp(attr, "createVolumePermission") != 0)
             return api_fail(ctx, API_ERR_INVALID_PARAMETER_COMBINATION,
                             "CreateVolumePermission cannot be combined with Attribute %.40s", attr);
-        if (query_get(q, "OperationType") || query_get(q, "UserId.1") ||
-            query_get(q, "UserGroup.1"))
+        if (query_get(q, "OperationType"))
             return api_fail(ctx, API_ERR_INVALID_PARAMETER_COMBINATION,
-                            "CreateVolumePermission cannot be combined with OperationType, "
-                            "UserId or UserGroup");
+                            "CreateVolumePermission cannot be combined with OperationType");
         r = api_permission_parse_structured(ctx, q, &create_volume_permission, &changes);
         if (r < 0)
             return r;
+        r = legacy_repeats_adds(q, &changes);
+        if (r < 0)
+            return r;
+        if (r == 0)
+            return api_fail(ctx, API_ERR_INVALID_PARAMETER_COMBINATION,
+                            "UserId.N and UserGroup.N beside CreateVolumePermission may only "
+                            "repeat its Add entries");
         if (changes.n == 0)
             return api_fail(ctx, API_ERR_MISSING_PARAMETER,
                             "The request must contain CreateVolumePermission.Add.N or "

@@ -179,6 +179,37 @@ class SnapshotSharing(Base):
         self.assertEqual(self.permissions(sid), [])
 
 
+class PackerForm(Base):
+    def test_legacy_lists_repeating_the_structured_form(self):
+        """Packer 1.6.6's snapshot_users and snapshot_groups send UserIds or
+        GroupNames and CreateVolumePermission.Add with the same entries, no
+        Attribute and no OperationType (EC2 accepts it).  Lists that say
+        anything else beside the structured form are refused, changing
+        nothing."""
+        sid = import_snapshot()
+        self.ec2.modify_snapshot_attribute(
+            SnapshotId=sid, UserIds=[self.bob_account],
+            CreateVolumePermission={"Add": [{"UserId": self.bob_account}]})
+        self.assertEqual(self.permissions(sid), [{"UserId": self.bob_account}])
+        self.assertIn(sid, self.snapshot_ids(self.bob, RestorableByUserIds=["self"]))
+        self.ec2.modify_snapshot_attribute(
+            SnapshotId=sid, GroupNames=["all"], CreateVolumePermission={"Add": [{"Group": "all"}]})
+        self.assertEqual(sorted(self.permissions(sid), key=str),
+                         sorted([{"UserId": self.bob_account}, {"Group": "all"}], key=str))
+        self.ec2.reset_snapshot_attribute(SnapshotId=sid, Attribute="createVolumePermission")
+        other = "210987654321"
+        for kw in [dict(UserIds=[other]), dict(UserIds=[self.bob_account, other]),
+                   dict(GroupNames=["all"]), dict(OperationType="add")]:
+            self.assertCode("InvalidParameterCombination", self.ec2.modify_snapshot_attribute,
+                            SnapshotId=sid,
+                            CreateVolumePermission={"Add": [{"UserId": self.bob_account}]}, **kw)
+        # a Remove is not repeated by UserIds either
+        self.assertCode("InvalidParameterCombination", self.ec2.modify_snapshot_attribute,
+                        SnapshotId=sid, UserIds=[self.bob_account],
+                        CreateVolumePermission={"Remove": [{"UserId": self.bob_account}]})
+        self.assertEqual(self.permissions(sid), [])
+
+
 class ImageBlockPublicAccess(Base):
     def register(self):
         sid = import_snapshot()
