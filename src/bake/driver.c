@@ -244,9 +244,63 @@ static void out(struct build *b, const char *fmt, ...)
     fflush(b->o->out);
 }
 
+static bool cancelled(struct build *b)
+{
+    struct bake_cancel *c = b->o->cancel;
+    bool yes;
+
+    if (!c)
+        return false;
+    pthread_mutex_lock(&c->lock);
+    yes = c->requested;
+    pthread_mutex_unlock(&c->lock);
+    return yes;
+}
+
 static bool timed_out(struct build *b)
 {
-    return now_ns() > b->deadline_ns;
+    return now_ns() > b->deadline_ns || cancelled(b);
+}
+
+/* The error of a step stopped by the timeout or a cancel. */
+static int stop_error(struct build *b, const struct bake_step *s)
+{
+    if (cancelled(b))
+        return error_set(ECANCELED, "%s (%s): the bake was cancelled", s->place, s->name);
+    return error_set(ETIMEDOUT, "%s (%s): the build's timeout passed", s->place, s->name);
+}
+
+void bake_cancel(struct bake_cancel *c, const char *region)
+{
+    struct instance_manager *m = instance_manager_get();
+    char id[ID_MAX_SIZE];
+
+    pthread_mutex_lock(&c->lock);
+    c->requested = true;
+    snprintf(id, sizeof(id), "%s", c->build_id);
+    pthread_mutex_unlock(&c->lock);
+    if (!id[0] || !m)
+        return;
+    /* the build VMs' QEMU: a step waiting on its guest fails at once */
+    _cleanup_free_ char *dir = instance_manager_dir(m, region, "");
+    size_t len = strlen(dir);
+    while (len > 1 && dir[len - 1] == '/')
+        dir[--len] = '\0';
+    DIR *d = opendir(dir);
+    struct dirent *de;
+    if (!d)
+        return;
+    while ((de = readdir(d))) {
+        if (strncmp(de->d_name, "i-", 2) != 0)
+            continue;
+        _cleanup_free_ char *idir = xasprintf("%s/%s", dir, de->d_name);
+        _cleanup_free_ char *tagf = xasprintf("%s/bake-build", idir);
+        _cleanup_fclose_ FILE *f = fopen(tagf, "re");
+        char who[ID_MAX_SIZE] = "";
+        if (f && fgets(who, sizeof(who), f) && strcmp(who, id) == 0)
+            instance_kill_qemu(de->d_name, idir);
+    }
+    closedir(d);
 }
 
 /* Milliseconds left for an operation limited to step_s (0: the build's). */
@@ -481,6 +535,9 @@ static int agent_wait(struct build *b, const char *id, int timeout_ms, struct ag
     while (now_ns() < end) {
         _cleanup_(registry_instance_freep) struct registry_instance *row = NULL;
 
+        if (cancelled(b))
+            return error_set(ECANCELED, "instance '%s': the bake was cancelled", id);
+
         e = registry_instance_get(b->r->reg, id, &row);
         if (e < 0)
             return e;
@@ -608,6 +665,15 @@ static int launch(struct build *b, const char *image_id, const char *instance_ty
     e = created(b, seq, ret_id);
     if (e < 0)
         return e;
+    {
+        /* for bake_cancel(), which must not touch the registry from its
+         * thread: which build the instance serves */
+        _cleanup_free_ char *dir = instance_manager_dir(b->m, b->r->name, ret_id);
+        _cleanup_free_ char *path = xasprintf("%s/bake-build", dir);
+        _cleanup_fclose_ FILE *f = (mkdir_p(dir), fopen(path, "we"));
+        if (f)
+            fputs(b->id, f);
+    }
     b->res->instances_launched++;
     return agent_wait(b, ret_id, timeout_ms, ret_agent);
 }
@@ -1467,7 +1533,7 @@ static int run_build_step(struct build *b, size_t i, size_t n, const struct bake
         error_clear();
     }
     if (timed_out(b)) {
-        e = error_set(ETIMEDOUT, "%s (%s): the build's timeout passed", s->place, s->name);
+        e = stop_error(b, s);
         goto fail;
     }
     snprintf(rep->executor, sizeof(rep->executor), "%s", executor_name(b, s));
@@ -1494,6 +1560,8 @@ static int run_build_step(struct build *b, size_t i, size_t n, const struct bake
             fprintf(log, "--- failed: %s\n", m);
         }
     }
+    if (e < 0 && cancelled(b))
+        e = stop_error(b, s);
     if (e < 0)
         goto fail;
     /* the previous state's own snapshot (uncached) is scratch now */
@@ -1935,7 +2003,7 @@ static void finish(struct build *b, int e)
             b->id);
         return;
     } else {
-        if (on_error == BAKE_ON_ERROR_KEEP && b->instance[0]) {
+        if (on_error == BAKE_ON_ERROR_KEEP && b->instance[0] && !cancelled(b)) {
             _cleanup_(registry_instance_freep) struct registry_instance *row = NULL;
             _cleanup_free_ char *dir = instance_manager_dir(b->m, b->r->name, b->instance);
             if (registry_instance_get(b->r->reg, b->instance, &row) >= 0)
@@ -2007,6 +2075,11 @@ int bake_run(const struct bake_options *o, struct bake_result *ret)
         goto out;
     b.begun = true;
     snprintf(ret->build_id, sizeof(ret->build_id), "%s", b.id);
+    if (o->cancel) {
+        pthread_mutex_lock(&o->cancel->lock);
+        snprintf(o->cancel->build_id, sizeof(o->cancel->build_id), "%s", b.id);
+        pthread_mutex_unlock(&o->cancel->lock);
+    }
     build_tag = (struct registry_tag){(char *)BAKE_BUILD_TAG, b.id};
     b.build_tags.items = &build_tag;
     b.build_tags.n = 1;

@@ -35,6 +35,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <pthread.h>
 #include <stdio.h>
 
 #include "bake/journal.h"
@@ -43,6 +44,17 @@
 
 struct region;
 struct registry_instance;
+
+/* Cancelling a bake from another thread (the CLI's on Ctrl-C or SIGTERM):
+ * bake_cancel() marks it and kills the QEMU of its build VMs, so that a
+ * step waiting on its guest fails at once; the build then fails with
+ * -ECANCELED and undoes everything as for any failure.  Zero-initialise. */
+struct bake_cancel {
+    pthread_mutex_t lock; /* PTHREAD_MUTEX_INITIALIZER */
+    bool requested;
+    char build_id[ID_MAX_SIZE]; /* set by bake_run() once the build exists */
+};
+void bake_cancel(struct bake_cancel *c, const char *region);
 
 struct bake_options {
     const char *data_dir;
@@ -62,6 +74,7 @@ struct bake_options {
      * return at once. */
     void (*keep_wait)(void *ud);
     void *keep_ud;
+    struct bake_cancel *cancel; /* NULL: not cancellable */
     /* Test hook: exit(2) (as a kill would) once this many steps ran
      * (KILN_BAKE_DIE_AFTER_STEPS); 0: never. */
     unsigned die_after_steps;

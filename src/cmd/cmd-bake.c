@@ -1,6 +1,7 @@
 /* kiln bake TEMPLATE.json: bake an image (src/bake/driver.h), and the
  * dispatch of `kiln bake cache` and `kiln bake distribute`
  * (cmd-bake-admin.c). */
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -74,21 +75,66 @@ static int bake_option(int opt, const char *arg, void *ud)
     return EXIT_USAGE;
 }
 
+/* Signals: SIGINT and SIGTERM are blocked in every thread and taken by
+ * one thread of their own.  While a VM is kept for inspection (--on-error
+ * keep) the first ends the wait; otherwise the first cancels the bake
+ * (bake_cancel(): it fails at once and undoes what it made), and a second
+ * exits at once, leaving the rest to the janitor. */
+struct signals {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    bool keeping, released;
+    int count;
+    struct bake_cancel cancel;
+    const char *region;
+    sigset_t set;
+};
+
+static void *signal_thread(void *ud)
+{
+    struct signals *sg = ud;
+    int sig;
+
+    for (;;) {
+        if (sigwait(&sg->set, &sig) != 0)
+            continue;
+        pthread_mutex_lock(&sg->lock);
+        bool keeping = sg->keeping;
+        int n = ++sg->count;
+        if (keeping) {
+            sg->released = true;
+            pthread_cond_broadcast(&sg->cond);
+        }
+        pthread_mutex_unlock(&sg->lock);
+        if (keeping)
+            continue;
+        if (n > 1) {
+            fprintf(stderr, "kiln: %s again: exiting now; the janitor of the next bake or serve "
+                            "removes what this one made\n",
+                    strsignal(sig));
+            _exit(130);
+        }
+        fprintf(stderr, "kiln: %s: cancelling the bake (again to exit at once)\n",
+                strsignal(sig));
+        bake_cancel(&sg->cancel, sg->region);
+    }
+    return NULL;
+}
+
 /* --on-error keep: wait for Ctrl-C (or SIGTERM) with the build VM running. */
 static void keep_wait(void *ud)
 {
-    sigset_t set;
-    int sig;
+    struct signals *sg = ud;
 
-    (void)ud;
-    sigemptyset(&set);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGTERM);
     fprintf(stderr, "kiln: the build VM stays up for inspection: press Ctrl-C (or send SIGTERM) "
                     "to remove it and end the bake\n");
     fflush(stderr);
-    while (sigwait(&set, &sig) != 0)
-        ;
+    pthread_mutex_lock(&sg->lock);
+    sg->keeping = true;
+    while (!sg->released)
+        pthread_cond_wait(&sg->cond, &sg->lock);
+    sg->keeping = false;
+    pthread_mutex_unlock(&sg->lock);
 }
 
 static unsigned die_after_from_env(void)
@@ -118,7 +164,6 @@ int cmd_bake(struct cli *cli, int argc, char **argv)
     struct bake_args a = {.on_error = -1};
     struct bake_result res;
     char **pos = NULL;
-    sigset_t set;
     int r;
 
     if (argc >= 2 && strcmp(argv[1], "cache") == 0)
@@ -152,13 +197,22 @@ int cmd_bake(struct cli *cli, int argc, char **argv)
         .keep_wait = keep_wait,
         .die_after_steps = die_after_from_env(),
     };
-    if (a.on_error == BAKE_ON_ERROR_KEEP) {
-        sigemptyset(&set);
-        sigaddset(&set, SIGINT);
-        sigaddset(&set, SIGTERM);
-        pthread_sigmask(SIG_BLOCK, &set, NULL);
-    }
+    static struct signals sg = {
+        .lock = PTHREAD_MUTEX_INITIALIZER,
+        .cond = PTHREAD_COND_INITIALIZER,
+        .cancel = {.lock = PTHREAD_MUTEX_INITIALIZER},
+    };
+    pthread_t th;
+    sg.region = o.region;
+    sigemptyset(&sg.set);
+    sigaddset(&sg.set, SIGINT);
+    sigaddset(&sg.set, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &sg.set, NULL);
     signal(SIGPIPE, SIG_IGN);
+    if (pthread_create(&th, NULL, signal_thread, &sg) == 0)
+        pthread_detach(th);
+    o.keep_ud = &sg;
+    o.cancel = &sg.cancel;
     r = bake_run(&o, &res);
     if (r < 0)
         cli_error(r, "bake failed");

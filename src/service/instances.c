@@ -952,7 +952,6 @@ int instance_manager_stop(struct instance_manager *m, const char *region, const 
     return e;
 }
 
-static void kill_leftover(const char *id, const char *dir);
 
 int instance_manager_terminate(struct instance_manager *m, const char *region,
                                const char *instance_id, bool wait)
@@ -979,7 +978,7 @@ int instance_manager_terminate(struct instance_manager *m, const char *region,
         return e;
     }
     /* no thread of ours runs it: a QEMU a dead process left goes first */
-    kill_leftover(instance_id, in->dir);
+    instance_kill_qemu(instance_id, in->dir);
     e = set_state(rg, instance_id, INSTANCE_SHUTTING_DOWN, NULL, NULL);
     if (e >= 0)
         e = finish_terminate(m, rg, row);
@@ -1431,9 +1430,10 @@ int instance_manager_expire(struct instance_manager *m, const char *region, int6
 
 /* ---- the manager ---- */
 
-/* A leftover QEMU of instance dir (a killed serve): its pid from
- * DIR/qemu.pid, killed only if /proc/PID/cmdline names DIR/qmp.sock. */
-static void kill_leftover(const char *id, const char *dir)
+/* A QEMU no thread of this process supervises (left by a killed serve or
+ * bake), or a cancelled bake's: its pid from DIR/qemu.pid, killed only if
+ * /proc/PID/cmdline names DIR/qmp.sock. */
+void instance_kill_qemu(const char *id, const char *dir)
 {
     _cleanup_free_ char *pidfile = xasprintf("%s/qemu.pid", dir);
     _cleanup_free_ char *text = NULL, *cmdline = NULL, *want = NULL;
@@ -1463,7 +1463,7 @@ static void kill_leftover(const char *id, const char *dir)
         unlink(pidfile);
         return;
     }
-    log_warning("instance %s: killing the QEMU (pid %ld) a previous serve left running", id, pid);
+    log_warning("instance %s: killing its QEMU (pid %ld)", id, pid);
     kill((pid_t)pid, SIGKILL);
     for (int i = 0; i < 500 && kill((pid_t)pid, 0) == 0; i++) {
         /* a zombie of another parent stays until reaped; /proc says so */
@@ -1510,13 +1510,13 @@ static void recover_region(struct instance_manager *m, struct mregion *rg)
         case INSTANCE_PENDING:
         case INSTANCE_RUNNING:
         case INSTANCE_STOPPING:
-            kill_leftover(row->id, dir);
+            instance_kill_qemu(row->id, dir);
             set_state(rg, row->id, INSTANCE_STOPPED, "Server.InternalError",
                       "Server.InternalError: kiln serve ended without stopping the instance");
             again = row->state != INSTANCE_STOPPING && policy == INSTANCE_RECOVER_RESTART;
             break;
         case INSTANCE_SHUTTING_DOWN:
-            kill_leftover(row->id, dir);
+            instance_kill_qemu(row->id, dir);
             finish_terminate(m, rg, row);
             break;
         case INSTANCE_STOPPED:

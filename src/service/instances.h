@@ -203,6 +203,11 @@ int64_t instance_manager_terminated_retention_ms(const struct instance_manager *
 bool instance_expired(const struct registry_instance *row, int64_t retention_ms, int64_t now);
 int instance_manager_expire(struct instance_manager *m, const char *region, int64_t now);
 
+/* Kill the QEMU of instance directory `dir` if it runs (its pid from
+ * DIR/qemu.pid, checked against /proc/PID/cmdline naming DIR/qmp.sock), and
+ * wait for it to be gone.  `id` names it in the log. */
+void instance_kill_qemu(const char *id, const char *dir);
+
 /* The instance directory (a new string). */
 char *instance_manager_dir(struct instance_manager *m, const char *region, const char *instance_id);
 

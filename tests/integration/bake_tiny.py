@@ -84,6 +84,11 @@ def bake(path, *args, check=True):
     return p.returncode, p.stdout, p.stderr, m
 
 
+def read(path):
+    with open(path) as f:
+        return f.read()
+
+
 def build_id(stdout):
     m = re.search(r"build (bld-[0-9a-f]{17})", stdout)
     assert m, "no build id in:\n" + stdout
@@ -160,7 +165,7 @@ class BakeTiny(ServeCase):
         self.assertEqual(m["instances_launched"], 2)  # the build VM, the test VM
         # the step log has the output, the secret masked
         bid = m["build_id"]
-        log = open(os.path.join(DATA, "bake-logs", bid, "05-build.log")).read()
+        log = read(os.path.join(DATA, "bake-logs", bid, "05-build.log"))
         self.assertIn("the token is <sensitive>", log)
         self.assertEqual(self.leftovers(bid), [])
         # the image launches and has what the steps put there (the tests said so)
@@ -205,9 +210,9 @@ class BakeTiny(ServeCase):
         t["steps"].insert(5, {"name": "hang", "type": "shell", "inline": ["sleep 3600"]})
         path = write_template("hang.json", t)
         env = dict(os.environ, KILN_ACCEL="tcg")
-        log = open(os.path.join(TDIR, "bake-hang.out"), "w")
-        p = subprocess.Popen([KILN, "bake", "--data-dir", DATA, path, "--no-cache"],
-                             stdout=log, stderr=subprocess.STDOUT, env=env)
+        with open(os.path.join(TDIR, "bake-hang.out"), "w") as log:
+            p = subprocess.Popen([KILN, "bake", "--data-dir", DATA, path, "--no-cache"],
+                                 stdout=log, stderr=subprocess.STDOUT, env=env)
         with open(os.path.join(TDIR, "bake.pid"), "w") as f:
             f.write("%d\n" % p.pid)
         deadline = time.monotonic() + 600
@@ -216,7 +221,7 @@ class BakeTiny(ServeCase):
             self.assertIsNone(p.poll(), text)
             self.assertLess(time.monotonic(), deadline, text)
             time.sleep(1)
-            text = open(os.path.join(TDIR, "bake-hang.out")).read()
+            text = read(os.path.join(TDIR, "bake-hang.out"))
         bid = build_id(text)
         # the build instance runs the hanging step
         f = [{"Name": "tag:" + TAG, "Values": [bid]},
@@ -232,7 +237,7 @@ class BakeTiny(ServeCase):
         time.sleep(3)
         p.kill()
         p.wait()
-        qemu = int(open(os.path.join(instance_dir(iid), "qemu.pid")).read())
+        qemu = int(read(os.path.join(instance_dir(iid), "qemu.pid")))
         self.assertNotEqual(self.leftovers(bid), [])
         # the next serve's janitor
         self.assertEqual(self.SERVE.stop(), 0)
@@ -246,6 +251,39 @@ class BakeTiny(ServeCase):
                          "qmp.sock" in open("/proc/%d/cmdline" % qemu).read(),
                          "the killed bake's QEMU still runs")
         self.assertEqual(describe_state(self.ec2, iid), "terminated")
+
+
+class BakeCancel(ServeCase):
+    """Ctrl-C (SIGINT) in the middle of a step: the bake cancels, kills its
+    build VM and removes everything itself, no janitor needed."""
+    SERVE = SERVE
+
+    def test_sigint_cleans_up(self):
+        t = json.loads(json.dumps(TEMPLATE))
+        t["steps"].insert(5, {"name": "hang", "type": "shell", "inline": ["sleep 3600"]})
+        path = write_template("hang2.json", t)
+        out_path = os.path.join(TDIR, "bake-sigint.out")
+        with open(out_path, "w") as out:
+            p = subprocess.Popen([KILN, "bake", "--data-dir", DATA, path, "--no-cache"],
+                                 stdout=out, stderr=subprocess.STDOUT,
+                                 env=dict(os.environ, KILN_ACCEL="tcg"))
+        with open(os.path.join(TDIR, "bake.pid"), "w") as f:
+            f.write("%d\n" % p.pid)
+        deadline = time.monotonic() + 600
+        text = ""
+        while "] hang (shell, agent)" not in text:
+            self.assertIsNone(p.poll(), text)
+            self.assertLess(time.monotonic(), deadline, text)
+            time.sleep(1)
+            text = read(out_path)
+        time.sleep(3)
+        p.send_signal(signal.SIGINT)
+        self.assertEqual(p.wait(timeout=300), 1)
+        text = read(out_path)
+        self.assertIn("cancelling the bake", text)
+        self.assertIn("the bake was cancelled", text)
+        bid = build_id(text)
+        self.assertEqual(BakeTiny.leftovers(self, bid), [])
 
 
 def describe_state(ec2, iid):
