@@ -83,6 +83,12 @@ install -m 644 "$here/cloud.cfg" "$root/etc/cloud/cloud.cfg.d/01_kiln.cfg"
 printf 'LABEL=kiln-root / ext4 rw,errors=remount-ro 0 1\n' > "$root/etc/fstab"
 echo localhost > "$root/etc/hostname"
 printf '127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n' > "$root/etc/hosts"
+# DNS: kiln's instance network answers at 169.254.0.3 (QEMU's slirp,
+# docs/imds.md), as EC2's at 169.254.169.253; networkd alone (no resolved)
+# would leave the DHCP-given server out of resolv.conf.  It resolves only
+# for guests with egress (a bake's build VMs, docs/vm.md).
+rm -f "$root/etc/resolv.conf"
+printf 'nameserver 169.254.0.3\n' > "$root/etc/resolv.conf"
 cat > "$root/etc/apt/sources.list" <<SRC
 deb $mirror bookworm main
 deb $mirror bookworm-updates main

@@ -562,6 +562,31 @@ static int agent_wait(struct build *b, const char *id, int timeout_ms, struct ag
                      timeout_ms / 1000);
 }
 
+/* The agent answers early in a boot; steps and tests want the machine
+ * up (its network, its services), as a Packer build waits for SSH: with
+ * systemd, until the boot's jobs are done (`systemctl is-system-running
+ * --wait`: running, or degraded when a unit failed, which is the image's
+ * business); without it, at once. */
+static int boot_wait(struct build *b, const char *id, struct agent_client *a, int timeout_ms)
+{
+    char *argv[] = {(char *)"/bin/sh", (char *)"-c",
+                    (char *)"command -v systemctl >/dev/null 2>&1 || exit 0; "
+                            "systemctl is-system-running --wait; exit 0",
+                    NULL};
+    struct agent_exec_result res = {0};
+    uint64_t t0 = now_ns();
+    int e = agent_client_exec(a, argv, NULL, 0, timeout_ms, &res);
+
+    if (e < 0)
+        return bake_error_prefix(e, "instance '%s': waiting for its boot to finish", id);
+    if (res.out_len)
+        log_debug("instance %s booted (%.*s) after %.1fs more", id, (int)strcspn(res.out, "\n"),
+                  res.out, seconds_since(t0));
+    agent_exec_result_release(&res);
+    (void)b;
+    return 0;
+}
+
 /* Register an image mapping snapshot `snap` as the root device of the
  * source's layout: the build's temporary images and its output. */
 static int register_image(struct build *b, const char *name, const char *description,
@@ -675,7 +700,10 @@ static int launch(struct build *b, const char *image_id, const char *instance_ty
             fputs(b->id, f);
     }
     b->res->instances_launched++;
-    return agent_wait(b, ret_id, timeout_ms, ret_agent);
+    e = agent_wait(b, ret_id, timeout_ms, ret_agent);
+    if (e < 0)
+        return e;
+    return boot_wait(b, ret_id, *ret_agent, timeout_ms);
 }
 
 static int terminate_build_instance(struct build *b)
