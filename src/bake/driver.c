@@ -37,6 +37,7 @@
 #include <unistd.h>
 
 #include "bake/cache-key.h"
+#include "bake/distribute.h"
 #include "bake/driver.h"
 #include "bake/interp.h"
 #include "bake/journal.h"
@@ -1831,7 +1832,69 @@ static int publish(struct build *b)
     return registry_end(b->r->reg, e);
 }
 
+/* ---- distribution ---- */
+
+static void dist_log(void *ud, const char *line)
+{
+    out(ud, "distribute: %s\n", line);
+}
+
+/* Record what the build publishes (the template's distribution, output
+ * tags) and publish it: launch permissions, deprecation and tags in the
+ * build's region, copies to the other regions.  A failure here keeps the
+ * image: `kiln bake distribute BUILD` retries what is not done. */
+static int distribute(struct build *b)
+{
+    struct bake_distribute_options o = {
+        .data_dir = b->o->data_dir, .region = b->r->name, .build_id = b->id,
+        .log = dist_log, .ud = b,
+    };
+    int e = bake_distribution_record(b->r->reg, b->id, b->r->name, b->res->image_id, b->t);
+
+    if (e < 0)
+        return bake_error_prefix(e, "distribution");
+    e = bake_distribute(&o);
+    if (e < 0)
+        return bake_error_prefix(e, "distribution failed (the image %s stays; `kiln bake "
+                                    "distribute %s` retries it)",
+                                 b->res->image_id, b->id);
+    return 0;
+}
+
 /* ---- the manifest ---- */
+
+/* The image id in each region the build's image is available in (the
+ * distribution's rows; the build's region when there are none). */
+static size_t image_list(struct build *b, struct registry_bake_output **ret)
+{
+    size_t n = 0;
+
+    if (registry_bake_output_list(b->r->reg, b->id, ret, &n) < 0) {
+        error_clear();
+        *ret = NULL;
+        n = 0;
+    }
+    if (n == 0) {
+        free(*ret);
+        *ret = xcalloc(1, sizeof(**ret));
+        snprintf((*ret)[0].region, sizeof((*ret)[0].region), "%s", b->r->name);
+        snprintf((*ret)[0].image_id, sizeof((*ret)[0].image_id), "%s", b->res->image_id);
+        (*ret)[0].state = BAKE_OUTPUT_DONE;
+        n = 1;
+    }
+    return n;
+}
+
+/* The last lines: "REGION IMAGE" for each region the image is in. */
+static void print_images(struct build *b)
+{
+    _cleanup_free_ struct registry_bake_output *outs = NULL;
+    size_t n = image_list(b, &outs);
+
+    for (size_t i = 0; i < n; i++)
+        if (outs[i].state == BAKE_OUTPUT_DONE)
+            out(b, "%s %s\n", outs[i].region, outs[i].image_id);
+}
 
 static void kv(FILE *f, const char *key, const char *value, bool comma)
 {
@@ -1865,9 +1928,18 @@ static int write_manifest(struct build *b)
     kv(f, "source_image", res->source_image_id, true);
     kv(f, "image_name", res->image_name, true);
     fputs("  \"images\": {", f);
-    json_fput_string(f, res->region);
-    fputs(": ", f);
-    json_fput_string(f, res->image_id);
+    {
+        _cleanup_free_ struct registry_bake_output *outs = NULL;
+        size_t n = image_list(b, &outs), k = 0;
+        for (size_t i = 0; i < n; i++) {
+            if (outs[i].state != BAKE_OUTPUT_DONE)
+                continue;
+            fputs(k++ ? ", " : "", f);
+            json_fput_string(f, outs[i].region);
+            fputs(": ", f);
+            json_fput_string(f, outs[i].image_id);
+        }
+    }
     fputs("},\n  \"steps\": [\n", f);
     for (size_t i = 0; i < res->n_steps; i++) {
         const struct bake_step_report *r = &res->steps[i];
@@ -2057,6 +2129,8 @@ int bake_run(const struct bake_options *o, struct bake_result *ret)
 {
     struct build b = {.o = o, .res = ret};
     struct registry_tag build_tag;
+    char dist_why[2048] = "";
+    int dist_e = 0;
     uint64_t t0 = now_ns();
     int e;
 
@@ -2169,11 +2243,16 @@ int bake_run(const struct bake_options *o, struct bake_result *ret)
     e = publish(&b);
     if (e < 0)
         goto out;
+    dist_e = distribute(&b);
+    if (dist_e < 0) {
+        snprintf(dist_why, sizeof(dist_why), "%s", error_message() ? error_message() : "");
+        out(&b, "%s\n", dist_why);
+    }
     ret->seconds = seconds_since(t0);
     e = write_manifest(&b);
     if (e < 0)
         goto out;
-    out(&b, "%s %s\n", b.r->name, ret->image_id);
+    print_images(&b);
 out:
     if (e < 0) {
         char why[4096];
@@ -2182,6 +2261,10 @@ out:
         error_set(e, "%s", why);
     } else {
         finish(&b, e);
+        if (dist_e < 0) {
+            e = dist_e;
+            error_set(e, "%s", dist_why);
+        }
     }
     ret->seconds = seconds_since(t0);
     agent_drop(&b);

@@ -10,7 +10,9 @@ import subprocess
 import time
 import unittest
 
-from kiln_serve import DATA, KILN, TDIR, Serve, ServeCase, instance_dir
+import boto3
+
+from kiln_serve import DATA, KILN, TDIR, Serve, ServeCase, default_key, instance_dir
 
 TAG = "kiln:bake-build"
 
@@ -48,6 +50,8 @@ TEMPLATE = {
         "test \"$(readlink /srv/tree/sub/link)\" = ../page.txt"]}]},
     "output": {"name": "tiny-web {{timestamp}}-{{uuid}}", "tags": {"app": "web"},
                "snapshot_tags": {"app": "web"}},
+    "distribution": {"regions": ["us-west-2"], "launch_permission": {"groups": ["all"]},
+                     "deprecate_after": "30d"},
 }
 
 SERVE = Serve()
@@ -153,7 +157,16 @@ class BakeTiny(ServeCase):
             self.assertRegex(out, r"\] %s \(%s\) \.\.\. done [0-9.]+s" % (name, how))
         self.assertNotIn("tok-Zq81-secret", out + err)
         image = m["images"]["us-east-1"]
-        self.assertTrue(out.rstrip().endswith("us-east-1 " + image), out)
+        copy = m["images"]["us-west-2"]
+        self.assertTrue(out.rstrip().endswith("us-east-1 %s\nus-west-2 %s" % (image, copy)), out)
+        west = boto3.client("ec2", region_name="us-west-2", endpoint_url=self.SERVE.endpoint(),
+                            aws_access_key_id=default_key()[0],
+                            aws_secret_access_key=default_key()[1])
+        wimg = west.describe_images(ImageIds=[copy])["Images"][0]
+        self.assertEqual(wimg["State"], "available")
+        self.assertTrue(wimg["Public"])
+        self.assertIn("DeprecationTime", wimg)
+        self.assertEqual({t["Key"]: t["Value"] for t in wimg.get("Tags", [])}.get("app"), "web")
         img = self.ec2.describe_images(ImageIds=[image])["Images"][0]
         self.assertEqual(img["State"], "available")
         tags = {t["Key"]: t["Value"] for t in img.get("Tags", [])}
