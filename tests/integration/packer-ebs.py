@@ -2,11 +2,13 @@
 packer-ebs.sh after `packer build` exited 0).
 
 Arguments: ENDPOINT ACCESS_KEY SECRET_KEY ACCOUNT BASE_AMI AMI AMI_NAME
-PACKER_OUTPUT.  Checks that Packer's vpc_filter and subnet_filter found
+PACKER_OUTPUT AMI_WEST FRIEND FRIEND_KEY FRIEND_SECRET.  Checks that Packer's vpc_filter and subnet_filter found
 the default VPC and subnet and that it connected to the instance's
 address without ssh_interface (by the VPC the instance is in), the AMI
 Packer printed (the caller's, available, named, tagged, its
-root snapshot tagged), the builder instance (launched from the base image
+root snapshot tagged), its copy in us-west-2 (AMI_WEST) likewise, both
+shared with the account FRIEND (launch permission, snapshot permission:
+FRIEND sees and may launch them), the builder instance (launched from the base image
 with the run tags, terminated, its root volume deleted), and that no key
 pair and no security group is left.  Prints the AMI's root snapshot id on
 stdout for the caller's look inside it."""
@@ -16,10 +18,17 @@ import sys
 import boto3
 from botocore.config import Config
 
-endpoint, akid, secret, account, base_ami, ami, ami_name, packer_out = sys.argv[1:9]
-ec2 = boto3.client("ec2", region_name="us-east-1", endpoint_url=endpoint,
-                   aws_access_key_id=akid, aws_secret_access_key=secret,
-                   config=Config(retries={"max_attempts": 2, "mode": "standard"}))
+(endpoint, akid, secret, account, base_ami, ami, ami_name, packer_out, ami_west, friend,
+ friend_key, friend_secret) = sys.argv[1:13]
+
+
+def client(region, key=akid, secret_key=secret):
+    return boto3.client("ec2", region_name=region, endpoint_url=endpoint,
+                        aws_access_key_id=key, aws_secret_access_key=secret_key,
+                        config=Config(retries={"max_attempts": 2, "mode": "standard"}))
+
+
+ec2 = client("us-east-1")
 
 
 def fail(msg):
@@ -68,6 +77,32 @@ check(snap["State"] == "completed", "snapshot state %r" % snap["State"])
 check(snap["OwnerId"] == account, "snapshot owner %r" % snap["OwnerId"])
 # Packer tags the snapshot with the AMI's tags, then with snapshot_tags
 check(tags(snap) == dict(tags(img), kind="root"), "snapshot tags %r" % tags(snap))
+
+# ---- the copy in us-west-2, and the sharing in both regions ----
+west = client("us-west-2")
+images = west.describe_images(ImageIds=[ami_west])["Images"]
+check(len(images) == 1, "DescribeImages %s in us-west-2: %r" % (ami_west, images))
+wimg = images[0]
+check(wimg["State"] == "available", "copy state %r" % wimg["State"])
+check(wimg["Name"] == ami_name and wimg["OwnerId"] == account, "copy %r" % wimg)
+check(tags(wimg) == tags(img), "copy tags %r, image tags %r" % (tags(wimg), tags(img)))
+wsnap_id = [m for m in wimg["BlockDeviceMappings"] if "Ebs" in m][0]["Ebs"]["SnapshotId"]
+check(wsnap_id != snap_id, "the copy maps the source snapshot %s" % snap_id)
+for c, region, image_id, snapshot_id in [(ec2, "us-east-1", ami, snap_id),
+                                         (west, "us-west-2", ami_west, wsnap_id)]:
+    lp = c.describe_image_attribute(ImageId=image_id,
+                                    Attribute="launchPermission")["LaunchPermissions"]
+    check(lp == [{"UserId": friend}], "%s launch permissions %r" % (region, lp))
+    cvp = c.describe_snapshot_attribute(
+        SnapshotId=snapshot_id, Attribute="createVolumePermission")["CreateVolumePermissions"]
+    check(cvp == [{"UserId": friend}], "%s volume permissions %r" % (region, cvp))
+    theirs = client(region, friend_key, friend_secret)
+    # (public images and snapshots, the base image's, are listed too)
+    seen = [i["ImageId"] for i in theirs.describe_images(ExecutableUsers=["self"])["Images"]]
+    check(image_id in seen, "%s: the other account may launch %r" % (region, seen))
+    seen = [s["SnapshotId"] for s in
+            theirs.describe_snapshots(RestorableByUserIds=["self"])["Snapshots"]]
+    check(snapshot_id in seen, "%s: the other account may restore %r" % (region, seen))
 
 # ---- the builder instance: terminated, nothing of it left ----
 insts = [i for r in ec2.describe_instances()["Reservations"] for i in r["Instances"]]

@@ -6,13 +6,19 @@
 # vpc_filter and subnet_filter, a temporary key pair and security group,
 # associate_public_ip_address (RunInstances with a network interface),
 # ssh as `admin` to the address Packer picks by itself (no ssh_interface:
-# the public IP of an instance in a VPC), a shell provisioner and
-# a file provisioner, then StopInstances, CreateImage, the tags, and the
-# cleanup.  Checked: packer exits 0; the AMI it printed is available, the
-# caller's, named and tagged as the template says (packer-ebs.py, boto3);
-# the builder instance is terminated and no volume, key pair or security
-# group is left; serve stops cleanly; the provisioners' files are in the
-# AMI's root snapshot (`kiln snapshot export`, then debugfs); fsck is clean.
+# the public IP of an instance in a VPC), a shell provisioner and a file
+# provisioner, then StopInstances, CreateImage, the copy to us-west-2
+# (ami_regions: CopyImage), the launch and snapshot permissions for
+# another account (ami_users, snapshot_users: ModifyImageAttribute,
+# ModifySnapshotAttribute), the tags, and the cleanup.
+#
+# Checked: packer exits 0; the AMI it printed is available, the caller's,
+# named and tagged as the template says, and so is its copy in us-west-2;
+# the other account may launch both and sees their snapshots (packer-ebs.py,
+# boto3); the builder instance is terminated and no volume, key pair or
+# security group is left; serve stops cleanly; the provisioners' files are
+# in the AMI's root snapshot (`kiln snapshot export`, then debugfs); fsck
+# is clean.
 #
 # The debootstrap tarball is cached as for instances-debian.sh; Packer's
 # own state (config, cache, temporary files) stays under $T.  The build's
@@ -36,6 +42,13 @@ echo "$base" | grep -Eq '^ami-[0-9a-f]{17}$' || die "build printed '$base'"
 owner=$(sed -n "s/.*registered 'kiln\/images\/debian-12-.*' (owner \([0-9]\{12\}\), public).*/\1/p" \
     "$T/build.err")
 [ -n "$owner" ] || die "no owner in the registration line: $(cat "$T/build.err")"
+
+# ---- another account, to share the AMI with ----
+kiln account create packer-friend --json > "$T/friend.json" ||
+    die "account create failed"
+friend=$(json_get 'j["AccountId"]' < "$T/friend.json")
+friend_key=$(json_get 'j["AccessKeyId"]' < "$T/friend.json")
+friend_secret=$(json_get 'j["SecretAccessKey"]' < "$T/friend.json")
 
 # ---- kiln serve with a static credential of its own account ----
 akid=AKIAKILNPACKERTEST01
@@ -72,6 +85,7 @@ TMPDIR=$T/packer-tmp CHECKPOINT_DISABLE=1 PACKER_LOG=1 PACKER_LOG_PATH=$T/packer
     packer build -machine-readable -color=false \
     -var "endpoint=$endpoint" -var "access_key=$akid" -var "secret_key=$secret" \
     -var "owner=$owner" -var "ami_name=$ami_name" -var "files=$T/files" \
+    -var "share_with=$friend" \
     "$here/packer-ebs.json" > "$T/packer.out" 2>&1 || rc=$?
 t1=$(date +%s)
 if [ $rc -ne 0 ]; then
@@ -81,14 +95,23 @@ if [ $rc -ne 0 ]; then
     die "packer build exited $rc"
 fi
 grep -q "$secret" "$T/packer.out" && die "packer printed the secret key"
-# the artifact line: TIME,amazon-ebs,artifact,0,id,us-east-1:ami-...
-ami=$(sed -n 's/^[0-9]*,amazon-ebs,artifact,0,id,us-east-1:\(ami-[0-9a-f]\{17\}\)$/\1/p' \
-    "$T/packer.out")
-[ -n "$ami" ] || die "no AMI in packer's output: $(tail -n 20 "$T/packer.out")"
-echo "packer build against kiln under TCG: $((t1 - t0)) s, $ami" >&2
+# the artifact line: TIME,amazon-ebs,artifact,0,id,REGION:AMI,REGION:AMI with
+# the comma written %!(PACKER_COMMA), in no particular order
+ids=$(sed -n 's/^[0-9]*,amazon-ebs,artifact,0,id,//p' "$T/packer.out" | sed 's/%!(PACKER_COMMA)/ /g')
+ami= ami_west=
+for a in $ids; do
+    case $a in
+    us-east-1:ami-*) ami=${a#us-east-1:} ;;
+    us-west-2:ami-*) ami_west=${a#us-west-2:} ;;
+    *) die "unexpected artifact '$a' in packer's output" ;;
+    esac
+done
+echo "$ami" | grep -Eq '^ami-[0-9a-f]{17}$' && echo "$ami_west" | grep -Eq '^ami-[0-9a-f]{17}$' ||
+    die "no AMI per region in packer's output: '$ids'"
+echo "packer build against kiln under TCG: $((t1 - t0)) s, $ami, $ami_west in us-west-2" >&2
 
 snap=$(python3 "$here/packer-ebs.py" "$endpoint" "$akid" "$secret" "$account" "$base" "$ami" \
-    "$ami_name" "$T/packer.out") || { tail -n 40 "$T/serve.log" >&2; die "packer-ebs.py failed"; }
+    "$ami_name" "$T/packer.out" "$ami_west" "$friend" "$friend_key" "$friend_secret") || { tail -n 40 "$T/serve.log" >&2; die "packer-ebs.py failed"; }
 
 # ---- serve stops cleanly (SIGTERM, exit 0) ----
 kill -TERM "$serve_pid"
