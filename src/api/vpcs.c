@@ -84,8 +84,8 @@ int api_subnet_check(struct api_ctx *ctx, const char *id)
     return check_id(ctx, API_RES_SUBNET, "subnet", id, subnet);
 }
 
-/* The Id.N list of a Describe: each must be the derived id.  Whether to
- * list the one item, after the ids, filters and the page token. */
+/* What a Describe of the one item asks: its Id.N list (each must be the
+ * derived id: NotFound or Malformed), its filters, the page token. */
 struct listing {
     const char **ids;
     size_t n_ids;
