@@ -1540,6 +1540,7 @@ static int run_build_step(struct build *b, size_t i, size_t n, const struct bake
     e = step_key(b, s, &b->key, &key);
     if (e < 0)
         goto fail;
+    digest_to_hex(&key, rep->key);
     if (b->use_cache && s->cache) {
         e = cache_lookup(b, s, &key, &layer);
         if (e >= 0) {
@@ -1781,6 +1782,8 @@ static int publish(struct build *b)
         return bake_error_prefix(e, "output.name");
     snprintf(b->res->image_name, sizeof(b->res->image_name), "%s", name);
     version = version_string(b);
+    if (version)
+        snprintf(b->res->version, sizeof(b->res->version), "%s", version);
     for (size_t i = 0; i < t->output.tags.n; i++)
         tags[i] = (struct registry_tag){t->output.tags.items[i].key,
                                         t->output.tags.items[i].value};
@@ -1896,76 +1899,162 @@ static void print_images(struct build *b)
             out(b, "%s %s\n", outs[i].region, outs[i].image_id);
 }
 
-static void kv(FILE *f, const char *key, const char *value, bool comma)
+/* The manifest keeps Packer's manifest post-processor's shape (a `builds`
+ * array appended to at each run, `artifact_id` "region:ami,...",
+ * `last_run_uuid`), so that scripts reading Packer's manifests read it,
+ * with kiln's fields beside (the reference design's section 5.8). */
+static void jkey(FILE *f, const char *key)
 {
-    fputs("  ", f);
     json_fput_string(f, key);
     fputs(": ", f);
-    json_fput_string(f, value);
-    fputs(comma ? ",\n" : "\n", f);
 }
 
-static int write_manifest(struct build *b)
+static void jstr(FILE *f, const char *key, const char *value)
+{
+    jkey(f, key);
+    json_fput_string(f, value);
+}
+
+static char *new_uuid(void)
+{
+    uint8_t u[16] = {0};
+
+    if (random_bytes(u, sizeof(u)) < 0)
+        error_clear();
+    u[6] = (uint8_t)((u[6] & 0x0f) | 0x40);
+    u[8] = (uint8_t)((u[8] & 0x3f) | 0x80);
+    return xasprintf("%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
+                     u[0], u[1], u[2], u[3], u[4], u[5], u[6], u[7], u[8], u[9], u[10], u[11],
+                     u[12], u[13], u[14], u[15]);
+}
+
+/* This run's entry of `builds`. */
+static void manifest_build(struct build *b, FILE *f, const char *uuid)
 {
     const struct bake_template *t = b->t;
     const struct bake_result *res = b->res;
-    const char *path = b->o->manifest ? b->o->manifest : t->manifest.output;
-    _cleanup_free_ char *tmp = NULL;
+    _cleanup_free_ struct registry_bake_output *outs = NULL;
+    size_t n = image_list(b, &outs), k = 0;
+    const char *path = b->o->template_path;
+
+    if (t->manifest.strip_path && strrchr(path, '/'))
+        path = strrchr(path, '/') + 1;
+    fputs("{", f);
+    jstr(f, "name", t->name);
+    fputs(", ", f);
+    jstr(f, "builder_type", "kiln-bake");
+    fprintf(f, ", \"build_time\": %lld, \"files\": null, ", (long long)time(NULL));
+    jkey(f, "artifact_id");
+    fputc('"', f);
+    for (size_t i = 0; i < n; i++)
+        if (outs[i].state == BAKE_OUTPUT_DONE)
+            fprintf(f, "%s%s:%s", k++ ? "," : "", outs[i].region, outs[i].image_id);
+    fputs("\", ", f);
+    jstr(f, "packer_run_uuid", uuid);
+    fputs(", \"custom_data\": {", f);
+    for (size_t i = 0; i < t->manifest.custom_data.n; i++) {
+        _cleanup_free_ char *m = bake_interp_mask(b->ip, t->manifest.custom_data.items[i].value);
+        fputs(i ? ", " : "", f);
+        jstr(f, t->manifest.custom_data.items[i].key, m);
+    }
+    fputs("},\n   ", f);
+    jstr(f, "run_uuid", uuid);
+    fputs(", ", f);
+    jstr(f, "build_id", res->build_id);
+    fputs(", ", f);
+    jstr(f, "status", "succeeded");
+    fputs(", \"template\": {", f);
+    jstr(f, "path", path);
+    fputs(", ", f);
+    jstr(f, "sha256", res->template_digest);
+    fputs("}, \"image\": {", f);
+    jstr(f, "name", res->image_name);
+    fputs(", ", f);
+    jstr(f, "version", res->version);
+    fputs("},\n   \"source\": {", f);
+    jstr(f, "resolved_image_id", res->source_image_id);
+    fputs(", ", f);
+    jstr(f, "resolved_name", b->source->name);
+    fputs(", ", f);
+    jstr(f, "snapshot_id", b->source_root->snapshot_id);
+    fputs("},\n   \"amis\": {", f);
+    k = 0;
+    for (size_t i = 0; i < n; i++) {
+        fputs(k++ ? ", " : "", f);
+        jkey(f, outs[i].region);
+        fputc('{', f);
+        jstr(f, "image_id", outs[i].image_id);
+        fputs(", ", f);
+        jstr(f, "state", outs[i].state == BAKE_OUTPUT_DONE ? "available"
+                         : outs[i].state == BAKE_OUTPUT_FAILED ? "failed" : "copying");
+        fputc('}', f);
+    }
+    fputs("},\n   \"steps\": [", f);
+    for (size_t i = 0; i < res->n_steps; i++) {
+        const struct bake_step_report *r = &res->steps[i];
+        fprintf(f, "%s\n    {\"index\": %zu, ", i ? "," : "", i);
+        jstr(f, "name", r->name);
+        fputs(", ", f);
+        jstr(f, "type", r->type);
+        fputs(", ", f);
+        jstr(f, "executor", r->executor);
+        fputs(", ", f);
+        jstr(f, "key", r->key);
+        fprintf(f, ", \"cache\": \"%s\", ", r->cached ? "hit" : "miss");
+        jstr(f, "layer_snapshot", r->snapshot_id);
+        fprintf(f, ", \"duration_ms\": %lld}", (long long)(r->seconds * 1000));
+    }
+    fprintf(f, "],\n   \"tests\": {\"status\": \"%s\", \"run\": %zu, \"passed\": %zu, "
+               "\"cached\": %s},\n",
+            res->n_tests == 0 ? "none" : "passed", res->n_tests, res->tests_passed,
+            res->tests_cached ? "true" : "false");
+    fprintf(f, "   \"instances_launched\": %u, \"timings_ms\": {\"total\": %lld}}",
+            res->instances_launched, (long long)(res->seconds * 1000));
+}
+
+/* Append this run to the manifest (temp file, fsync, rename).  A previous
+ * manifest that does not read as one is kept aside, not overwritten. */
+static int write_manifest(struct build *b)
+{
+    const char *path = b->o->manifest ? b->o->manifest : b->t->manifest.output;
+    _cleanup_free_ char *tmp = NULL, *uuid = new_uuid(), *old_text = NULL;
+    _cleanup_(json_freep) struct json_value *old = NULL;
+    const struct json_value *builds = NULL;
+    size_t old_len;
     FILE *f;
     int e = 0;
 
     if (!path)
         return 0;
+    if (access(path, F_OK) == 0) {
+        e = read_host_file(path, &old_text, &old_len);
+        if (e >= 0)
+            e = old_len > JSON_MAX_INPUT ? -EFBIG : json_parse(old_text, old_len, &old);
+        if (e >= 0)
+            builds = json_get(old, "builds");
+        if (e < 0 || !builds || builds->type != JSON_ARRAY) {
+            _cleanup_free_ char *aside = xasprintf("%s.unreadable.%lld", path, (long long)time(NULL));
+            if (rename(path, aside) == 0)
+                out(b, "manifest: '%s' is not a manifest kiln can append to; moved to '%s'\n", path,
+                    aside);
+            error_clear();
+            builds = NULL;
+            e = 0;
+        }
+    }
     tmp = xasprintf("%s.tmp.%d", path, (int)getpid());
     f = fopen(tmp, "we");
     if (!f)
         return error_set(errno, "cannot write the manifest '%s': %m", tmp);
-    fputs("{\n", f);
-    kv(f, "schema", "kiln-bake-manifest/1", true);
-    kv(f, "build_id", res->build_id, true);
-    kv(f, "template", t->name, true);
-    kv(f, "template_digest", res->template_digest, true);
-    kv(f, "source_image", res->source_image_id, true);
-    kv(f, "image_name", res->image_name, true);
-    fputs("  \"images\": {", f);
-    {
-        _cleanup_free_ struct registry_bake_output *outs = NULL;
-        size_t n = image_list(b, &outs), k = 0;
-        for (size_t i = 0; i < n; i++) {
-            if (outs[i].state != BAKE_OUTPUT_DONE)
-                continue;
-            fputs(k++ ? ", " : "", f);
-            json_fput_string(f, outs[i].region);
-            fputs(": ", f);
-            json_fput_string(f, outs[i].image_id);
-        }
+    fputs("{\"schema\": \"kiln-bake-manifest/1\",\n \"builds\": [\n  ", f);
+    for (size_t i = 0; builds && i < builds->n; i++) {
+        json_fput_value(f, &builds->items[i]);
+        fputs(",\n  ", f);
     }
-    fputs("},\n  \"steps\": [\n", f);
-    for (size_t i = 0; i < res->n_steps; i++) {
-        const struct bake_step_report *r = &res->steps[i];
-        fputs("    {\"name\": ", f);
-        json_fput_string(f, r->name);
-        fputs(", \"type\": ", f);
-        json_fput_string(f, r->type);
-        fputs(", \"executor\": ", f);
-        json_fput_string(f, r->executor);
-        fprintf(f, ", \"cache\": \"%s\", \"seconds\": %.3f, \"snapshot_id\": ",
-                r->cached ? "hit" : "miss", r->seconds);
-        json_fput_string(f, r->snapshot_id);
-        fputs(i + 1 < res->n_steps ? "},\n" : "}\n", f);
-    }
-    fprintf(f, "  ],\n  \"tests\": {\"run\": %zu, \"passed\": %zu, \"cached\": %s},\n",
-            res->n_tests, res->tests_passed, res->tests_cached ? "true" : "false");
-    fprintf(f, "  \"instances_launched\": %u,\n  \"seconds\": %.3f,\n  \"custom_data\": {",
-            res->instances_launched, res->seconds);
-    for (size_t i = 0; i < t->manifest.custom_data.n; i++) {
-        fputs(i ? ", " : "", f);
-        json_fput_string(f, t->manifest.custom_data.items[i].key);
-        fputs(": ", f);
-        _cleanup_free_ char *m = bake_interp_mask(b->ip, t->manifest.custom_data.items[i].value);
-        json_fput_string(f, m);
-    }
-    fputs("}\n}\n", f);
+    manifest_build(b, f, uuid);
+    fputs("\n ],\n ", f);
+    jstr(f, "last_run_uuid", uuid);
+    fputs("}\n", f);
     if (fflush(f) != 0 || fsync(fileno(f)) < 0)
         e = error_set(errno, "cannot write the manifest '%s': %m", tmp);
     if (fclose(f) != 0 && e >= 0)

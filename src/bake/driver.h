@@ -87,6 +87,7 @@ struct bake_step_report {
     bool cached;
     double seconds;
     char snapshot_id[ID_MAX_SIZE];
+    char key[65]; /* the step's cache key (hex) */
 };
 
 struct bake_result {
@@ -96,6 +97,7 @@ struct bake_result {
     char source_image_id[ID_MAX_SIZE];
     char region[64];
     char template_digest[65];
+    char version[64]; /* output.version with its x numbered, "" without one */
     size_t n_steps;
     struct bake_step_report *steps; /* free() */
     size_t n_tests, tests_passed;

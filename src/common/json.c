@@ -424,3 +424,38 @@ void json_fput_string(FILE *f, const char *s)
     }
     fputc('"', f);
 }
+
+void json_fput_value(FILE *f, const struct json_value *v)
+{
+    switch (v->type) {
+    case JSON_NULL: fputs("null", f); break;
+    case JSON_BOOL: fputs(v->boolean ? "true" : "false", f); break;
+    case JSON_NUMBER:
+        if (v->is_integer)
+            fprintf(f, "%lld", (long long)v->integer);
+        else
+            fprintf(f, "%.17g", v->number);
+        break;
+    case JSON_STRING: json_fput_string(f, v->string); break;
+    case JSON_ARRAY:
+        fputc('[', f);
+        for (size_t i = 0; i < v->n; i++) {
+            if (i)
+                fputs(", ", f);
+            json_fput_value(f, &v->items[i]);
+        }
+        fputc(']', f);
+        break;
+    case JSON_OBJECT:
+        fputc('{', f);
+        for (size_t i = 0; i < v->n; i++) {
+            if (i)
+                fputs(", ", f);
+            json_fput_string(f, v->keys[i]);
+            fputs(": ", f);
+            json_fput_value(f, &v->items[i]);
+        }
+        fputc('}', f);
+        break;
+    }
+}

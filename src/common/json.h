@@ -62,4 +62,8 @@ const char *json_type_name(enum json_type t);
  * and control characters escaped. */
 void json_fput_string(FILE *f, const char *s);
 
+/* Write v to f as compact JSON text (numbers: integers as such, others
+ * with 17 significant digits). */
+void json_fput_value(FILE *f, const struct json_value *v);
+
 #endif

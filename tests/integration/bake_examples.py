@@ -25,7 +25,9 @@ def bake(name):
         raise AssertionError("kiln bake %s: status %d\n%s\n%s" % (name, p.returncode, p.stdout,
                                                                   p.stderr))
     with open(manifest) as f:
-        return json.load(f)
+        m = json.load(f)["builds"][-1]
+    m["images"] = {r: a["image_id"] for r, a in m["amis"].items()}
+    return m
 
 
 class BakeExamples(ServeCase):

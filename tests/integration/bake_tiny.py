@@ -70,10 +70,12 @@ def write_template(name, t):
     return path
 
 
-def bake(path, *args, check=True):
-    """kiln bake; (status, stdout, stderr, manifest or None)."""
+def bake(path, *args, check=True, append=False):
+    """kiln bake; (status, stdout, stderr, this run's manifest entry or
+    None), the entry with `images` (region to image id) added; with
+    `append`, the manifest of the previous runs is kept and appended to."""
     manifest = os.path.join(TDIR, "manifest.json")
-    if os.path.exists(manifest):
+    if os.path.exists(manifest) and not append:
         os.unlink(manifest)
     env = dict(os.environ, KILN_ACCEL="tcg")
     p = subprocess.run([KILN, "bake", "--data-dir", DATA, path, "--manifest", manifest]
@@ -84,7 +86,13 @@ def bake(path, *args, check=True):
     m = None
     if os.path.exists(manifest):
         with open(manifest) as f:
-            m = json.load(f)
+            doc = json.load(f)
+        m = doc["builds"][-1]
+        assert doc["last_run_uuid"] == m["run_uuid"] == m["packer_run_uuid"]
+        assert m["artifact_id"] == ",".join(
+            "%s:%s" % (r, a["image_id"]) for r, a in m["amis"].items()), m
+        m["images"] = {r: a["image_id"] for r, a in m["amis"].items()}
+        m["n_builds"] = len(doc["builds"])
     return p.returncode, p.stdout, p.stderr, m
 
 
@@ -174,7 +182,9 @@ class BakeTiny(ServeCase):
         self.assertEqual(tags["kiln:bake-template"], "tiny-web")
         self.assertNotIn(TAG, tags)
         self.assertEqual([s["cache"] for s in m["steps"]], ["miss"] * 6)
-        self.assertEqual(m["tests"], {"run": 1, "passed": 1, "cached": False})
+        self.assertEqual(m["tests"], {"status": "passed", "run": 1, "passed": 1,
+                                      "cached": False})
+        self.assertTrue(all(len(s["key"]) == 64 for s in m["steps"]))
         self.assertEqual(m["instances_launched"], 2)  # the build VM, the test VM
         # the step log has the output, the secret masked
         bid = m["build_id"]
@@ -188,7 +198,8 @@ class BakeTiny(ServeCase):
         self.assertEqual(st.get("app"), "web")
 
     def test_03_no_change(self):
-        rc, out, err, m = bake(write_template("web.json", TEMPLATE))
+        rc, out, err, m = bake(write_template("web.json", TEMPLATE), append=True)
+        self.assertEqual(m["n_builds"], 2)  # appended to test_02's, as Packer's
         self.assertEqual([s["cache"] for s in m["steps"]], ["hit"] * 6)
         self.assertEqual(m["instances_launched"], 0)
         self.assertTrue(m["tests"]["cached"])
