@@ -749,34 +749,7 @@ static int ensure_instance(struct build *b, uint64_t step_timeout_s)
 
 static int read_host_file(const char *path, char **ret, size_t *ret_len)
 {
-    _cleanup_fclose_ FILE *f = fopen(path, "re");
-    char *buf = NULL;
-    size_t len = 0, cap = 0;
-
-    if (!f)
-        return error_set(errno, "cannot open '%s': %m", path);
-    for (;;) {
-        if (len + 65536 + 1 > cap) {
-            cap = (len + 65536 + 1) * 2;
-            buf = xrealloc(buf, cap);
-        }
-        size_t n = fread(buf + len, 1, 65536, f);
-        len += n;
-        if (n < 65536)
-            break;
-        if (len > (64u << 20)) {
-            free(buf);
-            return error_set(EFBIG, "'%s' is larger than 64 MiB", path);
-        }
-    }
-    if (ferror(f)) {
-        free(buf);
-        return error_set(EIO, "cannot read '%s'", path);
-    }
-    buf[len] = '\0';
-    *ret = buf;
-    *ret_len = len;
-    return 0;
+    return read_file_all(path, 64u << 20, ret, ret_len);
 }
 
 static char *host_path(struct build *b, const char *rel)
@@ -1465,23 +1438,21 @@ static int agent_file_step(struct build *b, const struct bake_step *s, FILE *log
         append(&cmd, " >> ");
         sh_quote(&cmd, s->path);
         break;
-    case BAKE_STEP_SYSTEMD:
-        for (size_t i = 0; i < s->enable.n; i++) {
-            append(&cmd, "systemctl enable ");
-            sh_quote(&cmd, s->enable.items[i]);
-            append(&cmd, "\n");
-        }
-        for (size_t i = 0; i < s->disable.n; i++) {
-            append(&cmd, "systemctl disable ");
-            sh_quote(&cmd, s->disable.items[i]);
-            append(&cmd, "\n");
-        }
-        for (size_t i = 0; i < s->mask.n; i++) {
-            append(&cmd, "systemctl mask ");
-            sh_quote(&cmd, s->mask.items[i]);
-            append(&cmd, "\n");
-        }
+    case BAKE_STEP_SYSTEMD: {
+        const struct {
+            const char *verb;
+            const struct bake_strv *units;
+        } acts[] = {{"enable", &s->enable}, {"disable", &s->disable}, {"mask", &s->mask}};
+        for (size_t k = 0; k < ARRAY_SIZE(acts); k++)
+            for (size_t i = 0; i < acts[k].units->n; i++) {
+                append(&cmd, "systemctl ");
+                append(&cmd, acts[k].verb);
+                append(&cmd, " ");
+                sh_quote(&cmd, acts[k].units->items[i]);
+                append(&cmd, "\n");
+            }
         break;
+    }
     default: return error_set(EINVAL, "%s: cannot run through the agent", s->place);
     }
     append(&cmd, "\n");

@@ -406,33 +406,7 @@ static int do_boot(struct cli *cli, int argc, char **argv)
 
 static int read_local(const char *path, char **ret, size_t *ret_len)
 {
-    _cleanup_fclose_ FILE *f = fopen(path, "re");
-    char *buf = NULL;
-    size_t len = 0, cap = 0;
-
-    if (!f)
-        return error_set(errno, "cannot open '%s': %m", path);
-    for (;;) {
-        if (cap - len < 65536) {
-            cap = cap ? cap * 2 : 1 << 20;
-            if (cap > (1ULL << 30) + (1 << 20)) {
-                free(buf);
-                return error_set(EFBIG, "'%s' is larger than 1 GiB", path);
-            }
-            buf = xrealloc(buf, cap);
-        }
-        size_t n = fread(buf + len, 1, cap - len, f);
-        len += n;
-        if (n == 0)
-            break;
-    }
-    if (ferror(f)) {
-        free(buf);
-        return error_set(EIO, "cannot read '%s'", path);
-    }
-    *ret = buf;
-    *ret_len = len;
-    return 0;
+    return read_file_all(path, 1ULL << 30, ret, ret_len);
 }
 
 static int write_local(const char *path, const void *data, size_t len)

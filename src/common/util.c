@@ -1,5 +1,6 @@
 /* Allocation and I/O helpers shared by every subsystem. */
 #include "common/util.h"
+#include "common/error.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -258,4 +259,40 @@ bool utf8_is_valid(const char *s, size_t len)
         p += n + 1;
     }
     return true;
+}
+
+int read_file_all(const char *path, size_t max, char **ret, size_t *ret_len)
+{
+    FILE *f = fopen(path, "re");
+    char *buf = NULL;
+    size_t len = 0, cap = 0;
+    int e = 0;
+
+    if (!f)
+        return error_set(errno, "cannot open '%s': %m", path);
+    for (;;) {
+        if (cap - len < 65536 + 1) {
+            cap = cap ? cap * 2 : 65536 * 2;
+            buf = xrealloc(buf, cap);
+        }
+        size_t n = fread(buf + len, 1, cap - len - 1, f);
+        len += n;
+        if (len > max) {
+            e = error_set(EFBIG, "'%s' is larger than %zu bytes", path, max);
+            break;
+        }
+        if (n == 0)
+            break;
+    }
+    if (e == 0 && ferror(f))
+        e = error_set(EIO, "cannot read '%s'", path);
+    fclose(f);
+    if (e < 0) {
+        free(buf);
+        return e;
+    }
+    buf[len] = '\0';
+    *ret = buf;
+    *ret_len = len;
+    return 0;
 }

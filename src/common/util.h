@@ -40,6 +40,11 @@ bool buf_is_zero(const void *p, size_t len);
  * code points beyond U+10FFFF). */
 bool utf8_is_valid(const char *s, size_t len);
 
+/* Read the whole file `path` (at most `max` bytes: -EFBIG beyond) into
+ * *ret (NUL-terminated, the caller frees it), its length to *ret_len.
+ * Returns 0 or -errno with a message naming the file. */
+int read_file_all(const char *path, size_t max, char **ret, size_t *ret_len);
+
 /* Parse a size like "2G", "512K", "1048576".  Returns 0 or -EINVAL. */
 int parse_size(const char *s, uint64_t *ret_size);
 

@@ -101,6 +101,29 @@ def read(path):
         return f.read()
 
 
+def start_hanging_bake(name):
+    """A bake whose step `hang` sleeps an hour, started in the background:
+    (the process, its output file, its output so far) once the step runs."""
+    t = json.loads(json.dumps(TEMPLATE))
+    t["steps"].insert(5, {"name": "hang", "type": "shell", "inline": ["sleep 3600"]})
+    path = write_template(name + ".json", t)
+    out_path = os.path.join(TDIR, name + ".out")
+    with open(out_path, "w") as out:
+        p = subprocess.Popen([KILN, "bake", "--data-dir", DATA, path, "--no-cache"],
+                             stdout=out, stderr=subprocess.STDOUT,
+                             env=dict(os.environ, KILN_ACCEL="tcg"))
+    with open(os.path.join(TDIR, "bake.pid"), "w") as f:
+        f.write("%d\n" % p.pid)
+    deadline = time.monotonic() + 600
+    text = ""
+    while "] hang (shell, agent)" not in text:
+        assert p.poll() is None, text
+        assert time.monotonic() < deadline, text
+        time.sleep(1)
+        text = read(out_path)
+    return p, out_path, text
+
+
 def build_id(stdout):
     m = re.search(r"build (bld-[0-9a-f]{17})", stdout)
     assert m, "no build id in:\n" + stdout
@@ -230,22 +253,7 @@ class BakeTiny(ServeCase):
         self.assertEqual(self.leftovers(bid), [])
 
     def test_06_kill9_then_serve_cleans_up(self):
-        t = json.loads(json.dumps(TEMPLATE))
-        t["steps"].insert(5, {"name": "hang", "type": "shell", "inline": ["sleep 3600"]})
-        path = write_template("hang.json", t)
-        env = dict(os.environ, KILN_ACCEL="tcg")
-        with open(os.path.join(TDIR, "bake-hang.out"), "w") as log:
-            p = subprocess.Popen([KILN, "bake", "--data-dir", DATA, path, "--no-cache"],
-                                 stdout=log, stderr=subprocess.STDOUT, env=env)
-        with open(os.path.join(TDIR, "bake.pid"), "w") as f:
-            f.write("%d\n" % p.pid)
-        deadline = time.monotonic() + 600
-        text = ""
-        while "] hang (shell, agent)" not in text:
-            self.assertIsNone(p.poll(), text)
-            self.assertLess(time.monotonic(), deadline, text)
-            time.sleep(1)
-            text = read(os.path.join(TDIR, "bake-hang.out"))
+        p, out_path, text = start_hanging_bake("hang")
         bid = build_id(text)
         # the build instance runs the hanging step
         f = [{"Name": "tag:" + TAG, "Values": [bid]},
@@ -283,23 +291,7 @@ class BakeCancel(ServeCase):
     SERVE = SERVE
 
     def test_sigint_cleans_up(self):
-        t = json.loads(json.dumps(TEMPLATE))
-        t["steps"].insert(5, {"name": "hang", "type": "shell", "inline": ["sleep 3600"]})
-        path = write_template("hang2.json", t)
-        out_path = os.path.join(TDIR, "bake-sigint.out")
-        with open(out_path, "w") as out:
-            p = subprocess.Popen([KILN, "bake", "--data-dir", DATA, path, "--no-cache"],
-                                 stdout=out, stderr=subprocess.STDOUT,
-                                 env=dict(os.environ, KILN_ACCEL="tcg"))
-        with open(os.path.join(TDIR, "bake.pid"), "w") as f:
-            f.write("%d\n" % p.pid)
-        deadline = time.monotonic() + 600
-        text = ""
-        while "] hang (shell, agent)" not in text:
-            self.assertIsNone(p.poll(), text)
-            self.assertLess(time.monotonic(), deadline, text)
-            time.sleep(1)
-            text = read(out_path)
+        p, out_path, text = start_hanging_bake("hang2")
         time.sleep(3)
         p.send_signal(signal.SIGINT)
         self.assertEqual(p.wait(timeout=300), 1)
