@@ -218,6 +218,7 @@ struct build {
     char instance[ID_MAX_SIZE];   /* the build instance at the state, "" when none */
     struct agent_client *agent;   /* connected to it */
     unsigned n_run;               /* steps that ran (not cached) */
+    struct volume_snapshot_stats last_stats; /* of the last step's snapshot */
 
     struct bake_result *res;
     struct bake_tag_list {
@@ -1038,7 +1039,7 @@ static int run_offline(struct build *b, const struct bake_step *s, const struct 
             .owner = b->owner, .description = s->name, .tags = tags, .n_tags = 2};
         e = intent(b, BAKE_KIND_SNAPSHOT, ret_seq);
         if (e >= 0)
-            e = service_volume_snapshot(b->r, vol, &so, ret_snap, NULL);
+            e = service_volume_snapshot(b->r, vol, &so, ret_snap, &b->last_stats);
         if (e >= 0)
             e = created(b, *ret_seq, ret_snap);
     }
@@ -1053,6 +1054,7 @@ static int run_offline(struct build *b, const struct bake_step *s, const struct 
 struct capture {
     const struct service_volume_snapshot_options *o;
     char *snap;
+    struct volume_snapshot_stats *stats;
 };
 
 static int capture_hook(const struct instance_view *iv, void *ud)
@@ -1071,7 +1073,7 @@ static int capture_hook(const struct instance_view *iv, void *ud)
     }
     error_clear();
     e = service_volume_snapshot_open(iv->region, iv->root, iv->root_volume_id, c->o, c->snap,
-                                     NULL);
+                                     c->stats);
     if (frozen && agent_client_freeze(a, "/", false, BAKE_AGENT_OP_MS) < 0 && e >= 0)
         e = bake_error_prefix(-EIO, "cannot thaw the build instance's /");
     return e;
@@ -1087,7 +1089,7 @@ static int capture_instance(struct build *b, const struct bake_step *s, const st
     snapshot_tags(b, key, hex, tags);
     struct service_volume_snapshot_options so = {
         .owner = b->owner, .description = s->name, .tags = tags, .n_tags = 2};
-    struct capture c = {.o = &so, .snap = ret_snap};
+    struct capture c = {.o = &so, .snap = ret_snap, .stats = &b->last_stats};
     /* the hook's agent connection is its own: close ours meanwhile */
     agent_drop(b);
     e = intent(b, BAKE_KIND_SNAPSHOT, ret_seq);
@@ -1275,16 +1277,13 @@ static int cache_insert(struct build *b, const struct bake_step *s, const struct
 {
     struct registry_bake_layer l = {.key = *key, .created = wall_ms(), .has_parent = true,
                                     .parent_key = b->key};
-    _cleanup_(registry_snapshot_freep) struct registry_snapshot *row = NULL;
     int e;
 
     l.last_used = l.created;
     snprintf(l.snapshot_id, sizeof(l.snapshot_id), "%s", snap);
     snprintf(l.summary, sizeof(l.summary), "%s: %s %s", b->t->name, bake_step_type_name(s->type),
              s->name);
-    if (registry_snapshot_get(b->r->reg, snap, &row) >= 0)
-        l.size = row->volume_size;
-    error_clear();
+    l.size = b->last_stats.stored_new; /* what the layer added to the store */
     e = registry_begin(b->r->reg);
     if (e >= 0)
         e = registry_bake_layer_insert(b->r->reg, &l);
