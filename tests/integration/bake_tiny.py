@@ -37,7 +37,11 @@ TEMPLATE = {
          "executor": "agent"},
         {"name": "build", "type": "shell",
          "inline": ["echo the token is {{var `token`}}", "echo built > /srv/app/built",
-                    "cat /etc/motd > /srv/app/motd-copy"]},
+                    "cat /etc/motd > /srv/app/motd-copy",
+                    "cat /proc/sys/kernel/random/boot_id > /srv/app/boot1"]},
+        {"name": "reboot", "type": "reboot"},
+        {"name": "after", "type": "shell",
+         "inline": ["cat /proc/sys/kernel/random/boot_id > /srv/app/boot2"]},
         {"name": "flavour", "type": "append_line", "path": "/etc/profile",
          "line": "export FLAVOUR={{var `flavour`}}"},
     ],
@@ -47,6 +51,7 @@ TEMPLATE = {
         "grep -q '^export FLAVOUR=' /etc/profile",
         "grep -qx 'static page' /srv/app/page.txt",
         "grep -qx 'static page' /srv/tree/page.txt",
+        "! cmp -s /srv/app/boot1 /srv/app/boot2",
         "test \"$(readlink /srv/tree/sub/link)\" = ../page.txt"]}]},
     "output": {"name": "tiny-web {{timestamp}}-{{uuid}}", "tags": {"app": "web"},
                "snapshot_tags": {"app": "web"}},
@@ -183,7 +188,8 @@ class BakeTiny(ServeCase):
         rc, out, err, m = bake(write_template("web.json", TEMPLATE))
         for name, how in [("motd", "file, offline"), ("appdir", "mkdir, offline"),
                           ("page", "file, offline"), ("tree", "file, agent"),
-                          ("build", "shell, agent"),
+                          ("build", "shell, agent"), ("reboot", "reboot, agent"),
+                          ("after", "shell, agent"),
                           ("flavour", "append_line, offline")]:
             self.assertRegex(out, r"\] %s \(%s\) \.\.\. done [0-9.]+s" % (name, how))
         self.assertNotIn("tok-Zq81-secret", out + err)
@@ -204,7 +210,7 @@ class BakeTiny(ServeCase):
         self.assertEqual(tags["app"], "web")
         self.assertEqual(tags["kiln:bake-template"], "tiny-web")
         self.assertNotIn(TAG, tags)
-        self.assertEqual([s["cache"] for s in m["steps"]], ["miss"] * 6)
+        self.assertEqual([s["cache"] for s in m["steps"]], ["miss"] * 8)
         self.assertEqual(m["tests"], {"status": "passed", "run": 1, "passed": 1,
                                       "cached": False})
         self.assertTrue(all(len(s["key"]) == 64 for s in m["steps"]))
@@ -223,7 +229,7 @@ class BakeTiny(ServeCase):
     def test_03_no_change(self):
         rc, out, err, m = bake(write_template("web.json", TEMPLATE), append=True)
         self.assertEqual(m["n_builds"], 2)  # appended to test_02's, as Packer's
-        self.assertEqual([s["cache"] for s in m["steps"]], ["hit"] * 6)
+        self.assertEqual([s["cache"] for s in m["steps"]], ["hit"] * 8)
         self.assertEqual(m["instances_launched"], 0)
         self.assertTrue(m["tests"]["cached"])
         self.assertEqual(self.ec2.describe_images(ImageIds=[m["images"]["us-east-1"]])
@@ -231,7 +237,7 @@ class BakeTiny(ServeCase):
 
     def test_04_last_step_changed(self):
         rc, out, err, m = bake(write_template("web.json", TEMPLATE), "--var", "flavour=2")
-        self.assertEqual([s["cache"] for s in m["steps"]], ["hit"] * 5 + ["miss"])
+        self.assertEqual([s["cache"] for s in m["steps"]], ["hit"] * 7 + ["miss"])
         self.assertEqual(m["instances_launched"], 1)  # only the tests' VM
         self.assertEqual(m["tests"]["run"], 1)
         # a step changed: it and the ones after it run again
@@ -239,7 +245,7 @@ class BakeTiny(ServeCase):
         t["steps"][2]["content"] = "static page\n"
         del t["steps"][2]["source"]
         rc, out, err, m = bake(write_template("web2.json", t), "--var", "flavour=2")
-        self.assertEqual([s["cache"] for s in m["steps"]], ["hit"] * 2 + ["miss"] * 4)
+        self.assertEqual([s["cache"] for s in m["steps"]], ["hit"] * 2 + ["miss"] * 6)
 
     def test_05_failing_step_leaves_nothing(self):
         t = json.loads(json.dumps(TEMPLATE))
