@@ -2,16 +2,18 @@
 packer-ebs.sh after `packer build` exited 0).
 
 Arguments: ENDPOINT ACCESS_KEY SECRET_KEY ACCOUNT BASE_AMI AMI AMI_NAME
-PACKER_OUTPUT AMI_WEST FRIEND FRIEND_KEY FRIEND_SECRET.  Checks that Packer's vpc_filter and subnet_filter found
-the default VPC and subnet and that it connected to the instance's
-address without ssh_interface (by the VPC the instance is in), the AMI
-Packer printed (the caller's, available, named, tagged, its
-root snapshot tagged), its copy in us-west-2 (AMI_WEST) likewise, both
-shared with the account FRIEND (launch permission, snapshot permission:
-FRIEND sees and may launch them), the builder instance (launched from the base image
-with the run tags, terminated, its root volume deleted), and that no key
-pair and no security group is left.  Prints the AMI's root snapshot id on
-stdout for the caller's look inside it."""
+PACKER_OUTPUT AMI_WEST FRIEND FRIEND_KEY FRIEND_SECRET.
+
+Checks that Packer's vpc_filter and subnet_filter found the default VPC
+and subnet and that it connected to the instance's address without
+ssh_interface (by the VPC the instance is in); the AMI Packer printed (the
+caller's, available, named, tagged, its root snapshot tagged), its copy in
+us-west-2 (AMI_WEST) likewise, both shared with the account FRIEND (launch
+and volume permissions: FRIEND may launch them and restore their
+snapshots); the builder instance (launched from the base image with the
+run tags, terminated, its root volume deleted); no key pair and no
+security group left.  Prints the AMI's root snapshot id on stdout for the
+caller's look inside it."""
 import re
 import sys
 
@@ -63,8 +65,10 @@ check(len(images) == 1, "DescribeImages %s: %r" % (ami, images))
 img = images[0]
 check(img["State"] == "available", "image state %r" % img["State"])
 check(img["Name"] == ami_name, "image name %r, template said %r" % (img["Name"], ami_name))
-check(img["OwnerId"] == account, "image owner %r, credential's account %r" % (img["OwnerId"], account))
-check(img.get("Description") == "built by Packer against kiln", "description %r" % img.get("Description"))
+check(img["OwnerId"] == account,
+      "image owner %r, credential's account %r" % (img["OwnerId"], account))
+check(img.get("Description") == "built by Packer against kiln",
+      "description %r" % img.get("Description"))
 base = ec2.describe_images(ImageIds=[base_ami])["Images"][0]
 check(tags(img) == {"built-by": "packer", "base": base["Name"]}, "image tags %r" % tags(img))
 mine = ec2.describe_images(Owners=["self"])["Images"]

@@ -39,7 +39,8 @@ kiln base-image build debian --cache-dir "$cache" > "$T/ids" 2> "$T/build.err" |
     { cat "$T/build.err" >&2; die "base-image build failed"; }
 base=$(sed -n 1p "$T/ids")
 echo "$base" | grep -Eq '^ami-[0-9a-f]{17}$' || die "build printed '$base'"
-owner=$(sed -n "s/.*registered 'kiln\/images\/debian-12-.*' (owner \([0-9]\{12\}\), public).*/\1/p" \
+owner=$(sed -n \
+    "s/.*registered 'kiln\/images\/debian-12-.*' (owner \([0-9]\{12\}\), public).*/\1/p" \
     "$T/build.err")
 [ -n "$owner" ] || die "no owner in the registration line: $(cat "$T/build.err")"
 
@@ -97,7 +98,8 @@ fi
 grep -q "$secret" "$T/packer.out" && die "packer printed the secret key"
 # the artifact line: TIME,amazon-ebs,artifact,0,id,REGION:AMI,REGION:AMI with
 # the comma written %!(PACKER_COMMA), in no particular order
-ids=$(sed -n 's/^[0-9]*,amazon-ebs,artifact,0,id,//p' "$T/packer.out" | sed 's/%!(PACKER_COMMA)/ /g')
+ids=$(sed -n 's/^[0-9]*,amazon-ebs,artifact,0,id,//p' "$T/packer.out" |
+    sed 's/%!(PACKER_COMMA)/ /g')
 ami= ami_west=
 for a in $ids; do
     case $a in
@@ -111,7 +113,8 @@ echo "$ami" | grep -Eq '^ami-[0-9a-f]{17}$' && echo "$ami_west" | grep -Eq '^ami
 echo "packer build against kiln under TCG: $((t1 - t0)) s, $ami, $ami_west in us-west-2" >&2
 
 snap=$(python3 "$here/packer-ebs.py" "$endpoint" "$akid" "$secret" "$account" "$base" "$ami" \
-    "$ami_name" "$T/packer.out" "$ami_west" "$friend" "$friend_key" "$friend_secret") || { tail -n 40 "$T/serve.log" >&2; die "packer-ebs.py failed"; }
+    "$ami_name" "$T/packer.out" "$ami_west" "$friend" "$friend_key" "$friend_secret") ||
+    { tail -n 40 "$T/serve.log" >&2; die "packer-ebs.py failed"; }
 
 # ---- serve stops cleanly (SIGTERM, exit 0) ----
 kill -TERM "$serve_pid"
@@ -126,7 +129,7 @@ assert_eq "$(cat "$T/shell.txt")" "shell provisioner ran as admin on bookworm" "
 debugfs -R 'cat /etc/packer-file' "$T/root.raw" > "$T/file.txt" 2> /dev/null
 cmp "$T/files/hello.txt" "$T/file.txt" || die "/etc/packer-file differs from the uploaded file"
 # the base image's own files are still there
-debugfs -R 'cat /usr/lib/os-release' "$T/root.raw" 2> /dev/null | grep -q '^VERSION_CODENAME=bookworm$' ||
-    die "no /usr/lib/os-release in the AMI"
+debugfs -R 'cat /usr/lib/os-release' "$T/root.raw" 2> /dev/null |
+    grep -q '^VERSION_CODENAME=bookworm$' || die "no /usr/lib/os-release in the AMI"
 rm -f "$T/root.raw"
 assert_fsck_clean "after the packer build"
