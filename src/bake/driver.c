@@ -64,14 +64,6 @@
 #define BAKE_DEFAULT_INSTANCE_TYPE "t3.small"
 #define BAKE_AGENT_PROTOCOL "kiln-agent/1"
 
-static int64_t wall_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static double seconds_since(uint64_t t0)
 {
     return (double)(now_ns() - t0) / 1e9;
@@ -618,7 +610,7 @@ static int register_image(struct build *b, const char *name, const char *descrip
         .state = state,
         .devices = &dev,
         .n_devices = 1,
-        .creation_date = wall_ms(),
+        .creation_date = wall_clock_ms(),
     };
     size_t n_tags = b->build_tags.n + n_extra;
     _cleanup_free_ struct registry_tag *tags = xcalloc(n_tags, sizeof(*tags));
@@ -1257,7 +1249,7 @@ static int cache_lookup(struct build *b, const struct bake_step *s, const struct
 
     if (e < 0)
         return e;
-    if (s->cache_ttl_s && ret->created + (int64_t)s->cache_ttl_s * 1000 < wall_ms()) {
+    if (s->cache_ttl_s && ret->created + (int64_t)s->cache_ttl_s * 1000 < wall_clock_ms()) {
         registry_bake_layer_delete(b->r->reg, key);
         return -ENOENT;
     }
@@ -1275,7 +1267,7 @@ static int cache_lookup(struct build *b, const struct bake_step *s, const struct
 static int cache_insert(struct build *b, const struct bake_step *s, const struct digest *key,
                         const char *snap, uint32_t seq)
 {
-    struct registry_bake_layer l = {.key = *key, .created = wall_ms(), .has_parent = true,
+    struct registry_bake_layer l = {.key = *key, .created = wall_clock_ms(), .has_parent = true,
                                     .parent_key = b->key};
     int e;
 
@@ -1514,7 +1506,7 @@ static int run_build_step(struct build *b, size_t i, size_t n, const struct bake
     if (b->use_cache && s->cache) {
         e = cache_lookup(b, s, &key, &layer);
         if (e >= 0) {
-            registry_bake_layer_touch(b->r->reg, &key, wall_ms());
+            registry_bake_layer_touch(b->r->reg, &key, wall_clock_ms());
             /* the build instance, if any, is not at this state any more */
             if (b->instance[0])
                 terminate_build_instance(b);
@@ -1615,13 +1607,13 @@ static bool marker_present(struct build *b, const struct digest *key)
     }
     if (strcmp(l.snapshot_id, b->snap) != 0)
         return false;
-    registry_bake_layer_touch(b->r->reg, key, wall_ms());
+    registry_bake_layer_touch(b->r->reg, key, wall_clock_ms());
     return true;
 }
 
 static void marker_set(struct build *b, const struct digest *key, const char *what)
 {
-    struct registry_bake_layer l = {.key = *key, .created = wall_ms(), .has_parent = true,
+    struct registry_bake_layer l = {.key = *key, .created = wall_clock_ms(), .has_parent = true,
                                     .parent_key = b->key};
 
     if (!b->use_cache)

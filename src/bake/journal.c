@@ -24,14 +24,6 @@
 #include "common/log.h"
 #include "common/util.h"
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* ---- process identity ---------------------------------------------------- */
 
 int bake_proc_stat_parse(const char *buf, size_t len, char *ret_state, uint64_t *ret_start)
@@ -208,7 +200,7 @@ int bake_journal_begin(struct registry *reg, const char *owner,
     b.pid = proc->pid;
     memcpy(b.boot_id, proc->boot_id, sizeof(b.boot_id));
     b.start_time = proc->start_time;
-    b.created = b.updated = now_ms();
+    b.created = b.updated = wall_clock_ms();
     r = registry_bake_build_insert(reg, &b);
     if (r < 0)
         return r;
@@ -239,7 +231,7 @@ int bake_journal_intent(struct registry *reg, const char *build_id, enum registr
         return r;
     r = must_be_running(reg, build_id);
     if (r >= 0)
-        r = registry_bake_entry_add(reg, build_id, kind, now_ms(), ret_seq);
+        r = registry_bake_entry_add(reg, build_id, kind, wall_clock_ms(), ret_seq);
     r = registry_end(reg, r);
     return r < 0 ? r : 0;
 }
@@ -247,12 +239,12 @@ int bake_journal_intent(struct registry *reg, const char *build_id, enum registr
 int bake_journal_created(struct registry *reg, const char *build_id, uint32_t seq,
                          const char *resource_id)
 {
-    return registry_bake_entry_set_created(reg, build_id, seq, resource_id, now_ms());
+    return registry_bake_entry_set_created(reg, build_id, seq, resource_id, wall_clock_ms());
 }
 
 int bake_journal_release(struct registry *reg, const char *build_id, uint32_t seq)
 {
-    return registry_bake_entry_set_state(reg, build_id, seq, BAKE_ENTRY_RELEASED, NULL, now_ms());
+    return registry_bake_entry_set_state(reg, build_id, seq, BAKE_ENTRY_RELEASED, NULL, wall_clock_ms());
 }
 
 /* Record a failed undo of entry e (message of error r) on the entry. */
@@ -261,7 +253,7 @@ static void record_failure(struct registry *reg, const struct registry_bake_entr
     char msg[512];
 
     error_describe(r, msg, sizeof(msg));
-    if (registry_bake_entry_set_error(reg, e->build_id, e->seq, msg, now_ms()) < 0)
+    if (registry_bake_entry_set_error(reg, e->build_id, e->seq, msg, wall_clock_ms()) < 0)
         log_warning("cannot record the failed undo of journal entry %u of build '%s': %s", e->seq,
                     e->build_id, error_message() ? error_message() : "?");
     /* Leave the undo's own message as the one the caller sees. */
@@ -316,7 +308,7 @@ static int undo_pending(struct registry *reg, const struct bake_undo_ops *ops,
     }
     if (r >= 0)
         r = registry_bake_entry_set_state(reg, e->build_id, e->seq, BAKE_ENTRY_UNDONE, found,
-                                          now_ms());
+                                          wall_clock_ms());
     free_ids(ids, n_ids);
     return r;
 }
@@ -344,7 +336,7 @@ static int undo_all(struct registry *reg, const char *build_id, const struct bak
             r = ops->undo(ops->data, e->kind, e->resource_id);
             if (r >= 0 || r == -ENOENT)
                 r = registry_bake_entry_set_state(reg, build_id, e->seq, BAKE_ENTRY_UNDONE, NULL,
-                                                  now_ms());
+                                                  wall_clock_ms());
         }
         if (r < 0) {
             record_failure(reg, e, r);
@@ -379,7 +371,7 @@ static int end_build(struct registry *reg, const char *build_id, const struct ba
     if (r < 0 && error_message())
         msg = xstrdup(error_message());
     r2 = registry_bake_build_set_state(reg, build_id, r < 0 ? BAKE_BUILD_FAILED : ok_state,
-                                       now_ms());
+                                       wall_clock_ms());
     if (r2 < 0)
         return r2;
     if (r < 0 && msg)

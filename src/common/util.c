@@ -296,3 +296,11 @@ int read_file_all(const char *path, size_t max, char **ret, size_t *ret_len)
     *ret_len = len;
     return 0;
 }
+
+int64_t wall_clock_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}

@@ -55,6 +55,9 @@ const char *format_bytes(uint64_t bytes, char *buf, size_t size);
  * -errno. */
 int random_bytes(void *buf, size_t len);
 
+/* The wall clock in Unix milliseconds (what the registry records). */
+int64_t wall_clock_ms(void);
+
 /* Monotonic clock in nanoseconds. */
 uint64_t now_ns(void);
 

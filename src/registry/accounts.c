@@ -184,14 +184,6 @@ static int key_generate(char id[ACCOUNT_ACCESS_KEY_ID_SIZE], char secret[ACCOUNT
     return random_string(secret, SECRET_LENGTH, base64_alphabet, 63);
 }
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* ---- open and close ---------------------------------------------------- */
 
 char *accounts_path(const char *data_dir)
@@ -290,7 +282,7 @@ static int key_insert(struct accounts *a, const char *account_id, int64_t create
 static int create_locked(struct accounts *a, const char *name, struct account_credentials *ret)
 {
     struct account_credentials c = { 0 };
-    int64_t created = now_ms();
+    int64_t created = wall_clock_ms();
     int r = -EIO, attempt;
 
     r = registry_begin(a->reg);

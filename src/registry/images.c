@@ -844,14 +844,6 @@ static void sql_match(struct sqlbuf *sql, struct binds *b, const char *col, cons
     bind_pattern(b, glob);
 }
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* "<creation_date>_<id>" */
 static char *token_format(const struct registry_image *img)
 {
@@ -953,7 +945,7 @@ static int build_query(const struct image_query *q, struct sqlbuf *sql, struct b
     }
     if (!q->include_deprecated && !q->n_ids) {
         sql_add(sql, " AND (deprecation_time IS NULL OR deprecation_time > ?");
-        bind_push(b, NULL, q->now > 0 ? q->now : now_ms());
+        bind_push(b, NULL, q->now > 0 ? q->now : wall_clock_ms());
         if (q->caller) {
             sql_add(sql, " OR owner = ?");
             bind_push(b, q->caller, 0);

@@ -22,14 +22,6 @@
     "http_endpoint, http_hop_limit, client_token, terminated_time"
 
 /* Wall-clock unix milliseconds (terminated_time). */
-static int64_t unix_ms_now(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static const struct {
     enum instance_state state;
     const char *name;
@@ -254,7 +246,7 @@ int registry_instance_insert(struct registry *reg, const struct registry_instanc
     sqlite3_bind_int(st, 20, in->http_hop_limit);
     reg_bind_text(st, 21, in->client_token[0] ? in->client_token : NULL);
     if (in->state == INSTANCE_TERMINATED)
-        sqlite3_bind_int64(st, 22, in->terminated_time > 0 ? in->terminated_time : unix_ms_now());
+        sqlite3_bind_int64(st, 22, in->terminated_time > 0 ? in->terminated_time : wall_clock_ms());
     else
         sqlite3_bind_null(st, 22);
     r = reg_step_done(reg, st, "cannot insert instance '%s'", in->id);
@@ -309,7 +301,7 @@ int registry_instance_set_state(struct registry *reg, const char *id, enum insta
     reg_bind_text(st, 4, reason_message && reason_message[0] ? reason_message : NULL);
     sqlite3_bind_int(st, 5, root_volume_id != NULL);
     reg_bind_text(st, 6, root_volume_id && root_volume_id[0] ? root_volume_id : NULL);
-    sqlite3_bind_int64(st, 7, unix_ms_now());
+    sqlite3_bind_int64(st, 7, wall_clock_ms());
     r = reg_step_done(reg, st, "cannot update instance '%s'", id);
     if (r == -EEXIST)
         return error_set(EEXIST, "instance '%s': its address is taken by another instance", id);

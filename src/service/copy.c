@@ -65,14 +65,6 @@
 #define LOCK_TIMEOUT_MS (10 * 60 * 1000)
 #define LOCK_SLICE_MS 200
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Load the row of source snapshot `id`: it must be completed. */
 static int load_source(struct region *src, const char *id, struct registry_snapshot **ret)
 {
@@ -130,7 +122,7 @@ static int new_pending(const struct registry_snapshot *from, const char *owner,
     row->volume_size = from->volume_size;
     row->volume_size_gib = from->volume_size_gib;
     row->description = (char *)description;
-    row->start_time = now_ms();
+    row->start_time = wall_clock_ms();
     memcpy(item->source_snapshot_id, from->id, ID_MAX_SIZE);
     item->source_map_id = from->map_id;
     memcpy(item->target_snapshot_id, row->id, ID_MAX_SIZE);
@@ -150,7 +142,7 @@ static int insert_snapshot(struct region *dst, const struct registry_snapshot *r
 static int record_token(struct region *dst, const struct service_client_token *t,
                         const char *resource_id)
 {
-    struct registry_client_token rec = { .params = t->params, .created = now_ms() };
+    struct registry_client_token rec = { .params = t->params, .created = wall_clock_ms() };
     int e;
 
     snprintf(rec.action, sizeof(rec.action), "%s", t->action);
@@ -263,7 +255,7 @@ int service_image_copy_start(struct region *src, const char *image_id, struct re
     img.is_public = false;
     img.tags = NULL;
     img.n_tags = 0;
-    img.creation_date = now_ms();
+    img.creation_date = wall_clock_ms();
     e = id_generate("ami", img.id, sizeof(img.id));
     if (e < 0)
         goto out;
@@ -484,7 +476,7 @@ static int pending_image(struct run *r, struct registry_image **ret)
 static int finish(struct run *r, struct run_item *items, size_t n, int err, const char *why)
 {
     struct registry_image *img = NULL;
-    int64_t now = now_ms();
+    int64_t now = wall_clock_ms();
     int e;
 
     e = registry_begin(r->dst->reg);

@@ -41,14 +41,6 @@
 #include "vm/vm.h"
 #include "volume/volume.h"
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void image_freep(struct registry_image **p)
 {
     registry_image_free(*p);
@@ -138,7 +130,7 @@ static void image_row(const struct registry_image *src, const struct registry_in
     img->imds_support = src ? src->imds_support : NULL;
     img->tpm_support = src ? src->tpm_support : NULL;
     img->state = IMAGE_AVAILABLE;
-    img->creation_date = now_ms();
+    img->creation_date = wall_clock_ms();
     snprintf(img->owner, sizeof(img->owner), "%s", owner);
     dev->device_name = (char *)root;
     dev->volume_type = (char *)"gp3";

@@ -68,14 +68,6 @@
 #define TOKEN_KEY_SETTING "ebs-token-key"
 #define LINEAGE_MAX 10000 /* parent links followed before giving up */
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static char *staging_path(struct region *r, const char *snap_id)
 {
     return xasprintf("%s/" STAGING_DIR "/%s", r->dir, snap_id);
@@ -230,7 +222,7 @@ static int expire_one(struct region *r, const struct registry_ebs_upload *u)
     e = registry_snapshot_get(r->reg, u->snapshot_id, &row);
     if (e < 0)
         return e == -ENOENT ? 0 : e;
-    if (row->state != SNAPSHOT_PENDING || now_ms() <= upload_deadline(r, row, u)) {
+    if (row->state != SNAPSHOT_PENDING || wall_clock_ms() <= upload_deadline(r, row, u)) {
         registry_snapshot_free(row);
         return 0;
     }
@@ -243,7 +235,7 @@ static int expire_one(struct region *r, const struct registry_ebs_upload *u)
     if (e < 0 && e != -ENOENT)
         return e;
     e = registry_snapshot_get(r->reg, u->snapshot_id, &row);
-    if (e == 0 && row->state == SNAPSHOT_PENDING && now_ms() > upload_deadline(r, row, u)) {
+    if (e == 0 && row->state == SNAPSHOT_PENDING && wall_clock_ms() > upload_deadline(r, row, u)) {
         snprintf(why, sizeof(why),
                  "the upload timed out: no block and no completion for %d minutes",
                  u->timeout_minutes);
@@ -554,7 +546,7 @@ int service_ebs_start(struct region *r, const struct service_ebs_start_options *
     row.volume_size = o->volume_size_gib << 30;
     row.volume_size_gib = (uint32_t)o->volume_size_gib;
     row.description = (char *)o->description;
-    row.start_time = now_ms();
+    row.start_time = wall_clock_ms();
     memcpy(u.snapshot_id, row.id, sizeof(u.snapshot_id));
     memcpy(u.owner, row.owner, sizeof(u.owner));
     if (o->client_token)
@@ -632,7 +624,7 @@ static int writable_row(struct region *r, const char *account, const char *snap_
     if (e == -ENOENT)
         e = error_set(EROFS, "snapshot '%s' was not started through the EBS direct API",
                       snap_id);
-    if (e == 0 && now_ms() > upload_deadline(r, row, &u))
+    if (e == 0 && wall_clock_ms() > upload_deadline(r, row, &u))
         e = error_set(ETIMEDOUT, "snapshot '%s' timed out after %d minutes without a block or "
                                  "a completion", snap_id, u.timeout_minutes);
     if (e < 0) {
@@ -1034,7 +1026,7 @@ int service_ebs_complete(struct region *r, const char *account, const char *snap
         row->progress = 100;
         row->has_map = true;
         row->map_id = map_id;
-        row->completion_time = now_ms();
+        row->completion_time = wall_clock_ms();
         e = registry_snapshot_update(r->reg, row);
     }
     store_unlock(r->store);

@@ -17,14 +17,6 @@
 #include "registry/images.h"
 #include "service/internal.h"
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* -EEXIST when `owner` has an image called `name` that is not deregistered. */
 int image_name_check_free(struct region *r, const char *owner, const char *name)
 {
@@ -114,7 +106,7 @@ int service_image_import(struct region *r, const char *path,
         snprintf(img.owner, sizeof(img.owner), "%s", owner);
         snprintf(dev.snapshot_id, sizeof(dev.snapshot_id), "%s", snap);
         dev.volume_size_gib = (uint32_t)DIV_ROUND_UP(st.volume_size, 1ULL << 30);
-        img.creation_date = now_ms();
+        img.creation_date = wall_clock_ms();
         e = registry_image_insert(r->reg, &img, NULL, 0);
     }
     if (e < 0) {

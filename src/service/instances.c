@@ -135,14 +135,6 @@ struct instance_manager *instance_manager_get(void)
 }
 
 /* Wall-clock unix milliseconds (launch times; now_ns() is monotonic). */
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static struct mregion *region_find(struct instance_manager *m, const char *name)
 {
     for (size_t i = 0; i < m->n_regions; i++)
@@ -1258,7 +1250,7 @@ int instance_manager_launch(struct instance_manager *m, const char *region,
     char(*ids)[ID_MAX_SIZE] = NULL;
     int *fds = NULL;
     unsigned count = 0;
-    int64_t when = now_ms();
+    int64_t when = wall_clock_ms();
     int e = 0;
 
     if (!m)
@@ -1396,7 +1388,7 @@ int instance_manager_expire(struct instance_manager *m, const char *region, int6
     if (!rg)
         return error_set(ENOENT, "region '%s' is not served", region);
     if (now <= 0)
-        now = now_ms();
+        now = wall_clock_ms();
     pthread_mutex_lock(&rg->reg_lock);
     e = registry_instance_list(rg->r->reg, &list, &n);
     pthread_mutex_unlock(&rg->reg_lock);

@@ -183,14 +183,6 @@ int service_snapshot_get(struct region *r, const char *id, struct registry_snaps
     return 0;
 }
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 int service_snapshot_import(struct region *r, const char *path,
                             const struct service_import_options *opts,
                             char ret_id[ID_MAX_SIZE], struct import_stats *ret_stats)
@@ -225,7 +217,7 @@ int service_snapshot_import(struct region *r, const char *path,
         snprintf(row.owner, sizeof(row.owner), "%s", opts->owner);
     else if ((e = service_default_account(r->data_dir, row.owner)) < 0)
         return e;
-    row.start_time = now_ms();
+    row.start_time = wall_clock_ms();
 
     /* Shared lock from the first chunk until the row that references the
      * chunks is committed: gc cannot sweep chunks this import reuses. */
@@ -238,7 +230,7 @@ int service_snapshot_import(struct region *r, const char *path,
         row.volume_size = stats.volume_size;
         row.volume_size_gib = (uint32_t)DIV_ROUND_UP(stats.volume_size, 1ULL << 30);
         row.description = (char *)opts->description;
-        row.completion_time = now_ms();
+        row.completion_time = wall_clock_ms();
         e = registry_snapshot_insert(r->reg, &row);
     }
     store_unlock(r->store);

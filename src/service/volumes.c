@@ -57,14 +57,6 @@
 #define LOCK_TIMEOUT_MS (10 * 60 * 1000)
 #define GiB (1ULL << 30)
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 char *service_volume_dir(struct region *r, const char *id)
 {
     return xasprintf("%s/volumes/%s", r->dir, id);
@@ -150,7 +142,7 @@ int service_volume_create(struct region *r, const struct service_volume_create_o
     e = id_generate("vol", row.id, sizeof(row.id));
     if (e < 0)
         return e;
-    row.create_time = now_ms();
+    row.create_time = wall_clock_ms();
 
     e = mkdir_p(vols);
     if (e < 0)
@@ -375,7 +367,7 @@ static int pending_snapshot_row(const struct registry_volume *vol, const struct 
     row->volume_size = volume_size(v);
     row->volume_size_gib = vol->size_gib;
     row->description = o ? (char *)o->description : NULL;
-    row->start_time = now_ms();
+    row->start_time = wall_clock_ms();
     return 0;
 }
 
@@ -409,7 +401,7 @@ int service_volume_snapshot_open(struct region *r, struct volume *v, const char 
         row.has_map = true;
         row.state = SNAPSHOT_COMPLETED;
         row.progress = 100;
-        row.completion_time = now_ms();
+        row.completion_time = wall_clock_ms();
         e = registry_snapshot_update(r->reg, &row);
     }
     if (e < 0) {
@@ -517,7 +509,7 @@ static int job_finish(struct region *r, const struct registry_job *job,
             row->progress = 100;
             row->has_map = true;
             row->map_id = *map_id;
-            row->completion_time = now_ms();
+            row->completion_time = wall_clock_ms();
         } else {
             row->state = SNAPSHOT_ERROR;
             free(row->state_message);
