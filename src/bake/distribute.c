@@ -42,14 +42,6 @@
 /* What the client tokens of distribution copies are recorded as. */
 #define TOKEN_ACTION "kiln-bake-distribute"
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* ---- the spec: a small JSON object on the build row ---- */
 
 void bake_distribution_spec_release(struct bake_distribution_spec *s)
@@ -348,7 +340,7 @@ int bake_distribution_record(struct registry *reg, const char *build_id, const c
     spec.is_public = groups->n > 0;
     spec.deprecate_after_s = t->distribution.deprecate_after_s;
     if (spec.deprecate_after_s) {
-        int64_t at = now_ms() + (int64_t)spec.deprecate_after_s * 1000;
+        int64_t at = wall_clock_ms() + (int64_t)spec.deprecate_after_s * 1000;
         spec.deprecate_at = (at + MS_PER_MINUTE / 2) / MS_PER_MINUTE * MS_PER_MINUTE;
     }
     spec.tags = tags_from_kvs(&t->output.tags);
@@ -370,7 +362,7 @@ int bake_distribution_record(struct registry *reg, const char *build_id, const c
     snprintf(d.region, sizeof(d.region), "%s", region);
     snprintf(d.image_id, sizeof(d.image_id), "%s", image_id);
     d.spec = text;
-    e = registry_bake_distribution_set(reg, build_id, &d, out, n_out, now_ms());
+    e = registry_bake_distribution_set(reg, build_id, &d, out, n_out, wall_clock_ms());
     free(text);
     return e;
 }
@@ -415,7 +407,7 @@ static void say(struct dist *d, const char *fmt, ...)
 /* Write output row i. */
 static int save(struct dist *d, size_t i)
 {
-    return registry_bake_output_update(d->home->reg, &d->outs[i], now_ms());
+    return registry_bake_output_update(d->home->reg, &d->outs[i], wall_clock_ms());
 }
 
 /* Record that region i failed with error `err` (its message from
@@ -523,7 +515,7 @@ static int publish(struct dist *d, size_t i)
         return e;
     if (out->started)
         say(d, "%s: %s published (%.1f s)", out->region, out->image_id,
-            (double)(now_ms() - out->started) / 1000);
+            (double)(wall_clock_ms() - out->started) / 1000);
     else
         say(d, "%s: %s published", out->region, out->image_id);
     return 0;
@@ -656,7 +648,7 @@ static int new_attempt(struct dist *d, size_t i)
     out->state = BAKE_OUTPUT_COPYING;
     out->image_id[0] = '\0';
     out->error[0] = '\0';
-    out->started = now_ms();
+    out->started = wall_clock_ms();
     e = save(d, i);
     if (e < 0)
         return e;

@@ -7,7 +7,6 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "bake/distribute.h"
 #include "bake/template.h"
@@ -125,14 +124,6 @@ static int admin_option(int opt, const char *arg, void *ud)
         break;
     }
     return -1;
-}
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 /* ---- kiln bake distribute ---- */
@@ -384,7 +375,7 @@ static int do_cache_prune(struct cli *cli, int argc, char **argv)
         return EXIT_USAGE;
     }
     if (a.has_older_than) {
-        cutoff = now_ms() - (int64_t)a.older_than_s * 1000;
+        cutoff = wall_clock_ms() - (int64_t)a.older_than_s * 1000;
         if (cutoff <= 0)
             cutoff = 1; /* everything is younger than that: nothing goes by age */
     }
