@@ -560,7 +560,8 @@ static int security_groups(struct api_ctx *ctx, struct region *rg, const struct 
 }
 
 /* SubnetId and NetworkInterface.N (docs/api.md, "The default VPC"): a
- * subnet, where given, is the caller's default subnet; at most one
+ * subnet, where given, is the caller's default subnet (an empty one is
+ * none, as EC2 takes it: Packer sends SubnetId= without subnet_id); at most one
  * interface, device 0, a new one (no NetworkInterfaceId), and not beside
  * an instance-level SubnetId or groups.  ret->groups is the query whose
  * SecurityGroupId.N names the groups: q, or the interface's fields (then
@@ -585,6 +586,8 @@ static int network_parse(struct api_ctx *ctx, const struct query *q, struct netw
     int r;
 
     ret->groups = q;
+    if (subnet && !subnet[0])
+        subnet = NULL;
     if (subnet && (r = api_subnet_check(ctx, subnet)) < 0)
         return r;
     r = query_get_structs(q, "NetworkInterface", &ret->items, &ret->n);
@@ -615,7 +618,7 @@ static int network_parse(struct api_ctx *ctx, const struct query *q, struct netw
         return api_fail(ctx, API_ERR_INVALID_PARAMETER_VALUE,
                         "NetworkInterface.%lu.DeleteOnTermination must be true or false",
                         ret->items[0].index);
-    if ((v = query_get(f, "SubnetId")) && (r = api_subnet_check(ctx, v)) < 0)
+    if ((v = query_get(f, "SubnetId")) && v[0] && (r = api_subnet_check(ctx, v)) < 0)
         return r;
     ret->groups = f;
     return 0;

@@ -352,8 +352,9 @@ int api_create_security_group(struct api_ctx *ctx, const struct query *q, struct
 
     if (r >= 0)
         r = group_text_param(ctx, q, "GroupDescription", &description);
-    /* every group is in the default VPC (vpcs.c), named or not */
-    if (r >= 0 && vpc)
+    /* every group is in the default VPC (vpcs.c), named or not; an empty
+     * VpcId is none (Packer 1.6.6 sends VpcId= without vpc_id) */
+    if (r >= 0 && vpc && vpc[0])
         r = api_vpc_check(ctx, vpc);
     if (r < 0)
         return r;

@@ -204,8 +204,12 @@ class Groups(Base):
         g1 = ec2.create_security_group(GroupName="vpc-named", Description="in the default VPC",
                                        VpcId=vid)["GroupId"]
         g2 = ec2.create_security_group(GroupName="vpc-implicit", Description="no VpcId")["GroupId"]
-        gs = ec2.describe_security_groups(GroupIds=[g1, g2])["SecurityGroups"]
-        self.assertEqual({g["GroupId"]: g["VpcId"] for g in gs}, {g1: vid, g2: vid})
+        # an empty VpcId is none: what Packer 1.6.6 sends without vpc_id
+        g3 = ec2.create_security_group(GroupName="vpc-empty", Description="VpcId=",
+                                       VpcId="")["GroupId"]
+        gs = ec2.describe_security_groups(GroupIds=[g1, g2, g3])["SecurityGroups"]
+        self.assertEqual({g["GroupId"]: g["VpcId"] for g in gs}, {g1: vid, g2: vid, g3: vid})
+        ec2.delete_security_group(GroupId=g3)
         byvpc = ec2.describe_security_groups(
             Filters=[{"Name": "vpc-id", "Values": [vid]}])["SecurityGroups"]
         self.assertLessEqual({g1, g2}, {g["GroupId"] for g in byvpc})
@@ -255,6 +259,11 @@ class Launch(Base):
                               SubnetId=s["SubnetId"], SecurityGroupIds=[gid])
         i1 = r["Instances"][0]
         self.assertEqual((i1["VpcId"], i1["SubnetId"]), (v["VpcId"], s["SubnetId"]))
+        # an empty SubnetId is none: what Packer 1.6.6 sends without subnet_id
+        r = ec2.run_instances(ImageId=self.image, MinCount=1, MaxCount=1, InstanceType="t3.nano",
+                              SubnetId="", SecurityGroupIds=[gid])
+        i0 = r["Instances"][0]
+        self.assertEqual((i0["VpcId"], i0["SubnetId"]), (v["VpcId"], s["SubnetId"]))
         # NetworkInterfaces, as Packer sends associate_public_ip_address
         r = ec2.run_instances(ImageId=self.image, MinCount=1, MaxCount=1, InstanceType="t3.nano",
                               NetworkInterfaces=[{
@@ -263,7 +272,7 @@ class Launch(Base):
                                   "Groups": [gid]}])
         i2 = r["Instances"][0]
         self.assertEqual([g["GroupId"] for g in i2["SecurityGroups"]], [gid])
-        ids = [i1["InstanceId"], i2["InstanceId"]]
+        ids = [i0["InstanceId"], i1["InstanceId"], i2["InstanceId"]]
         self.wait_state(ids, "stopped")
         # DescribeInstances: the VPC and subnet, and their filters
         insts = self.instances()
