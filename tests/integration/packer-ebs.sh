@@ -20,6 +20,11 @@
 # in the AMI's root snapshot (`kiln snapshot export`, then debugfs); fsck
 # is clean.
 #
+# Then packer-ebs-minimal.json, the least a template says (source_ami by id,
+# no VPC settings, no ssh_interface, no skip_* settings: Packer sends
+# VpcId= and SubnetId= empty and finds the address by the instance's VPC):
+# it builds too, and its shell provisioner's file is in its AMI.
+#
 # The debootstrap tarball is cached as for instances-debian.sh; Packer's
 # own state (config, cache, temporary files) stays under $T.  The build's
 # time is printed, not asserted.
@@ -116,6 +121,43 @@ snap=$(python3 "$here/packer-ebs.py" "$endpoint" "$akid" "$secret" "$account" "$
     "$ami_name" "$T/packer.out" "$ami_west" "$friend" "$friend_key" "$friend_secret") ||
     { tail -n 40 "$T/serve.log" >&2; die "packer-ebs.py failed"; }
 
+# ---- the minimal template ----
+t0=$(date +%s)
+rc=0
+HOME=$T/packer-home PACKER_CONFIG_DIR=$T/packer-home PACKER_CACHE_DIR=$T/packer-home/cache \
+TMPDIR=$T/packer-tmp CHECKPOINT_DISABLE=1 PACKER_LOG=1 PACKER_LOG_PATH=$T/packer-minimal.log \
+    packer build -machine-readable -color=false \
+    -var "endpoint=$endpoint" -var "access_key=$akid" -var "secret_key=$secret" \
+    -var "source_ami=$base" -var "ami_name=$ami_name-minimal" \
+    "$here/packer-ebs-minimal.json" > "$T/packer-minimal.out" 2>&1 || rc=$?
+t1=$(date +%s)
+if [ $rc -ne 0 ]; then
+    tail -n 40 "$T/packer-minimal.out" >&2
+    echo "--- serve log" >&2; tail -n 40 "$T/serve.log" >&2
+    die "packer build of the minimal template exited $rc"
+fi
+ami_min=$(sed -n 's/^[0-9]*,amazon-ebs,artifact,0,id,us-east-1:\(ami-[0-9a-f]\{17\}\)$/\1/p' \
+    "$T/packer-minimal.out")
+[ -n "$ami_min" ] || die "no AMI in packer's output: $(tail -n 20 "$T/packer-minimal.out")"
+echo "packer build of the minimal template: $((t1 - t0)) s, $ami_min" >&2
+snap_min=$(python3 - "$endpoint" "$akid" "$secret" "$ami_min" "$ami_name-minimal" <<'PY'
+import sys
+import boto3
+endpoint, akid, secret, ami, name = sys.argv[1:6]
+ec2 = boto3.client("ec2", region_name="us-east-1", endpoint_url=endpoint,
+                   aws_access_key_id=akid, aws_secret_access_key=secret)
+img = ec2.describe_images(ImageIds=[ami])["Images"][0]
+assert img["State"] == "available" and img["Name"] == name, img
+live = [i["InstanceId"] for r in ec2.describe_instances()["Reservations"] for i in r["Instances"]
+        if i["State"]["Name"] != "terminated"]
+assert live == [], "instances left: %r" % live
+assert ec2.describe_key_pairs()["KeyPairs"] == [], "key pairs left"
+assert ec2.describe_security_groups()["SecurityGroups"] == [], "security groups left"
+assert ec2.describe_volumes()["Volumes"] == [], "volumes left"
+print(img["BlockDeviceMappings"][0]["Ebs"]["SnapshotId"])
+PY
+) || die "the minimal template's AMI or cleanup"
+
 # ---- serve stops cleanly (SIGTERM, exit 0) ----
 kill -TERM "$serve_pid"
 wait "$serve_pid" || die "kiln serve exited $? after SIGTERM: $(tail -n 20 "$T/serve.log")"
@@ -131,5 +173,10 @@ cmp "$T/files/hello.txt" "$T/file.txt" || die "/etc/packer-file differs from the
 # the base image's own files are still there
 debugfs -R 'cat /usr/lib/os-release' "$T/root.raw" 2> /dev/null |
     grep -q '^VERSION_CODENAME=bookworm$' || die "no /usr/lib/os-release in the AMI"
+rm -f "$T/root.raw"
+kiln snapshot export "$snap_min" "$T/root.raw" 2> "$T/export.err" ||
+    die "export of '$snap_min' failed: $(cat "$T/export.err")"
+debugfs -R 'cat /etc/packer-minimal' "$T/root.raw" > "$T/minimal.txt" 2> /dev/null
+assert_eq "$(cat "$T/minimal.txt")" "minimal" "/etc/packer-minimal"
 rm -f "$T/root.raw"
 assert_fsck_clean "after the packer build"
