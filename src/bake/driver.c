@@ -207,6 +207,7 @@ struct build {
     uint32_t snap_seq;            /* its journal entry when not released (0: none) */
     struct digest key;            /* its cache key */
     struct digest check_key;      /* the key after the validate steps */
+    bool defer_validate;          /* the validate steps run in the tests' instance */
     char instance[ID_MAX_SIZE];   /* the build instance at the state, "" when none */
     struct agent_client *agent;   /* connected to it */
     unsigned n_run;               /* steps that ran (not cached) */
@@ -1641,6 +1642,40 @@ static int run_validate_step(struct build *b, size_t i, const struct bake_step *
 
 /* ---- tests ---- */
 
+/* The validate steps can run in the tests' instance: there are tests,
+ * and every validate step is a shell step. */
+static bool can_defer_validate(const struct build *b)
+{
+    if (!b->t->has_tests || !b->t->tests.n_steps)
+        return false;
+    for (size_t i = 0; i < b->t->n_steps; i++)
+        if (b->t->steps[i].phase == BAKE_PHASE_VALIDATE &&
+            b->t->steps[i].type != BAKE_STEP_SHELL)
+            return false;
+    return true;
+}
+
+/* The deferred validate steps, in the tests' instance (agent a). */
+static int run_deferred_validate(struct build *b, struct agent_client *a)
+{
+    int e = 0;
+
+    for (size_t i = 0; i < b->t->n_steps && e >= 0; i++) {
+        const struct bake_step *s = &b->t->steps[i];
+        uint64_t t0 = now_ns();
+        if (s->phase != BAKE_PHASE_VALIDATE)
+            continue;
+        out(b, "[validate] %s (%s, agent, in the tests' instance) ... ", s->name,
+            bake_step_type_name(s->type));
+        _cleanup_fclose_ FILE *log = step_log(b, i, s, "validate-");
+        e = run_shell(b, a, s, log);
+        out(b, "%s %.1fs\n", e < 0 ? "failed" : "passed", seconds_since(t0));
+    }
+    if (e >= 0)
+        marker_set(b, &b->check_key, "validate");
+    return e;
+}
+
 static int run_tests(struct build *b, const char *image)
 {
     const char *type = b->t->tests.instance_type ? b->t->tests.instance_type : b->instance_type;
@@ -1658,6 +1693,8 @@ static int run_tests(struct build *b, const char *image)
         goto out;
     }
     out(b, "%s up %.1fs\n", instance, seconds_since(t0));
+    if (b->defer_validate)
+        e = run_deferred_validate(b, a);
     for (size_t i = 0; i < b->t->tests.n_steps && e >= 0; i++) {
         const struct bake_step *s = &b->t->tests.steps[i];
         uint64_t t1 = now_ns();
@@ -1763,7 +1800,7 @@ static int publish(struct build *b)
         e = checks_key(b, &b->check_key, t->tests.steps, t->tests.n_steps, false, &tkey);
         if (e < 0)
             return e;
-        if (marker_present(b, &tkey)) {
+        if (!b->defer_validate && marker_present(b, &tkey)) {
             out(b, "tests: passed before on this very state (%zu steps): cached\n",
                 t->tests.n_steps);
             b->res->n_tests = b->res->tests_passed = t->tests.n_steps;
@@ -2281,6 +2318,11 @@ int bake_run(const struct bake_options *o, struct bake_result *ret)
     if (n_build < b.t->n_steps && marker_present(&b, &b.check_key)) {
         out(&b, "[validate] passed before on this very state (%zu steps): cached\n",
             b.t->n_steps - n_build);
+    } else if (n_build < b.t->n_steps && !b.instance[0] && can_defer_validate(&b)) {
+        /* no build VM is up (the last step ran offline, or was cached):
+         * the validate steps run in the tests' fresh instance of the same
+         * state, which saves a boot */
+        b.defer_validate = true;
     } else if (n_build < b.t->n_steps) {
         for (size_t i = 0; i < b.t->n_steps && e >= 0; i++)
             if (b.t->steps[i].phase == BAKE_PHASE_VALIDATE)

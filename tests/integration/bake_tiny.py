@@ -44,6 +44,8 @@ TEMPLATE = {
          "inline": ["cat /proc/sys/kernel/random/boot_id > /srv/app/boot2"]},
         {"name": "flavour", "type": "append_line", "path": "/etc/profile",
          "line": "export FLAVOUR={{var `flavour`}}"},
+        {"name": "check", "type": "shell", "phase": "validate",
+         "inline": ["test -s /srv/app/built"]},
     ],
     "tests": {"steps": [{"type": "shell", "inline": [
         "test \"$(cat /srv/app/built)\" = built",
@@ -192,6 +194,9 @@ class BakeTiny(ServeCase):
                           ("after", "shell, agent"),
                           ("flavour", "append_line, offline")]:
             self.assertRegex(out, r"\] %s \(%s\) \.\.\. done [0-9.]+s" % (name, how))
+        # the last step ran offline: validate runs in the tests' instance, no extra boot
+        self.assertRegex(out, r"\[validate\] check \(shell, agent, in the tests' instance\) "
+                              r"\.\.\. passed")
         self.assertNotIn("tok-Zq81-secret", out + err)
         image = m["images"]["us-east-1"]
         copy = m["images"]["us-west-2"]
@@ -229,6 +234,7 @@ class BakeTiny(ServeCase):
     def test_03_no_change(self):
         rc, out, err, m = bake(write_template("web.json", TEMPLATE), append=True)
         self.assertEqual(m["n_builds"], 2)  # appended to test_02's, as Packer's
+        self.assertIn("[validate] passed before on this very state", out)
         self.assertEqual([s["cache"] for s in m["steps"]], ["hit"] * 8)
         self.assertEqual(m["instances_launched"], 0)
         self.assertTrue(m["tests"]["cached"])
