@@ -76,7 +76,7 @@ cold = float(times["cold"])
 print("| bake | seconds | of cold | steps run | steps hit | VMs booted |")
 print("|---|---:|---:|---:|---:|---:|")
 for name in ["cold", "last-step", "no-change", "no-cache"]:
-    m = json.load(open(os.path.join(w, name + ".json")))
+    m = json.load(open(os.path.join(w, name + ".json")))["builds"][-1]
     hits = sum(s["cache"] == "hit" for s in m["steps"])
     t = float(times[name])
     print("| %s | %.1f | %.1f%% | %d | %d | %d |" % (name, t, 100 * t / cold,
