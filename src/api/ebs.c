@@ -78,12 +78,12 @@ static void add_header(struct api_ebs_response *resp, const char *name, const ch
     resp->n_headers++;
 }
 
-static void set_json(struct api_ebs_response *resp, int status, struct api_buf *b)
+static void set_json(struct api_ebs_response *resp, int status, struct strbuf *b)
 {
     free(resp->body);
     resp->status = status;
     resp->body_len = b->len;
-    resp->body = api_buf_steal(b);
+    resp->body = strbuf_steal(b);
     resp->content_type = "application/json";
 }
 
@@ -98,26 +98,26 @@ void api_ebs_response_release(struct api_ebs_response *resp)
 static int reply_error(struct api_ebs_response *resp, int status, const char *code,
                        const char *reason, const char *message)
 {
-    struct api_buf b = { 0 };
+    struct strbuf b = { 0 };
 
     resp->n_headers = 0;
     resp->error_code = code;
     add_header(resp, "x-amzn-ErrorType", "%s", code);
     /* The reference's lowercase members, and the model's capitalised
      * ones, which botocore reads into the error (response["Reason"]). */
-    api_buf_adds(&b, "{\"__type\":");
+    strbuf_adds(&b, "{\"__type\":");
     json_write_string(&b, code);
-    api_buf_adds(&b, ",\"message\":");
+    strbuf_adds(&b, ",\"message\":");
     json_write_string(&b, message);
-    api_buf_adds(&b, ",\"Message\":");
+    strbuf_adds(&b, ",\"Message\":");
     json_write_string(&b, message);
     if (reason) {
-        api_buf_adds(&b, ",\"reason\":");
+        strbuf_adds(&b, ",\"reason\":");
         json_write_string(&b, reason);
-        api_buf_adds(&b, ",\"Reason\":");
+        strbuf_adds(&b, ",\"Reason\":");
         json_write_string(&b, reason);
     }
-    api_buf_adds(&b, "}");
+    strbuf_adds(&b, "}");
     set_json(resp, status, &b);
     return -EINVAL;
 }
@@ -212,13 +212,13 @@ static bool parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *ret)
     return true;
 }
 
-static void json_key(struct api_buf *b, bool *first, const char *key)
+static void json_key(struct strbuf *b, bool *first, const char *key)
 {
     if (!*first)
-        api_buf_addc(b, ',');
+        strbuf_addc(b, ',');
     *first = false;
     json_write_string(b, key);
-    api_buf_addc(b, ':');
+    strbuf_addc(b, ':');
 }
 
 static double epoch(int64_t ms)
@@ -301,15 +301,15 @@ static int completed_snapshot(struct call *c, struct region *rg, const char *id,
 static void token_mac(const uint8_t key[32], const char *kind, const char *id1, const char *id2,
                       const uint8_t *fields, size_t n, uint8_t mac[TOKEN_MAC_SIZE])
 {
-    struct api_buf b = { 0 };
+    struct strbuf b = { 0 };
     uint8_t full[32];
     unsigned len = sizeof(full);
 
-    api_buf_printf(&b, "%s|%s|%s|", kind, id1, id2 ? id2 : "");
-    api_buf_add(&b, fields, n);
+    strbuf_printf(&b, "%s|%s|%s|", kind, id1, id2 ? id2 : "");
+    strbuf_add(&b, fields, n);
     HMAC(EVP_sha256(), key, 32, (const unsigned char *)b.data, b.len, full, &len);
     memcpy(mac, full, TOKEN_MAC_SIZE);
-    api_buf_release(&b);
+    strbuf_release(&b);
 }
 
 static void put_be64(uint8_t *p, uint64_t v)
@@ -427,16 +427,16 @@ static int parse_paging(struct call *c, const uint8_t key[32], const char *op, c
 }
 
 /* Write the members every list page carries. */
-static void list_tail(struct api_buf *b, const struct registry_snapshot *row, int64_t expiry,
+static void list_tail(struct strbuf *b, const struct registry_snapshot *row, int64_t expiry,
                       const char *next)
 {
-    api_buf_printf(b, ",\"ExpiryTime\":%.3f,\"VolumeSize\":%u,\"BlockSize\":%u",
+    strbuf_printf(b, ",\"ExpiryTime\":%.3f,\"VolumeSize\":%u,\"BlockSize\":%u",
                    (double)expiry, row->volume_size_gib, EBS_BLOCK_SIZE);
     if (next) {
-        api_buf_adds(b, ",\"NextToken\":");
+        strbuf_adds(b, ",\"NextToken\":");
         json_write_string(b, next);
     }
-    api_buf_adds(b, "}");
+    strbuf_adds(b, "}");
 }
 
 /* The snapshot id and block index of /snapshots/{id}/blocks/{index}. */
@@ -468,7 +468,7 @@ static int start_snapshot(struct call *c)
     struct service_ebs_start_options o = { .owner = c->ctx->account };
     struct registry_snapshot *row = NULL;
     const struct json_value *v;
-    struct api_buf b = { 0 };
+    struct strbuf b = { 0 };
     bool first = true;
     int r;
 
@@ -578,7 +578,7 @@ static int start_snapshot(struct call *c)
         registry_snapshot_free(row);
         return fail_errno(c, r, NULL);
     }
-    api_buf_adds(&b, "{");
+    strbuf_adds(&b, "{");
     json_key(&b, &first, "SnapshotId");
     json_write_string(&b, row->id);
     json_key(&b, &first, "OwnerId");
@@ -586,21 +586,21 @@ static int start_snapshot(struct call *c)
     json_key(&b, &first, "Status");
     json_write_string(&b, snapshot_state_to_string(row->state));
     json_key(&b, &first, "StartTime");
-    api_buf_printf(&b, "%.3f", epoch(row->start_time));
+    strbuf_printf(&b, "%.3f", epoch(row->start_time));
     json_key(&b, &first, "VolumeSize");
-    api_buf_printf(&b, "%u", row->volume_size_gib);
+    strbuf_printf(&b, "%u", row->volume_size_gib);
     json_key(&b, &first, "BlockSize");
-    api_buf_printf(&b, "%u", EBS_BLOCK_SIZE);
+    strbuf_printf(&b, "%u", EBS_BLOCK_SIZE);
     json_key(&b, &first, "Tags");
-    api_buf_adds(&b, "[");
+    strbuf_adds(&b, "[");
     for (size_t i = 0; i < n_rtags; i++) {
-        api_buf_adds(&b, i ? ",{\"Key\":" : "{\"Key\":");
+        strbuf_adds(&b, i ? ",{\"Key\":" : "{\"Key\":");
         json_write_string(&b, rtags[i].key);
-        api_buf_adds(&b, ",\"Value\":");
+        strbuf_adds(&b, ",\"Value\":");
         json_write_string(&b, rtags[i].value);
-        api_buf_adds(&b, "}");
+        strbuf_adds(&b, "}");
     }
-    api_buf_adds(&b, "]");
+    strbuf_adds(&b, "]");
     if (row->parent_id[0]) {
         json_key(&b, &first, "ParentSnapshotId");
         json_write_string(&b, row->parent_id);
@@ -611,7 +611,7 @@ static int start_snapshot(struct call *c)
     }
     json_key(&b, &first, "SseType");
     json_write_string(&b, "none");
-    api_buf_adds(&b, "}");
+    strbuf_adds(&b, "}");
     registry_tag_list_free(rtags, n_rtags);
     registry_snapshot_free(row);
     set_json(c->resp, 201, &b);
@@ -685,7 +685,7 @@ static int complete_snapshot(struct call *c, const char *snap)
     const char *method = header(c, "x-amz-Checksum-Aggregation-Method");
     enum snapshot_state state = SNAPSHOT_PENDING;
     struct digest agg;
-    struct api_buf b = { 0 };
+    struct strbuf b = { 0 };
     uint64_t count;
     int r;
 
@@ -719,9 +719,9 @@ static int complete_snapshot(struct call *c, const char *snap)
         r = service_ebs_complete(rg, c->ctx->account, snap, count, sum ? &agg : NULL, &state);
     if (r < 0)
         return fail_errno(c, r, "INVALID_PARAMETER_VALUE");
-    api_buf_adds(&b, "{\"Status\":");
+    strbuf_adds(&b, "{\"Status\":");
     json_write_string(&b, snapshot_state_to_string(state));
-    api_buf_adds(&b, "}");
+    strbuf_adds(&b, "}");
     set_json(c->resp, 202, &b);
     return 0;
 }
@@ -734,7 +734,7 @@ static int list_blocks(struct call *c, const char *snap)
     _cleanup_(blockmap_freep) struct blockmap *map = NULL;
     _cleanup_free_ uint64_t *blocks = NULL;
     struct registry_snapshot *row = NULL;
-    struct api_buf b = { 0 };
+    struct strbuf b = { 0 };
     struct paging pg;
     uint8_t key[32];
     char tok[64], next[64];
@@ -758,15 +758,15 @@ static int list_blocks(struct call *c, const char *snap)
         registry_snapshot_free(row);
         return r < 0 ? fail_errno(c, r, NULL) : -EINVAL;
     }
-    api_buf_adds(&b, "{\"Blocks\":[");
+    strbuf_adds(&b, "{\"Blocks\":[");
     for (size_t i = 0; i < n; i++) {
         block_token(key, snap, blocks[i], expiry, tok);
-        api_buf_printf(&b, "%s{\"BlockIndex\":%" PRIu64 ",\"BlockToken\":", i ? "," : "",
+        strbuf_printf(&b, "%s{\"BlockIndex\":%" PRIu64 ",\"BlockToken\":", i ? "," : "",
                        blocks[i]);
         json_write_string(&b, tok);
-        api_buf_adds(&b, "}");
+        strbuf_adds(&b, "}");
     }
-    api_buf_adds(&b, "]");
+    strbuf_adds(&b, "]");
     if (more)
         page_token(key, "blocks", snap, NULL, blocks[n - 1] + 1, next);
     list_tail(&b, row, expiry, more ? next : NULL);
@@ -785,7 +785,7 @@ static int list_changed_blocks(struct call *c, const char *second)
     _cleanup_free_ uint64_t *changed = NULL;
     struct registry_snapshot *row1 = NULL, *row2 = NULL;
     const char *first = query_get(&c->q, "firstSnapshotId");
-    struct api_buf b = { 0 };
+    struct strbuf b = { 0 };
     struct paging pg;
     uint8_t key[32];
     char tok[64], next[64];
@@ -834,23 +834,23 @@ static int list_changed_blocks(struct call *c, const char *second)
         r = fail_errno(c, r, NULL);
         goto out;
     }
-    api_buf_adds(&b, "{\"ChangedBlocks\":[");
+    strbuf_adds(&b, "{\"ChangedBlocks\":[");
     for (size_t i = 0; i < n; i++) {
         uint64_t k = changed[i];
-        api_buf_printf(&b, "%s{\"BlockIndex\":%" PRIu64, i ? "," : "", k);
+        strbuf_printf(&b, "%s{\"BlockIndex\":%" PRIu64, i ? "," : "", k);
         if (m1 && service_ebs_block_present(m1, k)) {
             block_token(key, first, k, expiry, tok);
-            api_buf_adds(&b, ",\"FirstBlockToken\":");
+            strbuf_adds(&b, ",\"FirstBlockToken\":");
             json_write_string(&b, tok);
         }
         if (service_ebs_block_present(m2, k)) {
             block_token(key, second, k, expiry, tok);
-            api_buf_adds(&b, ",\"SecondBlockToken\":");
+            strbuf_adds(&b, ",\"SecondBlockToken\":");
             json_write_string(&b, tok);
         }
-        api_buf_adds(&b, "}");
+        strbuf_adds(&b, "}");
     }
-    api_buf_adds(&b, "]");
+    strbuf_adds(&b, "]");
     if (more)
         page_token(key, "changed", second, first, changed[n - 1] + 1, next);
     list_tail(&b, row2, expiry, more ? next : NULL);

@@ -186,11 +186,11 @@ int api_id_check(struct api_ctx *ctx, enum api_resource res, const char *prefix,
 
 char *api_join_ids(const char *const *ids, size_t n)
 {
-    struct api_buf b = { 0 };
+    struct strbuf b = { 0 };
 
     for (size_t i = 0; i < n && b.len < 300; i++)
-        api_buf_printf(&b, "%s%s", i ? ", " : "", ids[i]);
+        strbuf_printf(&b, "%s%s", i ? ", " : "", ids[i]);
     if (b.len >= 300)
-        api_buf_adds(&b, ", ...");
-    return api_buf_steal(&b);
+        strbuf_adds(&b, ", ...");
+    return strbuf_steal(&b);
 }

@@ -21,7 +21,7 @@ int api_request_id(char buf[API_REQUEST_ID_SIZE]);
 /* Append s as a JSON string literal (quotes included); control characters
  * are escaped, invalid UTF-8 bytes become U+FFFD (json-write.c; the reader
  * is common/json.h). */
-void json_write_string(struct api_buf *b, const char *s);
+void json_write_string(struct strbuf *b, const char *s);
 
 /* ---- errors (errors.c) ---- */
 

@@ -5,34 +5,34 @@
 #include "api/internal.h"
 #include "common/util.h"
 
-void json_write_string(struct api_buf *b, const char *s)
+void json_write_string(struct strbuf *b, const char *s)
 {
     size_t n = strlen(s), i = 0;
 
-    api_buf_addc(b, '"');
+    strbuf_addc(b, '"');
     while (i < n) {
         unsigned char c = (unsigned char)s[i];
         if (c == '"' || c == '\\') {
-            api_buf_addc(b, '\\');
-            api_buf_addc(b, (char)c);
+            strbuf_addc(b, '\\');
+            strbuf_addc(b, (char)c);
             i++;
         } else if (c < 0x20) {
-            api_buf_printf(b, "\\u%04x", c);
+            strbuf_printf(b, "\\u%04x", c);
             i++;
         } else if (c < 0x80) {
-            api_buf_addc(b, (char)c);
+            strbuf_addc(b, (char)c);
             i++;
         } else {
             /* The longest valid UTF-8 sequence here, else U+FFFD. */
             size_t len = (c & 0xe0) == 0xc0 ? 2 : (c & 0xf0) == 0xe0 ? 3 : (c & 0xf8) == 0xf0 ? 4 : 1;
             if (len > 1 && i + len <= n && utf8_is_valid(s + i, len)) {
-                api_buf_add(b, s + i, len);
+                strbuf_add(b, s + i, len);
                 i += len;
             } else {
-                api_buf_adds(b, "\xef\xbf\xbd");
+                strbuf_adds(b, "\xef\xbf\xbd");
                 i++;
             }
         }
     }
-    api_buf_addc(b, '"');
+    strbuf_addc(b, '"');
 }

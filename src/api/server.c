@@ -64,7 +64,7 @@ struct request {
     struct api_server *srv;
     char *uri;
     char rid[API_REQUEST_ID_SIZE];
-    struct api_buf body;
+    struct strbuf body;
     bool started, counted, too_large;
     bool ebs;        /* a path of the EBS direct API */
     size_t max_body; /* this request's body cap */
@@ -440,7 +440,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
         log_info("%s: request ended early (%d)", rq->rid, (int)toe);
     if (rq->counted)
         atomic_fetch_sub(&rq->srv->in_flight, 1);
-    api_buf_release(&rq->body);
+    strbuf_release(&rq->body);
     free(rq->uri);
     free(rq);
     *con_cls = NULL;
@@ -493,10 +493,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
          * reading but stop storing once it is too large. */
         if (!rq->too_large && rq->body.len + *upload_data_size > rq->max_body) {
             rq->too_large = true;
-            api_buf_release(&rq->body);
+            strbuf_release(&rq->body);
         }
         if (!rq->too_large)
-            api_buf_add(&rq->body, upload_data, *upload_data_size);
+            strbuf_add(&rq->body, upload_data, *upload_data_size);
         *upload_data_size = 0;
         return MHD_YES;
     }

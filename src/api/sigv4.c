@@ -180,17 +180,17 @@ static bool unreserved(unsigned char c)
     return isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~';
 }
 
-static void uri_encode(struct api_buf *b, const char *s, size_t n, bool keep_slash)
+static void uri_encode(struct strbuf *b, const char *s, size_t n, bool keep_slash)
 {
     static const char hex[] = "0123456789ABCDEF";
 
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
         if (unreserved(c) || (keep_slash && c == '/')) {
-            api_buf_addc(b, (char)c);
+            strbuf_addc(b, (char)c);
         } else {
             char e[3] = { '%', hex[c >> 4], hex[c & 15] };
-            api_buf_add(b, e, 3);
+            strbuf_add(b, e, 3);
         }
     }
 }
@@ -198,7 +198,7 @@ static void uri_encode(struct api_buf *b, const char *s, size_t n, bool keep_sla
 /* The canonical URI: dot segments and empty segments removed (as botocore
  * normalises), then each byte RFC3986-encoded with '/' kept.  The raw path
  * is encoded again, as SigV4 prescribes for every service but S3. */
-static void canonical_uri(struct api_buf *b, const char *path)
+static void canonical_uri(struct strbuf *b, const char *path)
 {
     _cleanup_free_ const char **segs = NULL;
     _cleanup_free_ size_t *lens = NULL;
@@ -206,7 +206,7 @@ static void canonical_uri(struct api_buf *b, const char *path)
     bool trailing;
 
     if (!path || !*path) {
-        api_buf_addc(b, '/');
+        strbuf_addc(b, '/');
         return;
     }
     trailing = path[strlen(path) - 1] == '/';
@@ -231,14 +231,14 @@ static void canonical_uri(struct api_buf *b, const char *path)
             break;
         s = e + 1;
     }
-    api_buf_addc(b, '/');
+    strbuf_addc(b, '/');
     for (size_t i = 0; i < n; i++) {
         if (i)
-            api_buf_addc(b, '/');
+            strbuf_addc(b, '/');
         uri_encode(b, segs[i], lens[i], false);
     }
     if (trailing && n)
-        api_buf_addc(b, '/');
+        strbuf_addc(b, '/');
 }
 
 struct qpair {
@@ -255,7 +255,7 @@ static int cmp_qpair(const void *a, const void *b)
 /* Percent-decode ('+' is a space) and RFC3986-encode again. */
 static int recode(const char *s, size_t n, char **ret)
 {
-    struct api_buf b = { 0 };
+    struct strbuf b = { 0 };
 
     for (size_t i = 0; i < n; i++) {
         char c = s[i];
@@ -263,7 +263,7 @@ static int recode(const char *s, size_t n, char **ret)
             c = ' ';
         } else if (c == '%') {
             if (n - i < 3 || hex_value(s[i + 1]) < 0 || hex_value(s[i + 2]) < 0) {
-                api_buf_release(&b);
+                strbuf_release(&b);
                 return AUTH_FAIL("malformed percent escape in the query string");
             }
             c = (char)(hex_value(s[i + 1]) << 4 | hex_value(s[i + 2]));
@@ -271,11 +271,11 @@ static int recode(const char *s, size_t n, char **ret)
         }
         uri_encode(&b, &c, 1, false);
     }
-    *ret = api_buf_steal(&b);
+    *ret = strbuf_steal(&b);
     return 0;
 }
 
-static int canonical_query(struct api_buf *b, const char *query, bool query_auth)
+static int canonical_query(struct strbuf *b, const char *query, bool query_auth)
 {
     struct qpair *v = NULL;
     size_t n = 0, cap = 0;
@@ -311,7 +311,7 @@ static int canonical_query(struct api_buf *b, const char *query, bool query_auth
         if (n) /* an empty query has no array (qsort wants one) */
             qsort(v, n, sizeof(*v), cmp_qpair);
         for (size_t i = 0; i < n; i++)
-            api_buf_printf(b, "%s%s=%s", i ? "&" : "", v[i].k, v[i].v);
+            strbuf_printf(b, "%s%s=%s", i ? "&" : "", v[i].k, v[i].v);
     }
     for (size_t i = 0; i < n; i++) {
         free(v[i].k);
@@ -323,7 +323,7 @@ static int canonical_query(struct api_buf *b, const char *query, bool query_auth
 
 /* Append a header value trimmed, with inner runs of whitespace collapsed to
  * one space. */
-static void add_trimmed(struct api_buf *b, const char *v)
+static void add_trimmed(struct strbuf *b, const char *v)
 {
     bool space = false, started = false;
 
@@ -333,10 +333,10 @@ static void add_trimmed(struct api_buf *b, const char *v)
             continue;
         }
         if (space)
-            api_buf_addc(b, ' ');
+            strbuf_addc(b, ' ');
         space = false;
         started = true;
-        api_buf_addc(b, *v);
+        strbuf_addc(b, *v);
     }
 }
 
@@ -354,19 +354,19 @@ static const char *find_header(const struct sigv4_request *req, const char *name
 int sigv4_canonical_request(const struct sigv4_request *req, const char *signed_headers,
                             bool query_auth, char **ret)
 {
-    struct api_buf b = { 0 };
+    struct strbuf b = { 0 };
     const char *content_sha;
     size_t pos;
     int r;
 
-    api_buf_adds(&b, req->method);
-    api_buf_addc(&b, '\n');
+    strbuf_adds(&b, req->method);
+    strbuf_addc(&b, '\n');
     canonical_uri(&b, req->path);
-    api_buf_addc(&b, '\n');
+    strbuf_addc(&b, '\n');
     r = canonical_query(&b, req->query, query_auth);
     if (r < 0)
         goto fail;
-    api_buf_addc(&b, '\n');
+    strbuf_addc(&b, '\n');
     for (const char *s = signed_headers;;) {
         const char *e = strchr(s, ';');
         size_t n = e ? (size_t)(e - s) : strlen(s);
@@ -375,35 +375,35 @@ int sigv4_canonical_request(const struct sigv4_request *req, const char *signed_
             r = AUTH_FAIL("signed header '%.*s' is not in the request", (int)MIN(n, 64), s);
             goto fail;
         }
-        api_buf_add(&b, s, n);
-        api_buf_addc(&b, ':');
+        strbuf_add(&b, s, n);
+        strbuf_addc(&b, ':');
         add_trimmed(&b, v);
         /* Repeated headers: values joined with commas. */
         while ((v = find_header(req, s, n, pos + 1, &pos))) {
-            api_buf_addc(&b, ',');
+            strbuf_addc(&b, ',');
             add_trimmed(&b, v);
         }
-        api_buf_addc(&b, '\n');
+        strbuf_addc(&b, '\n');
         if (!e)
             break;
         s = e + 1;
     }
-    api_buf_addc(&b, '\n');
-    api_buf_adds(&b, signed_headers);
-    api_buf_addc(&b, '\n');
+    strbuf_addc(&b, '\n');
+    strbuf_adds(&b, signed_headers);
+    strbuf_addc(&b, '\n');
     content_sha = find_header(req, "x-amz-content-sha256", 20, 0, &pos);
     if (content_sha) {
-        api_buf_adds(&b, content_sha);
+        strbuf_adds(&b, content_sha);
     } else {
         struct digest d;
         char hex[DIGEST_HEX_SIZE];
         sha256(req->body ? req->body : "", req->body_len, &d);
-        api_buf_adds(&b, digest_to_hex(&d, hex));
+        strbuf_adds(&b, digest_to_hex(&d, hex));
     }
-    *ret = api_buf_steal(&b);
+    *ret = strbuf_steal(&b);
     return 0;
 fail:
-    api_buf_release(&b);
+    strbuf_release(&b);
     return r;
 }
 

@@ -9,7 +9,7 @@
 #include "api/internal.h"
 #include "common/util.h"
 
-static struct api_buf *buf(struct xml *x)
+static struct strbuf *buf(struct xml *x)
 {
     return &x->b;
 }
@@ -17,12 +17,12 @@ static struct api_buf *buf(struct xml *x)
 void xml_init(struct xml *x)
 {
     memset(x, 0, sizeof(*x));
-    api_buf_adds(buf(x), "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+    strbuf_adds(buf(x), "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
 }
 
 void xml_release(struct xml *x)
 {
-    api_buf_release(buf(x));
+    strbuf_release(buf(x));
     x->depth = 0;
 }
 
@@ -45,38 +45,38 @@ static void escape(struct xml *x, const char *s)
         while (plain(p[n]))
             n++;
         if (n) {
-            api_buf_add(buf(x), p, n);
+            strbuf_add(buf(x), p, n);
             p += n;
             continue;
         }
 
         switch (c) {
-        case '&': api_buf_adds(buf(x), "&amp;"); p++; continue;
-        case '<': api_buf_adds(buf(x), "&lt;"); p++; continue;
-        case '>': api_buf_adds(buf(x), "&gt;"); p++; continue;
-        case '"': api_buf_adds(buf(x), "&quot;"); p++; continue;
-        case '\t': api_buf_adds(buf(x), "&#9;"); p++; continue;
-        case '\n': api_buf_adds(buf(x), "&#10;"); p++; continue;
-        case '\r': api_buf_adds(buf(x), "&#13;"); p++; continue;
+        case '&': strbuf_adds(buf(x), "&amp;"); p++; continue;
+        case '<': strbuf_adds(buf(x), "&lt;"); p++; continue;
+        case '>': strbuf_adds(buf(x), "&gt;"); p++; continue;
+        case '"': strbuf_adds(buf(x), "&quot;"); p++; continue;
+        case '\t': strbuf_adds(buf(x), "&#9;"); p++; continue;
+        case '\n': strbuf_adds(buf(x), "&#10;"); p++; continue;
+        case '\r': strbuf_adds(buf(x), "&#13;"); p++; continue;
         default: break;
         }
         if (c < 0x20 || c == 0x7f) {
-            api_buf_adds(buf(x), replacement);
+            strbuf_adds(buf(x), replacement);
             p++;
             continue;
         }
         if (c < 0x80) {
-            api_buf_addc(buf(x), (char)c);
+            strbuf_addc(buf(x), (char)c);
             p++;
             continue;
         }
         /* A multi-byte sequence: copy it if valid, else replace one byte. */
         n = c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : 2;
         if (strnlen((const char *)p, n) == n && utf8_is_valid((const char *)p, n)) {
-            api_buf_add(buf(x), p, n);
+            strbuf_add(buf(x), p, n);
             p += n;
         } else {
-            api_buf_adds(buf(x), replacement);
+            strbuf_adds(buf(x), replacement);
             p++;
         }
     }
@@ -86,9 +86,9 @@ static void escape(struct xml *x, const char *s)
  * DescribeImages. */
 static void tag(struct xml *x, const char *open, const char *name)
 {
-    api_buf_adds(buf(x), open);
-    api_buf_adds(buf(x), name);
-    api_buf_addc(buf(x), '>');
+    strbuf_adds(buf(x), open);
+    strbuf_adds(buf(x), name);
+    strbuf_addc(buf(x), '>');
 }
 
 void xml_open(struct xml *x, const char *name)
@@ -101,9 +101,9 @@ void xml_open(struct xml *x, const char *name)
 void xml_open_attr(struct xml *x, const char *name, const char *attr, const char *value)
 {
     assert(x->depth < XML_MAX_DEPTH);
-    api_buf_printf(buf(x), "<%s %s=\"", name, attr);
+    strbuf_printf(buf(x), "<%s %s=\"", name, attr);
     escape(x, value);
-    api_buf_adds(buf(x), "\">");
+    strbuf_adds(buf(x), "\">");
     x->stack[x->depth++] = name;
 }
 
@@ -164,5 +164,5 @@ char *xml_steal(struct xml *x, size_t *ret_len)
     if (ret_len)
         *ret_len = x->b.len;
     x->depth = 0;
-    return api_buf_steal(buf(x));
+    return strbuf_steal(buf(x));
 }

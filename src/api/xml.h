@@ -15,26 +15,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/strbuf.h"
+
 #define XML_MAX_DEPTH 32
 #define EC2_XMLNS "http://ec2.amazonaws.com/doc/2016-11-15/"
 
-/* A growable, always NUL-terminated byte buffer (aborts on exhaustion:
- * callers cap what clients send first).  Zero-initialise to start. */
-struct api_buf {
-    char *data;
-    size_t len, alloc;
-};
-
-void api_buf_add(struct api_buf *b, const void *p, size_t n);
-void api_buf_adds(struct api_buf *b, const char *s);
-void api_buf_addc(struct api_buf *b, char c);
-void api_buf_printf(struct api_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* The contents as a new string (never NULL); b is left empty. */
-char *api_buf_steal(struct api_buf *b);
-void api_buf_release(struct api_buf *b);
-
 struct xml {
-    struct api_buf b;
+    struct strbuf b;
     const char *stack[XML_MAX_DEPTH]; /* open element names (borrowed) */
     int depth;
 };

@@ -18,7 +18,7 @@ static void check(const struct json_value *v, int depth)
         abort();
     switch (v->type) {
     case JSON_STRING: {
-        struct api_buf b = { 0 };
+        struct strbuf b = { 0 };
         struct json_value *again = NULL;
         if (!v->string || strlen(v->string) != v->len ||
             !utf8_is_valid(v->string, v->len))
@@ -28,7 +28,7 @@ static void check(const struct json_value *v, int depth)
             strcmp(again->string, v->string) != 0)
             abort();
         json_free(again);
-        api_buf_release(&b);
+        strbuf_release(&b);
         break;
     }
     case JSON_OBJECT:

@@ -22,7 +22,7 @@ static void refused(const char *text, const char *what)
 
 static void roundtrip(const char *s, const char *want_literal)
 {
-    struct api_buf b = { 0 };
+    struct strbuf b = { 0 };
     struct json_value *v = NULL;
 
     json_write_string(&b, s);
@@ -30,7 +30,7 @@ static void roundtrip(const char *s, const char *want_literal)
     is_int(json_parse(b.data, b.len, &v), 0, "  parses back");
     ok(v && v->type == JSON_STRING && strcmp(v->string, s) == 0, "  to the same string");
     json_free(v);
-    api_buf_release(&b);
+    strbuf_release(&b);
 }
 
 int main(void)
@@ -101,10 +101,10 @@ int main(void)
     roundtrip("tab\tnl\n\x01", "\"tab\\u0009nl\\u000a\\u0001\"");
     roundtrip("caf\xc3\xa9", "\"caf\xc3\xa9\"");
     {
-        struct api_buf b = { 0 };
+        struct strbuf b = { 0 };
         json_write_string(&b, "bad\xff");
         is_str(b.data, "\"bad\xef\xbf\xbd\"", "invalid UTF-8 is written as U+FFFD");
-        api_buf_release(&b);
+        strbuf_release(&b);
     }
     return done_testing();
 }

@@ -122,13 +122,13 @@ static void test_lists(void)
     is_int(query_get_list(&q, "Id", &v, &n), -EINVAL, "refused");
     query_release(&q);
 
-    struct api_buf big = { 0 };
+    struct strbuf big = { 0 };
     for (int i = 1; i <= QUERY_MAX_LIST + 1; i++)
-        api_buf_printf(&big, "%sId.%d=x", i > 1 ? "&" : "", i);
+        strbuf_printf(&big, "%sId.%d=x", i > 1 ? "&" : "", i);
     is_int(query_parse(big.data, big.len, &q), 0, "1001 entries parse");
     is_int(query_get_list(&q, "Id", &v, &n), -EINVAL, "but exceed the list cap");
     query_release(&q);
-    api_buf_release(&big);
+    strbuf_release(&big);
 
     /* Nested structures: TagSpecification.N.Tag.M.Key */
     is_int(parse("TagSpecification.2.ResourceType=snapshot&TagSpecification.1.ResourceType=image&"
