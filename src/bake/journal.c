@@ -70,22 +70,14 @@ int bake_proc_stat_parse(const char *buf, size_t len, char *ret_state, uint64_t 
 static int read_small_file(const char *path, char *buf, size_t size, size_t *ret_len)
 {
     _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
-    size_t len = 0;
+    ssize_t n;
 
     if (fd < 0)
         return -errno;
-    while (len < size) {
-        ssize_t n = read(fd, buf + len, size - len);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
-        if (n == 0)
-            break;
-        len += (size_t)n;
-    }
-    *ret_len = len;
+    n = pread_full(fd, buf, size, 0);
+    if (n < 0)
+        return (int)n;
+    *ret_len = (size_t)n;
     return 0;
 }
 

@@ -425,6 +425,23 @@ int registry_bake_entry_set_error(struct registry *reg, const char *build_id, ui
     return entry_update(reg, build_id, seq, change_error, message, now_ms);
 }
 
+/* The rows of build `build_id` that `sql` (one parameter, the build id)
+ * selects, read by `c`. */
+static int list_of_build(struct registry *reg, const char *build_id, const char *sql,
+                         const struct reg_collector *c, void **ret, size_t *ret_n)
+{
+    _cleanup_stmt_ sqlite3_stmt *st = NULL;
+    int r = check_build_id(build_id);
+
+    if (r < 0)
+        return r;
+    r = reg_prepare(reg, sql, &st);
+    if (r < 0)
+        return r;
+    reg_bind_text(st, 1, build_id);
+    return reg_collect(reg, st, c, NULL, ret, ret_n);
+}
+
 int registry_bake_entry_list(struct registry *reg, const char *build_id,
                              struct registry_bake_entry **ret, size_t *ret_n)
 {
@@ -434,19 +451,11 @@ int registry_bake_entry_list(struct registry *reg, const char *build_id,
         .release = reg_collect_release_free,
         .what = "journal entries",
     };
-    _cleanup_stmt_ sqlite3_stmt *st = NULL;
-    int r = check_build_id(build_id);
 
-    if (r < 0)
-        return r;
-    r = reg_prepare(reg,
-                    "SELECT " ENTRY_COLUMNS " FROM bake_journal WHERE build_id = ?1"
-                    " ORDER BY seq",
-                    &st);
-    if (r < 0)
-        return r;
-    reg_bind_text(st, 1, build_id);
-    return reg_collect(reg, st, &c, NULL, (void **)ret, ret_n);
+    return list_of_build(reg, build_id,
+                         "SELECT " ENTRY_COLUMNS " FROM bake_journal WHERE build_id = ?1"
+                         " ORDER BY seq",
+                         &c, (void **)ret, ret_n);
 }
 
 /* ---- the layer cache --------------------------------------------------- */
@@ -795,19 +804,11 @@ int registry_bake_output_list(struct registry *reg, const char *build_id,
         .release = reg_collect_release_free,
         .what = "build outputs",
     };
-    _cleanup_stmt_ sqlite3_stmt *st = NULL;
-    int r = check_build_id(build_id);
 
-    if (r < 0)
-        return r;
-    r = reg_prepare(reg,
-                    "SELECT " OUTPUT_COLUMNS " FROM bake_outputs WHERE build_id = ?1"
-                    " ORDER BY seq",
-                    &st);
-    if (r < 0)
-        return r;
-    reg_bind_text(st, 1, build_id);
-    return reg_collect(reg, st, &c, NULL, (void **)ret, ret_n);
+    return list_of_build(reg, build_id,
+                         "SELECT " OUTPUT_COLUMNS " FROM bake_outputs WHERE build_id = ?1"
+                         " ORDER BY seq",
+                         &c, (void **)ret, ret_n);
 }
 
 int registry_bake_output_update(struct registry *reg, const struct registry_bake_output *o,
