@@ -212,6 +212,7 @@ struct build {
     struct agent_client *agent;   /* connected to it */
     unsigned n_run;               /* steps that ran (not cached) */
     struct volume_snapshot_stats last_stats; /* of the last step's snapshot */
+    unsigned version_number;      /* this build's number among the template's images */
 
     struct bake_result *res;
     struct bake_tag_list {
@@ -1755,7 +1756,7 @@ static char *version_string(struct build *b)
 
     if (!v)
         return NULL;
-    snprintf(num, sizeof(num), "%u", next_version_number(b));
+    snprintf(num, sizeof(num), "%u", b->version_number);
     const char *x = strrchr(v, 'x');
     if (!x || (x != v && x[-1] != '.') || x[1])
         return xstrdup(v);
@@ -2125,7 +2126,8 @@ static int expand(struct build *b)
     }
     bake_interp_set_field(b->ip, "BuildRegion", b->r->name);
     bake_interp_set_field(b->ip, "BuildName", t->name);
-    snprintf(version, sizeof(version), "%u", next_version_number(b));
+    b->version_number = next_version_number(b);
+    snprintf(version, sizeof(version), "%u", b->version_number);
     bake_interp_set_field(b->ip, "Version", version);
     return bake_template_expand(t, b->ip);
 }
